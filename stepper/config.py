@@ -1,0 +1,224 @@
+"""Loading settings: package defaults, then the deployment's config module, then the environment.
+
+Celery's own ``config_from_object("celeryconfig", silent=True)`` is lazy and raises later when the module is
+missing, so stepper checks importability itself and hands Celery one plain, already merged mapping.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import os
+from collections.abc import Mapping
+from functools import cache
+from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stepper.defaults import DEFAULTS
+from stepper.errors import ConfigError
+from stepper.schemas import KINDS, Kind, describe_validation_error
+
+Mode = Literal["live", "mock", "hybrid"]
+
+#: Settings whose dict values are merged key by key instead of replaced, so that a deployment adding
+#: one provider or one transport option keeps the others.
+MERGED_SETTINGS = (
+    "broker_transport_options",
+    "result_backend_transport_options",
+    "stepper_providers",
+    "stepper_chains",
+    "stepper_breaker",
+    "stepper_retry",
+)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderSettings(_Settings):
+    """One provider as the deployment declared it."""
+
+    name: str
+    target: str = Field(alias="class", pattern=r"^[\w.]+:\w+$")
+    kinds: tuple[Kind, ...] | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    models: tuple[str, ...] = ()
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
+    tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChainEntry(_Settings):
+    provider: str
+    model: str
+
+    @classmethod
+    def parse(cls, text: str) -> ChainEntry:
+        provider, _, model = text.strip().partition(":")
+        return cls(provider=provider, model=model or provider)
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+class BreakerSettings(_Settings):
+    fail_max: int = Field(ge=1)
+    reset_timeout_s: float = Field(gt=0)
+
+
+class RetrySettings(_Settings):
+    attempts_per_provider: int = Field(ge=1)
+    backoff_base_s: float = Field(ge=0)
+    backoff_cap_s: float = Field(ge=0)
+    max_inline_wait_s: float = Field(ge=0)
+    task_max_retries: int = Field(ge=0)
+    task_countdown_cap_s: float = Field(ge=0)
+
+
+class StepperSettings(_Settings):
+    """stepper's own settings, validated once at start-up."""
+
+    mode: Mode
+    providers: dict[str, ProviderSettings]
+    chains: dict[Kind, tuple[ChainEntry, ...]]
+    breaker: BreakerSettings
+    retry: RetrySettings
+
+    @field_validator("chains")
+    @classmethod
+    def _every_kind_has_a_chain(cls, chains: dict[Kind, tuple[ChainEntry, ...]]) -> dict[Kind, tuple[ChainEntry, ...]]:
+        missing = [kind for kind in KINDS if not chains.get(kind)]
+        if missing:
+            raise ValueError(f"no chain for {', '.join(missing)}; give each kind at least one 'provider:model'")
+        return chains
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Merge defaults, the deployment's config module and the environment into one mapping."""
+    environ = os.environ if environ is None else environ
+    merged = copy.deepcopy(DEFAULTS)
+    module = _import_config_module(environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
+    if module is not None:
+        _merge(merged, {key: value for key, value in vars(module).items() if _is_setting(key)})
+    _merge(merged, _environment_overrides(environ, merged))
+    _apply_visibility_timeout(merged)
+    return merged
+
+
+def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
+    """Validate the ``stepper_*`` part of a merged config; raise ConfigError naming the bad setting."""
+    try:
+        providers = {
+            name: ProviderSettings.model_validate({"name": name, **spec})
+            for name, spec in config["stepper_providers"].items()
+        }
+        chains = {
+            kind: tuple(ChainEntry.parse(entry) for entry in entries)
+            for kind, entries in config["stepper_chains"].items()
+        }
+        settings = StepperSettings(
+            mode=config["stepper_mode"],
+            providers=providers,
+            chains=chains,
+            breaker=config["stepper_breaker"],
+            retry=config["stepper_retry"],
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None
+    _check_chains_name_known_providers(settings)
+    _check_time_limits(config, settings)
+    return settings
+
+
+@cache
+def current_config() -> dict[str, Any]:
+    """The merged configuration of this process (read once)."""
+    return load_config()
+
+
+@cache
+def current_settings() -> StepperSettings:
+    """The validated stepper settings of this process (read once)."""
+    return parse_stepper_settings(current_config())
+
+
+def _import_config_module(name: str) -> ModuleType | None:
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        return None
+    return importlib.import_module(name)
+
+
+def _is_setting(key: str) -> bool:
+    return key.islower() and not key.startswith("_")
+
+
+def _merge(target: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if key in MERGED_SETTINGS and isinstance(value, Mapping):
+            target[key] = {**target.get(key, {}), **copy.deepcopy(dict(value))}
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _environment_overrides(environ: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if redis_url := environ.get("STEPPER_REDIS_URL"):
+        overrides["broker_url"] = overrides["result_backend"] = redis_url
+    if mode := environ.get("STEPPER_MODE"):
+        overrides["stepper_mode"] = mode
+    chains = {
+        kind: [entry for entry in environ[f"STEPPER_CHAIN_{kind.upper()}"].split(",") if entry.strip()]
+        for kind in KINDS
+        if environ.get(f"STEPPER_CHAIN_{kind.upper()}")
+    }
+    if chains:
+        overrides["stepper_chains"] = chains
+    providers: dict[str, Any] = {}
+    for name, spec in config["stepper_providers"].items():
+        if base_url := environ.get(f"STEPPER_{name.upper()}_BASE_URL"):
+            providers[name] = {**spec, "base_url": base_url}
+    if providers:
+        overrides["stepper_providers"] = providers
+    return overrides
+
+
+def _apply_visibility_timeout(config: dict[str, Any]) -> None:
+    timeout = config["stepper_visibility_timeout_s"]
+    for key in ("broker_transport_options", "result_backend_transport_options"):
+        config[key] = {**config[key], "visibility_timeout": timeout}
+
+
+def _check_chains_name_known_providers(settings: StepperSettings) -> None:
+    for kind, chain in settings.chains.items():
+        for entry in chain:
+            if entry.provider not in settings.providers:
+                known = ", ".join(sorted(settings.providers))
+                raise ConfigError(
+                    f"the {kind} chain names provider {entry.provider!r}, which is not declared in "
+                    f"stepper_providers (declared: {known}); declare it or remove it from the chain"
+                )
+
+
+def _check_time_limits(config: Mapping[str, Any], settings: StepperSettings) -> None:
+    soft, hard = config.get("task_soft_time_limit"), config.get("task_time_limit")
+    visibility = config["stepper_visibility_timeout_s"]
+    if soft is not None and hard is not None and soft >= hard:
+        raise ConfigError(f"task_soft_time_limit ({soft}s) must be below task_time_limit ({hard}s)")
+    longest = max(hard or 0, settings.retry.task_countdown_cap_s)
+    if visibility <= longest:
+        raise ConfigError(
+            f"stepper_visibility_timeout_s ({visibility}s) must exceed both task_time_limit and "
+            f"stepper_retry.task_countdown_cap_s ({longest}s), or Redis hands a running task to a second worker"
+        )
+

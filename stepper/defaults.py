@@ -1,0 +1,99 @@
+"""The settings stepper runs with when the deployment says nothing.
+
+``celeryconfig.py`` (or the module named by ``CELERY_CONFIG_MODULE``) overrides any of these, and a few
+environment variables override both (see :mod:`stepper.config`). The reliability settings here are not
+meant to be edited; each says why it is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Ten real priority levels on Redis, 0 the most urgent. kombu emulates priorities with one list per
+#: level and has only four (0, 3, 6, 9) unless told otherwise. Producers that want ten levels must
+#: use the same transport options (stepper's own producer API does).
+PRIORITY_STEPS = list(range(10))
+
+DEFAULTS: dict[str, Any] = {
+    # --- Celery: where and how ------------------------------------------------------------------
+    "broker_url": REDIS_URL,
+    "result_backend": REDIS_URL,
+    # JSON only: a pickled message would let anyone who can write to Redis run code on the workers.
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    # A task is acknowledged only after it finished, and a pool process killed mid-task (OOM killer,
+    # SIGKILL) gets its message requeued instead of acked: no task is lost to a crashed worker.
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    # Each pool process reserves one message at a time, so one slow task never holds others hostage
+    # and a high-priority message is not stuck behind a prefetched backlog.
+    "worker_prefetch_multiplier": 1,
+    # A worker that starts before Redis keeps trying instead of exiting.
+    "broker_connection_retry_on_startup": True,
+    # With acks_late a task that was running when the broker connection dropped is redelivered anyway;
+    # cancelling it stops the same work running twice side by side.
+    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    # A Redis blip while storing a result retries instead of losing the result.
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 10,
+    # Results are read by producers within minutes; a day is generous and keeps Redis from filling
+    # up with the results of fire-and-forget tasks.
+    "result_expires": 24 * 3600,
+    # soft limit < hard limit < visibility timeout (checked at start-up): a task is stopped before
+    # Redis would consider its message lost and hand it to a second worker.
+    "task_soft_time_limit": 240,
+    "task_time_limit": 300,
+    # Task events cost about a fifth of the throughput; Flower switches them on while it runs.
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    # The middle of the ten levels; see stepper.priorities for the named levels.
+    "task_default_priority": 5,
+    "broker_transport_options": {
+        "priority_steps": PRIORITY_STEPS,
+        # Poll queues in a fixed order rather than round robin; kombu polls priority-major, so
+        # priority 0 of every queue comes before priority 1 of any.
+        "queue_order_strategy": "priority",
+    },
+    "result_backend_transport_options": {},
+    # --- stepper ----------------------------------------------------------------------------------
+    # live: real providers only; mock: every provider replaced by a deterministic mock;
+    # hybrid: the chain's configured providers, then a mock as the last resort (always labelled).
+    "stepper_mode": "live",
+    # How long Redis waits for an unacknowledged message before handing it to another worker. Written
+    # to both broker_transport_options and result_backend_transport_options. It must exceed the hard
+    # time limit and the longest retry countdown, or the same task runs twice.
+    "stepper_visibility_timeout_s": 3600,
+    # Redis for fleet-wide state (breakers, rate limits); None uses the broker's.
+    "stepper_state_url": None,
+    # Providers by name. "class" is a dotted path ("package.module:Class"), imported when first used.
+    "stepper_providers": {
+        "mock": {"class": "stepper.providers.mock:MockProvider"},
+    },
+    # The chain of each kind: "provider:model" entries, tried in order.
+    "stepper_chains": {
+        "report": ["mock:mock-report"],
+        "chat": ["mock:mock-chat"],
+        "ocr": ["mock:mock-ocr"],
+        "steps": ["mock:mock-steps"],
+        "vision": ["mock:mock-vision"],
+        "speech": ["mock:mock-speech"],
+    },
+    # Fleet-wide circuit breaker per provider: opens after fail_max consecutive transient failures,
+    # lets one probe call through (fleet-wide) after reset_timeout_s.
+    "stepper_breaker": {"fail_max": 5, "reset_timeout_s": 30.0},
+    # Retries: inside one task, each provider gets attempts_per_provider tries, waiting with full
+    # jitter (or the provider's Retry-After) when that wait is at most max_inline_wait_s. When every
+    # provider failed transiently the task goes back to the broker, up to task_max_retries times.
+    "stepper_retry": {
+        "attempts_per_provider": 2,
+        "backoff_base_s": 0.5,
+        "backoff_cap_s": 8.0,
+        "max_inline_wait_s": 2.0,
+        "task_max_retries": 5,
+        "task_countdown_cap_s": 300.0,
+    },
+}

@@ -1,0 +1,159 @@
+"""The one exception tree of stepper.
+
+::
+
+    StepperError
+    ├── ConfigError                  bad settings: fail at start-up, loudly
+    ├── InvalidRequest               the caller's input is wrong: never retried, stops the chain
+    ├── ProviderError                one provider failed one call
+    │   ├── RetryableError           worth another try, here or on the next provider
+    │   │   ├── Timeout
+    │   │   ├── RateLimited          carries retry_after_s
+    │   │   ├── Unavailable          5xx, resets, refused connections
+    │   │   ├── CircuitOpen          the fleet-wide breaker rejects calls for now
+    │   │   └── TruncatedOutput      cut off or not valid against the output model
+    │   └── PermanentError           this provider will not serve this request as it is
+    │       ├── AuthError            bad or missing credentials: next provider, no breaker trip
+    │       ├── UnsupportedInput     this provider cannot do it: next provider
+    │       └── ContentRejected      a safety refusal of the content itself: stops the chain
+    └── ChainExhausted               every provider in the chain failed; carries each attempt
+
+Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
+result backend can rebuild it for a producer's ``.get()`` with the same type and message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "ChainExhausted",
+    "CircuitOpen",
+    "ConfigError",
+    "ContentRejected",
+    "InvalidRequest",
+    "PermanentError",
+    "ProviderError",
+    "RateLimited",
+    "RetryableError",
+    "StepperError",
+    "Timeout",
+    "TruncatedOutput",
+    "Unavailable",
+    "UnsupportedInput",
+]
+
+
+class StepperError(Exception):
+    """Base of every error stepper raises on purpose."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ConfigError(StepperError):
+    """The deployment's settings are wrong; the message says which setting and how to fix it."""
+
+
+class InvalidRequest(StepperError):
+    """The request itself is wrong. It is never retried and never reaches (another) provider."""
+
+
+class ProviderError(StepperError):
+    """One provider failed one call."""
+
+    #: Whether this failure counts towards opening the provider's circuit breaker.
+    trips_breaker = True
+    #: Whether the chain must stop here because another provider would fail the same way.
+    stops_chain = False
+
+
+class RetryableError(ProviderError):
+    """A transient failure: the same call may succeed later or elsewhere."""
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """Seconds the provider asked us to wait, when it said so."""
+        return None
+
+
+class Timeout(RetryableError):
+    """The provider did not answer within the configured timeout."""
+
+
+class Unavailable(RetryableError):
+    """The provider answered with a server error or the connection failed."""
+
+
+class RateLimited(RetryableError):
+    """The provider, or our own fleet-wide limit, asks us to slow down."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s)
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value: float | None = self.args[1]
+        return value
+
+
+class CircuitOpen(RetryableError):
+    """The fleet-wide breaker for this provider is open; the call was not made."""
+
+    trips_breaker = False
+
+
+class TruncatedOutput(RetryableError):
+    """The answer was cut off or does not validate against the output model: never hand it to a caller."""
+
+
+class PermanentError(ProviderError):
+    """This provider will not serve this request however often we ask."""
+
+    trips_breaker = False
+
+
+class AuthError(PermanentError):
+    """Credentials are missing, wrong or lack permission. Reported loudly; the chain moves on."""
+
+
+class UnsupportedInput(PermanentError):
+    """This provider cannot handle this input (a model, a language, a format); another may."""
+
+
+class ContentRejected(PermanentError):
+    """The provider refused the content itself (a safety filter); the next provider would too."""
+
+    stops_chain = True
+
+
+class ChainExhausted(StepperError):
+    """Every provider in the chain failed.
+
+    ``attempts`` holds one JSON object per attempt (provider, model, outcome, error, ms); ``retryable`` says
+    whether every failure was transient, so that a later try through the broker may succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        attempts: list[dict[str, Any]] | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, attempts or [], retryable, retry_after_s)
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self.args[1]
+        return value
+
+    @property
+    def retryable(self) -> bool:
+        return bool(self.args[2])
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value: float | None = self.args[3]
+        return value

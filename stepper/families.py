@@ -1,0 +1,94 @@
+"""The six task families: for each kind, its request and output models and how a provider is called.
+
+This table is the one place that knows which Protocol method serves which kind; the chain executor and
+the tasks stay generic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from stepper.errors import InvalidRequest
+from stepper.providers.base import Reply
+from stepper.schemas import (
+    ChatOutput,
+    ChatRequest,
+    Kind,
+    OcrOutput,
+    OcrRequest,
+    ReportOutput,
+    ReportRequest,
+    SpeechOutput,
+    SpeechRequest,
+    StepsOutput,
+    StepsRequest,
+    VisionOutput,
+    VisionRequest,
+    describe_validation_error,
+)
+
+#: Rough characters per token, good enough to reserve a tokens-per-minute budget before the call;
+#: the vendor's own count settles it afterwards.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: Kind
+    request_model: type[BaseModel]
+    output_model: type[BaseModel]
+    #: Calls the family's Protocol method on a provider instance.
+    invoke: Callable[[Any, Any, str], Reply[BaseModel]]
+    #: Tokens a request is expected to use, reserved against a provider's tokens-per-minute limit.
+    estimate_tokens: Callable[[Any], int] = lambda request: 0
+
+    def parse(self, kwargs: Mapping[str, Any]) -> BaseModel:
+        """Validate a task's JSON keyword arguments, or raise InvalidRequest naming each bad field."""
+        try:
+            return self.request_model.model_validate(dict(kwargs))
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid {self.kind} request: {describe_validation_error(exc)}") from None
+
+
+def _chat_tokens(request: ChatRequest) -> int:
+    prompt = sum(len(message.content) for message in request.messages) // CHARS_PER_TOKEN
+    return prompt + (request.max_tokens or 0)
+
+
+def _report_tokens(request: ReportRequest) -> int:
+    commit = request.commit
+    text = len(commit.message) + sum(len(file.path) + len(file.patch or "") for file in commit.files)
+    return text // CHARS_PER_TOKEN
+
+
+FAMILIES: dict[Kind, Family] = {
+    family.kind: family
+    for family in (
+        Family(
+            "report",
+            ReportRequest,
+            ReportOutput,
+            lambda provider, request, model: provider.generate_report(request, model),
+            _report_tokens,
+        ),
+        Family(
+            "chat",
+            ChatRequest,
+            ChatOutput,
+            lambda provider, request, model: provider.complete(request, model),
+            _chat_tokens,
+        ),
+        Family("ocr", OcrRequest, OcrOutput, lambda provider, request, model: provider.read(request, model)),
+        Family(
+            "steps", StepsRequest, StepsOutput, lambda provider, request, model: provider.detect_steps(request, model)
+        ),
+        Family("vision", VisionRequest, VisionOutput, lambda provider, request, model: provider.analyse(request, model)),
+        Family(
+            "speech", SpeechRequest, SpeechOutput, lambda provider, request, model: provider.synthesise(request, model)
+        ),
+    )
+}

@@ -1,0 +1,1 @@
+"""What wraps every provider call: admission (breaker state, rate limits), the breaker, backoff."""

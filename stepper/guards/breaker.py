@@ -1,0 +1,118 @@
+"""The guard around every provider call: fleet-wide admission (breaker and rate limits), then pybreaker.
+
+pybreaker holds its lock for the whole call, so one shared breaker object would let a threads pool make one
+call at a time. Each thread therefore gets its own ``CircuitBreaker`` over the same shared storage; the
+state that matters lives in the backend (Redis for a fleet).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import pybreaker
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from stepper.config import BreakerSettings
+from stepper.errors import CircuitOpen, ProviderError, RateLimited, StepperError
+from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
+from stepper.providers.base import Reply
+
+log = logging.getLogger(__name__)
+
+ReplyT = TypeVar("ReplyT", bound=Reply[BaseModel])
+
+
+def is_not_provider_failure(exc: BaseException) -> bool:
+    """Errors that say nothing about the provider's health must not open its breaker."""
+    if isinstance(exc, ProviderError):
+        return not exc.trips_breaker
+    return isinstance(exc, StepperError)
+
+
+class _LogTransitions(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+    def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
+        if old is not None and old.name != new.name:
+            log.warning("circuit breaker %s: %s -> %s", cb.name, old.name, new.name)
+
+
+class ProviderGuard:
+    """Admits, breaks and meters calls to providers; one instance per worker process."""
+
+    def __init__(
+        self,
+        backend: GuardBackend,
+        breaker: BreakerSettings,
+        max_wait_s: float,
+        sleep: Callable[[float], None] = time.sleep,
+        listeners: tuple[pybreaker.CircuitBreakerListener, ...] = (),
+    ) -> None:
+        self._backend = backend
+        self._settings = breaker
+        self._max_wait_s = max_wait_s
+        self._sleep = sleep
+        self._listeners = (_LogTransitions(), *listeners)
+        self._local = threading.local()
+
+    def call(self, provider: str, limits: Limits, tokens: int, fn: Callable[[], ReplyT]) -> ReplyT:
+        """Run ``fn`` if the breaker and the rate limits let it; raise CircuitOpen or RateLimited if not."""
+        admission = self._admit(provider, limits, tokens)
+        if admission is None:
+            return fn()
+        breaker = self._breaker(provider)
+        storage = cast(PrimedStorage, breaker._state_storage)
+        storage.prime(admission)
+        try:
+            reply = breaker.call(fn)
+        except pybreaker.CircuitBreakerError:
+            raise CircuitOpen(f"the circuit breaker of {provider} is open") from None
+        finally:
+            storage.unprime()
+        if limits.tpm:
+            used = reply.usage.get("input_tokens", 0) + reply.usage.get("output_tokens", 0)
+            if used:
+                self._backend.settle_tokens(provider, limits, used - tokens)
+        return reply
+
+    def _admit(self, provider: str, limits: Limits, tokens: int) -> Admission | None:
+        """Ask the backend, waiting out short rate-limit waits. None: the backend is down, call unguarded."""
+        deadline = time.monotonic() + self._max_wait_s
+        while True:
+            try:
+                admission = self._backend.admit(provider, limits, tokens, self._settings.reset_timeout_s)
+            except RedisError as exc:
+                # The guards protect vendors; a Redis outage must not stop work that is already running.
+                log.warning("guard state unreachable (%s); calling %s without breaker or rate limit", exc, provider)
+                return None
+            if admission.verdict == "reject":
+                raise CircuitOpen(
+                    f"the circuit breaker of {provider} is open after {self._settings.fail_max} failures; "
+                    f"one probe call goes through every {self._settings.reset_timeout_s:g}s"
+                )
+            if admission.wait_s <= 0:
+                return admission
+            if time.monotonic() + admission.wait_s > deadline:
+                raise RateLimited(
+                    f"{provider} is at its fleet-wide limit ({limits.rpm or '-'} requests/min, "
+                    f"{limits.tpm or '-'} tokens/min); room again in {admission.wait_s:.2f}s",
+                    admission.wait_s,
+                )
+            self._sleep(admission.wait_s)
+
+    def _breaker(self, provider: str) -> pybreaker.CircuitBreaker:
+        breakers: dict[str, pybreaker.CircuitBreaker] = self._local.__dict__.setdefault("breakers", {})
+        if provider not in breakers:
+            breakers[provider] = pybreaker.CircuitBreaker(
+                fail_max=self._settings.fail_max,
+                reset_timeout=self._settings.reset_timeout_s,
+                exclude=[is_not_provider_failure],
+                listeners=list(self._listeners),
+                state_storage=self._backend.breaker_storage(provider),
+                name=provider,
+                throw_new_error_on_trip=False,
+            )
+        return breakers[provider]

@@ -1,0 +1,146 @@
+"""Mock mode: a deterministic stand-in for every family.
+
+The same request and model always give the same output, valid against the family's output model, so
+tests and dry runs can assert on it. Outputs are derived from the request where that is cheap (a report
+lists the commit's files, a chat reply quotes the last user message) and from a hash of it otherwise.
+Every result is labelled ``provider: "mock"`` by the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from stepper.providers.base import Provider, Reply
+from stepper.schemas import (
+    KINDS,
+    ChatOutput,
+    ChatRequest,
+    Kind,
+    OcrOutput,
+    OcrRequest,
+    ReportOutput,
+    ReportRequest,
+    SpeechOutput,
+    SpeechRequest,
+    StepsOutput,
+    StepsRequest,
+    VisionOutput,
+    VisionRequest,
+)
+
+#: Rough speaking rate used to give mock audio a plausible duration.
+WORDS_PER_SECOND = 2.5
+#: Bytes per second of the 16 kHz, 16-bit mono WAV a real engine would produce.
+WAV_BYTES_PER_SECOND = 32_000
+ACTIONS = ("click", "type", "scroll", "navigate")
+
+
+def fingerprint(request: BaseModel, model: str) -> bytes:
+    """A stable digest of a request and model: the seed of every mock output."""
+    canonical = json.dumps([model, request.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+class MockProvider(Provider):
+    kinds: ClassVar[frozenset[Kind]] = frozenset(KINDS)
+
+    def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
+        commit = request.commit
+        subject = commit.message.strip().splitlines()[0][:120]
+        changed_lines = sum(file.additions + file.deletions for file in commit.files)
+        impact = "low" if changed_lines < 50 else "medium" if changed_lines < 500 else "high"
+        extensions = sorted({os.path.splitext(file.path)[1].lstrip(".") for file in commit.files} - {""})
+        output = ReportOutput(
+            title=subject,
+            summary=(
+                f"Commit {commit.sha[:7]} touches {len(commit.files)} file(s), "
+                f"+{sum(f.additions for f in commit.files)}/-{sum(f.deletions for f in commit.files)} lines."
+            ),
+            changes=[
+                {"path": file.path, "description": f"{file.status}: +{file.additions}/-{file.deletions}"}
+                for file in commit.files
+            ],
+            impact=impact,
+            tags=["mock", *extensions],
+        )
+        return Reply(output, {"input_tokens": len(commit.message) // 4, "output_tokens": 64})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        content = f"[mock {fingerprint(request, model).hex()[:8]}] You said: {last_user[:200]}"
+        words = content.split()
+        finish_reason = "stop"
+        if request.max_tokens is not None and len(words) > request.max_tokens:
+            content, finish_reason = " ".join(words[: request.max_tokens]), "length"
+        output = ChatOutput(message={"role": "assistant", "content": content}, finish_reason=finish_reason)
+        prompt_tokens = sum(len(m.content) for m in request.messages) // 4
+        return Reply(output, {"input_tokens": prompt_tokens, "output_tokens": len(content.split())})
+
+    def read(self, request: OcrRequest, model: str) -> Reply[OcrOutput]:
+        pages = []
+        for number, _image in enumerate(request.images):
+            seed = fingerprint(request, f"{model}/{number}").hex()
+            words = ["mock", "page", str(number + 1), seed[:6]]
+            pages.append(
+                {
+                    "text": " ".join(words),
+                    "confidence": 90.0,
+                    "words": [
+                        {"text": word, "confidence": 90.0, "box": [10 + 60 * i, 10, 50, 20]}
+                        for i, word in enumerate(words)
+                    ],
+                }
+            )
+        return Reply(OcrOutput(pages=pages))
+
+    def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
+        seed = fingerprint(request, model)
+        steps = [
+            {
+                "index": index,
+                "frame": frame,
+                "box": [seed[frame % 32], seed[(frame + 1) % 32], 100, 40],
+                "change_ratio": round(0.05 + seed[(frame + 2) % 32] / 1000, 3),
+                "action": ACTIONS[seed[(frame + 3) % 32] % len(ACTIONS)],
+                "caption": f"mock step {index + 1}",
+            }
+            for index, frame in enumerate(range(1, len(request.frames)))
+        ]
+        return Reply(StepsOutput(steps=steps))
+
+    def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]:
+        seed = fingerprint(request, model)
+        wanted = set(request.features)
+        box = [seed[0], seed[1], 64, 64]
+        output = VisionOutput(
+            width=640,
+            height=480,
+            faces=[{"box": box, "confidence": 0.9}] if "faces" in wanted else None,
+            people=[] if "people" in wanted else None,
+            codes=[] if "codes" in wanted else None,
+            colors=[{"hex": f"#{seed[2:5].hex()}", "ratio": 1.0}] if "colors" in wanted else None,
+            quality={"sharpness": float(seed[5]), "brightness": float(seed[6]), "contrast": float(seed[7] % 128)}
+            if "quality" in wanted
+            else None,
+        )
+        return Reply(output)
+
+    def synthesise(self, request: SpeechRequest, model: str) -> Reply[SpeechOutput]:
+        digest = fingerprint(request, model).hex()
+        duration_s = round(max(0.5, len(request.text.split()) / WORDS_PER_SECOND), 2)
+        output = SpeechOutput(
+            audio={
+                "uri": f"mock://speech/{digest}.{request.format}",
+                "bytes": int(duration_s * WAV_BYTES_PER_SECOND) + 44,
+                "sha256": digest,
+                "format": request.format,
+                "duration_s": duration_s,
+            },
+            voice=request.voice or "mock-default",
+        )
+        return Reply(output, {"characters": len(request.text)})

@@ -1,0 +1,116 @@
+"""The provider registry: which class serves which ``(kind, name)``, imported only when first used.
+
+Entries are dotted paths (``"stepper.providers.mock:MockProvider"``), so a provider whose optional
+dependency is missing costs nothing until a chain asks for it, and then fails with a message that says
+what to install. ``register`` refuses to overwrite an entry unless told to (``clobber=True``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from stepper.config import ProviderSettings, StepperSettings
+from stepper.errors import ConfigError
+from stepper.providers.base import Provider
+from stepper.schemas import KINDS, Kind
+
+Target = str | type[Provider]
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What ``stepper providers`` shows: one provider, what it serves and whether it can run here."""
+
+    name: str
+    kinds: tuple[Kind, ...]
+    models: tuple[str, ...]
+    available: bool
+    reason: str | None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._targets: dict[tuple[Kind, str], Target] = {}
+
+    @property
+    def entries(self) -> Mapping[tuple[Kind, str], Target]:
+        """A read-only view of every registered ``(kind, name)``."""
+        return MappingProxyType(self._targets)
+
+    def register(self, kind: Kind, name: str, target: Target, *, clobber: bool = False) -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"cannot register {name!r} for unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+        existing = self._targets.get((kind, name))
+        if existing is not None and existing != target and not clobber:
+            raise ConfigError(
+                f"provider {name!r} is already registered for {kind} ({_describe(existing)}); "
+                "pass clobber=True to replace it"
+            )
+        self._targets[(kind, name)] = target
+
+    def load(self, kind: Kind, name: str) -> type[Provider]:
+        """The provider class for ``(kind, name)``, importing it on first use."""
+        try:
+            target = self._targets[(kind, name)]
+        except KeyError:
+            served = ", ".join(sorted(n for k, n in self._targets if k == kind)) or "none"
+            raise ConfigError(f"no provider {name!r} is registered for {kind} (registered: {served})") from None
+        if isinstance(target, str):
+            target = import_provider(target)
+            self._targets[(kind, name)] = target
+        return target
+
+    def __iter__(self) -> Iterator[tuple[Kind, str]]:
+        return iter(self._targets)
+
+
+def import_provider(path: str) -> type[Provider]:
+    """Import ``"package.module:Class"``; a missing dependency says what to install."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"provider class {path} cannot be imported: {exc}. Install the package it needs "
+            f"(for stepper's own providers: pip install 'stepper-fleet[all]')"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(f"{path} is not a stepper Provider class")
+    return cls
+
+
+def build_registry(settings: StepperSettings) -> Registry:
+    """Register every provider the settings declare, for the kinds it declares (or its class serves)."""
+    registry = Registry()
+    for provider in settings.providers.values():
+        kinds = provider.kinds or tuple(sorted(import_provider(provider.target).kinds))
+        for kind in kinds:
+            registry.register(kind, provider.name, provider.target)
+    return registry
+
+
+def capabilities(registry: Registry, settings: StepperSettings) -> list[Capability]:
+    """Every declared provider with its kinds, models and whether it can run on this machine."""
+    rows = []
+    for name, provider_settings in sorted(settings.providers.items()):
+        kinds = tuple(kind for kind in KINDS if (kind, name) in registry.entries)
+        reason = unavailable_reason(registry, kinds[0], provider_settings) if kinds else "serves no kind"
+        rows.append(Capability(name, kinds, provider_settings.models, reason is None, reason))
+    return rows
+
+
+def unavailable_reason(registry: Registry, kind: Kind, settings: ProviderSettings) -> str | None:
+    """Why the provider cannot serve ``kind`` here, or None when it can."""
+    try:
+        cls = registry.load(kind, settings.name)
+    except ConfigError as exc:
+        return str(exc)
+    return cls.unavailable_reason(settings)
+
+
+def _describe(target: Target) -> str:
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"

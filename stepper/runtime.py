@@ -1,0 +1,42 @@
+"""Per-process singletons: the Redis client for fleet state and the chain executor.
+
+Each is made on first use in the process that uses it, so a prefork child never inherits a parent's
+sockets, and ``import stepper`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from redis import Redis
+
+from stepper.chain import ChainExecutor
+from stepper.config import current_config, current_settings
+from stepper.guards.admission import RedisGuardBackend
+from stepper.guards.breaker import ProviderGuard
+from stepper.registry import build_registry
+
+
+@cache
+def _redis_client(url: str, pid: int) -> Redis:
+    del pid  # part of the cache key: a forked child makes its own client
+    return Redis.from_url(url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+
+
+def state_redis() -> Redis:
+    """The Redis holding fleet-wide state (breakers, rate limits): the broker's, unless configured otherwise."""
+    config = current_config()
+    return _redis_client(config.get("stepper_state_url") or config["broker_url"], os.getpid())
+
+
+@cache
+def _executor(pid: int) -> ChainExecutor:
+    del pid
+    settings = current_settings()
+    guard = ProviderGuard(RedisGuardBackend(state_redis()), settings.breaker, settings.retry.max_inline_wait_s)
+    return ChainExecutor(settings, build_registry(settings), guard)
+
+
+def current_executor() -> ChainExecutor:
+    return _executor(os.getpid())

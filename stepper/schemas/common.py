@@ -1,0 +1,92 @@
+"""Shapes shared by every family: the image input, attempts and the task result envelope."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Kind = Literal["report", "chat", "ocr", "steps", "vision", "speech"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+
+#: Bytes of base64 text accepted inline in one image; larger images belong behind a path or URL.
+MAX_INLINE_IMAGE_B64 = 28 * 1024 * 1024
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error: a typo in a producer must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Image(Strict):
+    """An image given inline (base64), by a path under the configured roots, or by an http(s) URL."""
+
+    b64: str | None = Field(default=None, min_length=1, max_length=MAX_INLINE_IMAGE_B64)
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    url: str | None = Field(default=None, min_length=1, max_length=8192, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Image:
+        given = [name for name in ("b64", "path", "url") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of b64, path or url (got {', '.join(given) or 'none'})")
+        return self
+
+    @field_validator("b64")
+    @classmethod
+    def _valid_base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"b64 is not valid base64 ({exc})") from None
+        return value
+
+
+Box = tuple[int, int, int, int]
+"""[x, y, width, height] in pixels."""
+
+Outcome = Literal[
+    "ok",  # the provider answered with a valid output
+    "skipped",  # the provider is not configured here (missing key, binary or extra)
+    "retryable_error",  # a transient failure: timeout, 5xx, reset, truncated output
+    "rate_limited",  # the provider or our fleet-wide limit asked us to wait
+    "circuit_open",  # the fleet-wide breaker rejected the call before it was made
+    "permanent_error",  # auth or unsupported input: the next provider is tried
+    "rejected",  # the request itself was refused: the chain stops
+]
+
+
+class Attempt(Strict):
+    """One try of one provider, successful or not."""
+
+    provider: str
+    model: str
+    outcome: Outcome
+    error: str | None = None
+    ms: float
+
+
+class TaskResult(Strict):
+    """What every task returns, whatever its kind."""
+
+    kind: Kind
+    output: dict[str, Any]
+    provider: str
+    model: str
+    cached: bool = False
+    attempts: list[Attempt]
+    elapsed_ms: float
+    usage: dict[str, int] = Field(default_factory=dict)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field path: ``messages.0.role: Input should be ...``."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(request)"
+        problems.append(f"{location}: {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,30 @@
+"""``stepper.speech``: text to speech, returned as a reference to an audio artifact."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from stepper.schemas.common import Strict
+
+AudioFormat = Literal["wav", "mp3"]
+
+
+class SpeechRequest(Strict):
+    text: str = Field(min_length=1, max_length=20_000)
+    voice: str | None = Field(default=None, min_length=1, max_length=200)
+    format: AudioFormat = "wav"
+
+
+class Audio(Strict):
+    uri: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: AudioFormat
+    duration_s: float = Field(ge=0)
+
+
+class SpeechOutput(Strict):
+    audio: Audio
+    voice: str

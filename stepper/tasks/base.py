@@ -1,0 +1,64 @@
+"""What every family task does: validate, run the chain, retry through the broker when that could help.
+
+A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from celery import Task
+
+from stepper.config import current_settings
+from stepper.errors import ChainExhausted, InvalidRequest
+from stepper.families import FAMILIES
+from stepper.guards.backoff import full_jitter
+from stepper.priorities import priority_value
+from stepper.runtime import current_executor
+from stepper.schemas import Kind
+
+
+class FamilyTask(Task):  # type: ignore[misc]
+    """Base of the six public tasks; also accepts priority names (``priority="interactive"``)."""
+
+    kind: ClassVar[Kind]
+    # Task kwargs are the JSON contract; a typo must be an InvalidRequest from the worker, not a TypeError
+    # from Celery's signature check in the producer.
+    typing = False
+    # Expected failures: logged as one line, without a traceback.
+    throws = (InvalidRequest, ChainExhausted)
+
+    def apply_async(
+        self, args: tuple[Any, ...] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        options["priority"] = priority_value(options.get("priority"))
+        return super().apply_async(args, kwargs, **options)
+
+
+def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The body of every family task."""
+    if args:
+        raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")
+    family = FAMILIES[kind]
+    request = family.parse(kwargs)
+    try:
+        result = current_executor().run(family, request)
+    except ChainExhausted as exc:
+        retry = current_settings().retry
+        if exc.retryable and task.request.retries < retry.task_max_retries:
+            raise task.retry(
+                exc=exc, countdown=broker_countdown(exc, task.request.retries), max_retries=retry.task_max_retries
+            ) from None
+        raise
+    return result.model_dump(mode="json")
+
+
+def broker_countdown(exc: ChainExhausted, retries: int) -> float:
+    """Seconds before the task runs again: the shortest Retry-After, or a jittered backoff; capped."""
+    retry = current_settings().retry
+    if exc.retry_after_s is not None:
+        wait = exc.retry_after_s
+    else:
+        wait = retry.backoff_base_s + full_jitter(retries + 1, max(1.0, retry.backoff_base_s), retry.task_countdown_cap_s)
+    return min(wait, retry.task_countdown_cap_s)

@@ -1,0 +1,1 @@
+"""Worker-side process set-up; profiles (llm, cpu, ops) come with the fleet tooling."""
