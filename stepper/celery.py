@@ -13,14 +13,28 @@ from celery import Celery
 from kombu import Queue
 
 from stepper.config import current_config, parse_stepper_settings
+from stepper.priorities import priority_value
 from stepper.schemas import KINDS
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Celery:
+class StepperCelery(Celery):  # type: ignore[misc]
+    """Celery, with stepper's priority rules on every message it sends.
+
+    Every path (``submit``, ``task.delay``, ``send_task`` by name, Celery's own retries) ends in ``send_task``,
+    so this is the one place that accepts priority names and gives a message without a priority the
+    ``normal`` level: kombu would otherwise file it under 0, the most urgent.
+    """
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        options["priority"] = priority_value(options.get("priority"))
+        return super().send_task(name, args, kwargs, **options)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
     """A configured app; ``config`` defaults to this process's merged configuration."""
     config = dict(current_config() if config is None else config)
     parse_stepper_settings(config)
-    app = Celery("stepper", include=["stepper.tasks", "stepper.workers.process"])
+    app = StepperCelery("stepper", include=["stepper.tasks", "stepper.workers.process"])
     app.config_from_object(
         {
             **config,

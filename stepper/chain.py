@@ -92,7 +92,9 @@ class ChainExecutor:
         retry_after_hints: list[float] = []
         for link in self.resolve_chain(family.kind, getattr(request, "model", None)):
             if link.skip_reason is not None:
-                attempts.append(Attempt(provider=link.name, model=link.model, outcome="skipped", error=link.skip_reason, ms=0))
+                attempts.append(
+                    Attempt(provider=link.name, model=link.model, outcome="skipped", error=link.skip_reason, ms=0)
+                )
                 continue
             reply = self._try_provider(family, request, link, attempts, retry_after_hints)
             if reply is not None:
@@ -117,16 +119,8 @@ class ChainExecutor:
         for try_number in range(retry.attempts_per_provider):
             started = time.monotonic()
 
-            def record(outcome: Outcome, error: BaseException | None = None) -> None:
-                attempts.append(
-                    Attempt(
-                        provider=link.name,
-                        model=link.model,
-                        outcome=outcome,
-                        error=None if error is None else f"{type(error).__name__}: {error}",
-                        ms=round((time.monotonic() - started) * 1000, 3),
-                    )
-                )
+            def record(outcome: Outcome, error: BaseException | None = None, started: float = started) -> None:
+                attempts.append(_attempt(link, outcome, started, error))
 
             try:
                 reply = self._guard.call(link.name, limits, tokens, lambda: self._invoke(family, request, link))
@@ -216,3 +210,13 @@ class ChainExecutor:
             retryable,
             min(retry_after_hints) if retry_after_hints else None,
         )
+
+
+def _attempt(link: Link, outcome: Outcome, started: float, error: BaseException | None) -> Attempt:
+    return Attempt(
+        provider=link.name,
+        model=link.model,
+        outcome=outcome,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        ms=round((time.monotonic() - started) * 1000, 3),
+    )

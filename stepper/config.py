@@ -221,4 +221,3 @@ def _check_time_limits(config: Mapping[str, Any], settings: StepperSettings) -> 
             f"stepper_visibility_timeout_s ({visibility}s) must exceed both task_time_limit and "
             f"stepper_retry.task_countdown_cap_s ({longest}s), or Redis hands a running task to a second worker"
         )
-

@@ -86,7 +86,9 @@ FAMILIES: dict[Kind, Family] = {
         Family(
             "steps", StepsRequest, StepsOutput, lambda provider, request, model: provider.detect_steps(request, model)
         ),
-        Family("vision", VisionRequest, VisionOutput, lambda provider, request, model: provider.analyse(request, model)),
+        Family(
+            "vision", VisionRequest, VisionOutput, lambda provider, request, model: provider.analyse(request, model)
+        ),
         Family(
             "speech", SpeechRequest, SpeechOutput, lambda provider, request, model: provider.synthesise(request, model)
         ),

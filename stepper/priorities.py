@@ -26,6 +26,6 @@ def priority_value(priority: PriorityName | int | str | None) -> int:
             return priority
         raise InvalidRequest(f"priority {priority} is out of range: use 0 (most urgent) to 9")
     if priority in PRIORITIES:
-        return PRIORITIES[priority]  # type: ignore[index]
+        return PRIORITIES[priority]
     names = ", ".join(PRIORITIES)
     raise InvalidRequest(f"unknown priority {priority!r}: use one of {names} or a number from 0 to 9")

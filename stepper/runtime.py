@@ -21,7 +21,9 @@ from stepper.registry import build_registry
 @cache
 def _redis_client(url: str, pid: int) -> Redis:
     del pid  # part of the cache key: a forked child makes its own client
-    return Redis.from_url(url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+    return Redis.from_url(
+        url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
 
 
 def state_redis() -> Redis:

@@ -141,7 +141,7 @@ class RedisGuardBackend:
         return PrimedRedisStorage(self._client, breaker_namespace(provider))
 
 
-class PrimedRedisStorage(pybreaker.CircuitRedisStorage):  # type: ignore[misc]
+class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
     """pybreaker's Redis storage, told what admission already read, so a successful call writes nothing.
 
     pybreaker on its own reads the state before and resets the failure counter after every call: two more
@@ -165,7 +165,7 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):  # type: ignore[misc]
 
     @state.setter
     def state(self, state: str) -> None:
-        pybreaker.CircuitRedisStorage.state.fset(self, state)
+        pybreaker.CircuitRedisStorage.state.fset(self, state)  # type: ignore[attr-defined]  # the parent's setter
         if self._primed:
             self._primed["state"] = state
 
@@ -196,7 +196,7 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):  # type: ignore[misc]
 
     @opened_at.setter
     def opened_at(self, now: datetime) -> None:
-        pybreaker.CircuitRedisStorage.opened_at.fset(self, now)
+        pybreaker.CircuitRedisStorage.opened_at.fset(self, now)  # type: ignore[attr-defined]  # the parent's setter
 
 
 class MemoryGuardBackend:
@@ -256,7 +256,7 @@ class MemoryGuardBackend:
         return (cost - tokens) / rate, None
 
 
-class PrimedMemoryStorage(pybreaker.CircuitMemoryStorage):  # type: ignore[misc]
+class PrimedMemoryStorage(pybreaker.CircuitMemoryStorage):
     """In memory the state is already at hand; priming is a no-op kept for the same interface."""
 
     def prime(self, admission: Admission) -> None:
@@ -270,4 +270,3 @@ class PrimedStorage(Protocol):
     def prime(self, admission: Admission) -> None: ...
 
     def unprime(self) -> None: ...
-

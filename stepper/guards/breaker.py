@@ -34,7 +34,7 @@ def is_not_provider_failure(exc: BaseException) -> bool:
     return isinstance(exc, StepperError)
 
 
-class _LogTransitions(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _LogTransitions(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         if old is not None and old.name != new.name:
             log.warning("circuit breaker %s: %s -> %s", cb.name, old.name, new.name)

@@ -30,14 +30,14 @@ from stepper.schemas import (
 )
 from stepper.secrets import resolve_secret
 
-OutputT = TypeVar("OutputT", bound=BaseModel, covariant=True)
+OutputT_co = TypeVar("OutputT_co", bound=BaseModel, covariant=True)
 
 
 @dataclass(frozen=True)
-class Reply(Generic[OutputT]):
+class Reply(Generic[OutputT_co]):
     """A provider's answer: the output, and what it cost (tokens, characters...) when the vendor says."""
 
-    output: OutputT
+    output: OutputT_co
     usage: dict[str, int] = field(default_factory=dict)
 
 

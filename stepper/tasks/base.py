@@ -5,7 +5,6 @@ A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from celery import Task
@@ -14,13 +13,12 @@ from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.guards.backoff import full_jitter
-from stepper.priorities import priority_value
 from stepper.runtime import current_executor
 from stepper.schemas import Kind
 
 
 class FamilyTask(Task):  # type: ignore[misc]
-    """Base of the six public tasks; also accepts priority names (``priority="interactive"``)."""
+    """Base of the six public tasks."""
 
     kind: ClassVar[Kind]
     # Task kwargs are the JSON contract; a typo must be an InvalidRequest from the worker, not a TypeError
@@ -28,12 +26,6 @@ class FamilyTask(Task):  # type: ignore[misc]
     typing = False
     # Expected failures: logged as one line, without a traceback.
     throws = (InvalidRequest, ChainExhausted)
-
-    def apply_async(
-        self, args: tuple[Any, ...] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> Any:
-        options["priority"] = priority_value(options.get("priority"))
-        return super().apply_async(args, kwargs, **options)
 
 
 def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -60,5 +52,7 @@ def broker_countdown(exc: ChainExhausted, retries: int) -> float:
     if exc.retry_after_s is not None:
         wait = exc.retry_after_s
     else:
-        wait = retry.backoff_base_s + full_jitter(retries + 1, max(1.0, retry.backoff_base_s), retry.task_countdown_cap_s)
+        wait = retry.backoff_base_s + full_jitter(
+            retries + 1, max(1.0, retry.backoff_base_s), retry.task_countdown_cap_s
+        )
     return min(wait, retry.task_countdown_cap_s)

@@ -1,0 +1,39 @@
+# stepper: `make run` starts a local fleet and shows one result of each kind; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the project needs (the tests start their own redis-server).
+SYSTEM_PACKAGES := redis-server
+
+.PHONY: run test lint typecheck check system-deps venv clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing stepper with its dev tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+run: venv system-deps
+	@scripts/run-local.sh
+
+test: venv system-deps
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

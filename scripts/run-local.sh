@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make run`: a local fleet on this machine, with one sample job of each kind.
+# Starts redis-server only when none answers at STEPPER_REDIS_URL, a worker consuming every queue and Flower;
+# on Ctrl-C it stops exactly what it started. Logs go to .run/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=.venv/bin
+RUN=.run
+mkdir -p "$RUN"
+export STEPPER_REDIS_URL="${STEPPER_REDIS_URL:-redis://127.0.0.1:6379/0}"
+# hybrid: real providers where keys are configured, labelled mocks elsewhere, so a fresh machine shows every kind.
+export STEPPER_MODE="${STEPPER_MODE:-hybrid}"
+FLOWER_PORT="${FLOWER_PORT:-5555}"
+FLOWER_USER="${FLOWER_USER:-stepper}"
+FLOWER_PASSWORD="${FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
+
+started=()
+stop_started() {
+  trap - EXIT INT TERM
+  if [ ${#started[@]} -gt 0 ]; then
+    echo
+    echo "==> stopping what make run started (pids ${started[*]})"
+    kill -TERM "${started[@]}" 2>/dev/null || true
+    wait "${started[@]}" 2>/dev/null || true
+  fi
+  exit 0
+}
+trap stop_started EXIT INT TERM
+
+redis_answers() {
+  "$BIN/python" - "$STEPPER_REDIS_URL" <<'PY' >/dev/null 2>&1
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+PY
+}
+
+if redis_answers; then
+  echo "==> Redis answers at $STEPPER_REDIS_URL; using it"
+else
+  read -r host port < <("$BIN/python" -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 6379)' "$STEPPER_REDIS_URL")
+  case "$host" in
+    127.0.0.1|localhost|::1) ;;
+    *) echo "Redis at $STEPPER_REDIS_URL does not answer; start it or point STEPPER_REDIS_URL at one that does" >&2; exit 1 ;;
+  esac
+  echo "==> starting redis-server on $host:$port (no persistence; log in $RUN/redis.log)"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --maxmemory-policy noeviction \
+    --logfile "$PWD/$RUN/redis.log" &
+  started+=($!)
+  for _ in $(seq 50); do redis_answers && break; sleep 0.1; done
+  redis_answers || { echo "redis-server did not start; see $RUN/redis.log" >&2; exit 1; }
+fi
+
+echo "==> starting a worker on every queue (mode $STEPPER_MODE; log in $RUN/worker.log)"
+"$BIN/celery" -A stepper worker --loglevel INFO --hostname "local@%h" >"$RUN/worker.log" 2>&1 &
+started+=($!)
+
+echo "==> starting Flower on http://127.0.0.1:$FLOWER_PORT (log in $RUN/flower.log)"
+"$BIN/celery" -A stepper flower --address=127.0.0.1 --port="$FLOWER_PORT" \
+  --basic-auth="$FLOWER_USER:$FLOWER_PASSWORD" >"$RUN/flower.log" 2>&1 &
+started+=($!)
+
+echo -n "==> waiting for the worker to be ready"
+for _ in $(seq 120); do
+  grep -q "ready\." "$RUN/worker.log" 2>/dev/null && break
+  kill -0 "${started[-2]}" 2>/dev/null || { echo; echo "the worker exited; see $RUN/worker.log" >&2; tail -n 20 "$RUN/worker.log" >&2; exit 1; }
+  echo -n "."
+  sleep 0.5
+done
+echo
+grep -q "ready\." "$RUN/worker.log" || { echo "the worker is not ready after 60 s; see $RUN/worker.log" >&2; exit 1; }
+
+"$BIN/stepper" demo --timeout 60 || echo "some sample jobs failed; see $RUN/worker.log"
+
+cat <<MSG
+
+==> the fleet is serving.
+    Flower:   http://127.0.0.1:$FLOWER_PORT  (user $FLOWER_USER, password $FLOWER_PASSWORD)
+    Submit:   $BIN/stepper submit chat '{"messages": [{"role": "user", "content": "hello"}]}'
+    Logs:     $RUN/worker.log, $RUN/flower.log
+    Press Ctrl-C to stop what make run started.
+MSG
+wait

@@ -1,0 +1,159 @@
+"""The ``stepper`` command: inspect providers, submit work, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stepper.errors import StepperError
+from stepper.priorities import PRIORITIES, priority_value
+from stepper.schemas import KINDS, Kind
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stepper", description="A Celery worker fleet for AI inference.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    providers = commands.add_parser("providers", help="list providers, the kinds they serve and whether they can run")
+    providers.add_argument("--json", action="store_true", help="machine-readable output")
+
+    submit = commands.add_parser("submit", help="submit one request and print its result")
+    submit.add_argument("kind", choices=KINDS)
+    submit.add_argument("request", help="the request as JSON, or @path/to/request.json")
+    submit.add_argument("--priority", default="normal", help=f"{', '.join(PRIORITIES)} or 0-9 (0 most urgent)")
+    submit.add_argument("--no-wait", action="store_true", help="print the task id and return at once")
+    submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
+
+    demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "providers":
+            return _providers(args.json)
+        if args.command == "submit":
+            return _submit(args.kind, args.request, args.priority, args.no_wait, args.timeout)
+        return _demo(args.timeout)
+    except StepperError as exc:
+        print(f"stepper: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _providers(as_json: bool) -> int:
+    from stepper.config import current_settings
+    from stepper.registry import build_registry, capabilities
+
+    settings = current_settings()
+    rows = capabilities(build_registry(settings), settings)
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"mode: {settings.mode}")
+    for row in rows:
+        status = "ready" if row.available else f"unavailable: {row.reason}"
+        print(f"  {row.name:<12} kinds={','.join(row.kinds):<36} models={','.join(row.models) or '-'}  {status}")
+    print("chains:")
+    for kind, chain in settings.chains.items():
+        print(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
+    return 0
+
+
+def _submit(kind: Kind, text: str, priority: str, no_wait: bool, timeout_s: float) -> int:
+    from stepper.producer import submit
+
+    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    try:
+        request = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        print(f"stepper: the request is not valid JSON ({exc}); pass a JSON object or @file.json", file=sys.stderr)
+        return 2
+    result = submit(kind, request, priority=_priority_arg(priority))
+    if no_wait:
+        print(result.id)
+        return 0
+    print(json.dumps(result.get(timeout=timeout_s), indent=2))
+    return 0
+
+
+def _demo(timeout_s: float) -> int:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from stepper.producer import submit
+    from stepper.samples import sample_requests
+
+    pending = {kind: submit(kind, request, priority="interactive") for kind, request in sample_requests().items()}
+    print(f"submitted {len(pending)} sample jobs ({', '.join(pending)}); waiting for results...", flush=True)
+    deadline = time.monotonic() + timeout_s
+    failed = 0
+    for kind, result in pending.items():
+        try:
+            value = result.get(timeout=max(0.1, deadline - time.monotonic()))
+        except CeleryTimeout:
+            print(f"\n[{kind}] no result within {timeout_s:g}s: is a worker consuming the '{kind}' queue?")
+            failed += 1
+            continue
+        except Exception as exc:  # noqa: BLE001  (any error the task raised, rebuilt from the result backend)
+            print(f"\n[{kind}] FAILED {type(exc).__name__}: {exc}")
+            failed += 1
+            continue
+        print(_describe(kind, value))
+    print(f"\n{len(pending) - failed} of {len(pending)} kinds answered.")
+    return 1 if failed else 0
+
+
+def _describe(kind: str, result: dict[str, Any]) -> str:
+    mocked = " (MOCK: a deterministic stand-in, no real provider configured)" if result["provider"] == "mock" else ""
+    head = f"\n[{kind}] answered by {result['provider']}:{result['model']}{mocked} in {result['elapsed_ms']:.1f} ms"
+    return "\n".join([head, *(f"    {line}" for line in _summarise(kind, result["output"]))])
+
+
+def _summarise(kind: str, output: dict[str, Any]) -> list[str]:
+    """A few readable lines per kind; the full JSON is one `stepper submit` away."""
+    if kind == "report":
+        changes = [f"  - {change['path']}: {change['description']}" for change in output["changes"]]
+        return [
+            f"title:   {output['title']}",
+            f"summary: {output['summary']}",
+            f"impact:  {output['impact']}",
+            f"tags:    {', '.join(output['tags'])}",
+            "changes:",
+            *changes,
+        ]
+    if kind == "chat":
+        return [f"assistant: {output['message']['content']}", f"finish_reason: {output['finish_reason']}"]
+    if kind == "ocr":
+        return [
+            f"page {n + 1} ({page['confidence']:.0f}% confidence): {page['text']!r}"
+            for n, page in enumerate(output["pages"])
+        ]
+    if kind == "steps":
+        return [
+            f"step {step['index'] + 1}: frame {step['frame']}, {step['action']} in box {step['box']} "
+            f"({step['change_ratio']:.1%} changed) {step['caption'] or ''}".rstrip()
+            for step in output["steps"]
+        ]
+    if kind == "vision":
+        found = {
+            name: output[name] for name in ("faces", "people", "codes", "colors", "quality") if output[name] is not None
+        }
+        return [
+            f"size: {output['width']}x{output['height']}",
+            *(f"{name}: {json.dumps(value)}" for name, value in found.items()),
+        ]
+    audio = output["audio"]
+    return [
+        f"voice {output['voice']}: {audio['duration_s']} s of {audio['format']}, {audio['bytes']} bytes",
+        f"uri: {audio['uri']}",
+    ]
+
+
+def _priority_arg(text: str) -> int:
+    return priority_value(int(text) if text.isdigit() else text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.binaries import require_binary
+from tests.support.redis_server import RedisServer, free_port
+
+# Everything in this test process (stepper's own app included) talks to the private server started below,
+# never to a developer's Redis; the port is chosen before stepper reads its configuration.
+REDIS_PORT = free_port()
+os.environ["STEPPER_REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
+os.environ["CELERY_CONFIG_MODULE"] = "stepper_tests_use_package_defaults"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server for the whole session."""
+    binary = require_binary("redis-server", "redis-server")
+    server = RedisServer(binary, Path(tmp_path_factory.mktemp("redis")), port=REDIS_PORT)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the private server, emptied before each test (decode_responses=False, as the guards need)."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()

@@ -1,0 +1,64 @@
+"""Provider chains through real workers: fallback, the fleet-wide breaker, retries through the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from stepper.errors import ChainExhausted
+from stepper.guards.admission import breaker_namespace
+from tests.integration.conftest import Fleet
+from tests.support.providers import calls
+
+HELLO = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def test_fallback_then_breaker_opens_fleet_wide(start_fleet: Callable[..., Fleet]) -> None:
+    fleet = start_fleet(
+        {
+            "stepper_chains": {"chat": ["failing:down-model", "counting:backup-model"]},
+            "stepper_breaker": {"fail_max": 3, "reset_timeout_s": 300},
+            "stepper_retry": {"attempts_per_provider": 1},
+        },
+        name="breaker",
+    )
+    outcomes = []
+    for _ in range(5):
+        result = fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)
+        assert (result["provider"], result["model"]) == ("counting", "backup-model")
+        outcomes.append([(a["provider"], a["outcome"]) for a in result["attempts"]])
+
+    failed_then_ok = [("failing", "retryable_error"), ("counting", "ok")]
+    rejected_then_ok = [("failing", "circuit_open"), ("counting", "ok")]
+    assert outcomes == [failed_then_ok] * 3 + [rejected_then_ok] * 2
+    assert calls(fleet.redis, "failing") == 3  # the open breaker kept the last two calls away
+    # The state lives in Redis, readable by any process (this one is not the worker).
+    assert fleet.redis.get(f"{breaker_namespace('failing')}:pybreaker:state") == b"open"
+    assert fleet.redis.get(f"{breaker_namespace('counting')}:pybreaker:state") == b"closed"
+
+
+def test_transient_chain_failure_retries_through_the_broker(start_fleet: Callable[..., Fleet]) -> None:
+    fleet = start_fleet(
+        {
+            "stepper_chains": {"chat": ["failing:down-model"]},
+            "stepper_breaker": {"fail_max": 100, "reset_timeout_s": 300},
+            "stepper_retry": {
+                "attempts_per_provider": 2,
+                "backoff_base_s": 0.01,
+                "backoff_cap_s": 0.02,
+                "task_max_retries": 2,
+                "task_countdown_cap_s": 0.2,
+            },
+        },
+        name="retry",
+    )
+    result = fleet.app.send_task("stepper.chat", kwargs=HELLO)
+    with pytest.raises(ChainExhausted) as caught:
+        result.get(timeout=60)
+    error = caught.value
+    assert error.retryable
+    assert [a["outcome"] for a in error.attempts] == ["retryable_error", "retryable_error"]
+    assert "503" in str(error)
+    # One first run and two retries through the broker, each trying the provider twice inline.
+    assert calls(fleet.redis, "failing") == 3 * 2

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: real servers and workers, started on free ports."""

@@ -1,0 +1,107 @@
+"""Providers for integration tests, loaded by real workers from their config module.
+
+They record what happened in the test's private Redis (``STEPPER_REDIS_URL``), so the test process can
+count calls made inside worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+import redis
+
+from stepper.config import ProviderSettings
+from stepper.errors import Unavailable
+from stepper.providers.base import Provider, Reply
+from stepper.providers.mock import MockProvider
+from stepper.schemas import (
+    KINDS,
+    ChatOutput,
+    ChatRequest,
+    Kind,
+    OcrOutput,
+    OcrRequest,
+    ReportOutput,
+    ReportRequest,
+    SpeechOutput,
+    SpeechRequest,
+    StepsOutput,
+    StepsRequest,
+    VisionOutput,
+    VisionRequest,
+)
+
+CALLS_KEY = "test:calls:{name}"
+ORDER_KEY = "test:order"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["STEPPER_REDIS_URL"])
+
+
+def run_order(client: redis.Redis) -> list[str]:
+    """The messages SlowChat served, in the order it served them."""
+    return [item.decode() if isinstance(item, bytes) else item for item in client.lrange(ORDER_KEY, 0, -1)]
+
+
+def calls(client: redis.Redis, name: str) -> int:
+    """How many calls the test provider ``name`` received, across every worker process."""
+    return int(client.get(CALLS_KEY.format(name=name)) or 0)
+
+
+class CountingProvider(MockProvider):
+    """The mock's answers, counting every call."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        super().__init__(settings)
+        self._client = _redis()
+
+    def _count(self) -> None:
+        self._client.incr(CALLS_KEY.format(name=self.settings.name))
+
+    def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
+        self._count()
+        return super().generate_report(request, model)
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._count()
+        return super().complete(request, model)
+
+    def read(self, request: OcrRequest, model: str) -> Reply[OcrOutput]:
+        self._count()
+        return super().read(request, model)
+
+    def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
+        self._count()
+        return super().detect_steps(request, model)
+
+    def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]:
+        self._count()
+        return super().analyse(request, model)
+
+    def synthesise(self, request: SpeechRequest, model: str) -> Reply[SpeechOutput]:
+        self._count()
+        return super().synthesise(request, model)
+
+
+class FailingChat(Provider):
+    """A chat provider that is down: every call fails with a retryable error."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        _redis().incr(CALLS_KEY.format(name=self.settings.name))
+        raise Unavailable(f"{self.settings.name} answered 503 Service Unavailable")
+
+
+class SlowChat(CountingProvider):
+    """Takes ``options.delay_s`` per call and records the order in which requests ran."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset(KINDS)
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._client.rpush(ORDER_KEY, request.messages[-1].content)
+        time.sleep(float(self.settings.options.get("delay_s", 0.2)))
+        return super().complete(request, model)

@@ -1,0 +1,109 @@
+"""Real Celery workers in subprocesses, each with its own config module written for the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    config_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "ready." in self.log():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited ({self.process.returncode}):\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {self.name} not ready after {timeout_s}s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def write_config(directory: Path, settings: dict[str, Any]) -> str:
+    """Write a config module of ``settings`` into ``directory``; returns its module name."""
+    module = f"stepper_test_config_{uuid.uuid4().hex[:8]}"
+    lines = [f"{key} = {value!r}" for key, value in settings.items()]
+    (directory / f"{module}.py").write_text("\n".join(lines) + "\n")
+    return module
+
+
+def start_worker(
+    redis_url: str,
+    directory: Path,
+    settings: dict[str, Any],
+    *,
+    name: str = "test",
+    pool: str = "threads",
+    concurrency: int = 4,
+    queues: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Worker:
+    """Start ``celery -A stepper worker`` with ``settings`` as its config module, and wait until it is ready."""
+    directory.mkdir(parents=True, exist_ok=True)
+    module = write_config(directory, settings)
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+    log_path = directory / f"{hostname}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "stepper",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        hostname,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if queues:
+        command += ["--queues", ",".join(queues)]
+    process_env = {
+        **os.environ,
+        "STEPPER_REDIS_URL": redis_url,
+        "CELERY_CONFIG_MODULE": module,
+        "PYTHONPATH": os.pathsep.join([str(directory), str(REPO_ROOT)]),
+        **(env or {}),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
+    worker = Worker(hostname, process, log_path, directory)
+    try:
+        worker.wait_ready()
+    except RuntimeError:
+        worker.stop()
+        raise
+    return worker
