@@ -39,6 +39,11 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TokenBudget(_Settings):
+    input_tokens: int = Field(default=4096, ge=1)
+    output_tokens: int = Field(default=2048, ge=1)
+
+
 class ProviderSettings(_Settings):
     """One provider as the deployment declared it."""
 
@@ -52,7 +57,13 @@ class ProviderSettings(_Settings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
     tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
+    #: LLMs: the token budget of a model not listed in ``budgets``, and per-model budgets.
+    budget: TokenBudget = TokenBudget()
+    budgets: dict[str, TokenBudget] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def budget_for(self, model: str) -> TokenBudget:
+        return self.budgets.get(model, self.budget)
 
 
 class ChainEntry(_Settings):

@@ -72,10 +72,14 @@ class ProviderError(StepperError):
 class RetryableError(ProviderError):
     """A transient failure: the same call may succeed later or elsewhere."""
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s)
+
     @property
     def retry_after_s(self) -> float | None:
-        """Seconds the provider asked us to wait, when it said so."""
-        return None
+        """Seconds the provider asked us to wait (Retry-After), when it said so."""
+        value: float | None = self.args[1]
+        return value
 
 
 class Timeout(RetryableError):
@@ -88,14 +92,6 @@ class Unavailable(RetryableError):
 
 class RateLimited(RetryableError):
     """The provider, or our own fleet-wide limit, asks us to slow down."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message, retry_after_s)
-
-    @property
-    def retry_after_s(self) -> float | None:
-        value: float | None = self.args[1]
-        return value
 
 
 class CircuitOpen(RetryableError):

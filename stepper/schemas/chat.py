@@ -21,6 +21,7 @@ class ChatRequest(Strict):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = Field(default=False, description="publish deltas to the task's Redis stream (stepper.stream)")
 
 
 class AssistantMessage(Strict):

@@ -1,0 +1,1 @@
+"""What every LLM adapter shares: token estimates and budgets, the report prompt, the vendor-neutral base."""

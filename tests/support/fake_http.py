@@ -1,0 +1,188 @@
+"""A loopback HTTP server for fake vendors, with faults that can be injected per request.
+
+A vendor fake registers routes: ``(method, path regex) -> handler(request) -> Reply``. The handler checks the
+request against the vendor's documented shape (and answers 400 like the vendor when it is wrong). Before
+the handler runs, the next injected ``Fault`` (if any) replaces the answer: an error status with headers,
+a delay past the client's timeout, a reset connection, a truncated body or a stream that stops. Every
+request is recorded with its arrival time, so tests can check Retry-After was honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    arrived: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # JSON-serialisable, or bytes sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Server-sent events to stream instead of a body: (event name or None, data string) pairs.
+    events: Iterable[tuple[str | None, str]] | None = None
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, used for the next matching request."""
+
+    status: int | None = None
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # sleep before answering (past the client's read timeout, say)
+    reset: bool = False  # close the connection with a TCP reset, no answer
+    truncate: bool = False  # send the handler's JSON body cut in half
+    stop_stream_after: int | None = None  # send this many events, then drop the connection
+
+
+Handler = Callable[[Request], Reply]
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.requests: list[Request] = []
+        self.faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(pattern), handler))
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def start(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self.faults.popleft() if self.faults else None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(
+                    self.command,
+                    split.path,
+                    parse_qs(split.query),
+                    {key.lower(): value for key, value in self.headers.items()},
+                    self.rfile.read(length),
+                    time.monotonic(),
+                )
+                with fake._lock:
+                    fake.requests.append(request)
+                fault = fake._next_fault()
+                if fault and fault.delay_s:
+                    time.sleep(fault.delay_s)
+                if fault and fault.reset:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                if fault and fault.status is not None:
+                    self._send(Reply(fault.status, fault.body, fault.headers))
+                    return
+                reply = fake._dispatch(request)
+                if fault and fault.truncate:
+                    data = json.dumps(reply.body).encode()
+                    self._send_bytes(reply.status, data[: len(data) // 2], reply.headers, declared=len(data))
+                    self.close_connection = True
+                    return
+                self._send(reply, stop_after=fault.stop_stream_after if fault else None)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def _send(self, reply: Reply, stop_after: int | None = None) -> None:
+                if reply.events is not None:
+                    self._send_events(reply, stop_after)
+                    return
+                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                self._send_bytes(reply.status, data, {"Content-Type": "application/json", **reply.headers})
+
+            def _send_bytes(
+                self, status: int, data: bytes, headers: dict[str, str], declared: int | None = None
+            ) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(declared if declared is not None else len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_events(self, reply: Reply, stop_after: int | None) -> None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.close_connection = True
+                for sent, (event, data) in enumerate(reply.events or ()):
+                    if stop_after is not None and sent >= stop_after:
+                        return
+                    lines = ([f"event: {event}"] if event else []) + [f"data: {line}" for line in data.split("\n")]
+                    self.wfile.write(("\n".join(lines) + "\n\n").encode())
+                    self.wfile.flush()
+
+        return _Handler
+
+    def _dispatch(self, request: Request) -> Reply:
+        for method, pattern, handler in self.routes:
+            if method == request.method and pattern.fullmatch(request.path):
+                return handler(request)
+        return Reply(404, {"error": {"message": f"no route for {request.method} {request.path}"}})
+
+
+def running(server: FakeServer) -> Iterator[FakeServer]:
+    """Fixture helper: start, yield, stop."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,148 @@
+"""The shared HTTP layer against a real loopback server: status mapping, Retry-After, faults, SSE, redaction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stepper.config import ProviderSettings
+from stepper.errors import (
+    AuthError,
+    InvalidRequest,
+    RateLimited,
+    Timeout,
+    TruncatedOutput,
+    Unavailable,
+    UnsupportedInput,
+)
+from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_retry_after
+from tests.support.fake_http import FakeServer, Fault, Reply, running
+
+SECRET = "sk-test-super-secret-0123456789"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    fake.route("POST", "/echo", lambda request: Reply(200, {"you_sent": request.json()}))
+    fake.route(
+        "POST",
+        "/events",
+        lambda request: Reply(events=[(None, '{"n": 1}'), ("update", '{"n": 2}'), (None, "[DONE]")]),
+    )
+    yield from running(fake)
+
+
+def client(server: FakeServer, timeout_s: float = 2.0) -> HttpClient:
+    settings = ProviderSettings.model_validate(
+        {"name": "acme", "class": "x.y:Z", "timeout_s": timeout_s, "connect_timeout_s": 1.0}
+    )
+    return HttpClient(settings, server.url, SECRET)
+
+
+def test_post_json_round_trip(server: FakeServer) -> None:
+    assert client(server).post_json("/echo", {"a": 1}, {"Authorization": "Bearer x"}) == {"you_sent": {"a": 1}}
+    assert server.requests[0].headers["authorization"] == "Bearer x"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, InvalidRequest),
+        (401, AuthError),
+        (403, AuthError),
+        (404, UnsupportedInput),
+        (422, InvalidRequest),
+        (429, RateLimited),
+        (500, Unavailable),
+        (502, Unavailable),
+        (503, Unavailable),
+    ],
+)
+def test_status_codes_map_onto_the_error_tree(server: FakeServer, status: int, error: type[Exception]) -> None:
+    server.inject(Fault(status=status, body={"error": {"message": f"vendor says {status}"}}))
+    with pytest.raises(error, match=re.escape(f"acme answered {status}: vendor says {status}")):
+        client(server).post_json("/echo", {}, {})
+
+
+def test_retry_after_seconds_and_http_date_are_both_read(server: FakeServer) -> None:
+    server.inject(Fault(status=429, body={"error": "slow down"}, headers={"Retry-After": "7"}))
+    with pytest.raises(RateLimited) as seconds:
+        client(server).post_json("/echo", {}, {})
+    assert seconds.value.retry_after_s == 7.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    server.inject(Fault(status=503, body=b"busy", headers={"Retry-After": later}))
+    with pytest.raises(Unavailable) as dated:
+        client(server).post_json("/echo", {}, {})
+    assert dated.value.retry_after_s is not None
+    assert 25 <= dated.value.retry_after_s <= 30
+
+
+def test_slow_answer_is_a_timeout(server: FakeServer) -> None:
+    server.inject(Fault(delay_s=1.0))
+    with pytest.raises(Timeout, match=r"within 0\.3s"):
+        client(server, timeout_s=0.3).post_json("/echo", {}, {})
+
+
+def test_reset_connection_is_unavailable(server: FakeServer) -> None:
+    server.inject(Fault(reset=True))
+    with pytest.raises(Unavailable, match="could not be reached"):
+        client(server).post_json("/echo", {}, {})
+
+
+def test_truncated_body_is_truncated_output(server: FakeServer) -> None:
+    server.inject(Fault(truncate=True))
+    with pytest.raises(TruncatedOutput, match="in the middle"):
+        client(server).post_json("/echo", {"a": "b" * 100}, {})
+
+
+def test_refused_connection_is_unavailable_and_names_no_url() -> None:
+    settings = ProviderSettings.model_validate({"name": "acme", "class": "x.y:Z", "connect_timeout_s": 1.0})
+    dead = HttpClient(settings, f"http://127.0.0.1:9/?key={SECRET}", SECRET)
+    with pytest.raises(Unavailable) as caught:
+        dead.post_json("/echo", {}, {})
+    assert SECRET not in str(caught.value)
+    assert "127.0.0.1" not in str(caught.value)
+
+
+def test_vendor_text_echoing_the_key_is_redacted(server: FakeServer) -> None:
+    server.inject(Fault(status=401, body={"error": {"message": f"Incorrect API key provided: {SECRET}"}}))
+    with pytest.raises(AuthError) as caught:
+        client(server).post_json("/echo", {}, {})
+    assert SECRET not in str(caught.value)
+    assert "[redacted]" in str(caught.value)
+
+
+def test_event_stream_is_parsed(server: FakeServer) -> None:
+    events = list(client(server).stream("POST", "/events", {}, {}))
+    assert events == [SseEvent("message", '{"n": 1}'), SseEvent("update", '{"n": 2}'), SseEvent("message", "[DONE]")]
+
+
+def test_stream_that_stops_midway_yields_only_whole_events(server: FakeServer) -> None:
+    server.inject(Fault(stop_stream_after=1))
+    assert [event.data for event in client(server).stream("POST", "/events", {}, {})] == ['{"n": 1}']
+
+
+def test_parse_retry_after_edge_cases() -> None:
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 60) == 60.0
+
+
+def test_sse_multiline_data_comments_and_cut_off_event() -> None:
+    lines = [": keep-alive", "event: delta", "data: one", "data: two", "", "data: cut off"]
+    assert list(iter_sse(iter(lines))) == [SseEvent("delta", "one\ntwo")]
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20), max_size=20))
+def test_sse_round_trips_any_data_lines(values: list[str]) -> None:
+    lines = [line for value in values for line in (f"data: {value}", "")]
+    assert [event.data for event in iter_sse(iter(lines))] == [value for value in values]
