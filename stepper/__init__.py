@@ -31,7 +31,7 @@ from stepper.schemas import KINDS, Kind
 if TYPE_CHECKING:
     from celery import Celery
 
-    from stepper.producer import submit
+    from stepper.producer import stream, submit
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ __all__ = [
     "UnsupportedInput",
     "__version__",
     "app",
+    "stream",
     "submit",
 ]
 
@@ -67,7 +68,7 @@ def __getattr__(name: str) -> Any:
 
         return app
     if name == "submit":
-        from stepper.producer import submit
+        from stepper.producer import stream, submit
 
         return submit
     raise AttributeError(f"module 'stepper' has no attribute {name!r}")

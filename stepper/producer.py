@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from celery.result import AsyncResult
 
 from stepper.errors import InvalidRequest
 from stepper.families import FAMILIES
+from stepper.llm.streaming import StreamEvent, read_stream
 from stepper.priorities import PriorityName
+from stepper.runtime import state_redis
 from stepper.schemas import KINDS, Kind
 
 
@@ -27,3 +30,9 @@ def submit(
 
     task = getattr(tasks, kind)
     return task.apply_async(kwargs=request, priority=priority, **options)
+
+
+def stream(task_id: str, timeout_s: float = 300.0) -> Iterator[StreamEvent]:
+    """Yield the events of a chat task submitted with ``stream=True``: ``delta`` (text to append), ``reset``
+    (discard the text so far: the answer restarts on another provider), then ``done`` or ``error``."""
+    return read_stream(state_redis(), task_id, timeout_s)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
+from celery.exceptions import Retry
 from redis import Redis
 
 EventType = Literal["delta", "reset", "done", "error"]
@@ -42,14 +44,20 @@ class RedisStreamSink:
     def __init__(self, client: Redis, task_id: str) -> None:
         self._client = client
         self._key = STREAM_KEY.format(task_id=task_id)
+        self._pending_text = False
 
     def delta(self, text: str) -> None:
         self._add("delta", text)
+        self._pending_text = True
 
     def reset(self, reason: str) -> None:
         self._add("reset", reason)
+        self._pending_text = False
 
-    def done(self) -> None:
+    def done(self, text: str) -> None:
+        """End the stream; a provider that does not stream (a mock, an engine) sends its answer as one delta."""
+        if not self._pending_text:
+            self.delta(text)
         self._add("done", "")
 
     def error(self, message: str) -> None:
@@ -60,6 +68,24 @@ class RedisStreamSink:
         pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
         pipe.expire(self._key, TTL_S)
         pipe.execute()
+
+
+@contextmanager
+def task_stream(client: Redis, task_id: str) -> Iterator[RedisStreamSink]:
+    """Stream the deltas of the chat task running inside this block; it ends with ``error`` if the task
+    fails, or with ``reset`` if the task goes back to the broker (the next run streams again)."""
+    sink = RedisStreamSink(client, task_id)
+    token = current_sink.set(sink)
+    try:
+        yield sink
+    except Retry:
+        sink.reset("every provider failed for now; the task will run again")
+        raise
+    except Exception as exc:
+        sink.error(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        current_sink.reset(token)
 
 
 def read_stream(client: Redis, task_id: str, timeout_s: float = 300.0, block_ms: int = 1000) -> Iterator[StreamEvent]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from celery import Task
+from pydantic import BaseModel
 
 from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
-from stepper.families import FAMILIES
+from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
-from stepper.runtime import current_executor
-from stepper.schemas import Kind
+from stepper.llm.streaming import task_stream
+from stepper.runtime import current_executor, state_redis
+from stepper.schemas import ChatRequest, Kind, TaskResult
 
 
 class FamilyTask(Task):  # type: ignore[misc]
@@ -34,8 +36,18 @@ def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict
         raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")
     family = FAMILIES[kind]
     request = family.parse(kwargs)
+    if isinstance(request, ChatRequest) and request.stream:
+        with task_stream(state_redis(), task.request.id) as sink:
+            result = _run_chain(task, family, request)
+            sink.done(result.output["message"]["content"])
+    else:
+        result = _run_chain(task, family, request)
+    return result.model_dump(mode="json")
+
+
+def _run_chain(task: FamilyTask, family: Family, request: BaseModel) -> TaskResult:
     try:
-        result = current_executor().run(family, request)
+        return current_executor().run(family, request)
     except ChainExhausted as exc:
         retry = current_settings().retry
         if exc.retryable and task.request.retries < retry.task_max_retries:
@@ -43,7 +55,6 @@ def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict
                 exc=exc, countdown=broker_countdown(exc, task.request.retries), max_retries=retry.task_max_retries
             ) from None
         raise
-    return result.model_dump(mode="json")
 
 
 def broker_countdown(exc: ChainExhausted, retries: int) -> float:

@@ -1,0 +1,130 @@
+"""LLM chains through real workers and loopback vendors: fallback, Retry-After, streaming, secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from stepper.llm.streaming import read_stream
+from stepper.samples import sample_requests
+from tests.integration.conftest import Fleet
+from tests.support.fake_http import Fault, running
+from tests.support.vendors.openai import FakeOpenAI
+
+OPENAI_KEY = "sk-integration-openai-7f3a9c"
+MISTRAL_KEY = "sk-integration-mistral-1b2c3d"
+HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture(scope="module")
+def openai() -> Iterator[FakeOpenAI]:
+    yield from running(FakeOpenAI(OPENAI_KEY, "fake-openai"))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def mistral() -> Iterator[FakeOpenAI]:
+    yield from running(FakeOpenAI(MISTRAL_KEY, "fake-mistral"))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def llm_fleet(start_fleet: Callable[..., Fleet], openai: FakeOpenAI, mistral: FakeOpenAI) -> Fleet:
+    adapter = "stepper.providers.openai:OpenAIProvider"
+    return start_fleet(
+        {
+            "stepper_providers": {
+                "openai": {
+                    "class": adapter,
+                    "kinds": ["chat", "report"],
+                    "api_key_env": "OPENAI_API_KEY",
+                    "timeout_s": 2,
+                },
+                "mistral": {
+                    "class": adapter,
+                    "kinds": ["chat", "report"],
+                    "api_key_env": "MISTRAL_KEY",
+                    "timeout_s": 2,
+                },
+            },
+            "stepper_chains": {
+                "chat": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
+                "report": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
+            },
+            "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
+            "stepper_retry": {"attempts_per_provider": 2, "backoff_base_s": 0.05, "max_inline_wait_s": 2.0},
+        },
+        name="llm",
+        env={
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "MISTRAL_KEY": MISTRAL_KEY,
+            "STEPPER_OPENAI_BASE_URL": openai.base_url,
+            "STEPPER_MISTRAL_BASE_URL": mistral.base_url,
+        },
+    )
+
+
+@pytest.fixture(autouse=True)
+def clean_fakes(openai: FakeOpenAI, mistral: FakeOpenAI) -> None:
+    for fake in (openai, mistral):
+        fake.requests.clear()
+        fake.faults.clear()
+        fake.script.contents.clear()
+        fake.script.finish_reasons.clear()
+
+
+def test_chat_is_served_by_the_first_provider(llm_fleet: Fleet, openai: FakeOpenAI) -> None:
+    result = llm_fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)
+    assert result["provider"] == "openai"
+    assert result["output"]["message"]["content"] == "fake-openai says: hello there"
+    assert result["usage"]["input_tokens"] >= 1
+    assert len(openai.requests) == 1
+
+
+def test_retry_after_is_honoured_then_fallback(llm_fleet: Fleet, openai: FakeOpenAI, mistral: FakeOpenAI) -> None:
+    openai.inject(
+        Fault(status=429, body={"error": {"message": "Rate limit reached"}}, headers={"Retry-After": "1"}),
+        Fault(status=503, body={"error": {"message": "overloaded"}}),
+    )
+    result = llm_fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)
+    assert result["provider"] == "mistral"
+    assert [(a["provider"], a["outcome"]) for a in result["attempts"]] == [
+        ("openai", "rate_limited"),
+        ("openai", "retryable_error"),
+        ("mistral", "ok"),
+    ]
+    first, second = openai.requests
+    assert second.arrived - first.arrived >= 1.0  # the worker waited out Retry-After: 1
+
+
+def test_cut_off_report_moves_to_the_next_provider(llm_fleet: Fleet, openai: FakeOpenAI, mistral: FakeOpenAI) -> None:
+    openai.script.finish_reasons.extend(["length", "length"])
+    result = llm_fleet.app.send_task("stepper.report", kwargs=sample_requests()["report"]).get(timeout=30)
+    assert result["provider"] == "mistral"
+    assert result["output"]["title"] == "Report by fake-mistral"
+    assert [a["outcome"] for a in result["attempts"]] == ["retryable_error", "retryable_error", "ok"]
+    assert "output tokens" in result["attempts"][0]["error"]
+
+
+def test_stream_resets_when_a_provider_fails_mid_answer(llm_fleet: Fleet, openai: FakeOpenAI) -> None:
+    openai.inject(Fault(stop_stream_after=3), Fault(stop_stream_after=3))
+    request = {"messages": [{"role": "user", "content": "tell me a long story please"}], "stream": True}
+    result = llm_fleet.app.send_task("stepper.chat", kwargs=request)
+    events = list(read_stream(llm_fleet.redis, result.id, timeout_s=30))
+    answer = result.get(timeout=30)
+    assert answer["provider"] == "mistral"
+    kinds = [event.type for event in events]
+    assert kinds[-1] == "done"
+    assert "reset" in kinds
+    after_last_reset = len(kinds) - 1 - kinds[::-1].index("reset")
+    text = "".join(event.text for event in events[after_last_reset:] if event.type == "delta")
+    assert text == answer["output"]["message"]["content"] == "fake-mistral says: tell me a long story please"
+
+
+def test_no_key_reaches_the_worker_log(llm_fleet: Fleet, openai: FakeOpenAI) -> None:
+    openai.inject(Fault(status=401, body={"error": {"message": f"Incorrect API key provided: {OPENAI_KEY}"}}))
+    result = llm_fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)
+    assert result["attempts"][0]["outcome"] == "permanent_error"
+    assert OPENAI_KEY not in str(result)
+    log = llm_fleet.worker.log()
+    assert "rejected our credentials" in log
+    assert OPENAI_KEY not in log and MISTRAL_KEY not in log
