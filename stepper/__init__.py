@@ -67,10 +67,10 @@ def __getattr__(name: str) -> Any:
         from stepper.celery import app
 
         return app
-    if name == "submit":
-        from stepper.producer import stream, submit
+    if name in {"submit", "stream"}:
+        from stepper import producer
 
-        return submit
+        return getattr(producer, name)
     raise AttributeError(f"module 'stepper' has no attribute {name!r}")
 
 
