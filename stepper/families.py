@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from stepper.errors import InvalidRequest
+from stepper.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.providers.base import Reply
 from stepper.schemas import (
     ChatOutput,
@@ -30,10 +31,6 @@ from stepper.schemas import (
     VisionRequest,
     describe_validation_error,
 )
-
-#: Rough characters per token, good enough to reserve a tokens-per-minute budget before the call;
-#: the vendor's own count settles it afterwards.
-CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -55,14 +52,14 @@ class Family:
 
 
 def _chat_tokens(request: ChatRequest) -> int:
-    prompt = sum(len(message.content) for message in request.messages) // CHARS_PER_TOKEN
+    """Reserved against a provider's tokens-per-minute limit; the vendor's usage figures settle it."""
+    prompt = sum(estimate_message_tokens(message.content) for message in request.messages)
     return prompt + (request.max_tokens or 0)
 
 
 def _report_tokens(request: ReportRequest) -> int:
     commit = request.commit
-    text = len(commit.message) + sum(len(file.path) + len(file.patch or "") for file in commit.files)
-    return text // CHARS_PER_TOKEN
+    return estimate_tokens(commit.message + "".join(file.path + (file.patch or "") for file in commit.files))
 
 
 FAMILIES: dict[Kind, Family] = {

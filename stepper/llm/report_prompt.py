@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 from pydantic import ValidationError
 
-from stepper.errors import TruncatedOutput
+from stepper.errors import TruncatedOutput, UnsupportedInput
 from stepper.llm.tokens import CHARS_PER_TOKEN, estimate_tokens
 from stepper.schemas import ReportOutput, ReportRequest, describe_validation_error
 
@@ -39,10 +39,16 @@ class ReportPrompt:
 
 def build_report_prompt(request: ReportRequest, input_budget_tokens: int) -> ReportPrompt:
     patches = {file.path: file.patch or "" for file in request.commit.files}
-    skeleton = _render(request, dict.fromkeys(patches, ""), ())
-    room_chars = int((input_budget_tokens - estimate_tokens(SYSTEM) - estimate_tokens(skeleton)) * CHARS_PER_TOKEN)
-    room_chars -= len(TRIM_MARK) * len(patches) + 200  # the trimming note and marks themselves
-    cap = _cap_for(sorted(len(p) for p in patches.values()), max(0, room_chars))
+    # Everything but the patch text, at its largest: every patch trimmed to nothing, every path in the note.
+    with_patches = tuple(path for path, patch in patches.items() if patch)
+    overhead = _render(request, {path: TRIM_MARK if path in with_patches else "" for path in patches}, with_patches)
+    room_chars = int((input_budget_tokens - estimate_tokens(SYSTEM)) * CHARS_PER_TOKEN) - len(overhead)
+    if room_chars < 0:
+        raise UnsupportedInput(
+            f"the commit's message and file list alone take about {estimate_tokens(overhead)} tokens, over this "
+            f"model's input budget of {input_budget_tokens}"
+        )
+    cap = _cap_for(sorted(len(p) for p in patches.values()), room_chars)
     trimmed = tuple(path for path, patch in patches.items() if len(patch) > cap)
     fitted = {path: patch if path not in trimmed else patch[:cap] + TRIM_MARK for path, patch in patches.items()}
     return ReportPrompt(SYSTEM, _render(request, fitted, trimmed), trimmed)

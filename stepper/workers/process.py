@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
+from stepper.providers.http import configure_pool
 from stepper.runtime import current_executor
+
+
+@worker_init.connect
+def _size_http_pool(sender: Any = None, **_: Any) -> None:
+    """One HTTP connection per concurrent task, so a threads pool never waits for a pooled connection."""
+    concurrency = int(getattr(sender, "concurrency", 0) or 0)
+    if concurrency:
+        configure_pool(concurrency)
 
 
 @worker_process_init.connect
