@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
-SYSTEM_PACKAGES := redis-server
+SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
 
 .PHONY: run test lint typecheck check system-deps venv clean
 

@@ -32,6 +32,8 @@ MERGED_SETTINGS = (
     "stepper_chains",
     "stepper_breaker",
     "stepper_retry",
+    "stepper_images",
+    "stepper_artifacts",
 )
 
 
@@ -79,6 +81,28 @@ class ChainEntry(_Settings):
         return f"{self.provider}:{self.model}"
 
 
+class ImageSettings(_Settings):
+    """Limits on image input; see stepper.media.images."""
+
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    #: Directories under which ``{"path": ...}`` images may be read; empty: paths are refused.
+    roots: tuple[str, ...] = ()
+    #: Networks (CIDR) that URL images may resolve to despite being private or loopback.
+    allowed_networks: tuple[str, ...] = ()
+    fetch_timeout_s: float = Field(default=10.0, gt=0)
+    max_redirects: int = Field(default=3, ge=0)
+
+
+class ArtifactSettings(_Settings):
+    """Where audio and thumbnails go; see stepper.artifacts."""
+
+    directory: str = "/tmp/stepper-artifacts"  # noqa: S108  (a default for development; deployments set it)
+    #: Below this size a result carries the artifact inline (a data: URI) instead of a file reference.
+    inline_max_bytes: int = Field(default=16 * 1024, ge=0)
+    ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
+
+
 class BreakerSettings(_Settings):
     fail_max: int = Field(ge=1)
     reset_timeout_s: float = Field(gt=0)
@@ -101,6 +125,8 @@ class StepperSettings(_Settings):
     chains: dict[Kind, tuple[ChainEntry, ...]]
     breaker: BreakerSettings
     retry: RetrySettings
+    images: ImageSettings = ImageSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
 
     @field_validator("chains")
     @classmethod
@@ -140,6 +166,8 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             chains=chains,
             breaker=config["stepper_breaker"],
             retry=config["stepper_retry"],
+            images=config.get("stepper_images", {}),
+            artifacts=config.get("stepper_artifacts", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None

@@ -11,6 +11,7 @@ from functools import cache
 
 from redis import Redis
 
+from stepper.artifacts import LocalArtifactStore
 from stepper.chain import ChainExecutor
 from stepper.config import current_config, current_settings
 from stepper.guards.admission import RedisGuardBackend
@@ -30,6 +31,18 @@ def state_redis() -> Redis:
     """The Redis holding fleet-wide state (breakers, rate limits): the broker's, unless configured otherwise."""
     config = current_config()
     return _redis_client(config.get("stepper_state_url") or config["broker_url"], os.getpid())
+
+
+@cache
+def _artifact_store(pid: int) -> LocalArtifactStore:
+    del pid
+    settings = current_settings().artifacts
+    return LocalArtifactStore(settings.directory, settings.ttl_s)
+
+
+def artifact_store() -> LocalArtifactStore:
+    """Where this process stores audio and thumbnails."""
+    return _artifact_store(os.getpid())
 
 
 @cache

@@ -1,0 +1,1 @@
+"""Local engines behind the local providers: OCR (tesseract), computer vision (OpenCV), speech (espeak-ng)."""
