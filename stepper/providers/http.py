@@ -78,13 +78,21 @@ class HttpClient:
         self.timeout = (settings.connect_timeout_s, settings.timeout_s)
         self._secrets = tuple(secret for secret in (api_key,) if secret)
 
-    def post_json(self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+    def post_json(
+        self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str], params: Mapping[str, str] | None = None
+    ) -> Any:
         """POST JSON, return the decoded JSON answer, or raise the mapped error."""
-        response = self._send("POST", path, payload, headers, stream=False)
-        try:
-            return response.json()
-        except ValueError:
-            raise TruncatedOutput(f"{self.name} answered {response.status_code} with a body that is not JSON") from None
+        return self._json(self._send("POST", path, payload, headers, stream=False, params=params))
+
+    def get_json(self, path: str, headers: Mapping[str, str], params: Mapping[str, str] | None = None) -> Any:
+        return self._json(self._send("GET", path, None, headers, stream=False, params=params))
+
+    def post_bytes(
+        self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str], params: Mapping[str, str] | None = None
+    ) -> tuple[bytes, str]:
+        """POST JSON, return the raw answer (audio, images) and its Content-Type."""
+        response = self._send("POST", path, payload, headers, stream=False, params=params)
+        return response.content, response.headers.get("Content-Type", "")
 
     def stream(
         self, method: str, path: str, payload: Mapping[str, Any] | None, headers: Mapping[str, str]
