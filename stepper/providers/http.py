@@ -110,13 +110,25 @@ class HttpClient:
         finally:
             response.close()
 
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise TruncatedOutput(f"{self.name} answered {response.status_code} with a body that is not JSON") from None
+
     def _send(
-        self, method: str, path: str, payload: Mapping[str, Any] | None, headers: Mapping[str, str], stream: bool
+        self,
+        method: str,
+        path: str,
+        payload: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        stream: bool,
+        params: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
         try:
             response = session().request(
-                method, url, json=payload, headers=dict(headers), timeout=self.timeout, stream=stream
+                method, url, params=params, json=payload, headers=dict(headers), timeout=self.timeout, stream=stream
             )
         except requests.exceptions.Timeout:
             raise Timeout(f"{self.name} did not answer within {self.timeout[1]:g}s") from None
