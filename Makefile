@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
 SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
 
-.PHONY: run test lint typecheck check system-deps venv clean
+.PHONY: run test bench lint typecheck check system-deps venv clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing stepper with its dev tools"
@@ -25,6 +25,10 @@ run: venv system-deps
 
 test: venv system-deps
 	$(BIN)/pytest
+
+# Speed as ratios against baselines measured in the same run; never a pass/fail test.
+bench: venv system-deps
+	$(BIN)/python -m bench
 
 lint: venv
 	$(BIN)/ruff check .

@@ -70,17 +70,76 @@ DEFAULTS: dict[str, Any] = {
     # Redis for fleet-wide state (breakers, rate limits); None uses the broker's.
     "stepper_state_url": None,
     # Providers by name. "class" is a dotted path ("package.module:Class"), imported when first used.
+    # A provider whose key variable is unset (or whose binary is missing) is skipped and recorded.
     "stepper_providers": {
         "mock": {"class": "stepper.providers.mock:MockProvider"},
+        "openai": {
+            "class": "stepper.providers.openai:OpenAIProvider",
+            "kinds": ["chat", "report"],
+            "api_key_env": "OPENAI_API_KEY",
+            "models": ["gpt-4o-mini", "gpt-4o"],
+            "budget": {"input_tokens": 16000, "output_tokens": 4096},
+        },
+        # The self-hosted Mistral 7B service: any OpenAI-compatible server (vLLM, Ollama, TGI). It is used
+        # once STEPPER_MISTRAL_BASE_URL (or base_url here) points at its /v1.
+        "mistral": {
+            "class": "stepper.providers.openai:OpenAIProvider",
+            "kinds": ["chat", "report"],
+            "api_key_env": None,
+            "models": ["mistral-7b-instruct"],
+            "options": {"requires_base_url": True, "response_format": "json_object"},
+            "budget": {"input_tokens": 6000, "output_tokens": 2048},
+        },
+        "gemini": {
+            "class": "stepper.providers.gemini:GeminiProvider",
+            "kinds": ["chat", "report"],
+            "api_key_env": "GEMINI_API_KEY",
+            "models": ["gemini-2.0-flash"],
+            "budget": {"input_tokens": 32000, "output_tokens": 4096},
+        },
+        "cohere": {
+            "class": "stepper.providers.cohere:CohereProvider",
+            "kinds": ["chat", "report"],
+            "api_key_env": "COHERE_API_KEY",
+            "models": ["command-r-plus-08-2024"],
+        },
+        # A Hugging Face Space through Gradio's HTTP API: a free last resort, once base_url names the Space
+        # (https://<owner>-<space>.hf.space). HF_TOKEN is sent when set; public Spaces need none.
+        "hf_space": {
+            "class": "stepper.providers.hf_space:HfSpaceProvider",
+            "kinds": ["chat", "report"],
+            "api_key_env": "HF_TOKEN",
+            "models": ["space"],
+        },
+        "tesseract": {"class": "stepper.providers.tesseract:TesseractProvider", "kinds": ["ocr"]},
+        "opencv": {"class": "stepper.providers.opencv:OpenCvProvider", "kinds": ["steps", "vision"]},
+        "elevenlabs": {
+            "class": "stepper.providers.elevenlabs:ElevenLabsProvider",
+            "kinds": ["speech"],
+            "api_key_env": "ELEVENLABS_API_KEY",
+            "models": ["eleven_multilingual_v2"],
+        },
+        "espeak": {"class": "stepper.providers.espeak:EspeakProvider", "kinds": ["speech"]},
     },
     # The chain of each kind: "provider:model" entries, tried in order.
     "stepper_chains": {
-        "report": ["mock:mock-report"],
-        "chat": ["mock:mock-chat"],
-        "ocr": ["mock:mock-ocr"],
-        "steps": ["mock:mock-steps"],
-        "vision": ["mock:mock-vision"],
-        "speech": ["mock:mock-speech"],
+        "report": [
+            "openai:gpt-4o-mini",
+            "mistral:mistral-7b-instruct",
+            "gemini:gemini-2.0-flash",
+            "cohere:command-r-plus-08-2024",
+        ],
+        "chat": [
+            "openai:gpt-4o-mini",
+            "mistral:mistral-7b-instruct",
+            "gemini:gemini-2.0-flash",
+            "cohere:command-r-plus-08-2024",
+            "hf_space:space",
+        ],
+        "ocr": ["tesseract:tesseract"],
+        "steps": ["opencv:opencv"],
+        "vision": ["opencv:opencv"],
+        "speech": ["elevenlabs:eleven_multilingual_v2", "espeak:espeak-ng"],
     },
     # Fleet-wide circuit breaker per provider: opens after fail_max consecutive transient failures,
     # lets one probe call through (fleet-wide) after reset_timeout_s.

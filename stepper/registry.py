@@ -74,8 +74,8 @@ def import_provider(path: str) -> type[Provider]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"provider class {path} cannot be imported: {exc}. Install the package it needs "
-            f"(for stepper's own providers: pip install 'stepper-fleet[all]')"
+            f"provider class {path} cannot be imported ({exc}); install the package that provides it "
+            "into the worker's environment"
         ) from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Provider)):

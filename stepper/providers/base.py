@@ -53,6 +53,9 @@ class Provider:
     @classmethod
     def unavailable_reason(cls, settings: ProviderSettings) -> str | None:
         """Why this provider cannot run here (a missing key, binary or extra), or None when it can."""
+        if settings.options.get("requires_base_url") and not settings.base_url:
+            variable = f"STEPPER_{settings.name.upper()}_BASE_URL"
+            return f"no base URL: set {variable} (or base_url in stepper_providers) to where it is served"
         if settings.api_key_env and resolve_secret(settings.api_key_env) is None:
             return f"{settings.api_key_env} is not set (nor {settings.api_key_env}_FILE)"
         return None

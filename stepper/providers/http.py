@@ -122,6 +122,7 @@ class HttpClient:
         path: str,
         payload: Mapping[str, Any] | None,
         headers: Mapping[str, str],
+        *,
         stream: bool,
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
