@@ -1,8 +1,9 @@
 """Where audio and thumbnails go: results carry a reference, never megabytes in the result backend.
 
-``ArtifactStore`` is the interface an object store can implement later; ``LocalArtifactStore`` keeps files in
-a directory, named by their SHA-256 (so the same bytes are stored once), and deletes them after the TTL.
-Artifacts smaller than ``inline_max_bytes`` are returned inline as ``data:`` URIs instead.
+``ArtifactStore`` is the interface an object store can implement later (and ``stepper.runtime.set_artifact_store``
+plugs it in); ``LocalArtifactStore`` keeps files in a directory, named by their SHA-256 (so the same bytes are
+stored once), and deletes them after the TTL. Artifacts smaller than ``inline_max_bytes`` come back inline as
+``data:`` URIs instead.
 """
 
 from __future__ import annotations
@@ -31,17 +32,31 @@ class ArtifactRef:
 
 
 class ArtifactStore(Protocol):
-    def put(self, data: bytes, extension: str) -> ArtifactRef: ...
+    def save(self, data: bytes, extension: str, mime_type: str) -> ArtifactRef:
+        """Store ``data`` (or inline it when small) and return its reference."""
 
     def sweep(self) -> int:
         """Delete expired artifacts; returns how many."""
 
 
 class LocalArtifactStore:
-    def __init__(self, directory: str | Path, ttl_s: float) -> None:
+    def __init__(self, directory: str | Path, ttl_s: float, inline_max_bytes: int = 0) -> None:
         self.directory = Path(directory)
         self.ttl_s = ttl_s
+        self.inline_max_bytes = inline_max_bytes
         self._last_sweep = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: ArtifactSettings) -> LocalArtifactStore:
+        return cls(settings.directory, settings.ttl_s, settings.inline_max_bytes)
+
+    def save(self, data: bytes, extension: str, mime_type: str) -> ArtifactRef:
+        if len(data) <= self.inline_max_bytes:
+            digest = hashlib.sha256(data).hexdigest()
+            return ArtifactRef(
+                f"data:{mime_type};base64,{base64.b64encode(data).decode()}", len(data), digest, extension
+            )
+        return self.put(data, extension)
 
     def put(self, data: bytes, extension: str) -> ArtifactRef:
         digest = hashlib.sha256(data).hexdigest()
@@ -69,13 +84,3 @@ class LocalArtifactStore:
             except FileNotFoundError:
                 continue  # another process swept it first
         return removed
-
-
-def save_artifact(
-    data: bytes, extension: str, mime_type: str, store: ArtifactStore, settings: ArtifactSettings
-) -> ArtifactRef:
-    """Inline when small, in the store otherwise."""
-    if len(data) <= settings.inline_max_bytes:
-        digest = hashlib.sha256(data).hexdigest()
-        return ArtifactRef(f"data:{mime_type};base64,{base64.b64encode(data).decode()}", len(data), digest, extension)
-    return store.put(data, extension)

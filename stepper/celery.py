@@ -40,7 +40,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
             **config,
             # One queue per family, named after it; a worker started without -Q consumes all six.
             "task_queues": [Queue(kind, routing_key=kind) for kind in KINDS],
-            "task_routes": {f"stepper.{kind}": {"queue": kind} for kind in KINDS},
+            "task_routes": {
+                **{f"stepper.{kind}": {"queue": kind} for kind in KINDS},
+                "stepper.voices": {"queue": "speech"},
+            },
         }
     )
     return app

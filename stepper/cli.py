@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--no-wait", action="store_true", help="print the task id and return at once")
     submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
 
+    voices = commands.add_parser("voices", help="list the voices of the speech providers on this machine")
+    voices.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
 
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "providers":
             return _providers(args.json)
+        if args.command == "voices":
+            return _voices(args.json)
         if args.command == "submit":
             return _submit(args.kind, args.request, args.priority, args.no_wait, args.timeout)
         return _demo(args.timeout)
@@ -59,6 +64,26 @@ def _providers(as_json: bool) -> int:
     print("chains:")
     for kind, chain in settings.chains.items():
         print(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
+    return 0
+
+
+def _voices(as_json: bool) -> int:
+    from stepper.config import current_settings
+    from stepper.registry import build_registry
+    from stepper.voices import list_voices
+
+    settings = current_settings()
+    listing = list_voices(settings, build_registry(settings))
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for provider, answer in listing.items():
+        if "voices" not in answer:
+            print(f"{provider}: {answer.get('unavailable') or answer.get('error')}")
+            continue
+        print(f"{provider}: {len(answer['voices'])} voices")
+        for voice in answer["voices"]:
+            print(f"  {voice['id']:<24} {voice.get('name') or '':<28} {voice.get('language') or ''}")
     return 0
 
 

@@ -11,7 +11,7 @@ from functools import cache
 
 from redis import Redis
 
-from stepper.artifacts import LocalArtifactStore
+from stepper.artifacts import ArtifactStore, LocalArtifactStore
 from stepper.chain import ChainExecutor
 from stepper.config import current_config, current_settings
 from stepper.guards.admission import RedisGuardBackend
@@ -33,16 +33,25 @@ def state_redis() -> Redis:
     return _redis_client(config.get("stepper_state_url") or config["broker_url"], os.getpid())
 
 
+_artifact_store_override: list[ArtifactStore] = []
+
+
 @cache
-def _artifact_store(pid: int) -> LocalArtifactStore:
+def _artifact_store(pid: int) -> ArtifactStore:
     del pid
-    settings = current_settings().artifacts
-    return LocalArtifactStore(settings.directory, settings.ttl_s)
+    return LocalArtifactStore.from_settings(current_settings().artifacts)
 
 
-def artifact_store() -> LocalArtifactStore:
-    """Where this process stores audio and thumbnails."""
-    return _artifact_store(os.getpid())
+def artifact_store() -> ArtifactStore:
+    """Where this process stores audio and thumbnails: the configured directory, unless replaced."""
+    return _artifact_store_override[-1] if _artifact_store_override else _artifact_store(os.getpid())
+
+
+def set_artifact_store(store: ArtifactStore | None) -> None:
+    """Replace the artifact store of this process (an object store, a test's directory); None restores it."""
+    _artifact_store_override.clear()
+    if store is not None:
+        _artifact_store_override.append(store)
 
 
 @cache

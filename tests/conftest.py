@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from stepper import runtime
+from stepper.artifacts import LocalArtifactStore
 from tests.support.binaries import require_binary
 from tests.support.redis_server import RedisServer, free_port
 
@@ -36,3 +38,17 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def artifact_dir(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Artifacts of this test go to a temporary directory, inline up to 16 KiB; call it to change the limit."""
+    directory = tmp_path / "artifacts"
+
+    def use(inline_max_bytes: int) -> Path:
+        runtime.set_artifact_store(LocalArtifactStore(directory, 3600, inline_max_bytes))
+        return directory
+
+    use(16 * 1024)
+    yield use
+    runtime.set_artifact_store(None)

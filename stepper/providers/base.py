@@ -65,6 +65,12 @@ class Provider:
         return resolve_secret(self.settings.api_key_env) if self.settings.api_key_env else None
 
 
+class VoiceLister(Protocol):
+    """Speech providers that can say which voices they have (``stepper voices``, ``stepper.voices``)."""
+
+    def voices(self) -> list[dict[str, str | None]]: ...
+
+
 class ReportProvider(Protocol):
     def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]: ...
 

@@ -174,15 +174,19 @@ def vendor_message(response: requests.Response) -> str:
     if isinstance(body, list) and body:
         body = body[0]
     if isinstance(body, dict):
-        error = body.get("error")
-        for candidate in (
-            error.get("message") if isinstance(error, dict) else error,
-            body.get("message"),
-            body.get("detail"),
-        ):
-            if isinstance(candidate, str) and candidate:
+        for field in (body.get("error"), body.get("message"), body.get("detail")):
+            candidate = _message_in(field)
+            if candidate:
                 return candidate[:ERROR_DETAIL_CHARS]
     return json.dumps(body)[:ERROR_DETAIL_CHARS]
+
+
+def _message_in(field: Any) -> str | None:
+    if isinstance(field, dict):  # {"error": {"message": ...}}, ElevenLabs' {"detail": {"message": ...}}
+        field = field.get("message")
+    elif isinstance(field, list):  # FastAPI-style validation errors: [{"loc", "msg", "type"}]
+        field = "; ".join(str(item.get("msg")) for item in field if isinstance(item, dict))
+    return field if isinstance(field, str) else None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

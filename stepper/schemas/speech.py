@@ -15,6 +15,11 @@ class SpeechRequest(Strict):
     text: str = Field(min_length=1, max_length=20_000)
     voice: str | None = Field(default=None, min_length=1, max_length=200)
     format: AudioFormat = "wav"
+    #: Speaking rate in words per minute (espeak-ng's ``-s``; 175 is its default). Providers that cannot
+    #: honour it refuse with UnsupportedInput, so the chain moves on to one that can.
+    speed: int | None = Field(default=None, ge=80, le=450)
+    #: Pitch, 0 (low) to 99 (high), 50 being the voice's own (espeak-ng's ``-p``).
+    pitch: int | None = Field(default=None, ge=0, le=99)
 
 
 class Audio(Strict):

@@ -6,5 +6,6 @@ from stepper.tasks.report import report
 from stepper.tasks.speech import speech
 from stepper.tasks.steps import steps
 from stepper.tasks.vision import vision
+from stepper.tasks.voices import voices
 
-__all__ = ["chat", "ocr", "report", "speech", "steps", "vision"]
+__all__ = ["chat", "ocr", "report", "speech", "steps", "vision", "voices"]
