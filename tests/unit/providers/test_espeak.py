@@ -98,7 +98,7 @@ def test_voices_lists_installed_voices_with_en(provider: EspeakProvider) -> None
     assert "en" in {voice["id"] for voice in voices}
     assert all(set(voice) == {"id", "name", "language"} and all(voice.values()) for voice in voices)
     english = next(voice for voice in voices if voice["id"] == "en")
-    assert english["language"].startswith("en") and "English" in english["name"]
+    assert str(english["language"]).startswith("en") and "English" in str(english["name"])
 
 
 def test_voice_from_request_or_options(set_artifacts: SetArtifacts) -> None:
