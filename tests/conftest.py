@@ -18,7 +18,7 @@ from tests.support.redis_server import RedisServer, free_port
 # never to a developer's Redis; the port is chosen before stepper reads its configuration.
 REDIS_PORT = free_port()
 os.environ["STEPPER_REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
-os.environ["CELERY_CONFIG_MODULE"] = "stepper_tests_use_package_defaults"
+os.environ["CELERY_CONFIG_MODULE"] = "tests.support.no_deployment_config"
 
 
 @pytest.fixture(scope="session")
