@@ -35,10 +35,11 @@ def blocked_reason(address: str, allowed: Iterable[Network] = ()) -> str | None:
         return "a cloud metadata address"
     for label, flag in (
         ("a loopback", ip.is_loopback),
+        ("an unspecified", ip.is_unspecified),
         ("a link-local", ip.is_link_local),
-        ("a private", ip.is_private),
         ("a multicast", ip.is_multicast),
-        ("a reserved", ip.is_reserved or ip.is_unspecified),
+        ("a reserved", ip.is_reserved),
+        ("a private", ip.is_private),
     ):
         if flag:
             return f"{label} address"
@@ -86,7 +87,6 @@ def guarded_session(allowed: tuple[Network, ...]) -> requests.Session:
 
     session = requests.Session()
     session.trust_env = False  # an environment proxy would make the peer check meaningless
-    session.max_redirects = 0
     for scheme in ("http://", "https://"):
         session.mount(scheme, GuardedAdapter(max_retries=0))
     return session
