@@ -14,22 +14,106 @@ installed without this file still starts. These environment variables override t
 # hybrid: the chain's configured providers, then a mock as the last resort; results say which answered.
 stepper_mode = "live"
 
-# Providers by name. "class" is "package.module:Class", imported when a chain first needs it. Optional
-# keys: kinds, base_url, api_key_env (the variable holding its key; NAME_FILE is read too), models,
-# timeout_s, connect_timeout_s, rpm and tpm (fleet-wide requests and tokens per minute; 0 = no limit),
-# options (provider-specific).
+# Providers by name. "class" is "package.module:Class", imported when a chain first needs it. Keys:
+#   kinds             the task kinds it serves
+#   base_url          where its API is (also STEPPER_<NAME>_BASE_URL)
+#   api_key_env       the variable holding its key (NAME_FILE is read too); unset: the provider is skipped
+#   models            the models it serves (a chat request naming another model skips it)
+#   timeout_s, connect_timeout_s
+#   rpm, tpm          fleet-wide requests and tokens per minute (0 = no limit)
+#   budget, budgets   LLM token budget {"input_tokens", "output_tokens"}; budgets per model
+#   options           provider-specific (see each provider's module docstring)
+# Several OpenAI-compatible servers can sit side by side, each under its own name ("openai", "mistral").
 stepper_providers = {
     "mock": {"class": "stepper.providers.mock:MockProvider"},
+    "openai": {
+        "class": "stepper.providers.openai:OpenAIProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "OPENAI_API_KEY",
+        "models": ["gpt-4o-mini", "gpt-4o"],
+        "rpm": 500,
+        "tpm": 200_000,
+        "budget": {"input_tokens": 16000, "output_tokens": 4096},
+    },
+    # The self-hosted Mistral 7B service (vLLM, Ollama, TGI...): used once STEPPER_MISTRAL_BASE_URL is set.
+    "mistral": {
+        "class": "stepper.providers.openai:OpenAIProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": None,
+        "models": ["mistral-7b-instruct"],
+        "options": {"requires_base_url": True, "response_format": "json_object"},
+        "budget": {"input_tokens": 6000, "output_tokens": 2048},
+    },
+    "gemini": {
+        "class": "stepper.providers.gemini:GeminiProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "GEMINI_API_KEY",
+        "models": ["gemini-2.0-flash"],
+        "budget": {"input_tokens": 32000, "output_tokens": 4096},
+    },
+    "cohere": {
+        "class": "stepper.providers.cohere:CohereProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "COHERE_API_KEY",
+        "models": ["command-r-plus-08-2024"],
+    },
+    # A Hugging Face Space (https://<owner>-<space>.hf.space) through Gradio's HTTP API: a free last resort.
+    "hf_space": {
+        "class": "stepper.providers.hf_space:HfSpaceProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "HF_TOKEN",
+        "models": ["space"],
+    },
+    "tesseract": {"class": "stepper.providers.tesseract:TesseractProvider", "kinds": ["ocr"]},
+    "opencv": {"class": "stepper.providers.opencv:OpenCvProvider", "kinds": ["steps", "vision"]},
+    "elevenlabs": {
+        "class": "stepper.providers.elevenlabs:ElevenLabsProvider",
+        "kinds": ["speech"],
+        "api_key_env": "ELEVENLABS_API_KEY",
+        "models": ["eleven_multilingual_v2"],
+        # "options": {"default_voice_id": "<a voice id from `stepper voices`>"},
+    },
+    "espeak": {"class": "stepper.providers.espeak:EspeakProvider", "kinds": ["speech"]},
 }
 
 # The chain of each kind: "provider:model" entries, tried in order until one answers.
 stepper_chains = {
-    "report": ["mock:mock-report"],
-    "chat": ["mock:mock-chat"],
-    "ocr": ["mock:mock-ocr"],
-    "steps": ["mock:mock-steps"],
-    "vision": ["mock:mock-vision"],
-    "speech": ["mock:mock-speech"],
+    "report": [
+        "openai:gpt-4o-mini",
+        "mistral:mistral-7b-instruct",
+        "gemini:gemini-2.0-flash",
+        "cohere:command-r-plus-08-2024",
+    ],
+    "chat": [
+        "openai:gpt-4o-mini",
+        "mistral:mistral-7b-instruct",
+        "gemini:gemini-2.0-flash",
+        "cohere:command-r-plus-08-2024",
+        "hf_space:space",
+    ],
+    "ocr": ["tesseract:tesseract"],
+    "steps": ["opencv:opencv"],
+    "vision": ["opencv:opencv"],
+    "speech": ["elevenlabs:eleven_multilingual_v2", "espeak:espeak-ng"],
+}
+
+# Image input. Paths are read only under these roots (symlinks resolved); URLs only when they resolve to public
+# addresses, unless a network is allowed here; bytes and pixels are checked before anything is decoded.
+stepper_images = {
+    "max_bytes": 20 * 1024 * 1024,
+    "max_pixels": 40_000_000,
+    "roots": [],
+    "allowed_networks": [],
+    "fetch_timeout_s": 10.0,
+    "max_redirects": 3,
+}
+
+# Audio and thumbnails: files in this directory, inline data: URIs below inline_max_bytes, deleted after ttl_s.
+# In production point it at storage the producers can read (a shared volume), not /tmp.
+stepper_artifacts = {
+    "directory": "/tmp/stepper-artifacts",  # noqa: S108  (a development default, see above)
+    "inline_max_bytes": 16 * 1024,
+    "ttl_s": 7 * 24 * 3600,
 }
 
 # Fleet-wide circuit breaker per provider (state in Redis, shared by every worker): it opens after

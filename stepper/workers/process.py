@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery.signals import worker_init, worker_process_init
@@ -11,8 +12,11 @@ from stepper.runtime import current_executor
 
 
 @worker_init.connect
-def _size_http_pool(sender: Any = None, **_: Any) -> None:
-    """One HTTP connection per concurrent task, so a threads pool never waits for a pooled connection."""
+def _prepare_worker(sender: Any = None, **_: Any) -> None:
+    """Before the pool starts: one HTTP connection per concurrent task, so a threads pool never waits for a
+    pooled one; and tesseract single-threaded, because the pool already keeps every core busy and OpenMP
+    threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     concurrency = int(getattr(sender, "concurrency", 0) or 0)
     if concurrency:
         configure_pool(concurrency)
