@@ -143,7 +143,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     merged = copy.deepcopy(DEFAULTS)
     module = _import_config_module(environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
     if module is not None:
-        _merge(merged, {key: value for key, value in vars(module).items() if _is_setting(key)})
+        _merge(merged, {key: value for key, value in vars(module).items() if _is_setting(key, value)})
     _merge(merged, _environment_overrides(environ, merged))
     _apply_visibility_timeout(merged)
     return merged
@@ -151,11 +151,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
     """Validate the ``stepper_*`` part of a merged config; raise ConfigError naming the bad setting."""
+    providers = {name: _provider_settings(name, spec) for name, spec in config["stepper_providers"].items()}
     try:
-        providers = {
-            name: ProviderSettings.model_validate({"name": name, **spec})
-            for name, spec in config["stepper_providers"].items()
-        }
         chains = {
             kind: tuple(ChainEntry.parse(entry) for entry in entries)
             for kind, entries in config["stepper_chains"].items()
@@ -198,8 +195,9 @@ def _import_config_module(name: str) -> ModuleType | None:
     return importlib.import_module(name)
 
 
-def _is_setting(key: str) -> bool:
-    return key.islower() and not key.startswith("_")
+def _is_setting(key: str, value: object) -> bool:
+    """Lowercase public names are settings; a module the config file imported (``import os``) is not."""
+    return key.islower() and not key.startswith("_") and not isinstance(value, ModuleType)
 
 
 def _merge(target: dict[str, Any], overrides: Mapping[str, Any]) -> None:
@@ -238,14 +236,27 @@ def _apply_visibility_timeout(config: dict[str, Any]) -> None:
         config[key] = {**config[key], "visibility_timeout": timeout}
 
 
+def _provider_settings(name: str, spec: Mapping[str, Any]) -> ProviderSettings:
+    try:
+        return ProviderSettings.model_validate({"name": name, **spec})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid stepper_providers[{name!r}]: {describe_validation_error(exc)}") from None
+
+
 def _check_chains_name_known_providers(settings: StepperSettings) -> None:
     for kind, chain in settings.chains.items():
         for entry in chain:
-            if entry.provider not in settings.providers:
+            provider = settings.providers.get(entry.provider)
+            if provider is None:
                 known = ", ".join(sorted(settings.providers))
                 raise ConfigError(
                     f"the {kind} chain names provider {entry.provider!r}, which is not declared in "
                     f"stepper_providers (declared: {known}); declare it or remove it from the chain"
+                )
+            if provider.kinds is not None and kind not in provider.kinds:
+                raise ConfigError(
+                    f"the {kind} chain names provider {entry.provider!r}, which serves only "
+                    f"{', '.join(provider.kinds)}; remove it from the {kind} chain"
                 )
 
 

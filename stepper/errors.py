@@ -128,7 +128,7 @@ class ChainExhausted(StepperError):
     """Every provider in the chain failed.
 
     ``attempts`` holds one JSON object per attempt (provider, model, outcome, error, ms); ``retryable`` says
-    whether every failure was transient, so that a later try through the broker may succeed.
+    whether at least one provider failed only transiently, so that a later try through the broker may succeed.
     """
 
     def __init__(

@@ -44,7 +44,7 @@ class Registry:
         if kind not in KINDS:
             raise ConfigError(f"cannot register {name!r} for unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
         existing = self._targets.get((kind, name))
-        if existing is not None and existing != target and not clobber:
+        if existing is not None and _describe(existing) != _describe(target) and not clobber:
             raise ConfigError(
                 f"provider {name!r} is already registered for {kind} ({_describe(existing)}); "
                 "pass clobber=True to replace it"

@@ -10,6 +10,8 @@ import os
 from functools import cache
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from stepper.artifacts import ArtifactStore, LocalArtifactStore
 from stepper.chain import ChainExecutor
@@ -22,8 +24,14 @@ from stepper.registry import build_registry
 @cache
 def _redis_client(url: str, pid: int) -> Redis:
     del pid  # part of the cache key: a forked child makes its own client
+    # One quick retry: the guards fail open when Redis is down, and a task must not stall seconds deciding so.
     return Redis.from_url(
-        url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        url,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
     )
 
 

@@ -23,4 +23,7 @@ def resolve_secret(name: str, environ: Mapping[str, str] | None = None) -> str |
             return Path(path).read_text(encoding="utf-8").strip() or None
         except OSError as exc:
             raise ConfigError(f"{name}_FILE names {path!r}, which cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            # The exception would carry the file's bytes, the secret itself: never let it travel.
+            raise ConfigError(f"{name}_FILE names {path!r}, which is not UTF-8 text") from None
     return None

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 import pybreaker
 from redis import Redis
+from redis.exceptions import RedisError
 
 Verdict = Literal["closed", "probe", "reject"]
 
@@ -174,7 +175,12 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
         return int(self._primed["counter"]) if "counter" in self._primed else int(super().counter)
 
     def increment_counter(self) -> None:
-        count = int(self._redis.incr(self._namespace("fail_counter")))
+        try:
+            count = int(self._redis.incr(self._namespace("fail_counter")))
+        except RedisError:
+            # Like pybreaker's own storage: losing one count must not replace the provider's error.
+            self.logger.exception("RedisError while counting a failure")
+            return
         if self._primed:
             self._primed["counter"] = count
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 def full_jitter(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random) -> float:
     """A random wait in [0, min(cap, base * 2**attempt)]: spreads a fleet's retries instead of syncing them."""
-    return rand() * min(cap_s, base_s * 2.0**attempt)
+    return rand() * min(cap_s, base_s * 2.0 ** min(attempt, 64))  # 2**1024 overflows a float
 
 
 def wait_before_retry(

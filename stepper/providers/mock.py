@@ -51,7 +51,7 @@ class MockProvider(Provider):
 
     def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
         commit = request.commit
-        subject = commit.message.strip().splitlines()[0][:120]
+        subject = (commit.message.strip().splitlines() or [f"Commit {commit.sha[:7]}"])[0][:120]
         changed_lines = sum(file.additions + file.deletions for file in commit.files)
         impact = "low" if changed_lines < 50 else "medium" if changed_lines < 500 else "high"
         extensions = sorted({os.path.splitext(file.path)[1].lstrip(".") for file in commit.files} - {""})

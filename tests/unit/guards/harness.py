@@ -1,0 +1,90 @@
+"""The guard backends under test, and ways to look at and move their state without waiting for clocks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from stepper.guards.admission import GuardBackend, MemoryGuardBackend, RedisGuardBackend, breaker_namespace
+
+
+@dataclass
+class Harness:
+    """A backend, and ways to look at and move its state without waiting for clocks."""
+
+    kind: str
+    backend: GuardBackend
+    #: Another backend over the same state, as a second worker process (or host) would have.
+    another_backend: Callable[[], GuardBackend]
+    #: Breaker state as stored: ``closed``, ``open`` or ``half-open``.
+    state: Callable[[str], str]
+    #: Force a provider's circuit into ``state``, opened ``seconds_ago``.
+    force: Callable[[str, str, float], None]
+    #: Move the opening of a provider's circuit ``seconds`` into the past (as if the time had passed).
+    age_opening: Callable[[str, float], None]
+
+
+def memory_harness() -> Harness:
+    backend = MemoryGuardBackend()
+
+    def force(provider: str, state: str, seconds_ago: float) -> None:
+        storage = backend.breaker_storage(provider)
+        storage.state = state
+        storage.opened_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+
+    def age_opening(provider: str, seconds: float) -> None:
+        storage = backend.breaker_storage(provider)
+        assert storage.opened_at is not None
+        storage.opened_at = storage.opened_at - timedelta(seconds=seconds)
+
+    return Harness(
+        "memory",
+        backend,
+        lambda: backend,
+        lambda provider: str(backend.breaker_storage(provider).state),
+        force,
+        age_opening,
+    )
+
+
+def breaker_key(provider: str, name: str) -> str:
+    """pybreaker's keys for a provider, e.g. ``stepper:{openai}:breaker:pybreaker:state``."""
+    return f"{breaker_namespace(provider)}:pybreaker:{name}"
+
+
+def redis_harness(client: redis.Redis) -> Harness:
+    def state(provider: str) -> str:
+        value = client.get(breaker_key(provider, "state"))
+        if value is None:
+            return "closed"
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def force(provider: str, state: str, seconds_ago: float) -> None:
+        client.set(breaker_key(provider, "state"), state)
+        client.set(breaker_key(provider, "opened_at"), int(time.time() - seconds_ago))
+
+    def age_opening(provider: str, seconds: float) -> None:
+        opened_at = client.get(breaker_key(provider, "opened_at"))
+        assert opened_at is not None
+        client.set(breaker_key(provider, "opened_at"), int(opened_at) - int(seconds))
+
+    return Harness("redis", RedisGuardBackend(client), lambda: RedisGuardBackend(client), state, force, age_opening)
+
+
+def count_commands(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every command the client sends from now on (a pipeline's aside)."""
+    sent: list[str] = []
+    execute: Callable[..., Any] = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    return sent

@@ -1,0 +1,373 @@
+"""ProviderGuard: admission, then pybreaker over the backend's shared state, around one provider call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pybreaker
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from stepper.config import BreakerSettings
+from stepper.errors import (
+    AuthError,
+    CircuitOpen,
+    ContentRejected,
+    InvalidRequest,
+    RateLimited,
+    StepperError,
+    Unavailable,
+    UnsupportedInput,
+)
+from stepper.guards.admission import Limits, RedisGuardBackend
+from stepper.guards.breaker import ProviderGuard, is_not_provider_failure
+from stepper.providers.base import Reply
+from stepper.schemas import ChatOutput
+from tests.support.redis_server import free_port
+from tests.unit.guards.harness import Harness, breaker_key, count_commands
+
+BREAKER = BreakerSettings(fail_max=2, reset_timeout_s=30.0)
+OK = Reply(ChatOutput.model_validate({"message": {"content": "ok"}, "finish_reason": "stop"}))
+
+
+class Calls:
+    """A provider stand-in: counts calls, then answers OK or raises what it was given."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.count = 0
+        self.error = error
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Reply[ChatOutput]:
+        with self._lock:
+            self.count += 1
+        if self.error is not None:
+            raise self.error
+        return OK
+
+
+def guard_over(harness: Harness, max_wait_s: float = 0, **options: Any) -> ProviderGuard:
+    return ProviderGuard(harness.backend, BREAKER, max_wait_s=max_wait_s, **options)
+
+
+def open_circuit(guard: ProviderGuard, provider: str = "p") -> None:
+    failing = Calls(Unavailable("503"))
+    for _ in range(BREAKER.fail_max):
+        with pytest.raises(Unavailable):
+            guard.call(provider, Limits(), 0, failing)
+    assert failing.count == BREAKER.fail_max
+
+
+# --- the breaker -------------------------------------------------------------------------------------------------
+
+
+def test_success_passes_the_reply_through(harness: Harness) -> None:
+    fn = Calls()
+    assert guard_over(harness).call("p", Limits(), 0, fn) is OK
+    assert fn.count == 1
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+def test_opens_after_fail_max_failures_and_stops_calling(harness: Harness) -> None:
+    guard = guard_over(harness)
+    open_circuit(guard)
+    assert harness.state("p") == pybreaker.STATE_OPEN
+    fn = Calls()
+    with pytest.raises(CircuitOpen) as raised:
+        guard.call("p", Limits(), 0, fn)
+    assert fn.count == 0
+    assert "p" in str(raised.value)
+    assert raised.value.retry_after_s is None
+
+
+def test_open_state_is_visible_in_redis(redis_client: redis.Redis) -> None:
+    client = redis_client
+    open_circuit(ProviderGuard(RedisGuardBackend(client), BREAKER, max_wait_s=0), "openai")
+    assert client.get("stepper:{openai}:breaker:pybreaker:state") == b"open"
+    assert client.get(breaker_key("openai", "fail_counter")) == str(BREAKER.fail_max).encode()
+    assert int(client.get(breaker_key("openai", "opened_at")) or 0) <= time.time()
+
+
+def test_the_open_circuit_is_fleet_wide(harness: Harness) -> None:
+    open_circuit(guard_over(harness))
+    elsewhere = ProviderGuard(harness.another_backend(), BREAKER, max_wait_s=0)
+    fn = Calls()
+    with pytest.raises(CircuitOpen):
+        elsewhere.call("p", Limits(), 0, fn)
+    assert fn.count == 0
+
+
+def test_failures_are_counted_fleet_wide(harness: Harness) -> None:
+    guards = [guard_over(harness), ProviderGuard(harness.another_backend(), BREAKER, max_wait_s=0)]
+    for guard in guards[: BREAKER.fail_max]:
+        with pytest.raises(Unavailable):
+            guard.call("p", Limits(), 0, Calls(Unavailable("503")))
+    assert harness.state("p") == pybreaker.STATE_OPEN
+    for guard in guards:
+        with pytest.raises(CircuitOpen):
+            guard.call("p", Limits(), 0, Calls())
+
+
+def test_breakers_are_per_provider(harness: Harness) -> None:
+    guard = guard_over(harness)
+    open_circuit(guard, "a")
+    fn = Calls()
+    assert guard.call("b", Limits(), 0, fn) is OK
+    assert fn.count == 1
+
+
+def test_failures_must_be_consecutive(harness: Harness) -> None:
+    guard = guard_over(harness)
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            guard.call("p", Limits(), 0, Calls(Unavailable("503")))
+        guard.call("p", Limits(), 0, Calls())
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+@pytest.mark.parametrize(
+    "error",
+    [AuthError("401"), InvalidRequest("bad"), ContentRejected("refused"), UnsupportedInput("no such model")],
+    ids=lambda error: type(error).__name__,
+)
+def test_permanent_errors_never_open_the_circuit(harness: Harness, error: StepperError) -> None:
+    guard = guard_over(harness)
+    fn = Calls(error)
+    for _ in range(BREAKER.fail_max * 3):
+        with pytest.raises(type(error)):
+            guard.call("p", Limits(), 0, fn)
+    assert fn.count == BREAKER.fail_max * 3
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+@pytest.mark.parametrize(
+    ("error", "excluded"),
+    [
+        (Unavailable("503"), False),
+        (RateLimited("429", 1.0), False),
+        (KeyError("choices"), False),
+        (CircuitOpen("open"), True),
+        (AuthError("401"), True),
+        (InvalidRequest("bad"), True),
+        (StepperError("ours"), True),
+    ],
+)
+def test_which_errors_count_against_the_provider(error: BaseException, excluded: bool) -> None:
+    assert is_not_provider_failure(error) is excluded
+
+
+@pytest.mark.parametrize("shared_guard", [True, False], ids=["one-guard", "guard-per-caller"])
+def test_one_probe_after_the_reset_timeout(harness: Harness, shared_guard: bool) -> None:
+    guard = guard_over(harness)
+    open_circuit(guard)
+    harness.age_opening("p", BREAKER.reset_timeout_s + 5)
+    callers = 8
+    release = threading.Event()
+    start = threading.Barrier(callers)
+    probes = Calls()
+
+    def probe() -> Reply[ChatOutput]:
+        probes()
+        assert release.wait(10)
+        return OK
+
+    def caller() -> str:
+        own = guard if shared_guard else ProviderGuard(harness.another_backend(), BREAKER, max_wait_s=0)
+        start.wait(10)
+        try:
+            own.call("p", Limits(), 0, probe)
+        except CircuitOpen:
+            return "rejected"
+        return "probed"
+
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(caller) for _ in range(callers)]
+        try:
+            deadline = time.monotonic() + 10
+            while sum(future.done() for future in futures) < callers - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            release.set()
+        outcomes = sorted(future.result() for future in futures)
+    assert outcomes == ["probed"] + ["rejected"] * (callers - 1)
+    assert probes.count == 1
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+def test_successful_probe_closes_the_circuit(harness: Harness) -> None:
+    guard = guard_over(harness)
+    open_circuit(guard)
+    harness.age_opening("p", BREAKER.reset_timeout_s + 5)
+    assert guard.call("p", Limits(), 0, Calls()) is OK
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+    fn = Calls()
+    for _ in range(5):
+        assert guard.call("p", Limits(), 0, fn) is OK
+    assert fn.count == 5
+    # The failure count starts again from zero: one failure does not reopen it.
+    with pytest.raises(Unavailable):
+        guard.call("p", Limits(), 0, Calls(Unavailable("503")))
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+def test_failed_probe_reopens_the_circuit(harness: Harness) -> None:
+    guard = guard_over(harness)
+    open_circuit(guard)
+    harness.age_opening("p", BREAKER.reset_timeout_s + 5)
+    probe = Calls(Unavailable("still 503"))
+    with pytest.raises(Unavailable):
+        guard.call("p", Limits(), 0, probe)
+    assert probe.count == 1
+    assert harness.state("p") == pybreaker.STATE_OPEN
+    fn = Calls()
+    for _ in range(3):
+        with pytest.raises(CircuitOpen):
+            guard.call("p", Limits(), 0, fn)
+    assert fn.count == 0
+
+
+def test_probe_on_another_guard_closes_the_circuit_for_all(harness: Harness) -> None:
+    first = guard_over(harness)
+    open_circuit(first)
+    harness.age_opening("p", BREAKER.reset_timeout_s + 5)
+    second = ProviderGuard(harness.another_backend(), BREAKER, max_wait_s=0)
+    assert second.call("p", Limits(), 0, Calls()) is OK
+    fn = Calls()
+    assert first.call("p", Limits(), 0, fn) is OK
+    assert fn.count == 1
+
+
+def test_calls_overlap(harness: Harness) -> None:
+    """pybreaker holds a lock for the whole call; one breaker per thread keeps a threads pool concurrent."""
+    guard = guard_over(harness)
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def slow() -> Reply[ChatOutput]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return OK
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: guard.call("p", Limits(), 0, slow), range(8)))
+    assert replies == [OK] * 8
+    assert most > 1
+
+
+# --- rate limits -------------------------------------------------------------------------------------------------
+
+
+def test_rate_limited_when_the_bucket_is_empty(harness: Harness) -> None:
+    guard = guard_over(harness, max_wait_s=0)
+    fn = Calls()
+    guard.call("p", Limits(rpm=1), 0, fn)
+    with pytest.raises(RateLimited) as raised:
+        guard.call("p", Limits(rpm=1), 0, fn)
+    assert fn.count == 1
+    assert raised.value.retry_after_s is not None
+    assert raised.value.retry_after_s > 0
+    assert "p is at its fleet-wide limit (1 requests/min" in str(raised.value)
+
+
+def test_a_wait_beyond_max_wait_is_not_slept(harness: Harness) -> None:
+    sleeps: list[float] = []
+    guard = guard_over(harness, max_wait_s=5, sleep=sleeps.append)
+    guard.call("p", Limits(rpm=1), 0, Calls())
+    with pytest.raises(RateLimited):
+        guard.call("p", Limits(rpm=1), 0, Calls())
+    assert sleeps == []
+
+
+def test_a_short_wait_is_slept_then_the_call_is_made(harness: Harness) -> None:
+    limits = Limits(tpm=60)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        harness.backend.settle_tokens("p", limits, -60)  # the minute passes, as far as the bucket knows
+
+    guard = guard_over(harness, max_wait_s=600, sleep=sleep)
+    guard.call("p", limits, 60, Calls())
+    fn = Calls()
+    assert guard.call("p", limits, 60, fn) is OK
+    assert fn.count == 1
+    assert len(sleeps) == 1
+    assert 0 < sleeps[0] <= 60
+
+
+def test_reported_usage_settles_the_token_estimate(harness: Harness) -> None:
+    limits = Limits(tpm=600)
+    guard = guard_over(harness)
+    used_little = Reply(OK.output, {"input_tokens": 40, "output_tokens": 60})
+    guard.call("p", limits, 500, lambda: used_little)
+    # 500 were reserved, 100 used: 500 are free again, so another reservation of 500 fits.
+    assert guard.call("p", limits, 500, Calls()) is OK
+
+
+def test_a_probe_that_is_rate_limited_does_not_keep_the_lease(harness: Harness) -> None:
+    guard = guard_over(harness, max_wait_s=0)
+    guard.call("p", Limits(rpm=1), 0, Calls())
+    open_circuit(guard)
+    harness.age_opening("p", BREAKER.reset_timeout_s + 5)
+    with pytest.raises(RateLimited):
+        guard.call("p", Limits(rpm=1), 0, Calls())
+    assert guard.call("p", Limits(), 0, Calls()) is OK
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+
+
+# --- Redis specifics --------------------------------------------------------------------------------------------
+
+
+def test_a_successful_call_is_one_redis_command(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(), 0, Calls())  # loads the script and this thread's breaker storage
+    sent = count_commands(redis_client, monkeypatch)
+    redis_client.config_resetstat()
+    sent.clear()
+    for _ in range(3):
+        assert guard.call("p", Limits(), 0, Calls()) is OK
+    assert sent == ["EVALSHA"] * 3
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 3
+    assert "cmdstat_set" not in stats
+    assert "cmdstat_incr" not in stats
+
+
+def test_fails_open_when_redis_is_unreachable() -> None:
+    client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    guard = ProviderGuard(RedisGuardBackend(client), BREAKER, max_wait_s=0)
+    fn = Calls()
+    for _ in range(3):
+        assert guard.call("p", Limits(rpm=1, tpm=10), 10, fn) is OK
+    assert fn.count == 3
+    failing = Calls(Unavailable("503"))
+    for _ in range(BREAKER.fail_max + 2):
+        with pytest.raises(Unavailable):
+            guard.call("p", Limits(), 0, failing)
+    assert failing.count == BREAKER.fail_max + 2
+    client.close()
+
+
+def test_redis_failing_mid_call_keeps_the_provider_error(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(), 0, Calls())
+
+    def unreachable(*args: Any, **options: Any) -> Any:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(redis_client, "incr", unreachable)
+    with pytest.raises(Unavailable):
+        guard.call("p", Limits(), 0, Calls(Unavailable("503")))

@@ -1,0 +1,418 @@
+"""The chain executor: providers tried in order, retries, skips, stops, and the attempts it records."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel
+
+from stepper.chain import ChainExecutor
+from stepper.config import BreakerSettings, Mode, RetrySettings, StepperSettings
+from stepper.errors import (
+    AuthError,
+    ChainExhausted,
+    ContentRejected,
+    InvalidRequest,
+    RateLimited,
+    Timeout,
+    TruncatedOutput,
+    Unavailable,
+    UnsupportedInput,
+)
+from stepper.families import FAMILIES
+from stepper.guards.admission import MemoryGuardBackend
+from stepper.guards.breaker import ProviderGuard
+from stepper.providers.base import Provider, Reply
+from stepper.providers.mock import MockProvider
+from stepper.registry import Registry
+from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, TaskResult
+from tests.unit.factories import retry_settings, stepper_settings
+
+Step = BaseException | Reply[BaseModel]
+
+
+def answer(text: str) -> Reply[BaseModel]:
+    output = ChatOutput.model_validate({"message": {"content": text}, "finish_reason": "stop"})
+    return Reply(output, {"input_tokens": 3, "output_tokens": 1})
+
+
+class Scripted(Provider):
+    """A chat provider that plays its ``steps`` in order (the last one repeats) and records each call's model."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+    steps: ClassVar[tuple[Step, ...]] = ()
+    calls: ClassVar[list[str]]
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        step = self.steps[min(len(self.calls), len(self.steps) - 1)]
+        self.calls.append(model)
+        if isinstance(step, BaseException):
+            raise step
+        return cast(Reply[ChatOutput], step)
+
+
+def scripted(*steps: Step) -> type[Scripted]:
+    class Provider(Scripted):
+        pass
+
+    Provider.steps = steps
+    Provider.calls = []
+    return Provider
+
+
+class Executor:
+    """A ChainExecutor over test providers, a memory guard and a recording sleep."""
+
+    def __init__(
+        self,
+        providers: dict[str, type[Provider]],
+        chain: list[str],
+        *,
+        mode: Mode = "live",
+        specs: dict[str, dict[str, Any]] | None = None,
+        retry: RetrySettings | None = None,
+        breaker: BreakerSettings | None = None,
+    ) -> None:
+        specs = specs or {}
+        self.settings: StepperSettings = stepper_settings(
+            mode=mode,
+            providers={name: specs.get(name, {}) for name in providers},
+            chains={"chat": chain},
+            retry=retry,
+            breaker=breaker,
+        )
+        self.registry = Registry()
+        self.registry.register("chat", "mock", MockProvider)
+        for name, cls in providers.items():
+            self.registry.register("chat", name, cls)
+        self.sleeps: list[float] = []
+        guard = ProviderGuard(MemoryGuardBackend(), self.settings.breaker, max_wait_s=0)
+        self.executor = ChainExecutor(self.settings, self.registry, guard, sleep=self.sleeps.append)
+
+    def run(self, **request: Any) -> TaskResult:
+        family = FAMILIES["chat"]
+        return self.executor.run(family, family.parse({"messages": [{"role": "user", "content": "hi"}], **request}))
+
+    def exhausted(self, **request: Any) -> ChainExhausted:
+        with pytest.raises(ChainExhausted) as raised:
+            self.run(**request)
+        return raised.value
+
+
+def outcomes(result: TaskResult) -> list[tuple[str, str]]:
+    return [(attempt.provider, attempt.outcome) for attempt in result.attempts]
+
+
+def test_first_provider_answers() -> None:
+    first = scripted(answer("hello"))
+    chain = Executor({"first": first}, ["first:m1"])
+    result = chain.run()
+    assert (result.kind, result.provider, result.model) == ("chat", "first", "m1")
+    assert result.output == {"message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+    assert result.usage == {"input_tokens": 3, "output_tokens": 1}
+    assert outcomes(result) == [("first", "ok")]
+    assert result.attempts[0].error is None
+    assert first.calls == ["m1"]
+    assert chain.sleeps == []
+
+
+def test_transient_failure_moves_on_after_the_retries() -> None:
+    first, second = scripted(Unavailable("503 from first")), scripted(answer("from second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"], retry=retry_settings())
+    result = chain.run()
+    assert (result.provider, result.model) == ("second", "m2")
+    assert outcomes(result) == [("first", "retryable_error"), ("first", "retryable_error"), ("second", "ok")]
+    assert result.attempts[0].error == "Unavailable: 503 from first"
+    assert first.calls == ["m1", "m1"]
+    assert len(chain.sleeps) == 1
+    assert 0 <= chain.sleeps[0] <= chain.settings.retry.backoff_base_s
+
+
+def test_attempts_per_provider_is_honoured() -> None:
+    first = scripted(Timeout("slow"), Timeout("slow"), Timeout("slow"), answer("third time lucky"))
+    chain = Executor({"first": first}, ["first:m1"], retry=retry_settings(attempts_per_provider=4))
+    result = chain.run()
+    assert outcomes(result) == [("first", "retryable_error")] * 3 + [("first", "ok")]
+    assert len(chain.sleeps) == 3
+
+
+def test_short_retry_after_is_waited_inline() -> None:
+    first = scripted(RateLimited("429", 0.3), answer("after the wait"))
+    chain = Executor({"first": first}, ["first:m1"], retry=retry_settings(max_inline_wait_s=2.0))
+    result = chain.run()
+    assert result.provider == "first"
+    assert outcomes(result) == [("first", "rate_limited"), ("first", "ok")]
+    assert chain.sleeps == [0.3]
+
+
+def test_long_retry_after_moves_on_without_waiting() -> None:
+    first, second = scripted(RateLimited("429", 5.0)), scripted(answer("second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"])
+    result = chain.run()
+    assert result.provider == "second"
+    assert outcomes(result) == [("first", "rate_limited"), ("second", "ok")]
+    assert first.calls == ["m1"]
+    assert chain.sleeps == []
+
+
+@pytest.mark.parametrize("error", [InvalidRequest("prompt too long"), ContentRejected("refused")], ids=repr)
+def test_request_errors_stop_the_chain(error: Exception) -> None:
+    first, second = scripted(error), scripted(answer("never"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"])
+    with pytest.raises(type(error)) as raised:
+        chain.run()
+    assert raised.value is error
+    assert first.calls == ["m1"]
+    assert second.calls == []
+
+
+@pytest.mark.parametrize("error", [AuthError("401 bad key"), UnsupportedInput("no such model")], ids=repr)
+def test_permanent_errors_move_on_without_retry(error: Exception) -> None:
+    first, second = scripted(error), scripted(answer("second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"])
+    result = chain.run()
+    assert result.provider == "second"
+    assert outcomes(result) == [("first", "permanent_error"), ("second", "ok")]
+    assert result.attempts[0].error == f"{type(error).__name__}: {error}"
+    assert first.calls == ["m1"]
+    assert chain.sleeps == []
+
+
+def test_provider_without_its_key_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY_FILE", raising=False)
+    keyed, second = scripted(answer("never")), scripted(answer("second"))
+    chain = Executor(
+        {"keyed": keyed, "second": second},
+        ["keyed:m1", "second:m2"],
+        specs={"keyed": {"api_key_env": "STEPPER_TEST_ABSENT_KEY"}},
+    )
+    result = chain.run()
+    assert result.provider == "second"
+    assert outcomes(result) == [("keyed", "skipped"), ("second", "ok")]
+    skipped = result.attempts[0]
+    assert skipped.model == "m1"
+    assert skipped.error is not None
+    assert "STEPPER_TEST_ABSENT_KEY" in skipped.error
+    assert keyed.calls == []
+
+
+def test_provider_with_its_key_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPPER_TEST_PRESENT_KEY", "sk-test")
+    keyed = scripted(answer("keyed"))
+    chain = Executor({"keyed": keyed}, ["keyed:m1"], specs={"keyed": {"api_key_env": "STEPPER_TEST_PRESENT_KEY"}})
+    assert chain.run().provider == "keyed"
+    assert "sk-test" not in repr(chain.run().attempts)
+
+
+def test_all_transient_failures_exhaust_the_chain_retryably() -> None:
+    first, second = scripted(Unavailable("503", 1.5)), scripted(RateLimited("429", 4.0))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"])
+    exc = chain.exhausted()
+    assert exc.retryable is True
+    assert exc.retry_after_s == 1.5
+    assert [(attempt["provider"], attempt["outcome"]) for attempt in exc.attempts] == [
+        ("first", "retryable_error"),
+        ("first", "retryable_error"),
+        ("second", "rate_limited"),
+    ]
+    assert exc.attempts[0]["error"] == "Unavailable: 503"
+    assert "every provider in the chat chain failed" in str(exc)
+    assert "first:m1 retryable_error" in str(exc)
+    assert chain.sleeps == [1.5]
+
+
+def test_only_permanent_failures_are_not_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY_FILE", raising=False)
+    first, keyed = scripted(AuthError("401")), scripted(answer("never"))
+    chain = Executor(
+        {"first": first, "keyed": keyed},
+        ["first:m1", "keyed:m2"],
+        specs={"keyed": {"api_key_env": "STEPPER_TEST_ABSENT_KEY"}},
+    )
+    exc = chain.exhausted()
+    assert exc.retryable is False
+    assert exc.retry_after_s is None
+    assert [attempt["outcome"] for attempt in exc.attempts] == ["permanent_error", "skipped"]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"message": {"role": "assistant"}, "finish_reason": "stop"},
+        {"message": {"role": "assistant", "content": "x"}, "finish_reason": "content_filter"},
+        "just text",
+        None,
+        ReportOutput(title="t", summary="s", changes=[], impact="low", tags=[]),
+    ],
+    ids=["missing-content", "bad-finish-reason", "text", "none", "wrong-model"],
+)
+def test_output_that_does_not_validate_is_truncated_output(output: object) -> None:
+    bad = scripted(Reply(cast(BaseModel, output)))
+    good = scripted(answer("valid"))
+    chain = Executor({"bad": bad, "good": good}, ["bad:m1", "good:m2"])
+    result = chain.run()
+    assert result.provider == "good"
+    assert outcomes(result) == [("bad", "retryable_error"), ("bad", "retryable_error"), ("good", "ok")]
+    error = result.attempts[0].error
+    assert error is not None
+    assert error.startswith(f"{TruncatedOutput.__name__}: bad returned a chat output that does not validate")
+
+
+def test_output_given_as_a_dict_is_validated_and_accepted() -> None:
+    as_dict = scripted(Reply(cast(BaseModel, {"message": {"content": "plain"}, "finish_reason": "length"})))
+    result = Executor({"dicty": as_dict}, ["dicty:m1"]).run()
+    assert result.output == {"message": {"role": "assistant", "content": "plain"}, "finish_reason": "length"}
+
+
+def test_unexpected_exception_is_recorded_and_the_next_provider_used() -> None:
+    buggy, second = scripted(KeyError("choices")), scripted(answer("second"))
+    chain = Executor({"buggy": buggy, "second": second}, ["buggy:m1", "second:m2"])
+    result = chain.run()
+    assert result.provider == "second"
+    assert outcomes(result) == [("buggy", "permanent_error"), ("second", "ok")]
+    assert result.attempts[0].error == "KeyError: 'choices'"
+    assert buggy.calls == ["m1"]
+
+
+def test_soft_time_limit_is_not_swallowed() -> None:
+    slow, second = scripted(SoftTimeLimitExceeded()), scripted(answer("never"))
+    chain = Executor({"slow": slow, "second": second}, ["slow:m1", "second:m2"])
+    with pytest.raises(SoftTimeLimitExceeded):
+        chain.run()
+    assert second.calls == []
+
+
+def test_open_circuit_is_recorded_and_skipped_without_a_call() -> None:
+    first, second = scripted(Unavailable("503")), scripted(answer("second"))
+    chain = Executor(
+        {"first": first, "second": second},
+        ["first:m1", "second:m2"],
+        breaker=BreakerSettings(fail_max=2, reset_timeout_s=45.0),
+    )
+    assert chain.run().provider == "second"
+    result = chain.run()
+    assert outcomes(result) == [("first", "circuit_open"), ("second", "ok")]
+    assert first.calls == ["m1", "m1"]
+    second.steps = (Unavailable("503"),)
+    exc = chain.exhausted()
+    assert exc.retryable is True
+    assert exc.retry_after_s == 45.0
+
+
+def test_provider_instances_are_reused() -> None:
+    made: list[int] = []
+
+    class Counting(Scripted):
+        steps = (answer("ok"),)
+        calls: ClassVar[list[str]] = []
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(1)
+
+    chain = Executor({"counting": Counting}, ["counting:m1"])
+    for _ in range(3):
+        chain.run()
+    assert made == [1]
+
+
+# --- modes -------------------------------------------------------------------------------------------------------
+
+
+def test_mock_mode_answers_with_the_mock_and_the_chains_model() -> None:
+    first = scripted(answer("never"))
+    result = Executor({"first": first}, ["first:m1", "first:m2"], mode="mock").run()
+    assert (result.provider, result.model) == ("mock", "m1")
+    assert outcomes(result) == [("mock", "ok")]
+    assert ChatOutput.model_validate(result.output).message.content.startswith("[mock ")
+    assert first.calls == []
+
+
+def test_mock_mode_ignores_missing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY_FILE", raising=False)
+    chain = Executor(
+        {"keyed": scripted(answer("never"))},
+        ["keyed:m1"],
+        mode="mock",
+        specs={"keyed": {"api_key_env": "STEPPER_TEST_ABSENT_KEY"}},
+    )
+    assert outcomes(chain.run()) == [("mock", "ok")]
+
+
+def test_hybrid_mode_falls_back_to_the_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("STEPPER_TEST_ABSENT_KEY_FILE", raising=False)
+    keyed = scripted(answer("never"))
+    chain = Executor(
+        {"keyed": keyed}, ["keyed:m1"], mode="hybrid", specs={"keyed": {"api_key_env": "STEPPER_TEST_ABSENT_KEY"}}
+    )
+    result = chain.run()
+    assert (result.provider, result.model) == ("mock", "m1")
+    assert outcomes(result) == [("keyed", "skipped"), ("mock", "ok")]
+    assert keyed.calls == []
+
+
+def test_hybrid_mode_prefers_a_working_provider() -> None:
+    first = scripted(answer("real"))
+    result = Executor({"first": first}, ["first:m1"], mode="hybrid").run()
+    assert result.provider == "first"
+    assert outcomes(result) == [("first", "ok")]
+
+
+def test_hybrid_mode_does_not_add_a_second_mock() -> None:
+    chain = Executor({"first": scripted(Unavailable("503"))}, ["first:m1", "mock:mock-chat"], mode="hybrid")
+    assert [link.name for link in chain.executor.resolve_chain("chat")] == ["first", "mock"]
+
+
+def test_live_mode_has_no_mock_fallback() -> None:
+    chain = Executor({"first": scripted(Unavailable("503"))}, ["first:m1"], mode="live")
+    assert [attempt["provider"] for attempt in chain.exhausted().attempts] == ["first", "first"]
+
+
+# --- a requested model ------------------------------------------------------------------------------------------
+
+
+def requested_model_chain() -> tuple[Executor, type[Scripted], type[Scripted]]:
+    first, second = scripted(answer("first")), scripted(answer("second"))
+    chain = Executor(
+        {"first": first, "second": second},
+        ["first:m1", "second:m2"],
+        specs={"first": {"models": ["m1", "m1-large"]}, "second": {"models": ["m3"]}},
+    )
+    return chain, first, second
+
+
+@pytest.mark.parametrize(("model", "provider"), [("m1", "first"), ("m1-large", "first"), ("m2", "second")])
+def test_requested_model_selects_the_providers_serving_it(model: str, provider: str) -> None:
+    chain, first, second = requested_model_chain()
+    result = chain.run(model=model)
+    assert (result.provider, result.model) == (provider, model)
+    assert first.calls + second.calls == [model]
+
+
+def test_requested_model_skips_providers_not_serving_it() -> None:
+    chain, first, second = requested_model_chain()
+    first.steps = (Unavailable("503"),)
+    result = chain.run(model="m3")
+    assert outcomes(result) == [("second", "ok")]
+    assert first.calls == []
+    assert second.calls == ["m3"]
+
+
+def test_unserved_model_is_an_invalid_request() -> None:
+    chain, first, second = requested_model_chain()
+    with pytest.raises(InvalidRequest) as raised:
+        chain.run(model="gpt-9")
+    assert "'gpt-9'" in str(raised.value)
+    assert "m1, m2" in str(raised.value)
+    assert first.calls == second.calls == []
+
+
+def test_mock_mode_answers_any_requested_model() -> None:
+    result = Executor({"first": scripted(answer("never"))}, ["first:m1"], mode="mock").run(model="anything")
+    assert (result.provider, result.model) == ("mock", "anything")

@@ -1,0 +1,192 @@
+"""The exception tree: its shape, its flags, and its survival through Celery's JSON result backend."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.backends.base import BaseBackend
+
+from stepper import errors
+from stepper.errors import (
+    AuthError,
+    ChainExhausted,
+    CircuitOpen,
+    ConfigError,
+    ContentRejected,
+    InvalidRequest,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    RetryableError,
+    StepperError,
+    Timeout,
+    TruncatedOutput,
+    Unavailable,
+    UnsupportedInput,
+)
+
+ATTEMPTS: list[dict[str, Any]] = [
+    {"provider": "openai", "model": "gpt-4o-mini", "outcome": "rate_limited", "error": "RateLimited: slow", "ms": 3.5},
+    {"provider": "mock", "model": "m", "outcome": "skipped", "error": None, "ms": 0.0},
+]
+
+#: One instance of every class in the module, with every constructor argument used.
+EXAMPLES: list[StepperError] = [
+    StepperError("something failed"),
+    ConfigError("OPENAI_API_KEY is not set; set it or remove 'openai' from the chat chain"),
+    InvalidRequest("invalid chat request: messages.0.role: Input should be 'system', 'user' or 'assistant'"),
+    ProviderError("openai failed"),
+    RetryableError("try again", 1.25),
+    Timeout("openai did not answer within 30s"),
+    RateLimited("openai answered 429", 2.5),
+    RateLimited("no Retry-After"),
+    Unavailable("openai answered 503", None),
+    CircuitOpen("the circuit breaker of openai is open", 30.0),
+    TruncatedOutput("finish_reason was length"),
+    PermanentError("will not serve it"),
+    AuthError("openai answered 401"),
+    UnsupportedInput("no such model: gpt-9"),
+    ContentRejected("refused by the safety filter"),
+    ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
+    ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
+    ChainExhausted("empty chain"),
+]
+
+
+def _classes_in_module() -> set[type[BaseException]]:
+    return {
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, BaseException) and cls.__module__ == errors.__name__
+    }
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> BaseBackend:
+    """A result backend with the JSON serializer stepper configures; no store behind it is needed."""
+    # Celery's default loader would import the module this variable names (the test session sets it).
+    monkeypatch.delenv("CELERY_CONFIG_MODULE", raising=False)
+    app = Celery("stepper-errors-test", set_as_current=False)
+    app.conf.result_serializer = "json"
+    return BaseBackend(app=app, serializer="json")
+
+
+def test_examples_cover_every_exception_class() -> None:
+    assert {type(exc) for exc in EXAMPLES} == _classes_in_module()
+    assert set(errors.__all__) == {cls.__name__ for cls in _classes_in_module()}
+
+
+@pytest.mark.parametrize("exc", EXAMPLES, ids=lambda exc: type(exc).__name__)
+def test_survives_celery_json_round_trip(exc: StepperError, backend: BaseBackend) -> None:
+    stored = backend.decode(backend.encode(backend.prepare_exception(exc)))
+    rebuilt = backend.exception_to_python(stored)
+    assert type(rebuilt) is type(exc)
+    assert str(rebuilt) == str(exc)
+    assert rebuilt.args == exc.args
+
+
+@pytest.mark.parametrize("exc", EXAMPLES, ids=lambda exc: type(exc).__name__)
+def test_survives_the_round_trip_written_out(exc: StepperError) -> None:
+    """The same steps as Celery's ``exception_to_python``, spelled out, through the json module."""
+    payload = {"exc_type": type(exc).__qualname__, "exc_message": list(exc.args), "exc_module": type(exc).__module__}
+    loaded = json.loads(json.dumps(payload))
+    cls = getattr(errors, loaded["exc_type"])
+    assert cls.__module__ == loaded["exc_module"]
+    rebuilt = cls(*loaded["exc_message"])
+    assert type(rebuilt) is type(exc)
+    assert str(rebuilt) == str(exc)
+
+
+def test_rate_limited_keeps_retry_after(backend: BaseBackend) -> None:
+    rebuilt = backend.exception_to_python(
+        backend.decode(backend.encode(backend.prepare_exception(RateLimited("429 from openai", 2.5))))
+    )
+    assert isinstance(rebuilt, RateLimited)
+    assert rebuilt.retry_after_s == 2.5
+    assert str(rebuilt) == "429 from openai"
+
+
+def test_chain_exhausted_keeps_attempts_and_verdict(backend: BaseBackend) -> None:
+    exc = ChainExhausted("every provider failed", ATTEMPTS, True, 1.5)
+    rebuilt = backend.exception_to_python(backend.decode(backend.encode(backend.prepare_exception(exc))))
+    assert isinstance(rebuilt, ChainExhausted)
+    assert rebuilt.attempts == ATTEMPTS
+    assert rebuilt.retryable is True
+    assert rebuilt.retry_after_s == 1.5
+    assert str(rebuilt) == "every provider failed"
+
+
+def test_chain_exhausted_defaults() -> None:
+    exc = ChainExhausted("nothing answered")
+    assert exc.attempts == []
+    assert exc.retryable is False
+    assert exc.retry_after_s is None
+
+
+def test_retryable_error_without_retry_after() -> None:
+    exc = Unavailable("503")
+    assert exc.retry_after_s is None
+    assert str(exc) == "503"
+
+
+def test_str_of_an_error_without_arguments_is_its_class_name() -> None:
+    assert str(StepperError()) == "StepperError"
+    assert str(ConfigError()) == "ConfigError"
+
+
+@pytest.mark.parametrize(
+    ("cls", "parent"),
+    [
+        (ConfigError, StepperError),
+        (InvalidRequest, StepperError),
+        (ProviderError, StepperError),
+        (RetryableError, ProviderError),
+        (Timeout, RetryableError),
+        (RateLimited, RetryableError),
+        (Unavailable, RetryableError),
+        (CircuitOpen, RetryableError),
+        (TruncatedOutput, RetryableError),
+        (PermanentError, ProviderError),
+        (AuthError, PermanentError),
+        (UnsupportedInput, PermanentError),
+        (ContentRejected, PermanentError),
+        (ChainExhausted, StepperError),
+    ],
+)
+def test_tree_matches_the_drawing(cls: type[StepperError], parent: type[StepperError]) -> None:
+    assert cls.__bases__ == (parent,)
+
+
+def test_branches_do_not_overlap() -> None:
+    assert not issubclass(InvalidRequest, ProviderError)
+    assert not issubclass(ChainExhausted, ProviderError)
+    assert not issubclass(ConfigError, ProviderError)
+    retryable: list[type[ProviderError]] = [Timeout, RateLimited, Unavailable, CircuitOpen, TruncatedOutput]
+    permanent: list[type[ProviderError]] = [AuthError, UnsupportedInput, ContentRejected]
+    for cls in retryable:
+        assert not issubclass(cls, PermanentError)
+    for cls in permanent:
+        assert not issubclass(cls, RetryableError)
+
+
+@pytest.mark.parametrize(
+    ("cls", "trips_breaker", "stops_chain"),
+    [
+        (Timeout, True, False),
+        (RateLimited, True, False),
+        (Unavailable, True, False),
+        (TruncatedOutput, True, False),
+        (CircuitOpen, False, False),
+        (AuthError, False, False),
+        (UnsupportedInput, False, False),
+        (ContentRejected, False, True),
+    ],
+)
+def test_breaker_and_chain_flags(cls: type[ProviderError], trips_breaker: bool, stops_chain: bool) -> None:
+    exc = cls("x")
+    assert exc.trips_breaker is trips_breaker
+    assert exc.stops_chain is stops_chain
