@@ -128,3 +128,35 @@ def test_no_key_reaches_the_worker_log(llm_fleet: Fleet, openai: FakeOpenAI) -> 
     log = llm_fleet.worker.log()
     assert "rejected our credentials" in log
     assert OPENAI_KEY not in log and MISTRAL_KEY not in log
+
+
+def test_breaker_opens_fleet_wide_on_a_failing_vendor(
+    start_fleet: Callable[..., Fleet], openai: FakeOpenAI, mistral: FakeOpenAI
+) -> None:
+    adapter = "stepper.providers.openai:OpenAIProvider"
+    fleet = start_fleet(
+        {
+            "stepper_providers": {
+                "openai": {"class": adapter, "api_key_env": "OPENAI_API_KEY", "timeout_s": 2},
+                "mistral": {"class": adapter, "api_key_env": "MISTRAL_KEY", "timeout_s": 2},
+            },
+            "stepper_chains": {"chat": ["openai:gpt-4o-mini", "mistral:mistral-7b"]},
+            "stepper_breaker": {"fail_max": 2, "reset_timeout_s": 300},
+            "stepper_retry": {"attempts_per_provider": 1},
+        },
+        name="llm-breaker",
+        concurrency=2,
+        env={
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "MISTRAL_KEY": MISTRAL_KEY,
+            "STEPPER_OPENAI_BASE_URL": openai.base_url,
+            "STEPPER_MISTRAL_BASE_URL": mistral.base_url,
+        },
+    )
+    openai.inject(*[Fault(status=503, body={"error": {"message": "overloaded"}})] * 10)
+    outcomes = [
+        fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)["attempts"][0]["outcome"] for _ in range(4)
+    ]
+    assert outcomes == ["retryable_error", "retryable_error", "circuit_open", "circuit_open"]
+    assert len(openai.requests) == 2  # the open breaker kept the last two calls from reaching the vendor
+    assert len(mistral.requests) == 4
