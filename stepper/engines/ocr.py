@@ -91,6 +91,8 @@ class TesserocrEngine:
                 paragraph, line = paragraph + 1, 0
             if word.IsAtBeginningOf(tesserocr.RIL.TEXTLINE):
                 line += 1
+            if word.Empty(level):  # a page without words still yields one empty element
+                continue
             text = word.GetUTF8Text(level)
             box = word.BoundingBox(level)
             if text and text.strip() and box:

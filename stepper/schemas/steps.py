@@ -1,17 +1,40 @@
-"""``stepper.steps``: the steps of a tutorial found in an ordered list of screenshots."""
+"""``stepper.steps``: the steps of a tutorial found in an ordered list of screenshots, or in a screen recording."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from stepper.schemas.common import Box, Image, Strict
+from stepper.schemas.common import Box, Image, Strict, TaskRequest
 
 
-class StepsRequest(Strict):
-    frames: list[Image] = Field(min_length=1, max_length=5000, description="screenshots in recording order")
+class StepsRequest(TaskRequest):
+    #: Omitted when a video is given; given, it must hold at least one frame.
+    frames: list[Image] = Field(
+        default_factory=list, min_length=1, max_length=5000, description="screenshots in recording order"
+    )
+    video: Image | None = Field(
+        default=None, description="a screen recording (MP4/MOV, AVI, WebM/Matroska) instead of frames"
+    )
     threshold: float | None = Field(default=None, gt=0, le=1, description="share of changed pixels that makes a step")
+
+    @model_validator(mode="after")
+    def _frames_or_video(self) -> StepsRequest:
+        if self.frames and self.video is not None:
+            raise ValueError("give frames or a video, not both")
+        if not self.frames and self.video is None:
+            raise ValueError("give frames (screenshots in recording order) or a video")
+        return self
+
+
+class Thumbnail(Strict):
+    """The step's changed region as a PNG: a data: URI when small, else a reference to the artifact store."""
+
+    uri: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: Literal["png"]
 
 
 class Step(Strict):
@@ -21,6 +44,7 @@ class Step(Strict):
     change_ratio: float = Field(ge=0, le=1)
     action: Literal["click", "type", "scroll", "navigate"]
     caption: str | None = None
+    thumbnail: Thumbnail | None = None
 
 
 class StepsOutput(Strict):

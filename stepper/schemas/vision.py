@@ -6,13 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from stepper.schemas.common import Box, Image, Strict
+from stepper.schemas.common import Box, Image, Strict, TaskRequest
 
-Feature = Literal["faces", "people", "codes", "colors", "quality"]
+#: ``text`` (whether the image holds text) runs OCR, so it is asked for by name and not part of the default.
+Feature = Literal["faces", "people", "codes", "colors", "quality", "text"]
 ALL_FEATURES: list[Feature] = ["faces", "people", "codes", "colors", "quality"]
 
 
-class VisionRequest(Strict):
+class VisionRequest(TaskRequest):
     image: Image
     features: list[Feature] = Field(default_factory=lambda: list(ALL_FEATURES), min_length=1)
 
@@ -49,3 +50,4 @@ class VisionOutput(Strict):
     codes: list[Code] | None = None
     colors: list[Color] | None = None
     quality: Quality | None = None
+    has_text: bool | None = None

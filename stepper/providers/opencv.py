@@ -1,0 +1,94 @@
+"""Steps in screen recordings and analysis of one image, with OpenCV on the worker's own CPU.
+
+The detection lives in :mod:`stepper.engines.steps` and :mod:`stepper.engines.vision`; this adapter loads the
+images (or the video) within the configured limits, one frame at a time, captions each step with what OCR
+reads in its changed region when tesseract is installed, and stores each step's thumbnail as an artifact.
+The engines import OpenCV, so they are imported on first call: without OpenCV this module still imports and
+says why it cannot run. Options: ``ocr_lang`` (``eng``), ``max_video_frames`` (300).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from stepper import runtime
+from stepper.config import ImageSettings, ProviderSettings, current_settings
+from stepper.media.images import decode_image, load_image
+from stepper.providers.base import Provider, Reply
+from stepper.schemas import Kind, StepsOutput, StepsRequest, VisionOutput, VisionRequest
+from stepper.schemas.steps import Step, Thumbnail
+
+if TYPE_CHECKING:
+    from stepper.engines.ocr import OcrEngine
+    from stepper.engines.steps import DetectedStep, Frame, StepThresholds
+
+DEFAULT_OCR_LANG = "eng"
+
+
+class OpenCvProvider(Provider):
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"steps", "vision"})
+
+    @classmethod
+    def unavailable_reason(cls, settings: ProviderSettings) -> str | None:
+        try:
+            import cv2
+        except ImportError as exc:
+            return f"OpenCV does not import ({exc}); install opencv-python-headless>=4.8,<5"
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "HOGDescriptor"):
+            return f"OpenCV {cv2.__version__} has no Haar cascades or HOG (OpenCV 5 dropped them); pin <5"
+        return super().unavailable_reason(settings)
+
+    @property
+    def ocr_lang(self) -> str:
+        return str(self.settings.options.get("ocr_lang", DEFAULT_OCR_LANG))
+
+    def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
+        from stepper.engines import steps as engine
+        from stepper.engines.vision import reader
+
+        images = current_settings().images
+        thresholds = engine.StepThresholds()
+        if request.threshold is not None:
+            thresholds = engine.StepThresholds(change_ratio=request.threshold)
+        ocr = reader(self.ocr_lang)
+        if request.video is None:
+            return Reply(StepsOutput(steps=self._steps(_decoded(request, images), thresholds, ocr)))
+        max_frames = int(self.settings.options.get("max_video_frames", engine.MAX_VIDEO_FRAMES))
+        with engine.open_video(load_image(request.video, images), max_frames, images.max_pixels) as frames:
+            return Reply(StepsOutput(steps=self._steps(frames, thresholds, ocr)))
+
+    def _steps(
+        self, frames: Iterator[tuple[int, Frame]], thresholds: StepThresholds, ocr: OcrEngine | None
+    ) -> list[Step]:
+        from stepper.engines.steps import detect_steps
+
+        return [self._step(index, found, ocr) for index, found in enumerate(detect_steps(frames, thresholds))]
+
+    def _step(self, index: int, found: DetectedStep, ocr: OcrEngine | None) -> Step:
+        from stepper.engines.steps import caption, crop, thumbnail_png
+
+        thumbnail = thumbnail_png(crop(found.screen, found.box))
+        ref = runtime.artifact_store().save(thumbnail, "png", "image/png")
+        return Step(
+            index=index,
+            frame=found.frame,
+            box=found.box,
+            change_ratio=found.change_ratio,
+            action=found.action,
+            caption=caption(ocr, self.ocr_lang, found.screen, found.box) if ocr is not None else None,
+            thumbnail=Thumbnail(uri=ref.uri, bytes=ref.bytes, sha256=ref.sha256, format="png"),
+        )
+
+    def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]:
+        from stepper.engines.vision import analyse_image
+
+        images = current_settings().images
+        pixels = decode_image(load_image(request.image, images), images)
+        return Reply(analyse_image(pixels, request.features, self.ocr_lang))
+
+
+def _decoded(request: StepsRequest, images: ImageSettings) -> Iterator[tuple[int, Frame]]:
+    """Each frame decoded when the detector reaches it: a long recording is never held in memory whole."""
+    for number, image in enumerate(request.frames):
+        yield number, decode_image(load_image(image, images), images)
