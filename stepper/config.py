@@ -34,6 +34,9 @@ MERGED_SETTINGS = (
     "stepper_retry",
     "stepper_images",
     "stepper_artifacts",
+    "stepper_cache",
+    "stepper_webhooks",
+    "stepper_dead_letters",
 )
 
 
@@ -103,6 +106,44 @@ class ArtifactSettings(_Settings):
     ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
 
 
+class CacheWindow(_Settings):
+    fresh_s: float = Field(ge=0)
+    stale_s: float = Field(ge=0)
+
+
+class CacheSettings(_Settings):
+    """Result cache; see stepper.cache. A kind missing from ``windows`` is not cached."""
+
+    #: Redis for the cache; None uses the state Redis. Give it its own instance (allkeys-lru) in production.
+    url: str | None = None
+    windows: dict[Kind, CacheWindow] = Field(default_factory=dict)
+    #: How long an identical request waits for the one being computed before computing it itself.
+    single_flight_wait_s: float = Field(default=300.0, ge=0)
+    #: How long an idempotency key maps to its first task.
+    idempotency_window_s: float = Field(default=24 * 3600, gt=0)
+
+
+class WebhookSettings(_Settings):
+    """Signed outcome callbacks to a request's ``callback_url``; see stepper.webhooks."""
+
+    #: The variable holding the HMAC-SHA256 signing secret (``<NAME>_FILE`` is read too).
+    secret_env: str = "STEPPER_WEBHOOK_SECRET"  # noqa: S105  (the variable's name, not a secret)
+    #: Keep retrying a failing receiver (with backoff) for this long.
+    retry_for_s: float = Field(default=3600.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: When not empty, only these hosts may receive callbacks.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Networks (CIDR) a callback may resolve to despite being private or loopback.
+    allowed_networks: tuple[str, ...] = ()
+
+
+class DeadLetterSettings(_Settings):
+    """Failed tasks kept for inspection and replay; see stepper.dlq."""
+
+    max_entries: int = Field(default=100_000, ge=1)
+    ttl_s: float = Field(default=30 * 24 * 3600, gt=0)
+
+
 class BreakerSettings(_Settings):
     fail_max: int = Field(ge=1)
     reset_timeout_s: float = Field(gt=0)
@@ -127,6 +168,9 @@ class StepperSettings(_Settings):
     retry: RetrySettings
     images: ImageSettings = ImageSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    cache: CacheSettings = CacheSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
 
     @field_validator("chains")
     @classmethod
@@ -165,6 +209,9 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             retry=config["stepper_retry"],
             images=config.get("stepper_images", {}),
             artifacts=config.get("stepper_artifacts", {}),
+            cache=config.get("stepper_cache", {}),
+            webhooks=config.get("stepper_webhooks", {}),
+            dead_letters=config.get("stepper_dead_letters", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None

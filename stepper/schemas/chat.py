@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from stepper.schemas.common import Strict
+from stepper.schemas.common import Strict, TaskRequest
 
 Role = Literal["system", "user", "assistant"]
 
@@ -16,7 +16,7 @@ class Message(Strict):
     content: str = Field(max_length=1_000_000)
 
 
-class ChatRequest(Strict):
+class ChatRequest(TaskRequest):
     messages: list[Message] = Field(min_length=1, max_length=1000)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)

@@ -21,6 +21,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+CacheMode = Literal["auto", "use", "bypass", "refresh"]
+
+#: Fields that say how to run a request, not what it asks: excluded from cache keys and mock seeds.
+OPTION_FIELDS = frozenset({"cache", "idempotency_key", "callback_url", "stream"})
+
+
+class TaskRequest(Strict):
+    """What every family's request may carry besides its own fields."""
+
+    #: auto: cache deterministic requests; use: cache this one even if it is not; bypass: neither read nor
+    #: write the cache; refresh: compute again and overwrite.
+    cache: CacheMode = "auto"
+    #: A second submission with the same key within the window returns the first one's task and result.
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    #: Where the outcome (success or failure) is POSTed, signed; see stepper.webhooks.
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+
+    def content(self) -> dict[str, Any]:
+        """The request itself, as JSON, without the options that only say how to run it."""
+        return self.model_dump(mode="json", exclude=set(OPTION_FIELDS))
+
+
 class Image(Strict):
     """An image given inline (base64), by a path under the configured roots, or by an http(s) URL."""
 

@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from stepper.schemas.common import Box, Image, Strict
+from stepper.schemas.common import Box, Image, Strict, TaskRequest
 
 Preprocessing = Literal["grayscale", "upscale", "binarize"]
 
 
-class OcrRequest(Strict):
+class OcrRequest(TaskRequest):
     images: list[Image] = Field(min_length=1, max_length=100)
     lang: str = Field(default="eng", pattern=r"^[A-Za-z_]{3,}(\+[A-Za-z_]{3,})*$", description="tesseract languages")
     psm: int | None = Field(default=None, ge=0, le=13, description="tesseract page segmentation mode")

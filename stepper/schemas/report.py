@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from stepper.schemas.common import Strict
+from stepper.schemas.common import Strict, TaskRequest
 
 FileStatus = Literal["added", "modified", "removed", "renamed", "copied", "changed", "unchanged"]
 
@@ -26,7 +26,7 @@ class Commit(Strict):
     files: list[CommitFile] = Field(max_length=5000)
 
 
-class ReportRequest(Strict):
+class ReportRequest(TaskRequest):
     commit: Commit
     repository: str | None = Field(default=None, max_length=512)
     audience: str | None = Field(default=None, max_length=200, description="who reads it, e.g. 'release notes'")

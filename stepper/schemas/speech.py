@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from stepper.schemas.common import Strict
+from stepper.schemas.common import Strict, TaskRequest
 
 AudioFormat = Literal["wav", "mp3"]
 
 
-class SpeechRequest(Strict):
+class SpeechRequest(TaskRequest):
     text: str = Field(min_length=1, max_length=20_000)
     voice: str | None = Field(default=None, min_length=1, max_length=200)
     format: AudioFormat = "wav"
