@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from stepper.providers.base import Provider, Reply
+from stepper.schemas.common import TaskRequest
 from stepper.schemas import (
     KINDS,
     ChatOutput,
@@ -42,7 +43,8 @@ ACTIONS = ("click", "type", "scroll", "navigate")
 
 def fingerprint(request: BaseModel, model: str) -> bytes:
     """A stable digest of a request and model: the seed of every mock output."""
-    canonical = json.dumps([model, request.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
+    content = request.content() if isinstance(request, TaskRequest) else request.model_dump(mode="json")
+    canonical = json.dumps([model, content], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
 
