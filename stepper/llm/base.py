@@ -50,10 +50,12 @@ class LlmProvider(Provider):
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "report"})
     #: Where the vendor's API lives unless settings (or STEPPER_<NAME>_BASE_URL) say otherwise.
     default_base_url: ClassVar[str]
+    #: A vendor whose errors need more than the status code to classify brings its own subclass.
+    http_client: ClassVar[type[HttpClient]] = HttpClient
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
-        self.http = HttpClient(settings, self.default_base_url, self.api_key)
+        self.http = self.http_client(settings, self.default_base_url, self.api_key)
 
     @abstractmethod
     def send(self, call: LlmCall) -> LlmAnswer:

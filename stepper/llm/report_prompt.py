@@ -60,10 +60,14 @@ def report_schema() -> dict[str, Any]:
     definitions = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:
+        """Resolve references and drop the ``title`` keyword, but never a property that is named title."""
         if isinstance(node, dict):
             if "$ref" in node:
                 return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: inline(value) for key, value in node.items() if key != "title"}
+            schema = {key: inline(value) for key, value in node.items() if key not in {"title", "properties"}}
+            if "properties" in node:
+                schema["properties"] = {name: inline(value) for name, value in node["properties"].items()}
+            return schema
         if isinstance(node, list):
             return [inline(item) for item in node]
         return node

@@ -65,8 +65,15 @@ class SseEvent:
     event: str
     data: str
 
-    def json(self) -> Any:
-        return json.loads(self.data)
+    def json_object(self, provider: str) -> dict[str, Any]:
+        """The event's data as a JSON object; anything else means the stream is broken."""
+        try:
+            value = json.loads(self.data)
+        except json.JSONDecodeError:
+            raise TruncatedOutput(f"{provider} sent an event that is not JSON") from None
+        if not isinstance(value, dict):
+            raise TruncatedOutput(f"{provider} sent an event that is not a JSON object")
+        return value
 
 
 class HttpClient:

@@ -7,7 +7,6 @@ Options: ``max_tokens_field`` (``max_tokens``, or ``max_completion_tokens`` for 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +51,7 @@ class OpenAIProvider(LlmProvider):
                     break
                 yield LlmAnswer("".join(parts), finish, usage)
                 return
-            chunk = _json(event.data, self.settings.name)
+            chunk = event.json_object(self.settings.name)
             if chunk.get("usage"):
                 usage = usage_of(chunk["usage"].get("prompt_tokens"), chunk["usage"].get("completion_tokens"))
             for choice in chunk.get("choices") or ():
@@ -93,13 +92,3 @@ class OpenAIProvider(LlmProvider):
         if reason not in FINISH_REASONS:
             raise TruncatedOutput(f"{self.settings.name} finished with unexpected reason {reason!r}")
         return FINISH_REASONS[reason]
-
-
-def _json(data: str, provider: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except json.JSONDecodeError:
-        raise TruncatedOutput(f"{provider} sent an event that is not JSON") from None
-    if not isinstance(value, dict):
-        raise TruncatedOutput(f"{provider} sent an event that is not a JSON object")
-    return value

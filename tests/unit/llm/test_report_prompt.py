@@ -57,6 +57,8 @@ def test_schema_is_self_contained() -> None:
     assert "$defs" not in json.dumps(schema) and "$ref" not in json.dumps(schema)
     assert schema["properties"]["changes"]["items"]["properties"]["path"]["type"] == "string"
     assert set(schema["required"]) == {"title", "summary", "changes", "impact", "tags"}
+    assert set(schema["properties"]) == set(schema["required"])  # the field named title survives
+    assert "title" not in schema["properties"]["title"]  # while the title keyword goes
 
 
 VALID = {"title": "T", "summary": "S", "changes": [{"path": "a", "description": "d"}], "impact": "low", "tags": []}

@@ -1,0 +1,320 @@
+"""A fake Gemini API: ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``.
+
+Checked like the real API (its REST reference and googleapis/python-genai): the ``x-goog-api-key`` header, the
+``GenerateContentRequest`` body (``contents`` with roles ``user``/``model`` and text parts, ``systemInstruction``,
+``generationConfig`` field names, ``responseSchema`` as Gemini's OpenAPI subset with ``required`` naming defined
+properties). Errors use Google's shape ``{"error": {"code", "message", "status", "details"}}`` and its messages:
+a bad key is 400 INVALID_ARGUMENT with ``ErrorInfo.reason`` API_KEY_INVALID, a missing one 403 PERMISSION_DENIED.
+Stricter than Google in one way, on purpose: a ``key`` query parameter is refused, so tests prove the adapter
+never puts the key in a URL. Streams send one chunk per word, ``finishReason`` and full usage on the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from typing import Any
+
+from tests.support.fake_http import FakeServer, Reply, Request
+from tests.support.vendors.common import Script, default_report, words
+
+#: Fields of ``GenerateContentRequest`` (the model comes from the path).
+REQUEST_FIELDS = {
+    "contents",
+    "systemInstruction",
+    "generationConfig",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "cachedContent",
+}
+#: Fields of ``GenerationConfig`` in the REST reference (camelCase, as the JSON mapping of the proto).
+GENERATION_FIELDS = {
+    "stopSequences",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "responseModalities",
+    "candidateCount",
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseLogprobs",
+    "logprobs",
+    "enableEnhancedCivicAnswers",
+    "speechConfig",
+    "thinkingConfig",
+    "mediaResolution",
+}
+#: Fields of ``Schema`` (an OpenAPI 3.0 subset); ``additionalProperties`` is not accepted by the Gemini API.
+SCHEMA_FIELDS = {
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "anyOf",
+    "propertyOrdering",
+    "default",
+    "items",
+    "minimum",
+    "maximum",
+}
+TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+MIME_TYPES = {"text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum"}
+#: Finish reasons with which Google sends no content at all.
+WITHHELD = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)")
+
+
+def error(code: int, message: str, status: str, *details: dict[str, Any]) -> Reply:
+    body: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        body["details"] = list(details)
+    return Reply(code, {"error": body})
+
+
+def invalid(message: str) -> Reply:
+    return error(400, message, "INVALID_ARGUMENT")
+
+
+class FakeGemini(FakeServer):
+    def __init__(self, api_key: str, name: str = "fake-gemini") -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.name = name
+        self.script = Script()
+        #: Prompt blocks for the next requests: each answers ``promptFeedback.blockReason`` and no candidates.
+        self.block_reasons: deque[str] = deque()
+        #: Thought summaries the next answers start with (parts with ``"thought": true``).
+        self.thoughts: deque[str] = deque()
+        #: Answer 403 as Google does for a suspended key, naming the key in the message (it must be redacted).
+        self.suspended = False
+        self.route("POST", _PATH.pattern, self._generate)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1beta"
+
+    def _generate(self, request: Request) -> Reply:
+        match = _PATH.fullmatch(request.path)
+        assert match is not None
+        streaming = match["method"] == "streamGenerateContent"
+        refusal = self._refuse(request, streaming)
+        if refusal:
+            return refusal
+        try:
+            body = request.json()
+        except ValueError:
+            return invalid("Invalid JSON payload received. Unexpected token.")
+        problem = self._check(body)
+        if problem:
+            return invalid(problem)
+        reply = self._answer(body, match["model"])
+        if not streaming:
+            return Reply(200, reply)
+        return Reply(events=[(None, json.dumps(chunk)) for chunk in self._chunks(reply)])
+
+    def _refuse(self, request: Request, streaming: bool) -> Reply | None:
+        if "key" in request.query:
+            return invalid(f"{self.name}: send the API key in the x-goog-api-key header, not in the URL")
+        key = request.headers.get("x-goog-api-key")
+        if key is None:
+            return error(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+                "PERMISSION_DENIED",
+            )
+        if key != self.api_key:
+            return error(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                "INVALID_ARGUMENT",
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+            )
+        if self.suspended:
+            return error(403, f"Permission denied: Consumer 'api_key:{key}' has been suspended.", "PERMISSION_DENIED")
+        if streaming and request.query.get("alt") != ["sse"]:
+            return invalid(f"{self.name} streams only as server-sent events: add ?alt=sse")
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return invalid("Invalid JSON payload received. Content-Type must be application/json.")
+        return None
+
+    def _answer(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        system = " ".join(part["text"] for part in (body.get("systemInstruction") or {}).get("parts", ()))
+        turns = [" ".join(part["text"] for part in content["parts"]) for content in body["contents"]]
+        prompt = "\n".join([system, *turns])
+        prompt_tokens = max(1, len(prompt) // 4)
+        usage: dict[str, Any] = {
+            "promptTokenCount": prompt_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        }
+        if self.block_reasons:
+            usage["totalTokenCount"] = usage["promptTokenCount"]
+            feedback = {"blockReason": self.block_reasons.popleft(), "safetyRatings": _ratings(blocked=True)}
+            return {"promptFeedback": feedback, "usageMetadata": usage, "modelVersion": model}
+        config = body.get("generationConfig") or {}
+        users = [text for content, text in zip(body["contents"], turns, strict=True) if content["role"] == "user"]
+        last_user = users[-1] if users else ""
+        default = (
+            default_report(prompt, self.name)
+            if config.get("responseMimeType") == "application/json"
+            else f"{self.name} says: {last_user}"
+        )
+        text = self.script.next_content(default)
+        finish = self.script.next_finish("STOP")
+        candidate: dict[str, Any] = {"finishReason": finish, "index": 0, "safetyRatings": _ratings(finish == "SAFETY")}
+        if finish not in WITHHELD:
+            thought = [{"text": self.thoughts.popleft(), "thought": True}] if self.thoughts else []
+            candidate["content"] = {"parts": [*thought, {"text": text}], "role": "model"}
+        usage["candidatesTokenCount"] = max(1, len(text) // 4) if "content" in candidate else 0
+        usage["totalTokenCount"] = usage["promptTokenCount"] + usage["candidatesTokenCount"]
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "fake-gemini"}
+
+    @staticmethod
+    def _chunks(reply: dict[str, Any]) -> list[dict[str, Any]]:
+        """The answer as Google streams it: a chunk per piece of text, every chunk with the prompt's usage, the
+        last with ``finishReason`` and the candidates' usage too."""
+        if "candidates" not in reply or "content" not in reply["candidates"][0]:
+            return [reply]
+        final = reply["candidates"][0]
+        parts = final["content"]["parts"]
+        pieces = [dict(part) for part in parts[:-1]] + [{"text": piece} for piece in words(parts[-1]["text"])]
+        partial_usage = {key: reply["usageMetadata"][key] for key in ("promptTokenCount", "promptTokensDetails")}
+        chunks = []
+        for piece in pieces:
+            candidate = {"content": {"parts": [piece], "role": "model"}, "index": 0}
+            chunks.append(
+                {"candidates": [candidate], "usageMetadata": partial_usage, "modelVersion": reply["modelVersion"]}
+            )
+        chunks[-1]["candidates"][0] |= {"finishReason": final["finishReason"], "safetyRatings": final["safetyRatings"]}
+        chunks[-1]["usageMetadata"] = reply["usageMetadata"]
+        return chunks
+
+    @classmethod
+    def _check(cls, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "Invalid JSON payload received. Expected an object."
+        for name in body:
+            if name not in REQUEST_FIELDS:
+                return f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.'
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            return "* GenerateContentRequest.contents: contents is not specified\n"
+        for index, content in enumerate(contents):
+            if not isinstance(content, dict) or content.get("role") not in {"user", "model"}:
+                return "Please use a valid role: user, model."
+            problem = cls._check_parts(content, f"contents[{index}]", {"role", "parts"})
+            if problem:
+                return problem
+        if "systemInstruction" in body:
+            problem = cls._check_parts(body["systemInstruction"], "system_instruction", {"role", "parts"})
+            if problem:
+                return problem
+        return cls._check_config(body.get("generationConfig", {}))
+
+    @staticmethod
+    def _check_parts(content: Any, where: str, fields: set[str]) -> str | None:
+        if not isinstance(content, dict):
+            return f"Invalid value at '{where}': expected a Content object."
+        for name in content:
+            if name not in fields:
+                return f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': Cannot find field."
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            return f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty.\n"
+        for index, part in enumerate(parts):
+            if not isinstance(part, dict) or not isinstance(part.get("text"), str) or set(part) - {"text", "thought"}:
+                return f"* GenerateContentRequest.{where}.parts[{index}]: a text part needs exactly a string 'text'\n"
+        return None
+
+    @classmethod
+    def _check_config(cls, config: Any) -> str | None:
+        if not isinstance(config, dict):
+            return "Invalid value at 'generation_config': expected a GenerationConfig object."
+        for name in config:
+            if name not in GENERATION_FIELDS:
+                return (
+                    f"Invalid JSON payload received. Unknown name \"{name}\" at 'generation_config': Cannot find field."
+                )
+        max_tokens = config.get("maxOutputTokens", 1)
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return "* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer\n"
+        temperature = config.get("temperature", 1.0)
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            return "* GenerateContentRequest.generation_config.temperature: must be in [0.0, 2.0]\n"
+        mime = config.get("responseMimeType", "text/plain")
+        if mime not in MIME_TYPES:
+            return f"* GenerateContentRequest.generation_config.response_mime_type: unsupported value {mime!r}\n"
+        if "responseSchema" in config and "responseJsonSchema" in config:
+            return "* GenerateContentRequest.generation_config: set response_schema or response_json_schema, not both\n"
+        if "responseSchema" in config:
+            if mime not in {"application/json", "text/x.enum"}:
+                return (
+                    "* GenerateContentRequest.generation_config.response_schema: response_mime_type must be "
+                    "application/json or text/x.enum when response_schema is set\n"
+                )
+            return cls._check_schema(config["responseSchema"], "generation_config.response_schema")
+        return None
+
+    @classmethod
+    def _check_schema(cls, schema: Any, where: str) -> str | None:
+        if not isinstance(schema, dict):
+            return f"Invalid value at '{where}': expected a Schema object."
+        for name in schema:
+            if name not in SCHEMA_FIELDS:
+                return f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': Cannot find field."
+        if schema.get("type") not in TYPES:
+            enum = "type.googleapis.com/google.ai.generativelanguage.v1beta.Type"
+            return f"Invalid value at '{where}.type' ({enum}), {json.dumps(schema.get('type'))}"
+        properties = schema.get("properties", {})
+        if schema["type"] == "OBJECT" and not properties:
+            return f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type\n"
+        for index, name in enumerate(schema.get("required", ())):
+            if name not in properties:
+                return f"* GenerateContentRequest.{where}.required[{index}]: property is not defined\n"
+        for index, name in enumerate(schema.get("propertyOrdering", ())):
+            if name not in properties:
+                return f"* GenerateContentRequest.{where}.property_ordering[{index}]: property is not defined\n"
+        if "enum" in schema and not all(isinstance(value, str) for value in schema["enum"]):
+            return f"Invalid value at '{where}.enum': enum values must be strings"
+        if schema["type"] == "ARRAY" and "items" not in schema:
+            return f"* GenerateContentRequest.{where}.items: missing field.\n"
+        nested = [(sub, f"{where}.properties[{name}].value") for name, sub in properties.items()]
+        nested += [(schema["items"], f"{where}.items")] if "items" in schema else []
+        nested += [(sub, f"{where}.any_of[{i}]") for i, sub in enumerate(schema.get("anyOf", ()))]
+        for sub, path in nested:
+            problem = cls._check_schema(sub, path)
+            if problem:
+                return problem
+        return None
+
+
+def _ratings(blocked: bool) -> list[dict[str, Any]]:
+    categories = ("HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT", "HARM_CATEGORY_HARASSMENT")
+    ratings: list[dict[str, Any]] = [{"category": category, "probability": "NEGLIGIBLE"} for category in categories]
+    if blocked:
+        ratings[0] = {"category": categories[0], "probability": "HIGH", "blocked": True}
+    return ratings
