@@ -116,6 +116,38 @@ stepper_artifacts = {
     "ttl_s": 7 * 24 * 3600,
 }
 
+# Result cache. Per kind: fresh for fresh_s, then served stale for up to stale_s more while one refresh runs
+# (a kind left out is not cached). Chat is cached only at temperature 0 unless a request asks (cache="use").
+# "url" gives the cache its own Redis (recommended: allkeys-lru there; the broker's Redis must be noeviction).
+# Kinds whose results point at artifacts (speech, steps) must stay within stepper_artifacts["ttl_s"].
+stepper_cache = {
+    "url": None,
+    "windows": {
+        "report": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+        "chat": {"fresh_s": 3600, "stale_s": 86400},
+        "ocr": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+        "vision": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+        "steps": {"fresh_s": 86400, "stale_s": 5 * 86400},
+        "speech": {"fresh_s": 86400, "stale_s": 5 * 86400},
+    },
+    "single_flight_wait_s": 300,
+    "idempotency_window_s": 86400,
+}
+
+# Signed webhooks to a request's callback_url (see README, Webhooks). The secret is read from the variable
+# named here (or <NAME>_FILE). Callbacks go only to public addresses unless a network is allowed, and only to
+# these hosts when the list is not empty.
+stepper_webhooks = {
+    "secret_env": "STEPPER_WEBHOOK_SECRET",
+    "retry_for_s": 3600,
+    "timeout_s": 10,
+    "allowed_hosts": [],
+    "allowed_networks": [],
+}
+
+# Tasks that failed for good (see `stepper dlq`): how many are kept, and for how long.
+stepper_dead_letters = {"max_entries": 100_000, "ttl_s": 30 * 86400}
+
 # Fleet-wide circuit breaker per provider (state in Redis, shared by every worker): it opens after
 # fail_max consecutive transient failures and lets one probe call through after reset_timeout_s.
 stepper_breaker = {"fail_max": 5, "reset_timeout_s": 30.0}

@@ -141,6 +141,18 @@ DEFAULTS: dict[str, Any] = {
         "vision": ["opencv:opencv"],
         "speech": ["elevenlabs:eleven_multilingual_v2", "espeak:espeak-ng"],
     },
+    # Result cache per kind: fresh for fresh_s, then served stale for stale_s while one refresh runs. Kinds
+    # whose results point at artifacts (speech, steps) stay within the artifacts' TTL.
+    "stepper_cache": {
+        "windows": {
+            "report": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+            "chat": {"fresh_s": 3600, "stale_s": 86400},
+            "ocr": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+            "vision": {"fresh_s": 7 * 86400, "stale_s": 30 * 86400},
+            "steps": {"fresh_s": 86400, "stale_s": 5 * 86400},
+            "speech": {"fresh_s": 86400, "stale_s": 5 * 86400},
+        },
+    },
     # Fleet-wide circuit breaker per provider: opens after fail_max consecutive transient failures,
     # lets one probe call through (fleet-wide) after reset_timeout_s.
     "stepper_breaker": {"fail_max": 5, "reset_timeout_s": 30.0},

@@ -16,7 +16,6 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from stepper.providers.base import Provider, Reply
-from stepper.schemas.common import TaskRequest
 from stepper.schemas import (
     KINDS,
     ChatOutput,
@@ -33,6 +32,7 @@ from stepper.schemas import (
     VisionOutput,
     VisionRequest,
 )
+from stepper.schemas.common import TaskRequest
 
 #: Rough speaking rate used to give mock audio a plausible duration.
 WORDS_PER_SECOND = 2.5

@@ -5,11 +5,13 @@ A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from celery import Task
+from celery.exceptions import Retry
 from pydantic import BaseModel
 
+from stepper import outcomes
 from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES, Family
@@ -17,6 +19,8 @@ from stepper.guards.backoff import full_jitter
 from stepper.llm.streaming import task_stream
 from stepper.runtime import current_executor, state_redis
 from stepper.schemas import ChatRequest, Kind, TaskResult
+from stepper.schemas.common import TaskRequest
+from stepper.serving import serve
 
 
 class FamilyTask(Task):  # type: ignore[misc]
@@ -31,11 +35,36 @@ class FamilyTask(Task):  # type: ignore[misc]
 
 
 def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The body of every family task."""
-    if args:
-        raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")
-    family = FAMILIES[kind]
-    request = family.parse(kwargs)
+    """The body of every family task: validate, serve, then report the final outcome."""
+    try:
+        if args:
+            raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")
+        request = cast(TaskRequest, FAMILIES[kind].parse(kwargs))
+    except InvalidRequest as exc:
+        outcomes.failed(task.request.id, kind, kwargs, exc, task.request.retries)
+        raise
+    try:
+        result = _stored_result(task) or serve(
+            FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request)
+        )
+    except Retry:
+        raise
+    except Exception as exc:
+        outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
+        raise
+    outcomes.succeeded(task.request.id, kind, request, result)
+    return result
+
+
+def _stored_result(task: FamilyTask) -> dict[str, Any] | None:
+    """A message redelivered after its worker died may already have a stored result: return it, don't redo it."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return None
+    stored = task.AsyncResult(task.request.id)
+    return stored.result if stored.state == "SUCCESS" and isinstance(stored.result, dict) else None
+
+
+def _compute(task: FamilyTask, family: Family, request: TaskRequest) -> dict[str, Any]:
     if isinstance(request, ChatRequest) and request.stream:
         with task_stream(state_redis(), task.request.id) as sink:
             result = _run_chain(task, family, request)

@@ -1,0 +1,91 @@
+"""How a validated request is served: from the cache, by the computation already in flight, or by the chain.
+
+Written once for every kind; the order is: a redelivered task's stored result, then the idempotency key,
+then the cache (fresh, or stale with one refresh enqueued), then single-flight around the computation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from redis import Redis
+
+from stepper.cache import ResultCache, cache_key, cacheable, idempotency_key
+from stepper.config import current_config, current_settings
+from stepper.families import Family
+from stepper.schemas.common import TaskRequest
+
+Compute = Callable[[], dict[str, Any]]
+
+
+@cache
+def _result_cache(url: str, pid: int) -> ResultCache:
+    del pid
+    client = Redis.from_url(url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5)
+    return ResultCache(client, current_settings().cache)
+
+
+def result_cache() -> ResultCache:
+    """This process's cache: its own Redis when configured, the fleet-state Redis otherwise."""
+    config = current_config()
+    url = current_settings().cache.url or config.get("stepper_state_url") or config["broker_url"]
+    return _result_cache(url, os.getpid())
+
+
+def as_cached(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "cached": True}
+
+
+def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) -> dict[str, Any]:
+    """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must."""
+    settings = current_settings()
+    results = result_cache()
+    lease_s = float(current_config().get("task_time_limit") or 300)
+    if request.idempotency_key is not None:
+        key = idempotency_key(family.kind, request.idempotency_key)
+        if (done := results.get(key)) is not None:
+            return as_cached(done.result)
+        return _single_flight(
+            results, key, task_id, ttl_s=settings.cache.idempotency_window_s, lease_s=lease_s, compute=compute
+        )
+    if not cacheable(family.kind, request, settings.cache):
+        return compute()
+    window = settings.cache.windows[family.kind]
+    ttl_s = window.fresh_s + window.stale_s
+    key = cache_key(family.kind, request, settings, family.output_model)
+    if request.cache == "refresh":
+        try:
+            return _single_flight(results, key, task_id, ttl_s=ttl_s, lease_s=lease_s, compute=compute)
+        finally:
+            results.refreshed(key)
+    if (hit := results.get(key, window)) is not None:
+        if not hit.fresh and results.claim_refresh(key, lease_s):
+            enqueue_refresh(family, request)
+        return as_cached(hit.result)
+    return _single_flight(results, key, task_id, ttl_s=ttl_s, lease_s=lease_s, compute=compute)
+
+
+def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:
+    """One background recomputation of a stale entry, at batch priority, without the caller's run options."""
+    if app is None:
+        from stepper.celery import app
+    app.send_task(f"stepper.{family.kind}", kwargs={**request.content(), "cache": "refresh"}, priority="batch")
+
+
+def _single_flight(
+    results: ResultCache, key: str, owner: str, *, ttl_s: float, lease_s: float, compute: Compute
+) -> dict[str, Any]:
+    if not results.claim_flight(key, owner, lease_s):
+        waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
+        if waited is not None:
+            return as_cached(waited)
+        # The computation we waited for was abandoned (its worker died, or it failed): do it ourselves.
+    try:
+        result = compute()
+        results.put(key, result, ttl_s)
+        return result
+    finally:
+        results.land(key)
