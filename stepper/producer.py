@@ -2,33 +2,59 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from celery.result import AsyncResult
+from celery.result import AsyncResult, EagerResult
 
+from stepper.cache import cache_key, cacheable, idempotency_key
+from stepper.config import current_settings
 from stepper.errors import InvalidRequest
 from stepper.families import FAMILIES
 from stepper.llm.streaming import StreamEvent, read_stream
 from stepper.priorities import PriorityName
 from stepper.runtime import state_redis
 from stepper.schemas import KINDS, Kind
+from stepper.schemas.common import TaskRequest
+from stepper.serving import as_cached, enqueue_refresh, result_cache
 
 
 def submit(
     kind: Kind, request: dict[str, Any], *, priority: PriorityName | int = "normal", **options: Any
-) -> AsyncResult:
-    """Validate ``request`` here, then enqueue it on the ``kind`` queue; returns the task's AsyncResult.
+) -> AsyncResult | EagerResult:
+    """Validate ``request`` here, then return a fresh cached result at once or enqueue it on the kind's queue.
 
-    Validation before sending means a bad request fails in the producer, with the field named, without a
-    round trip. ``options`` go to Celery's ``apply_async`` (``countdown``, ``link``, ``task_id``...).
+    A cached answer comes back as an ``EagerResult`` (``.get()`` at once, ``cached: true`` in the result) and
+    nothing is enqueued; a stale one also comes back at once while one refresh is enqueued for the fleet. A
+    request with an ``idempotency_key`` seen within the window returns the first submission's task. Bad
+    requests fail here, with the field named, without a round trip. ``options`` go to Celery's
+    ``apply_async`` (``countdown``, ``link``, ``task_id``...).
     """
     if kind not in FAMILIES:
         raise InvalidRequest(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    FAMILIES[kind].parse(request)
-    from stepper import tasks  # loads Celery only when a producer first submits
+    family = FAMILIES[kind]
+    parsed = cast(TaskRequest, family.parse(request))
+    settings = current_settings()
+    from stepper import tasks  # loads Celery's task registry only when a producer first submits
 
     task = getattr(tasks, kind)
+    if parsed.idempotency_key is not None:
+        task_id = str(options.pop("task_id", None) or uuid.uuid4())
+        claim = f"{idempotency_key(kind, parsed.idempotency_key)}:task"
+        window_ms = int(settings.cache.idempotency_window_s * 1000)
+        if not state_redis().set(claim, task_id.encode(), nx=True, px=window_ms):
+            first = state_redis().get(claim)
+            return AsyncResult(first.decode() if isinstance(first, bytes) else task_id, app=task.app)
+        return task.apply_async(kwargs=request, priority=priority, task_id=task_id, **options)
+    if cacheable(kind, parsed, settings.cache) and parsed.cache != "refresh":
+        window = settings.cache.windows[kind]
+        key = cache_key(kind, parsed, settings, family.output_model)
+        results = result_cache()
+        if (hit := results.get(key, window)) is not None:
+            if not hit.fresh and results.claim_refresh(key, float(task.app.conf.task_time_limit or 300)):
+                enqueue_refresh(family, parsed, task.app)
+            return EagerResult(str(uuid.uuid4()), as_cached(hit.result), "SUCCESS")
     return task.apply_async(kwargs=request, priority=priority, **options)
 
 

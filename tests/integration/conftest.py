@@ -52,7 +52,8 @@ def start_fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     def start(settings: dict[str, Any], *, database: int | None = None, **options: Any) -> Fleet:
         url = f"redis://127.0.0.1:{redis_server.port}/{next(_databases) if database is None else database}"
         directory = Path(tmp_path_factory.mktemp("worker"))
-        worker = start_worker(url, directory, {"stepper_providers": TEST_PROVIDERS, **settings}, **options)
+        providers = {**TEST_PROVIDERS, **settings.get("stepper_providers", {})}
+        worker = start_worker(url, directory, {**settings, "stepper_providers": providers}, **options)
         fleet = Fleet(url, producer_app(url), worker, redis.Redis.from_url(url))
         fleets.append(fleet)
         return fleet

@@ -60,11 +60,6 @@ def test_pickled_message_is_refused_and_the_worker_keeps_working(
     assert fleet.worker.process.poll() is None
 
 
-def _pool_children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
-
-
 def test_task_of_a_killed_pool_process_is_requeued_and_completes(start_fleet: Callable[..., Fleet]) -> None:
     fleet = start_fleet(
         {
@@ -80,7 +75,7 @@ def test_task_of_a_killed_pool_process_is_requeued_and_completes(start_fleet: Ca
     while fleet.redis.llen(ORDER_KEY) == 0:
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
-    (child,) = _pool_children(fleet.worker.process.pid)
+    (child,) = fleet.worker.pool_children()
     os.kill(child, signal.SIGKILL)  # the OOM killer's way
 
     assert result.get(timeout=60)["output"]["message"]["content"].endswith("survivor")

@@ -36,6 +36,11 @@ class Worker:
             time.sleep(0.1)
         raise RuntimeError(f"worker {self.name} not ready after {timeout_s}s:\n{self.log()[-4000:]}")
 
+    def pool_children(self) -> list[int]:
+        """The pids of the worker's pool processes (prefork)."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
     def stop(self, timeout_s: float = 20) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
