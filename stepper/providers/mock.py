@@ -102,6 +102,7 @@ class MockProvider(Provider):
 
     def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
         seed = fingerprint(request, model)
+        frames = len(request.frames) if request.video is None else 3  # a video: as if three frames were sampled
         steps = [
             {
                 "index": index,
@@ -111,7 +112,7 @@ class MockProvider(Provider):
                 "action": ACTIONS[seed[(frame + 3) % 32] % len(ACTIONS)],
                 "caption": f"mock step {index + 1}",
             }
-            for index, frame in enumerate(range(1, len(request.frames)))
+            for index, frame in enumerate(range(1, frames))
         ]
         return Reply(StepsOutput(steps=steps))
 
@@ -129,6 +130,7 @@ class MockProvider(Provider):
             quality={"sharpness": float(seed[5]), "brightness": float(seed[6]), "contrast": float(seed[7] % 128)}
             if "quality" in wanted
             else None,
+            has_text=bool(seed[8] % 2) if "text" in wanted else None,
         )
         return Reply(output)
 
