@@ -68,3 +68,19 @@ def test_submit_validates_in_the_producer(counting_fleet: Fleet) -> None:
     with pytest.raises(InvalidRequest, match="unknown kind"):
         stepper.submit("poem", {})  # type: ignore[arg-type]
     assert counting_fleet.redis.llen("chat") == before
+
+
+def test_celery_link_and_link_error_still_work(counting_fleet: Fleet) -> None:
+    """Celery's own callbacks: an immutable signature linked on success, another on failure."""
+    app = counting_fleet.app
+    on_success = app.signature("stepper.chat", kwargs={"messages": [{"role": "user", "content": "after ok"}]})
+    on_failure = app.signature("stepper.chat", kwargs={"messages": [{"role": "user", "content": "after error"}]})
+    good = app.signature("stepper.chat", kwargs={"messages": [{"role": "user", "content": "fine"}]})
+    bad = app.signature("stepper.chat", kwargs={"messages": []})
+
+    good.apply_async(link=on_success.set(immutable=True, task_id="linked-after-ok")).get(timeout=30)
+    with pytest.raises(InvalidRequest):
+        bad.apply_async(link_error=on_failure.set(immutable=True, task_id="linked-after-error")).get(timeout=30)
+
+    assert app.AsyncResult("linked-after-ok").get(timeout=30)["output"]["message"]["content"].endswith("after ok")
+    assert app.AsyncResult("linked-after-error").get(timeout=30)["output"]["message"]["content"].endswith("after error")
