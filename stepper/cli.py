@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     providers = commands.add_parser("providers", help="list providers, the kinds they serve and whether they can run")
     providers.add_argument("--json", action="store_true", help="machine-readable output")
+    providers.set_defaults(run=lambda args: _providers(args.json))
 
     submit = commands.add_parser("submit", help="submit one request and print its result")
     submit.add_argument("kind", choices=KINDS)
@@ -27,22 +29,31 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--priority", default="normal", help=f"{', '.join(PRIORITIES)} or 0-9 (0 most urgent)")
     submit.add_argument("--no-wait", action="store_true", help="print the task id and return at once")
     submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
+    submit.set_defaults(run=lambda args: _submit(args.kind, args.request, args.priority, args.no_wait, args.timeout))
 
     voices = commands.add_parser("voices", help="list the voices of the speech providers on this machine")
     voices.add_argument("--json", action="store_true", help="machine-readable output")
+    voices.set_defaults(run=lambda args: _voices(args.json))
+
+    worker = commands.add_parser("worker", help="run one worker of a profile (llm, cpu, ops)")
+    worker.add_argument("--profile", required=True, help="llm (report, chat), cpu (ocr, steps, vision, speech), ops")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(run=lambda args: _worker(args.profile, args.loglevel))
+
+    fleet = commands.add_parser("fleet", help="run a local fleet: one worker per profile")
+    fleet.add_argument("action", choices=["up"])
+    fleet.add_argument("--profiles", default="llm,cpu,ops", help="comma-separated profiles (default: all)")
+    fleet.add_argument("--loglevel", default="INFO")
+    fleet.set_defaults(run=lambda args: _fleet(args.profiles, args.loglevel))
 
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
+    demo.set_defaults(run=lambda args: _demo(args.timeout))
 
     args = parser.parse_args(argv)
     try:
-        if args.command == "providers":
-            return _providers(args.json)
-        if args.command == "voices":
-            return _voices(args.json)
-        if args.command == "submit":
-            return _submit(args.kind, args.request, args.priority, args.no_wait, args.timeout)
-        return _demo(args.timeout)
+        status: int = args.run(args)
+        return status
     except StepperError as exc:
         print(f"stepper: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +76,21 @@ def _providers(as_json: bool) -> int:
     for kind, chain in settings.chains.items():
         print(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
     return 0
+
+
+def _worker(profile_name: str, loglevel: str) -> int:
+    from stepper.workers.profiles import profile_named
+
+    argv = profile_named(profile_name).worker_argv(loglevel)
+    os.execv(argv[0], argv)  # noqa: S606  (become the worker: signals and exit status are Celery's own)
+    return 0  # not reached
+
+
+def _fleet(profile_names: str, loglevel: str) -> int:
+    from stepper.workers.fleet import run_fleet
+    from stepper.workers.profiles import profile_named
+
+    return run_fleet([profile_named(name.strip()) for name in profile_names.split(",") if name.strip()], loglevel)
 
 
 def _voices(as_json: bool) -> int:

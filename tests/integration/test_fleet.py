@@ -1,0 +1,61 @@
+"""`stepper fleet up`: one worker per profile, and a warm shutdown that lets tasks in flight finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stepper.workers.profiles import PROFILES
+from tests.integration.conftest import TEST_PROVIDERS, producer_app
+from tests.support.providers import ORDER_KEY
+from tests.support.redis_server import RedisServer
+from tests.support.workers import REPO_ROOT, write_config
+
+
+def test_profiles_cover_every_queue() -> None:
+    consumed = {queue for profile in PROFILES.values() for queue in profile.queues}
+    assert consumed == {"report", "chat", "ocr", "steps", "vision", "speech", "callbacks"}
+    assert PROFILES["cpu"].pool == "prefork" and PROFILES["llm"].pool == "threads"
+
+
+def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/14"
+    module = write_config(
+        tmp_path,
+        {
+            "stepper_providers": {**TEST_PROVIDERS, "slow": {**TEST_PROVIDERS["slow"], "options": {"delay_s": 2.0}}},
+            "stepper_chains": {"chat": ["slow:slow-model"]},
+        },
+    )
+    env = {**os.environ, "STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": module,
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}  # fmt: skip
+    log = tmp_path / "fleet.log"
+    with log.open("wb") as out:
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "stepper", "fleet", "up", "--profiles", "llm,ops"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text(errors="replace").count("ready.") < 2:
+            assert fleet.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        app = producer_app(url)
+        client = redis_server.client()
+        client.select(14)
+        result = app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "in flight"}]})
+        while client.llen(ORDER_KEY) == 0:
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        fleet.send_signal(signal.SIGTERM)  # mid-task
+        assert fleet.wait(timeout=60) == 0
+        assert result.get(timeout=5)["output"]["message"]["content"].endswith("in flight")
+        assert "warm shutdown" in log.read_text()
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
