@@ -27,7 +27,10 @@ def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: P
     module = write_config(
         tmp_path,
         {
-            "stepper_providers": {**TEST_PROVIDERS, "slow": {**TEST_PROVIDERS["slow"], "options": {"delay_s": 2.0}}},
+            "stepper_providers": {
+                **TEST_PROVIDERS,
+                "slow": {"class": "tests.support.providers:SlowChat", "options": {"delay_s": 2.0}},
+            },
             "stepper_chains": {"chat": ["slow:slow-model"]},
         },
     )
