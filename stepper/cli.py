@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     fleet.add_argument("--loglevel", default="INFO")
     fleet.set_defaults(run=lambda args: _fleet(args.profiles, args.loglevel))
 
+    fleet_status = commands.add_parser("status", help="queues by priority, workers, breakers, rate limits")
+    fleet_status.add_argument("--json", action="store_true", help="machine-readable output")
+    fleet_status.set_defaults(run=lambda args: _status(args.json))
+
+    health = commands.add_parser("health", help="exit non-zero when Redis, a queue's consumers or a breaker is down")
+    health.add_argument("--json", action="store_true", help="machine-readable output")
+    health.set_defaults(run=lambda args: _health(args.json))
+
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
     demo.set_defaults(run=lambda args: _demo(args.timeout))
@@ -76,6 +85,48 @@ def _providers(as_json: bool) -> int:
     for kind, chain in settings.chains.items():
         print(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
     return 0
+
+
+def _fleet_state() -> Any:
+    from stepper.celery import app
+    from stepper.fleetstate import read_fleet
+    from stepper.runtime import state_redis
+
+    return read_fleet(app, state_redis(), [queue.name for queue in app.conf.task_queues])
+
+
+def _status(as_json: bool) -> int:
+    state = _fleet_state()
+    if as_json:
+        print(json.dumps(asdict(state), indent=2))
+        return 0 if state.redis_ok else 1
+    if not state.redis_ok:
+        print(f"Redis unreachable ({state.error}); check STEPPER_REDIS_URL and that redis-server runs")
+        return 1
+    print("queues (messages waiting by priority, 0 most urgent):")
+    for queue, levels in state.queues.items():
+        waiting = ", ".join(f"{level}:{count}" for level, count in levels.items() if count) or "empty"
+        print(f"  {queue:<10} {sum(levels.values()):>6}   {waiting}")
+    print("workers:" if state.workers else "workers: none answered")
+    for worker in state.workers:
+        print(f"  {worker.name:<28} {worker.pool:<8} x{worker.concurrency:<4} active {worker.active:<3} "
+              f"queues {','.join(worker.queues)}")  # fmt: skip
+    print("breakers:" if state.breakers else "breakers: none used yet")
+    for name, breaker in state.breakers.items():
+        print(f"  {name:<12} {breaker}")
+    for name, buckets in state.buckets.items():
+        print(f"  rate {name:<8} " + ", ".join(f"{kind} tokens left {left:g}" for kind, left in buckets.items()))
+    return 0
+
+
+def _health(as_json: bool) -> int:
+    state = _fleet_state()
+    problems = state.problems()
+    if as_json:
+        print(json.dumps({"healthy": not problems, "problems": problems}))
+    else:
+        print("healthy" if not problems else "\n".join(f"unhealthy: {problem}" for problem in problems))
+    return 1 if problems else 0
 
 
 def _worker(profile_name: str, loglevel: str) -> int:
