@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
+from stepper import metrics
 from stepper.config import ChainEntry, ProviderSettings, StepperSettings
 from stepper.errors import (
     AuthError,
@@ -98,6 +99,7 @@ class ChainExecutor:
                 continue
             reply = self._try_provider(family, request, link, attempts, retry_after_hints)
             if reply is not None:
+                metrics.record_reply(family.kind, link.name, attempts, reply.usage)
                 return TaskResult(
                     kind=family.kind,
                     output=reply.output.model_dump(mode="json"),
@@ -121,6 +123,7 @@ class ChainExecutor:
 
             def record(outcome: Outcome, error: BaseException | None = None, started: float = started) -> None:
                 attempts.append(_attempt(link, outcome, started, error))
+                metrics.record_attempt(family.kind, attempts[-1])
 
             try:
                 reply = self._guard.call(link.name, limits, tokens, lambda: self._invoke(family, request, link))

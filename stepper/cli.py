@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--json", action="store_true", help="machine-readable output")
     health.set_defaults(run=lambda args: _health(args.json))
 
+    exporter = commands.add_parser("metrics", help="serve Prometheus metrics of this host's workers and the fleet")
+    exporter.add_argument("--port", type=int, default=9808)
+    exporter.set_defaults(run=lambda args: _metrics(args.port))
+
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
     demo.set_defaults(run=lambda args: _demo(args.timeout))
@@ -127,6 +131,19 @@ def _health(as_json: bool) -> int:
     else:
         print("healthy" if not problems else "\n".join(f"unhealthy: {problem}" for problem in problems))
     return 1 if problems else 0
+
+
+def _metrics(port: int) -> int:
+    from stepper.celery import app
+    from stepper.metrics import FleetCollector, process_registry, serve
+    from stepper.runtime import state_redis
+
+    registry = process_registry()
+    registry.register(FleetCollector(app, state_redis()))
+    serve(port, registry)
+    print(f"serving metrics on http://0.0.0.0:{port}/metrics (Ctrl-C to stop)", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def _worker(profile_name: str, loglevel: str) -> int:

@@ -34,6 +34,7 @@ class FleetState:
     workers: list[WorkerState] = field(default_factory=list)
     breakers: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, dict[str, float]] = field(default_factory=dict)
+    dead_letters: int = 0
     error: str | None = None
 
     def problems(self) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis import Redis
 
+from stepper import metrics
 from stepper.cache import ResultCache, cache_key, cacheable, idempotency_key
 from stepper.config import current_config, current_settings
 from stepper.families import Family
@@ -61,7 +62,9 @@ def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) 
             return _single_flight(results, key, task_id, ttl_s=ttl_s, lease_s=lease_s, compute=compute)
         finally:
             results.refreshed(key)
-    if (hit := results.get(key, window)) is not None:
+    hit = results.get(key, window)
+    metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
+    if hit is not None:
         if not hit.fresh and results.claim_refresh(key, lease_s):
             enqueue_refresh(family, request)
         return as_cached(hit.result)

@@ -17,6 +17,7 @@ import pybreaker
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from stepper import metrics
 from stepper.config import BreakerSettings
 from stepper.errors import CircuitOpen, ProviderError, RateLimited, StepperError
 from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
@@ -34,10 +35,11 @@ def is_not_provider_failure(exc: BaseException) -> bool:
     return isinstance(exc, StepperError)
 
 
-class _LogTransitions(pybreaker.CircuitBreakerListener):
+class _ReportTransitions(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         if old is not None and old.name != new.name:
             log.warning("circuit breaker %s: %s -> %s", cb.name, old.name, new.name)
+            metrics.BREAKER_TRANSITIONS.labels(cb.name, new.name).inc()
 
 
 class ProviderGuard:
@@ -55,7 +57,7 @@ class ProviderGuard:
         self._settings = breaker
         self._max_wait_s = max_wait_s
         self._sleep = sleep
-        self._listeners = (_LogTransitions(), *listeners)
+        self._listeners = (_ReportTransitions(), *listeners)
         self._local = threading.local()
 
     def call(self, provider: str, limits: Limits, tokens: int, fn: Callable[[], ReplyT]) -> ReplyT:
@@ -101,6 +103,8 @@ class ProviderGuard:
                     f"{limits.tpm or '-'} tokens/min); room again in {admission.wait_s:.2f}s",
                     admission.wait_s,
                 )
+            metrics.RATE_LIMIT_WAITS.labels(provider).inc()
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(provider).inc(admission.wait_s)
             self._sleep(admission.wait_s)
 
     def _breaker(self, provider: str) -> pybreaker.CircuitBreaker:

@@ -5,13 +5,14 @@ A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, cast
 
 from celery import Task
 from celery.exceptions import Retry
 from pydantic import BaseModel
 
-from stepper import outcomes
+from stepper import metrics, outcomes
 from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES, Family
@@ -36,11 +37,13 @@ class FamilyTask(Task):  # type: ignore[misc]
 
 def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The body of every family task: validate, serve, then report the final outcome."""
+    started = time.monotonic()
     try:
         if args:
             raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")
         request = cast(TaskRequest, FAMILIES[kind].parse(kwargs))
     except InvalidRequest as exc:
+        metrics.record_task(kind, "invalid", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, kwargs, exc, task.request.retries)
         raise
     try:
@@ -48,10 +51,13 @@ def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict
             FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request)
         )
     except Retry:
+        metrics.record_task(kind, "retry", time.monotonic() - started)
         raise
     except Exception as exc:
+        metrics.record_task(kind, "failure", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
         raise
+    metrics.record_task(kind, "cached" if result.get("cached") else "success", time.monotonic() - started)
     outcomes.succeeded(task.request.id, kind, request, result)
     return result
 

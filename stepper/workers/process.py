@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from prometheus_client import multiprocess
 
+from stepper import metrics
 from stepper.providers.http import configure_pool
 from stepper.runtime import current_executor
 
@@ -20,9 +22,18 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     concurrency = int(getattr(sender, "concurrency", 0) or 0)
     if concurrency:
         configure_pool(concurrency)
+    if port := os.environ.get("STEPPER_METRICS_PORT"):
+        metrics.serve(int(port), metrics.process_registry())
 
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
     """Build this child's registry, guard and Redis client before its first task arrives."""
     current_executor()
+
+
+@worker_process_shutdown.connect
+def _forget_metrics(pid: int | None = None, **_: Any) -> None:
+    """Multiprocess mode keeps a dead child's files; gauges must stop counting it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]

@@ -1,0 +1,60 @@
+"""Prometheus metrics from real prefork workers (multiprocess mode) and the fleet collector."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stepper.errors import InvalidRequest
+from stepper.metrics import FleetCollector
+from tests.integration.conftest import COUNTING_CHAINS, Fleet
+from tests.support.redis_server import free_port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_prefork_workers_report_every_child(start_fleet: Callable[..., Fleet], tmp_path: Path) -> None:
+    port = free_port()
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    fleet = start_fleet(
+        {"stepper_chains": COUNTING_CHAINS},
+        name="metrics",
+        pool="prefork",
+        concurrency=2,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc), "STEPPER_METRICS_PORT": str(port)},
+    )
+    hello = {"messages": [{"role": "user", "content": "count me"}]}
+    for result in [fleet.app.send_task("stepper.chat", kwargs=hello) for _ in range(6)]:
+        result.get(timeout=30)
+    with pytest.raises(InvalidRequest):
+        fleet.app.send_task("stepper.chat", kwargs={"messages": []}).get(timeout=30)
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = samples(text)
+    assert found[("stepper_tasks_total", (("kind", "chat"), ("outcome", "success")))] == 6
+    assert found[("stepper_tasks_total", (("kind", "chat"), ("outcome", "invalid")))] == 1
+    attempts = (("kind", "chat"), ("outcome", "ok"), ("provider", "counting"))
+    assert found[("stepper_provider_attempts_total", attempts)] == 6
+    assert found[("stepper_task_seconds_count", (("kind", "chat"),))] == 7
+    assert "count me" not in text and "task_id" not in text  # no prompts or ids in labels
+
+
+def test_fleet_collector_reads_queues_and_workers(counting_fleet: Fleet) -> None:
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(counting_fleet.app, counting_fleet.redis))
+    found = samples(generate_latest(registry).decode())
+    assert found[("stepper_redis_up", ())] == 1
+    assert found[("stepper_workers_up", (("queue", "chat"),))] == 1
+    assert found[("stepper_queue_depth", (("priority", "9"), ("queue", "ocr")))] == 0
