@@ -39,6 +39,7 @@ from stepper.families import Family
 from stepper.guards.admission import Limits
 from stepper.guards.backoff import wait_before_retry
 from stepper.guards.breaker import ProviderGuard
+from stepper.logs import log_context
 from stepper.providers.base import Provider, Reply
 from stepper.registry import Registry, unavailable_reason
 from stepper.schemas import Attempt, Kind, Outcome, TaskResult, describe_validation_error
@@ -97,7 +98,11 @@ class ChainExecutor:
                     Attempt(provider=link.name, model=link.model, outcome="skipped", error=link.skip_reason, ms=0)
                 )
                 continue
-            reply = self._try_provider(family, request, link, attempts, retry_after_hints)
+            context = log_context.set({**log_context.get(), "provider": link.name})
+            try:
+                reply = self._try_provider(family, request, link, attempts, retry_after_hints)
+            finally:
+                log_context.reset(context)
             if reply is not None:
                 metrics.record_reply(family.kind, link.name, attempts, reply.usage)
                 return TaskResult(

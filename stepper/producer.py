@@ -13,6 +13,7 @@ from stepper.config import current_settings
 from stepper.errors import InvalidRequest
 from stepper.families import FAMILIES
 from stepper.llm.streaming import StreamEvent, read_stream
+from stepper.logs import CORRELATION_HEADER
 from stepper.priorities import PriorityName
 from stepper.runtime import state_redis
 from stepper.schemas import KINDS, Kind
@@ -21,7 +22,12 @@ from stepper.serving import as_cached, enqueue_refresh, result_cache
 
 
 def submit(
-    kind: Kind, request: dict[str, Any], *, priority: PriorityName | int = "normal", **options: Any
+    kind: Kind,
+    request: dict[str, Any],
+    *,
+    priority: PriorityName | int = "normal",
+    correlation_id: str | None = None,
+    **options: Any,
 ) -> AsyncResult | EagerResult:
     """Validate ``request`` here, then return a fresh cached result at once or enqueue it on the kind's queue.
 
@@ -29,7 +35,8 @@ def submit(
     nothing is enqueued; a stale one also comes back at once while one refresh is enqueued for the fleet. A
     request with an ``idempotency_key`` seen within the window returns the first submission's task. Bad
     requests fail here, with the field named, without a round trip. ``options`` go to Celery's
-    ``apply_async`` (``countdown``, ``link``, ``task_id``...).
+    ``apply_async`` (``countdown``, ``link``, ``task_id``...). ``correlation_id`` follows the request into
+    the workers' log lines.
     """
     if kind not in FAMILIES:
         raise InvalidRequest(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -39,6 +46,8 @@ def submit(
     from stepper import tasks  # loads Celery's task registry only when a producer first submits
 
     task = getattr(tasks, kind)
+    if correlation_id is not None:
+        options["headers"] = {**options.get("headers", {}), CORRELATION_HEADER: correlation_id}
     if parsed.idempotency_key is not None:
         task_id = str(options.pop("task_id", None) or uuid.uuid4())
         claim = f"{idempotency_key(kind, parsed.idempotency_key)}:task"

@@ -18,6 +18,7 @@ from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
 from stepper.llm.streaming import task_stream
+from stepper.logs import CORRELATION_HEADER, log_context
 from stepper.runtime import current_executor, state_redis
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
@@ -38,6 +39,8 @@ class FamilyTask(Task):  # type: ignore[misc]
 def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The body of every family task: validate, serve, then report the final outcome."""
     started = time.monotonic()
+    correlation_id = getattr(task.request, CORRELATION_HEADER, None) or task.request.id
+    log_context.set({"kind": kind, "correlation_id": str(correlation_id)})
     try:
         if args:
             raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")

@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from prometheus_client import multiprocess
 
-from stepper import metrics
+from stepper import logs, metrics
 from stepper.providers.http import configure_pool
 from stepper.runtime import current_executor
 
@@ -37,3 +43,11 @@ def _forget_metrics(pid: int | None = None, **_: Any) -> None:
     """Multiprocess mode keeps a dead child's files; gauges must stop counting it."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _structure_logs(logger: Any = None, **_: Any) -> None:
+    """Secrets redacted from every line; JSON lines when STEPPER_LOG_FORMAT=json."""
+    if logger is not None:
+        logs.install(logger)

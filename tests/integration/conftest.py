@@ -15,7 +15,7 @@ from celery import Celery
 
 from stepper.celery import create_app
 from stepper.config import load_config
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.workers import Worker, start_worker
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,9 @@ def start_fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     fleets: list[Fleet] = []
 
     def start(settings: dict[str, Any], *, database: int | None = None, **options: Any) -> Fleet:
-        url = f"redis://127.0.0.1:{redis_server.port}/{next(_databases) if database is None else database}"
+        number = next(_databases) if database is None else database
+        assert number < min(RESERVED_DATABASES.values()), "more test fleets than Redis databases"
+        url = f"redis://127.0.0.1:{redis_server.port}/{number}"
         directory = Path(tmp_path_factory.mktemp("worker"))
         providers = {**TEST_PROVIDERS, **settings.get("stepper_providers", {})}
         worker = start_worker(url, directory, {**settings, "stepper_providers": providers}, **options)

@@ -12,7 +12,7 @@ from pathlib import Path
 from stepper.workers.profiles import PROFILES
 from tests.integration.conftest import TEST_PROVIDERS, producer_app
 from tests.support.providers import ORDER_KEY
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.workers import REPO_ROOT, write_config
 
 
@@ -23,7 +23,8 @@ def test_profiles_cover_every_queue() -> None:
 
 
 def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: Path) -> None:
-    url = f"redis://127.0.0.1:{redis_server.port}/14"
+    database = RESERVED_DATABASES["fleet"]
+    url = f"redis://127.0.0.1:{redis_server.port}/{database}"
     module = write_config(
         tmp_path,
         {
@@ -50,7 +51,7 @@ def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: P
             time.sleep(0.1)
         app = producer_app(url)
         client = redis_server.client()
-        client.select(14)
+        client.select(database)
         result = app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "in flight"}]})
         while client.llen(ORDER_KEY) == 0:
             assert time.monotonic() < deadline, "the task never started"

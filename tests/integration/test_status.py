@@ -9,7 +9,7 @@ import sys
 
 from stepper.guards.admission import breaker_namespace
 from tests.integration.conftest import Fleet
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RESERVED_DATABASES, RedisServer, free_port
 
 
 def stepper_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -45,9 +45,10 @@ def test_health_fails_without_redis() -> None:
 
 
 def test_status_counts_every_priority_list(redis_server: RedisServer) -> None:
-    idle = f"redis://127.0.0.1:{redis_server.port}/13"  # a database no worker consumes
+    database = RESERVED_DATABASES["status"]  # a database no worker consumes
+    idle = f"redis://127.0.0.1:{redis_server.port}/{database}"
     client = redis_server.client()
-    client.select(13)
+    client.select(database)
     client.rpush("steps", b"a", b"b")
     client.rpush("steps\x06\x167", b"c")
     try:

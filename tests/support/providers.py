@@ -6,6 +6,7 @@ count calls made inside worker processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import ClassVar
@@ -104,4 +105,15 @@ class SlowChat(CountingProvider):
     def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
         self._client.rpush(ORDER_KEY, request.messages[-1].content)
         time.sleep(float(self.settings.options.get("delay_s", 0.2)))
+        return super().complete(request, model)
+
+
+class LeakyChat(CountingProvider):
+    """Logs its own key, as careless adapter code (or a vendor's echoed error) might: the logs must not show it."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        logging.getLogger("tests.leaky").warning("calling with key %s", self.api_key)
+        logging.getLogger("tests.leaky").warning("header Authorization: Bearer %s", "a-token-nobody-configured-987")
         return super().complete(request, model)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import redis
 
+#: One database per test fleet; the last few are reserved for tests that need one no worker consumes.
+DATABASES = 64
+RESERVED_DATABASES = {"status": 63, "fleet": 62}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -46,6 +50,8 @@ class RedisServer:
                 str(self.directory),
                 "--maxmemory-policy",
                 "noeviction",
+                "--databases",
+                str(DATABASES),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
