@@ -12,8 +12,8 @@ export STEPPER_REDIS_URL="${STEPPER_REDIS_URL:-redis://127.0.0.1:6379/0}"
 # hybrid: real providers where keys are configured, labelled mocks elsewhere, so a fresh machine shows every kind.
 export STEPPER_MODE="${STEPPER_MODE:-hybrid}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
-FLOWER_USER="${FLOWER_USER:-stepper}"
-FLOWER_PASSWORD="${FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
+export STEPPER_FLOWER_USER="${STEPPER_FLOWER_USER:-stepper}"
+export STEPPER_FLOWER_PASSWORD="${STEPPER_FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
 
 started=()
 stop_started() {
@@ -56,8 +56,7 @@ echo "==> starting a worker on every queue (mode $STEPPER_MODE; log in $RUN/work
 started+=($!)
 
 echo "==> starting Flower on http://127.0.0.1:$FLOWER_PORT (log in $RUN/flower.log)"
-"$BIN/celery" -A stepper flower --address=127.0.0.1 --port="$FLOWER_PORT" \
-  --basic-auth="$FLOWER_USER:$FLOWER_PASSWORD" >"$RUN/flower.log" 2>&1 &
+"$BIN/stepper" flower --address=127.0.0.1 --port="$FLOWER_PORT" >"$RUN/flower.log" 2>&1 &
 started+=($!)
 
 echo -n "==> waiting for the worker to be ready"
@@ -75,7 +74,7 @@ grep -q "ready\." "$RUN/worker.log" || { echo "the worker is not ready after 60 
 cat <<MSG
 
 ==> the fleet is serving.
-    Flower:   http://127.0.0.1:$FLOWER_PORT  (user $FLOWER_USER, password $FLOWER_PASSWORD)
+    Flower:   http://127.0.0.1:$FLOWER_PORT  (user $STEPPER_FLOWER_USER, password $STEPPER_FLOWER_PASSWORD)
     Submit:   $BIN/stepper submit chat '{"messages": [{"role": "user", "content": "hello"}]}'
     Logs:     $RUN/worker.log, $RUN/flower.log
     Press Ctrl-C to stop what make run started.

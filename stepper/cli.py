@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     exporter.add_argument("--port", type=int, default=9808)
     exporter.set_defaults(run=lambda args: _metrics(args.port))
 
+    flower = commands.add_parser("flower", help="run Flower with basic auth (STEPPER_FLOWER_USER, _PASSWORD)")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument("--unauthenticated", action="store_true", help="serve without auth (local use only)")
+    flower.set_defaults(run=lambda args: _flower(args.port, args.address, args.unauthenticated))
+
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
     demo.set_defaults(run=lambda args: _demo(args.timeout))
@@ -144,6 +150,26 @@ def _metrics(port: int) -> int:
     print(f"serving metrics on http://0.0.0.0:{port}/metrics (Ctrl-C to stop)", flush=True)
     while True:
         time.sleep(3600)
+
+
+def _flower(port: int, address: str, unauthenticated: bool) -> int:
+    """Flower shows every task's arguments: it must not be open to whoever reaches the port."""
+    user, password = os.environ.get("STEPPER_FLOWER_USER"), os.environ.get("STEPPER_FLOWER_PASSWORD")
+    env = dict(os.environ)
+    if user and password:
+        env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # the environment, not argv: ps shows argv to everyone
+    elif unauthenticated:
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    else:
+        print(
+            "stepper: refusing to start Flower without authentication: set STEPPER_FLOWER_USER and "
+            "STEPPER_FLOWER_PASSWORD, or pass --unauthenticated for local use",
+            file=sys.stderr,
+        )
+        return 2
+    argv = [sys.executable, "-m", "celery", "-A", "stepper", "flower", f"--port={port}", f"--address={address}"]
+    os.execve(argv[0], argv, env)  # noqa: S606  (become Flower)
+    return 0  # not reached
 
 
 def _worker(profile_name: str, loglevel: str) -> int:

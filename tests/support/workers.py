@@ -69,8 +69,13 @@ def start_worker(
     concurrency: int = 4,
     queues: list[str] | None = None,
     env: dict[str, str] | None = None,
+    heartbeat: bool = False,
 ) -> Worker:
-    """Start ``celery -A stepper worker`` with ``settings`` as its config module, and wait until it is ready."""
+    """Start ``celery -A stepper worker`` with ``settings`` as its config module, and wait until it is ready.
+
+    Gossip, mingle and heartbeats are off unless asked for (they slow start-up and chatter between test
+    fleets); a worker without heartbeats cannot have task events switched on remotely, as Flower does.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     module = write_config(directory, settings)
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
@@ -92,8 +97,9 @@ def start_worker(
         hostname,
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
     ]
+    if not heartbeat:
+        command.append("--without-heartbeat")
     if queues:
         command += ["--queues", ",".join(queues)]
     process_env = {
