@@ -1,0 +1,103 @@
+"""The deployment files: they parse, agree with the Makefile, and query metrics that exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY, Metric
+
+import stepper.metrics
+from stepper.metrics import FleetCollector
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def yaml_documents(path: Path) -> list[dict[str, object]]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def test_every_yaml_file_parses() -> None:
+    files = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
+    assert len(files) >= 6
+    for path in files:
+        assert yaml_documents(path), path
+
+
+def test_compose_runs_each_profile_on_a_durable_redis() -> None:
+    compose = yaml_documents(DEPLOY / "compose.yaml")[0]
+    services = compose["services"]
+    assert isinstance(services, dict)
+    commands = {name: service.get("command") for name, service in services.items()}
+    for profile in ("llm", "cpu", "ops"):
+        assert commands[f"worker-{profile}"] == ["worker", "--profile", profile]
+    redis_command = " ".join(commands["redis"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    assert {"flower", "prometheus", "grafana", "exporter"} <= set(services)
+
+
+def test_dockerfile_installs_what_the_makefile_installs() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    wanted = set(re.search(r"^SYSTEM_PACKAGES := (.*)$", makefile, re.MULTILINE).group(1).split())  # type: ignore[union-attr]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    installed = set(re.search(r"apt-get install -y --no-install-recommends ([^&\\]+)", dockerfile).group(1).split())  # type: ignore[union-attr]
+    assert installed == wanted - {"redis-server"}  # Redis runs as its own service
+    assert "USER stepper" in dockerfile
+
+
+def metric_samples() -> set[str]:
+    """Every sample name stepper can expose: its counters and histograms, and the fleet collector's gauges."""
+    names: set[str] = set()
+    families: list[Metric] = [family for family in REGISTRY.collect() if family.name.startswith("stepper_")]
+    for family in families:
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        names |= {family.name + suffix for suffix in suffixes}
+
+    class NoFleet:
+        class conf:
+            task_queues: list[object] = []
+
+    class NoRedis:
+        def ping(self) -> bool:
+            raise ConnectionError("not needed")
+
+    # With Redis unreachable the collector still describes every family it serves.
+    return names | {family.name for family in FleetCollector(NoFleet(), NoRedis()).collect()}
+
+
+def test_every_metric_the_dashboard_queries_exists() -> None:
+    assert stepper.metrics.TASKS is not None  # the module's metrics are registered on import
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "stepper.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bstepper_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard queries nothing"
+    assert queried <= metric_samples(), queried - metric_samples()
+
+
+def test_keda_reads_the_depth_the_exporter_serves() -> None:
+    for scaled in yaml_documents(DEPLOY / "k8s" / "keda.yaml"):
+        for trigger in scaled["spec"]["triggers"]:  # type: ignore[index]
+            assert "stepper_queue_depth" in trigger["metadata"]["query"]
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="docker is not installed")
+def test_docker_compose_accepts_the_file() -> None:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("docker is here but its compose plugin is not")
+    env = {**os.environ, "STEPPER_FLOWER_USER": "u", "STEPPER_FLOWER_PASSWORD": "p"}
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
