@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -61,8 +62,8 @@ def metric_samples() -> set[str]:
         names |= {family.name + suffix for suffix in suffixes}
 
     class NoFleet:
-        class conf:
-            task_queues: list[object] = []
+        class conf:  # noqa: N801  (Celery's attribute name)
+            task_queues: ClassVar[list[object]] = []
 
     class NoRedis:
         def ping(self) -> bool:
