@@ -62,7 +62,7 @@ def metric_samples() -> set[str]:
         names |= {family.name + suffix for suffix in suffixes}
 
     class NoFleet:
-        class conf:  # noqa: N801  (Celery's attribute name)
+        class conf:
             task_queues: ClassVar[list[object]] = []
 
     class NoRedis:
