@@ -148,6 +148,18 @@ stepper_webhooks = {
 # Tasks that failed for good (see `stepper dlq`): how many are kept, and for how long.
 stepper_dead_letters = {"max_entries": 100_000, "ttl_s": 30 * 86400}
 
+# Operational alerts (`stepper alerts watch`; see README, Operations). The webhook URLs are secrets, read from
+# the variables named here (or <NAME>_FILE); a sink whose variable is unset is off. The defaults:
+# stepper_alerts = {
+#     "slack_webhook_url_env": "STEPPER_SLACK_WEBHOOK_URL",
+#     "discord_webhook_url_env": "STEPPER_DISCORD_WEBHOOK_URL",
+#     "interval_s": 30,
+#     "timeout_s": 10,
+#     "queue_depth_threshold": 1000,          # messages waiting in one queue, all priorities
+#     "dlq_growth_threshold": 10,             # new dead letters between two checks
+#     "exhausted_per_minute_threshold": 5,    # ChainExhausted failures in the previous minute
+# }
+
 # Fleet-wide circuit breaker per provider (state in Redis, shared by every worker): it opens after
 # fail_max consecutive transient failures and lets one probe call through after reset_timeout_s.
 stepper_breaker = {"fail_max": 5, "reset_timeout_s": 30.0}

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepper.errors import StepperError
 from stepper.priorities import PRIORITIES, priority_value
 from stepper.schemas import KINDS, Kind
+
+if TYPE_CHECKING:
+    from stepper.alerts import AlertSink
+    from stepper.config import AlertSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     flower.add_argument("--address", default="127.0.0.1")
     flower.add_argument("--unauthenticated", action="store_true", help="serve without auth (local use only)")
     flower.set_defaults(run=lambda args: _flower(args.port, args.address, args.unauthenticated))
+
+    _add_alerts_parser(commands)
 
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")
@@ -137,6 +144,53 @@ def _health(as_json: bool) -> int:
     else:
         print("healthy" if not problems else "\n".join(f"unhealthy: {problem}" for problem in problems))
     return 1 if problems else 0
+
+
+def _add_alerts_parser(commands: Any) -> None:
+    alerts = commands.add_parser("alerts", help="send Slack/Discord alerts when breakers open, queues grow...")
+    actions = alerts.add_subparsers(dest="action", required=True)
+    watch = actions.add_parser("watch", help="check every --interval seconds until stopped")
+    watch.add_argument("--interval", type=float, default=None, help="seconds (default: stepper_alerts interval_s)")
+    watch.set_defaults(run=lambda args: _alerts_watch(args.interval))
+    check = actions.add_parser("check", help="check once and print what fired or resolved")
+    check.set_defaults(run=lambda args: _alerts_check())
+
+
+def _alert_sinks() -> tuple[AlertSettings, list[AlertSink]]:
+    from stepper.alerts import build_sinks
+    from stepper.config import current_settings
+
+    settings = current_settings().alerts
+    sinks = build_sinks(settings)
+    if not sinks:
+        print(
+            f"no alert sink configured: set {settings.slack_webhook_url_env} or {settings.discord_webhook_url_env}; "
+            "alerts are only printed",
+            file=sys.stderr,
+        )
+    return settings, sinks
+
+
+def _alerts_watch(interval_s: float | None) -> int:
+    from stepper.alerts import watch
+
+    settings, sinks = _alert_sinks()
+    interval_s = settings.interval_s if interval_s is None else interval_s
+    print(f"checking alerts every {interval_s:g}s (Ctrl-C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+        watch(interval_s, settings=settings, sinks=sinks, on_message=lambda message: print(message.line, flush=True))
+    return 0
+
+
+def _alerts_check() -> int:
+    from stepper.alerts import run_checks
+    from stepper.celery import app
+    from stepper.runtime import state_redis
+
+    settings, sinks = _alert_sinks()
+    messages = run_checks(app, state_redis(), settings, sinks)
+    print("\n".join(message.line for message in messages) or "nothing fired or resolved")
+    return 0
 
 
 def _metrics(port: int) -> int:

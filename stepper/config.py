@@ -37,6 +37,7 @@ MERGED_SETTINGS = (
     "stepper_cache",
     "stepper_webhooks",
     "stepper_dead_letters",
+    "stepper_alerts",
 )
 
 
@@ -144,6 +145,23 @@ class DeadLetterSettings(_Settings):
     ttl_s: float = Field(default=30 * 24 * 3600, gt=0)
 
 
+class AlertSettings(_Settings):
+    """Operational alerts to Slack and Discord; see stepper.alerts. Webhook URLs are secrets: read from variables."""
+
+    #: The variables holding the incoming-webhook URLs (``<NAME>_FILE`` is read too); unset: that sink is off.
+    slack_webhook_url_env: str = "STEPPER_SLACK_WEBHOOK_URL"
+    discord_webhook_url_env: str = "STEPPER_DISCORD_WEBHOOK_URL"
+    #: How often ``stepper alerts watch`` checks (its --interval overrides it).
+    interval_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: A queue with more messages waiting than this (all priority levels together) fires.
+    queue_depth_threshold: int = Field(default=1000, ge=0)
+    #: More new dead letters than this since the previous check fires.
+    dlq_growth_threshold: int = Field(default=10, ge=0)
+    #: More ChainExhausted failures than this in the previous full minute fires.
+    exhausted_per_minute_threshold: int = Field(default=5, ge=0)
+
+
 class BreakerSettings(_Settings):
     fail_max: int = Field(ge=1)
     reset_timeout_s: float = Field(gt=0)
@@ -171,6 +189,7 @@ class StepperSettings(_Settings):
     cache: CacheSettings = CacheSettings()
     webhooks: WebhookSettings = WebhookSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("chains")
     @classmethod
@@ -212,6 +231,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             cache=config.get("stepper_cache", {}),
             webhooks=config.get("stepper_webhooks", {}),
             dead_letters=config.get("stepper_dead_letters", {}),
+            alerts=config.get("stepper_alerts", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None
