@@ -63,6 +63,7 @@ stepper_providers = {
         "kinds": ["chat", "report"],
         "api_key_env": "HF_TOKEN",
         "models": ["space"],
+        "timeout_s": 120,  # a sleeping Space takes a while to wake
     },
     "tesseract": {"class": "stepper.providers.tesseract:TesseractProvider", "kinds": ["ocr"]},
     "opencv": {"class": "stepper.providers.opencv:OpenCvProvider", "kinds": ["steps", "vision"]},

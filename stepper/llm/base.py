@@ -52,10 +52,18 @@ class LlmProvider(Provider):
     default_base_url: ClassVar[str]
     #: A vendor whose errors need more than the status code to classify brings its own subclass.
     http_client: ClassVar[type[HttpClient]] = HttpClient
+    #: How the key travels: a bearer token unless the vendor says otherwise.
+    key_header: ClassVar[str] = "Authorization"
+    key_prefix: ClassVar[str] = "Bearer "
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
         self.http = self.http_client(settings, self.default_base_url, self.api_key)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The key in the vendor's header; none when no key is configured (self-hosted, public Spaces)."""
+        key = self.api_key
+        return {self.key_header: f"{self.key_prefix}{key}"} if key else {}
 
     @abstractmethod
     def send(self, call: LlmCall) -> LlmAnswer:

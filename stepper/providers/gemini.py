@@ -61,9 +61,10 @@ class GoogleHttpClient(HttpClient):
 class GeminiProvider(LlmProvider):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     http_client = GoogleHttpClient
+    key_header, key_prefix = "x-goog-api-key", ""  # a header, never ?key=: URLs end up in logs
 
     def send(self, call: LlmCall) -> LlmAnswer:
-        body = self.http.post_json(self._path(call, "generateContent"), self._payload(call), self._headers())
+        body = self.http.post_json(self._path(call, "generateContent"), self._payload(call), self.auth_headers())
         candidate = self._candidate(body)
         if candidate is None:
             raise TruncatedOutput(f"{self.settings.name} answered without candidates")
@@ -74,7 +75,7 @@ class GeminiProvider(LlmProvider):
         parts: list[str] = []
         finish: FinishReason | None = None
         usage: dict[str, int] = {}
-        for event in self.http.stream("POST", path, self._payload(call), self._headers()):
+        for event in self.http.stream("POST", path, self._payload(call), self.auth_headers()):
             chunk = event.json_object(self.settings.name)
             candidate = self._candidate(chunk)
             usage = _usage(chunk) or usage
@@ -114,10 +115,6 @@ class GeminiProvider(LlmProvider):
 
     def _path(self, call: LlmCall, method: str) -> str:
         return f"/models/{quote(call.model.removeprefix('models/'), safe='')}:{method}"
-
-    def _headers(self) -> dict[str, str]:
-        key = self.api_key
-        return {"x-goog-api-key": key} if key else {}
 
     def _candidate(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The first candidate; a prompt blocked before generation has none and says why in promptFeedback."""

@@ -26,7 +26,7 @@ class OpenAIProvider(LlmProvider):
     default_base_url = "https://api.openai.com/v1"
 
     def send(self, call: LlmCall) -> LlmAnswer:
-        body = self.http.post_json("/chat/completions", self._payload(call, stream=False), self._headers())
+        body = self.http.post_json("/chat/completions", self._payload(call, stream=False), self.auth_headers())
         try:
             choice = body["choices"][0]
             message = choice["message"]
@@ -45,7 +45,9 @@ class OpenAIProvider(LlmProvider):
         parts: list[str] = []
         finish: FinishReason | None = None
         usage: dict[str, int] = {}
-        for event in self.http.stream("POST", "/chat/completions", self._payload(call, stream=True), self._headers()):
+        for event in self.http.stream(
+            "POST", "/chat/completions", self._payload(call, stream=True), self.auth_headers()
+        ):
             if event.data == "[DONE]":
                 if finish is None:
                     break
@@ -83,10 +85,6 @@ class OpenAIProvider(LlmProvider):
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
         return payload
-
-    def _headers(self) -> dict[str, str]:
-        key = self.api_key
-        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _finish_reason(self, reason: Any) -> FinishReason:
         if reason not in FINISH_REASONS:

@@ -19,12 +19,12 @@ from stepper.errors import (
     UnsupportedInput,
 )
 from stepper.llm.base import LlmCall
-from stepper.llm.streaming import StreamEvent, current_sink
 from stepper.providers.gemini import GeminiProvider, gemini_schema
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import Message
 from tests.support.fake_http import Fault, running
+from tests.support.streaming import Sink, streamed
 from tests.support.vendors.gemini import FakeGemini
 
 KEY = "AIzaSy-fake-gemini-key-0123456789"
@@ -239,29 +239,10 @@ def test_503_is_unavailable(provider: GeminiProvider, fake: FakeGemini) -> None:
         provider.complete(chat(), MODEL)
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[StreamEvent] = []
-
-    def delta(self, text: str) -> None:
-        self.events.append(StreamEvent("delta", text))
-
-    def reset(self, reason: str) -> None:
-        self.events.append(StreamEvent("reset", reason))
-
-
-def streamed(provider: GeminiProvider, request: ChatRequest, sink: Sink) -> str:
-    token = current_sink.set(sink)
-    try:
-        return provider.complete(request, MODEL).output.message.content
-    finally:
-        current_sink.reset(token)
-
-
 def test_streaming_relays_deltas_and_returns_the_whole_answer(provider: GeminiProvider, fake: FakeGemini) -> None:
     sink = Sink()
     fake.thoughts.append("Thinking first.")
-    text = streamed(provider, chat("stream me please", stream=True), sink)
+    text = streamed(provider, chat("stream me please", stream=True), sink, MODEL)
     assert text == "fake-gemini says: stream me please"
     assert [event.type for event in sink.events] == ["delta"] * 5
     assert "".join(event.text for event in sink.events) == text
@@ -285,7 +266,7 @@ def test_stream_that_stops_midway_resets_and_raises(provider: GeminiProvider, fa
     fake.inject(Fault(stop_stream_after=2))
     sink = Sink()
     with pytest.raises(TruncatedOutput, match="finishReason"):
-        streamed(provider, chat("one two three four five six", stream=True), sink)
+        streamed(provider, chat("one two three four five six", stream=True), sink, MODEL)
     assert [event.type for event in sink.events] == ["delta", "delta", "reset"]
 
 

@@ -9,11 +9,12 @@ import pytest
 
 from stepper.config import ProviderSettings
 from stepper.errors import AuthError, ContentRejected, RateLimited, TruncatedOutput
-from stepper.llm.streaming import StreamEvent, current_sink
+from stepper.llm.streaming import current_sink
 from stepper.providers.openai import OpenAIProvider
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from tests.support.fake_http import Fault, running
+from tests.support.streaming import Sink
 from tests.support.vendors.openai import FakeOpenAI
 
 KEY = "sk-fake-openai-key-123"
@@ -101,17 +102,6 @@ def test_429_carries_retry_after(provider: OpenAIProvider, fake: FakeOpenAI) -> 
     with pytest.raises(RateLimited) as caught:
         provider.complete(chat(), "m")
     assert caught.value.retry_after_s == 2.0
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[StreamEvent] = []
-
-    def delta(self, text: str) -> None:
-        self.events.append(StreamEvent("delta", text))
-
-    def reset(self, reason: str) -> None:
-        self.events.append(StreamEvent("reset", reason))
 
 
 def test_streaming_relays_deltas_and_returns_the_whole_answer(provider: OpenAIProvider, fake: FakeOpenAI) -> None:

@@ -1,0 +1,29 @@
+"""Recording what an LLM adapter streams, for the adapters' tests."""
+
+from __future__ import annotations
+
+from stepper.llm.base import LlmProvider
+from stepper.llm.streaming import StreamEvent, current_sink
+from stepper.schemas import ChatRequest
+
+
+class Sink:
+    """A delta sink that keeps every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[StreamEvent] = []
+
+    def delta(self, text: str) -> None:
+        self.events.append(StreamEvent("delta", text))
+
+    def reset(self, reason: str) -> None:
+        self.events.append(StreamEvent("reset", reason))
+
+
+def streamed(provider: LlmProvider, request: ChatRequest, sink: Sink, model: str = "test-model") -> str:
+    """Complete ``request`` with ``sink`` as the task's stream; the final answer's text."""
+    token = current_sink.set(sink)
+    try:
+        return provider.complete(request, model).output.message.content
+    finally:
+        current_sink.reset(token)
