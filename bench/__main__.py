@@ -8,29 +8,39 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import ocr
+from bench import cache_hit, memory, ocr, overhead
 from bench.harness import private_redis
 
 RESULTS = Path("bench-results.json")
+#: Each module's ``run(redis)`` returns its results by name, in the shape of ``bench.harness.compare``.
+BENCHMARKS = (ocr, overhead, cache_hit, memory)
 
 
 def main() -> int:
     print(f"stepper benchmarks on {platform.machine()}, {os.cpu_count()} cores (timings are noisy; ratios hold)")
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
     with private_redis() as redis:
-        for name, module in (("ocr", ocr),):
-            results[name] = module.run(redis)
-            figures = results[name]
-            verdict = "meets" if figures["met"] else "MISSES"
-            print(
-                f"{name:>5}: {figures['candidate']['name']} {figures['candidate']['per_second']}/s vs "
-                f"{figures['baseline']['name']} {figures['baseline']['per_second']}/s = {figures['ratio']}x "
-                f"({verdict} target {figures['target']}x)"
-            )
+        for module in BENCHMARKS:
+            for name, figures in module.run(redis).items():
+                results[name] = figures
+                print(line(name, figures), flush=True)
     RESULTS.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}, indent=2))
-    print(f"written to {RESULTS}")
+    print(f"written to {RESULTS} after {time.monotonic() - started:.0f}s")
     return 0
+
+
+def line(name: str, figures: dict[str, Any]) -> str:
+    """``name: candidate vs baseline = ratio (meets|MISSES target ...)``."""
+    candidate, baseline = figures["candidate"], figures["baseline"]
+    verdict = "meets" if figures["met"] else "MISSES"
+    return (
+        f"{name:>19}: {candidate['name']} {candidate['value']:g} {candidate['unit']} vs "
+        f"{baseline['name']} {baseline['value']:g} {baseline['unit']} = {figures['ratio']}x "
+        f"({verdict} target {figures['target']})"
+    )
 
 
 if __name__ == "__main__":

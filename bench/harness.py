@@ -1,11 +1,15 @@
-"""What every benchmark shares: a private Redis, real workers, and a timer."""
+"""What every benchmark shares: a private Redis, real workers, a timer, and one shape for every result."""
 
 from __future__ import annotations
 
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,7 @@ from celery import Celery
 from stepper.celery import create_app
 from stepper.config import load_config
 from tests.support.redis_server import RedisServer
-from tests.support.workers import Worker, start_worker
+from tests.support.workers import REPO_ROOT, Worker, start_worker
 
 
 @dataclass
@@ -29,6 +33,44 @@ class Measurement:
     @property
     def per_second(self) -> float:
         return self.items / self.seconds
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One side of a comparison: what was measured, how much, in what unit."""
+
+    name: str
+    value: float
+    unit: str
+
+
+def compare(
+    candidate: Figure, baseline: Figure, target: str, met: bool, ratio: float | None = None, **details: Any
+) -> dict[str, Any]:
+    """A benchmark's result as ``__main__`` prints it and bench-results.json keeps it.
+
+    ``ratio`` is candidate over baseline unless given (a median of per-round ratios); ``target`` says in words
+    what ``met`` was decided on: a ratio, or an absolute figure when the ratio is only context.
+    """
+    return {
+        "candidate": {"name": candidate.name, "value": _rounded(candidate.value), "unit": candidate.unit},
+        "baseline": {"name": baseline.name, "value": _rounded(baseline.value), "unit": baseline.unit},
+        "ratio": round(candidate.value / baseline.value if ratio is None else ratio, 2),
+        "target": target,
+        "met": met,
+        **details,
+    }
+
+
+def _rounded(value: float) -> float:
+    return round(value, 3 if abs(value) < 10 else 1)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``samples`` (0.5: the median), interpolated."""
+    if fraction == 0.5:
+        return statistics.median(samples)
+    return statistics.quantiles(samples, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
 def progress(message: str) -> None:
@@ -59,10 +101,71 @@ def private_redis() -> Iterator[RedisServer]:
 def fleet(
     redis: RedisServer, database: int, settings: dict[str, Any], **options: Any
 ) -> Iterator[tuple[Celery, Worker]]:
-    url = f"redis://127.0.0.1:{redis.port}/{database}"
+    url = redis_url(redis, database)
     with tempfile.TemporaryDirectory() as directory:
         worker = start_worker(url, Path(directory), settings, **options)
         try:
             yield create_app(load_config({"STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": "bench_absent"})), worker
+        finally:
+            worker.stop()
+
+
+def redis_url(redis: RedisServer, database: int) -> str:
+    return f"redis://127.0.0.1:{redis.port}/{database}"
+
+
+def start_celery_worker(
+    app: str,
+    directory: Path,
+    env: dict[str, str],
+    *,
+    name: str,
+    pool: str = "threads",
+    concurrency: int = 4,
+    queues: Sequence[str] = (),
+) -> Worker:
+    """Start ``celery -A <app> worker`` for any app importable from the repository, and wait until it is ready.
+
+    The same command line as tests.support.workers.start_worker (no gossip, mingle or heartbeat), for apps
+    that take their settings from ``env`` rather than from a config module.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+    log_path = directory / f"{hostname}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", app, "worker",
+        "--loglevel", "INFO",
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--hostname", hostname,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    if queues:
+        command += ["--queues", ",".join(queues)]
+    process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+    with log_path.open("wb") as log_file:
+        # Our own interpreter and arguments; nothing from outside reaches the command line.
+        process = subprocess.Popen(  # noqa: S603
+            command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    worker = Worker(hostname, process, log_path, directory)
+    try:
+        worker.wait_ready()
+    except RuntimeError:
+        worker.stop()
+        raise
+    return worker
+
+
+@contextmanager
+def bare_worker(redis: RedisServer, database: int, **options: Any) -> Iterator[tuple[Celery, Worker]]:
+    """A ``bench.bare_app`` worker and a producer app on the same Redis database."""
+    from bench import bare_app
+
+    url = redis_url(redis, database)
+    with tempfile.TemporaryDirectory() as directory:
+        worker = start_celery_worker("bench.bare_app", Path(directory), {bare_app.BROKER_ENV: url}, **options)
+        try:
+            yield bare_app.create_app(url), worker
         finally:
             worker.stop()

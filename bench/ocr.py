@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytesseract
 
-from bench.harness import Measurement, fleet, progress, timed
+from bench.harness import Figure, compare, fleet, progress, timed
 from tests.support.redis_server import RedisServer
 
 IMAGES = 48
+TARGET = 2.0
 WORDS = ["stepper", "worker", "fleet", "invoice", "total", "settings", "saved", "report", "queue", "priority"]
 
 
@@ -34,7 +35,7 @@ def screenshots(count: int) -> list[bytes]:
     return images
 
 
-def run(redis: RedisServer) -> dict[str, Any]:
+def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     images = screenshots(IMAGES)
     cores = os.cpu_count() or 1
     progress(f"ocr: plain pytesseract loop over {IMAGES} images")
@@ -53,15 +54,12 @@ def run(redis: RedisServer) -> dict[str, Any]:
                 result.get(timeout=120)
 
         tasks = timed("stepper.ocr tasks", IMAGES, submit_and_wait)
-    return report(baseline, tasks, target=2.0)
-
-
-def report(baseline: Measurement, candidate: Measurement, target: float) -> dict[str, Any]:
-    ratio = candidate.per_second / baseline.per_second
+    ratio = tasks.per_second / baseline.per_second
     return {
-        "baseline": {"name": baseline.name, "per_second": round(baseline.per_second, 2)},
-        "candidate": {"name": candidate.name, "per_second": round(candidate.per_second, 2)},
-        "ratio": round(ratio, 2),
-        "target": target,
-        "met": ratio >= target,
+        "ocr": compare(
+            Figure(f"{tasks.name} (prefork x{cores})", tasks.per_second, "images/s"),
+            Figure(baseline.name, baseline.per_second, "images/s"),
+            f">= {TARGET}x",
+            ratio >= TARGET,
+        )
     }
