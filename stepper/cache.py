@@ -33,6 +33,24 @@ class Hit:
     fresh: bool
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What one look at the cache found: the stored result, or whether this caller now owns the computation."""
+
+    hit: Hit | None
+    claimed: bool
+
+
+# Read the result or, when there is none, claim its computation: one round trip on every miss.
+_PROBE = """
+local value = redis.call('GET', KEYS[1])
+if value then return {value, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return {false, 1} end
+return {false, 0}
+"""
+
+
 def _digest(material: Any) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -69,18 +87,30 @@ class ResultCache:
     def __init__(self, client: Redis, settings: CacheSettings) -> None:
         self.client = client
         self.settings = settings
+        self._probe = client.register_script(_PROBE)
+
+    def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
+        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
+        raw, claimed = self._probe(keys=[key, f"{key}:flight"], args=[owner, max(1, int(lease_s * 1000))])
+        return Probe(None if raw is None else self._hit(raw, window), bool(claimed))
+
+    def finish(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
+        """Store the result and release the computation's claim, in one round trip."""
+        entry = json.dumps({"result": result, "stored_at": time.time()}, separators=(",", ":"))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, entry, px=max(1, int(ttl_s * 1000)))
+        pipe.delete(f"{key}:flight")
+        pipe.execute()
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
         """The stored result; without a window (idempotency) it never goes stale."""
         raw = self.client.get(key)
-        if raw is None:
-            return None
+        return None if raw is None else self._hit(raw, window)
+
+    @staticmethod
+    def _hit(raw: bytes | str, window: CacheWindow | None) -> Hit:
         entry = json.loads(raw)
         return Hit(entry["result"], window is None or time.time() - entry["stored_at"] < window.fresh_s)
-
-    def put(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
-        entry = json.dumps({"result": result, "stored_at": time.time()}, separators=(",", ":"))
-        self.client.set(key, entry, px=max(1, int(ttl_s * 1000)))
 
     def claim_refresh(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per stale period, fleet-wide: that one enqueues the refresh."""

@@ -47,11 +47,11 @@ def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) 
     lease_s = float(current_config().get("task_time_limit") or 300)
     if request.idempotency_key is not None:
         key = idempotency_key(family.kind, request.idempotency_key)
-        if (done := results.get(key)) is not None:
-            return as_cached(done.result)
-        return _single_flight(
-            results, key, task_id, ttl_s=settings.cache.idempotency_window_s, lease_s=lease_s, compute=compute
-        )
+        probe = results.probe(key, task_id, lease_s)
+        if probe.hit is not None:
+            return as_cached(probe.hit.result)
+        ttl_s = settings.cache.idempotency_window_s
+        return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
     if not cacheable(family.kind, request, settings.cache):
         return compute()
     window = settings.cache.windows[family.kind]
@@ -59,16 +59,18 @@ def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) 
     key = cache_key(family.kind, request, settings, family.output_model)
     if request.cache == "refresh":
         try:
-            return _single_flight(results, key, task_id, ttl_s=ttl_s, lease_s=lease_s, compute=compute)
+            claimed = results.claim_flight(key, task_id, lease_s)
+            return _single_flight(results, key, claimed, ttl_s=ttl_s, compute=compute)
         finally:
             results.refreshed(key)
-    hit = results.get(key, window)
+    probe = results.probe(key, task_id, lease_s, window)
+    hit = probe.hit
     metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
     if hit is not None:
         if not hit.fresh and results.claim_refresh(key, lease_s):
             enqueue_refresh(family, request)
         return as_cached(hit.result)
-    return _single_flight(results, key, task_id, ttl_s=ttl_s, lease_s=lease_s, compute=compute)
+    return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
 
 
 def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:
@@ -78,17 +80,17 @@ def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> No
     app.send_task(f"stepper.{family.kind}", kwargs={**request.content(), "cache": "refresh"}, priority="batch")
 
 
-def _single_flight(
-    results: ResultCache, key: str, owner: str, *, ttl_s: float, lease_s: float, compute: Compute
-) -> dict[str, Any]:
-    if not results.claim_flight(key, owner, lease_s):
+def _single_flight(results: ResultCache, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:
+    """Compute when this caller claimed the computation; otherwise wait for the one who did."""
+    if not claimed:
         waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
         if waited is not None:
             return as_cached(waited)
         # The computation we waited for was abandoned (its worker died, or it failed): do it ourselves.
     try:
         result = compute()
-        results.put(key, result, ttl_s)
-        return result
-    finally:
+    except BaseException:
         results.land(key)
+        raise
+    results.finish(key, result, ttl_s)
+    return result
