@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
-from stepper import metrics
+from stepper import metrics, tracing
 from stepper.config import ChainEntry, ProviderSettings, StepperSettings
 from stepper.errors import (
     AuthError,
@@ -100,7 +100,8 @@ class ChainExecutor:
                 continue
             context = log_context.set({**log_context.get(), "provider": link.name})
             try:
-                reply = self._try_provider(family, request, link, attempts, retry_after_hints)
+                with tracing.span("stepper.provider", {"stepper.provider": link.name, "stepper.model": link.model}):
+                    reply = self._try_provider(family, request, link, attempts, retry_after_hints)
             finally:
                 log_context.reset(context)
             if reply is not None:

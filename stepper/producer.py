@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from celery.result import AsyncResult, EagerResult
 
+from stepper import tracing
 from stepper.cache import cache_key, cacheable, idempotency_key
 from stepper.config import current_settings
 from stepper.errors import InvalidRequest
@@ -40,14 +41,33 @@ def submit(
     """
     if kind not in FAMILIES:
         raise InvalidRequest(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    family = FAMILIES[kind]
-    parsed = cast(TaskRequest, family.parse(request))
-    settings = current_settings()
+    parsed = cast(TaskRequest, FAMILIES[kind].parse(request))
     from stepper import tasks  # loads Celery's task registry only when a producer first submits
 
     task = getattr(tasks, kind)
     if correlation_id is not None:
         options["headers"] = {**options.get("headers", {}), CORRELATION_HEADER: correlation_id}
+    if tracing.setup():
+        with tracing.span("stepper.submit", {"stepper.kind": kind}):
+            headers: dict[str, str] = dict(options.get("headers", {}))
+            tracing.inject(headers)  # the worker's task span continues this trace
+            options["headers"] = headers
+            return _send(task, kind, request, parsed, priority=priority, options=options)
+    return _send(task, kind, request, parsed, priority=priority, options=options)
+
+
+def _send(
+    task: Any,
+    kind: Kind,
+    request: dict[str, Any],
+    parsed: TaskRequest,
+    *,
+    priority: PriorityName | int,
+    options: dict[str, Any],
+) -> AsyncResult | EagerResult:
+    """A cached result, the first task of a known idempotency key, or a new message."""
+    settings = current_settings()
+    family = FAMILIES[kind]
     if parsed.idempotency_key is not None:
         task_id = str(options.pop("task_id", None) or uuid.uuid4())
         claim = f"{idempotency_key(kind, parsed.idempotency_key)}:task"

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from stepper import tracing
 from stepper.config import ProviderSettings
 from stepper.errors import (
     AuthError,
@@ -134,9 +135,11 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
+        outgoing = dict(headers)
+        tracing.inject(outgoing)  # the vendor call joins the task's trace, when tracing is on
         try:
             response = session().request(
-                method, url, params=params, json=payload, headers=dict(headers), timeout=self.timeout, stream=stream
+                method, url, params=params, json=payload, headers=outgoing, timeout=self.timeout, stream=stream
             )
         except requests.exceptions.Timeout:
             raise Timeout(f"{self.name} did not answer within {self.timeout[1]:g}s") from None

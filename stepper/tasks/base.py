@@ -12,7 +12,7 @@ from celery import Task
 from celery.exceptions import Retry
 from pydantic import BaseModel
 
-from stepper import metrics, outcomes
+from stepper import metrics, outcomes, tracing
 from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES, Family
@@ -43,6 +43,16 @@ def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict
     started = time.monotonic()
     correlation_id = getattr(task.request, CORRELATION_HEADER, None) or task.request.id
     log_context.set({"kind": kind, "correlation_id": str(correlation_id)})
+    trace_headers = {
+        name: value for name in ("traceparent", "tracestate") if (value := getattr(task.request, name, None))
+    }
+    with tracing.span("stepper.task", {"stepper.kind": kind, "celery.task_id": task.request.id}, trace_headers):
+        return _run_family(task, kind, args, kwargs, started)
+
+
+def _run_family(
+    task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any], started: float
+) -> dict[str, Any]:
     try:
         if args:
             raise InvalidRequest(f"stepper.{kind} takes keyword arguments only; got {len(args)} positional argument(s)")

@@ -14,7 +14,7 @@ from celery.signals import (
 )
 from prometheus_client import multiprocess
 
-from stepper import logs, metrics
+from stepper import logs, metrics, tracing
 from stepper.providers.http import configure_pool
 from stepper.runtime import current_executor
 
@@ -25,6 +25,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     pooled one; and tesseract single-threaded, because the pool already keeps every core busy and OpenMP
     threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    tracing.setup()
     concurrency = int(getattr(sender, "concurrency", 0) or 0)
     if concurrency:
         configure_pool(concurrency)
@@ -34,8 +35,9 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
-    """Build this child's registry, guard and Redis client before its first task arrives."""
+    """Build this child's registry, guard, Redis client and tracer before its first task arrives."""
     current_executor()
+    tracing.setup()
 
 
 @worker_process_shutdown.connect
