@@ -36,6 +36,8 @@ class FamilyTask(Task):  # type: ignore[misc]
     throws = (InvalidRequest, ChainExhausted)
     # Celery formats each result into its "succeeded" log line; a short prefix says enough and costs less.
     resultrepr_maxsize = 256
+    # A malformed message is rejected instead of crashing the consumer (which would redeliver it forever).
+    Strategy = "stepper.tasks.strategy:guarded"
 
 
 def run_family(task: FamilyTask, kind: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

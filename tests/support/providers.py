@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from typing import ClassVar
 
@@ -117,3 +118,33 @@ class LeakyChat(CountingProvider):
         logging.getLogger("tests.leaky").warning("calling with key %s", self.api_key)
         logging.getLogger("tests.leaky").warning("header Authorization: Bearer %s", "a-token-nobody-configured-987")
         return super().complete(request, model)
+
+
+class RandomlyFailingChat(CountingProvider):
+    """Fails ``options.failure_rate`` of its calls at random with a retryable error."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._client.incr(f"test:tries:{self.settings.name}")
+        if random.random() < float(self.settings.options.get("failure_rate", 0.3)):
+            raise Unavailable(f"{self.settings.name} failed at random")
+        return super().complete(request, model)
+
+
+class SwitchableChat(CountingProvider):
+    """Down while the Redis key ``test:down:<name>`` exists; when up, answers after ``options.delay_s``."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._client.incr(f"test:tries:{self.settings.name}")
+        if self._client.exists(f"test:down:{self.settings.name}"):
+            raise Unavailable(f"{self.settings.name} is down")
+        time.sleep(float(self.settings.options.get("delay_s", 0.0)))
+        return super().complete(request, model)
+
+
+def tries(client: redis.Redis, name: str) -> int:
+    """Calls that reached a provider, failed or not."""
+    return int(client.get(f"test:tries:{name}") or 0)
