@@ -141,6 +141,8 @@ stepper_cache = {
 stepper_webhooks = {
     "secret_env": "STEPPER_WEBHOOK_SECRET",
     "retry_for_s": 3600,
+    "backoff_base_s": 2.0,
+    "backoff_cap_s": 300.0,
     "timeout_s": 10,
     "allowed_hosts": [],
     "allowed_networks": [],

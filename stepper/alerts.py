@@ -27,6 +27,7 @@ import redis
 from redis import Redis
 
 from stepper.config import AlertSettings
+from stepper.dlq import INDEX_KEY as DLQ_INDEX_KEY
 from stepper.fleetstate import FleetState, breaker_states, queue_depths
 from stepper.secrets import resolve_secret
 
@@ -37,7 +38,6 @@ FIRING_KEY = "stepper:alerts:firing"
 #: The dead-letter count at the previous check: a hash {"count", "at", "growth"}.
 DLQ_BASELINE_KEY = "stepper:alerts:dlq"
 #: The dead-letter store's index (a sorted set, one member per dead letter).
-DLQ_INDEX_KEY = "stepper:dlq:index"
 EXHAUSTED_KEY = "stepper:alerts:exhausted:{minute}"
 EXHAUSTED_TTL_S = 180
 OPEN_BREAKER_STATES = ("open", "half-open")

@@ -38,11 +38,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
     app.config_from_object(
         {
             **config,
-            # One queue per family, named after it; a worker started without -Q consumes all six.
-            "task_queues": [Queue(kind, routing_key=kind) for kind in KINDS],
+            # One queue per family, named after it, and one for webhook deliveries; a worker started without
+            # -Q consumes them all.
+            "task_queues": [
+                *(Queue(kind, routing_key=kind) for kind in KINDS),
+                Queue("callbacks", routing_key="callbacks"),
+            ],
             "task_routes": {
                 **{f"stepper.{kind}": {"queue": kind} for kind in KINDS},
                 "stepper.voices": {"queue": "speech"},
+                "stepper.deliver_webhook": {"queue": "callbacks"},
             },
         }
     )

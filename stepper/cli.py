@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stepper.cli_dlq import add_dlq_parser
 from stepper.errors import StepperError
 from stepper.priorities import PRIORITIES, priority_value
 from stepper.schemas import KINDS, Kind
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     flower.set_defaults(run=lambda args: _flower(args.port, args.address, args.unauthenticated))
 
     _add_alerts_parser(commands)
+    add_dlq_parser(commands)
 
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")

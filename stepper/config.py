@@ -131,6 +131,10 @@ class WebhookSettings(_Settings):
     secret_env: str = "STEPPER_WEBHOOK_SECRET"  # noqa: S105  (the variable's name, not a secret)
     #: Keep retrying a failing receiver (with backoff) for this long.
     retry_for_s: float = Field(default=3600.0, gt=0)
+    #: Exponential backoff with full jitter between attempts: up to base * 2**retries, at most cap (a receiver's
+    #: Retry-After can ask for longer). Countdowns also stay under stepper_retry.task_countdown_cap_s.
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
     timeout_s: float = Field(default=10.0, gt=0)
     #: When not empty, only these hosts may receive callbacks.
     allowed_hosts: tuple[str, ...] = ()

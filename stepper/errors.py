@@ -16,7 +16,8 @@
     │       ├── AuthError            bad or missing credentials: next provider, no breaker trip
     │       ├── UnsupportedInput     this provider cannot do it: next provider
     │       └── ContentRejected      a safety refusal of the content itself: stops the chain
-    └── ChainExhausted               every provider in the chain failed; carries each attempt
+    ├── ChainExhausted               every provider in the chain failed; carries each attempt
+    └── DeliveryFailed               a webhook receiver never accepted the outcome
 
 Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
 result backend can rebuild it for a producer's ``.get()`` with the same type and message.
@@ -32,6 +33,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "ContentRejected",
+    "DeliveryFailed",
     "InvalidRequest",
     "PermanentError",
     "ProviderError",
@@ -153,3 +155,8 @@ class ChainExhausted(StepperError):
     def retry_after_s(self) -> float | None:
         value: float | None = self.args[3]
         return value
+
+
+class DeliveryFailed(StepperError):
+    """The webhook receiver did not accept the callback and stepper stopped trying (the outcome itself is in
+    the result backend)."""

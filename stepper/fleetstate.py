@@ -13,6 +13,7 @@ from typing import Any
 from redis import Redis
 
 from stepper.defaults import PRIORITY_STEPS
+from stepper.dlq import INDEX_KEY as DLQ_INDEX_KEY
 
 #: kombu's separator between a queue's name and its priority level (its default, kept on purpose).
 PRIORITY_SEP = "\x06\x16"
@@ -111,4 +112,5 @@ def read_fleet(app: Any, client: Redis, queues: list[str], timeout_s: float = 1.
         workers=worker_states(app, timeout_s),
         breakers=breaker_states(client),
         buckets=rate_buckets(client),
+        dead_letters=int(client.zcard(DLQ_INDEX_KEY)),
     )

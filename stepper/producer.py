@@ -20,6 +20,7 @@ from stepper.runtime import state_redis
 from stepper.schemas import KINDS, Kind
 from stepper.schemas.common import TaskRequest
 from stepper.serving import as_cached, enqueue_refresh, result_cache
+from stepper.webhooks import check_callback_url
 
 
 def submit(
@@ -42,6 +43,8 @@ def submit(
     if kind not in FAMILIES:
         raise InvalidRequest(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
     parsed = cast(TaskRequest, FAMILIES[kind].parse(request))
+    if parsed.callback_url is not None:
+        check_callback_url(parsed.callback_url, current_settings().webhooks)
     from stepper import tasks  # loads Celery's task registry only when a producer first submits
 
     task = getattr(tasks, kind)

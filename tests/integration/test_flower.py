@@ -69,7 +69,9 @@ def test_flower_lists_workers_and_a_finished_task(watched_fleet: Fleet, flower: 
             break
         assert time.monotonic() < deadline, "Flower never saw a task"
         time.sleep(1)
-    assert tasks[task_id]["name"] == "stepper.chat" and tasks[task_id]["state"] == "SUCCESS"
+    # Its events arrive one by one: wait for the last.
+    finished = poll(f"{flower}/api/tasks", lambda body: body.get(task_id, {}).get("state") == "SUCCESS")
+    assert finished[task_id]["name"] == "stepper.chat"
 
 
 def test_flower_refuses_to_start_unauthenticated() -> None:

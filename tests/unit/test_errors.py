@@ -51,6 +51,7 @@ EXAMPLES: list[StepperError] = [
     AuthError("openai answered 401"),
     UnsupportedInput("no such model: gpt-9"),
     ContentRejected("refused by the safety filter"),
+    errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
     ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
     ChainExhausted("empty chain"),
