@@ -63,3 +63,8 @@ def test_speech_is_stored_as_an_artifact(engine_fleet: Fleet) -> None:
     path = Path(unquote(urlsplit(audio["uri"]).path))
     assert audio["uri"].startswith("file://") and path.read_bytes()[:4] == b"RIFF"
     assert path.stat().st_size == audio["bytes"]
+
+
+def test_the_voices_task_lists_what_the_workers_have(engine_fleet: Fleet) -> None:
+    listing = engine_fleet.app.send_task("stepper.voices").get(timeout=60)
+    assert "en" in {voice["id"] for voice in listing["espeak"]["voices"]}
