@@ -47,7 +47,10 @@ class Limits:
 
 
 class GuardBackend(Protocol):
-    def admit(self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float) -> Admission: ...
+    def admit(
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+    ) -> Admission:
+        """``overspent``: tokens earlier calls used beyond their estimate, settled first (saves a round trip)."""
 
     def settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
         """Charge (or refund, when negative) the difference between estimated and real token use."""
@@ -69,6 +72,10 @@ def breaker_namespace(provider: str) -> str:
 
 _ADMIT = """
 local reset_ms = tonumber(ARGV[1])
+local overspent = tonumber(ARGV[5])
+if overspent ~= 0 and tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('HINCRBYFLOAT', KEYS[6], 'tokens', -overspent)
+end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('GET', KEYS[1]) or 'closed'
@@ -125,12 +132,14 @@ class RedisGuardBackend:
         self._client = client
         self._admit = client.register_script(_ADMIT)
 
-    def admit(self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float) -> Admission:
+    def admit(
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+    ) -> Admission:
         breaker, probe, rpm, tpm = _keys(provider)
         keys = [f"{breaker}:pybreaker:state", f"{breaker}:pybreaker:fail_counter", f"{breaker}:pybreaker:opened_at"]
         state, fails, verdict, wait_ms = self._admit(
             keys=[*keys, probe, rpm, tpm],
-            args=[int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens],
+            args=[int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent],
         )
         return Admission(verdict.decode(), state.decode(), int(fails), int(wait_ms) / 1000)
 
@@ -214,7 +223,11 @@ class MemoryGuardBackend:
         self._probe_until: dict[str, float] = {}
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
 
-    def admit(self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float) -> Admission:
+    def admit(
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+    ) -> Admission:
+        if overspent:
+            self.settle_tokens(provider, limits, overspent)
         storage = self.breaker_storage(provider)
         with self._lock:
             now = time.time()

@@ -59,6 +59,10 @@ class ProviderGuard:
         self._sleep = sleep
         self._listeners = (_ReportTransitions(), *listeners)
         self._local = threading.local()
+        # Tokens used beyond the estimates, per provider, settled in the next admission's script (one round
+        # trip fewer per call); a process that never calls that provider again leaves the bucket to refill.
+        self._overspent: dict[str, int] = {}
+        self._overspent_lock = threading.Lock()
 
     def call(self, provider: str, limits: Limits, tokens: int, fn: Callable[[], ReplyT]) -> ReplyT:
         """Run ``fn`` if the breaker and the rate limits let it; raise CircuitOpen or RateLimited if not."""
@@ -77,15 +81,20 @@ class ProviderGuard:
         if limits.tpm:
             used = reply.usage.get("input_tokens", 0) + reply.usage.get("output_tokens", 0)
             if used:
-                self._backend.settle_tokens(provider, limits, used - tokens)
+                with self._overspent_lock:
+                    self._overspent[provider] = self._overspent.get(provider, 0) + used - tokens
         return reply
 
     def _admit(self, provider: str, limits: Limits, tokens: int) -> Admission | None:
         """Ask the backend, waiting out short rate-limit waits. None: the backend is down, call unguarded."""
         deadline = time.monotonic() + self._max_wait_s
         while True:
+            with self._overspent_lock:
+                overspent = self._overspent.pop(provider, 0)
             try:
-                admission = self._backend.admit(provider, limits, tokens, self._settings.reset_timeout_s)
+                admission = self._backend.admit(
+                    provider, limits, tokens, self._settings.reset_timeout_s, overspent=overspent
+                )
             except RedisError as exc:
                 # The guards protect vendors; a Redis outage must not stop work that is already running.
                 log.warning("guard state unreachable (%s); calling %s without breaker or rate limit", exc, provider)

@@ -344,6 +344,20 @@ def test_a_successful_call_is_one_redis_command(redis_client: redis.Redis, monke
     assert "cmdstat_incr" not in stats
 
 
+def test_token_settlement_rides_on_the_next_admission(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    limits = Limits(tpm=1000)
+    used_more = Reply(OK.output, {"input_tokens": 300, "output_tokens": 300})
+    guard.call("p", limits, 100, lambda: used_more)  # 100 reserved, 600 used: 500 still owed
+    sent = count_commands(redis_client, monkeypatch)
+    assert guard.call("p", limits, 100, Calls()) is OK
+    assert sent == ["EVALSHA"]  # the 500 were settled inside the admission script
+    left = float(redis_client.hget("stepper:{p}:tpm", "tokens") or 0)
+    assert left < 1000 - 100 - 600 + 5  # both calls' real use is charged (plus a few ms of refill)
+
+
 def test_fails_open_when_redis_is_unreachable() -> None:
     client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     guard = ProviderGuard(RedisGuardBackend(client), BREAKER, max_wait_s=0)
