@@ -36,7 +36,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -44,7 +43,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -53,7 +51,7 @@ import requests
 from stepper.config import WebhookSettings
 from stepper.errors import ConfigError, DeliveryFailed, InvalidRequest
 from stepper.guards.backoff import full_jitter
-from stepper.media.netguard import Network, blocked_reason, guarded_session, parse_networks
+from stepper.media.netguard import Network, blocked_reason, parse_networks, process_session
 from stepper.providers.http import parse_retry_after
 from stepper.secrets import resolve_secret
 
@@ -333,7 +331,7 @@ def _post(delivery: Delivery, secret: bytes, settings: WebhookSettings, timestam
         EVENT_HEADER: delivery.event,
         DELIVERY_HEADER: delivery.delivery_id,
     }
-    session = _session(settings.allowed_networks, os.getpid())
+    session = process_session(_networks(settings.allowed_networks))
     try:
         response = session.post(
             delivery.url, data=body, headers=headers, timeout=settings.timeout_s, allow_redirects=False, stream=True
@@ -354,13 +352,6 @@ def _post(delivery: Delivery, secret: bytes, settings: WebhookSettings, timestam
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None
     return _Answer(status, f"HTTP {status}", retry_after)
-
-
-@cache
-def _session(allowed_networks: tuple[str, ...], pid: int) -> requests.Session:
-    """One guarded session per process (a forked child makes its own) and per set of allowed networks."""
-    del pid
-    return guarded_session(_networks(allowed_networks))
 
 
 def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:

@@ -12,7 +12,6 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -23,7 +22,7 @@ from PIL import UnidentifiedImageError
 
 from stepper.config import ImageSettings
 from stepper.errors import InvalidRequest, Timeout, Unavailable
-from stepper.media.netguard import guarded_session, parse_networks
+from stepper.media.netguard import parse_networks, process_session
 from stepper.schemas import Image
 
 if TYPE_CHECKING:
@@ -117,14 +116,8 @@ def _read_path(raw: str, settings: ImageSettings) -> bytes:
         raise InvalidRequest(f"image path {raw!r} cannot be read by the worker") from None
 
 
-@cache
-def _session(allowed: tuple[str, ...], pid: int) -> requests.Session:
-    del pid  # per process: sessions are not shared across a fork
-    return guarded_session(parse_networks(allowed))
-
-
 def _fetch(url: str, settings: ImageSettings) -> bytes:
-    session = _session(tuple(settings.allowed_networks), os.getpid())
+    session = process_session(parse_networks(settings.allowed_networks))
     for _hop in range(settings.max_redirects + 1):
         if urlsplit(url).scheme not in {"http", "https"}:
             raise InvalidRequest(f"image URLs must be http or https, not {url.split(':', 1)[0]!r}")

@@ -8,8 +8,10 @@ redirect to an internal host gets a request through. Nothing is sent before the 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import requests
@@ -90,3 +92,14 @@ def guarded_session(allowed: tuple[Network, ...]) -> requests.Session:
     for scheme in ("http://", "https://"):
         session.mount(scheme, GuardedAdapter(max_retries=0))
     return session
+
+
+@cache
+def _process_session(allowed: tuple[Network, ...], pid: int) -> requests.Session:
+    del pid  # part of the cache key: a forked child makes its own
+    return guarded_session(allowed)
+
+
+def process_session(allowed: tuple[Network, ...]) -> requests.Session:
+    """This process's guarded session for ``allowed`` (image downloads and webhook deliveries share it)."""
+    return _process_session(allowed, os.getpid())
