@@ -151,6 +151,12 @@ stepper_webhooks = {
 # Tasks that failed for good (see `stepper dlq`): how many are kept, and for how long.
 stepper_dead_letters = {"max_entries": 100_000, "ttl_s": 30 * 86400}
 
+# Surviving a Redis restart or a SIGKILLed worker. kombu leaves a message whose worker is gone in its unacked
+# hash until the visibility timeout (an hour); stepper's workers lease the messages they hold, and a message
+# no live worker has held for lease_s goes back on its queue. redis_wait_s: how long a task's own Redis
+# bookkeeping (cache, idempotency) waits for Redis to come back before the task is requeued, not failed.
+stepper_recovery = {"lease_s": 20, "redis_wait_s": 30}
+
 # Operational alerts (`stepper alerts watch`; see README, Operations). The webhook URLs are secrets, read from
 # the variables named here (or <NAME>_FILE); a sink whose variable is unset is off. The defaults:
 # stepper_alerts = {

@@ -51,6 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
             },
         }
     )
+    # Puts messages stranded by a dead worker or a Redis restart back on their queues within a lease period.
+    app.steps["worker"].add("stepper.workers.recovery:RecoveryStep")
     return app
 
 

@@ -38,6 +38,7 @@ MERGED_SETTINGS = (
     "stepper_webhooks",
     "stepper_dead_letters",
     "stepper_alerts",
+    "stepper_recovery",
 )
 
 
@@ -166,6 +167,17 @@ class AlertSettings(_Settings):
     exhausted_per_minute_threshold: int = Field(default=5, ge=0)
 
 
+class RecoverySettings(_Settings):
+    """Riding out a Redis restart and a dead worker; see stepper.workers.recovery."""
+
+    #: A stepper message held by no live worker for this long goes back on its queue (kombu alone waits for
+    #: the visibility timeout). Workers renew their lease four times per period.
+    lease_s: float = Field(default=20.0, gt=0)
+    #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
+    #: task is put back on its queue instead of failing.
+    redis_wait_s: float = Field(default=30.0, ge=0)
+
+
 class BreakerSettings(_Settings):
     fail_max: int = Field(ge=1)
     reset_timeout_s: float = Field(gt=0)
@@ -194,6 +206,7 @@ class StepperSettings(_Settings):
     webhooks: WebhookSettings = WebhookSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     alerts: AlertSettings = AlertSettings()
+    recovery: RecoverySettings = RecoverySettings()
 
     @field_validator("chains")
     @classmethod
@@ -236,6 +249,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             webhooks=config.get("stepper_webhooks", {}),
             dead_letters=config.get("stepper_dead_letters", {}),
             alerts=config.get("stepper_alerts", {}),
+            recovery=config.get("stepper_recovery", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None

@@ -17,6 +17,7 @@ from stepper import metrics
 from stepper.cache import ResultCache, cache_key, cacheable, idempotency_key
 from stepper.config import current_config, current_settings
 from stepper.families import Family
+from stepper.runtime import riding_out
 from stepper.schemas.common import TaskRequest
 
 Compute = Callable[[], dict[str, Any]]
@@ -25,7 +26,14 @@ Compute = Callable[[], dict[str, Any]]
 @cache
 def _result_cache(url: str, pid: int) -> ResultCache:
     del pid
-    client = Redis.from_url(url, decode_responses=False, socket_connect_timeout=2, socket_timeout=5)
+    # Patient: a result computed while Redis restarts is still stored, so a redelivery finds it.
+    client = Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=riding_out(current_settings().recovery.redis_wait_s),
+    )
     return ResultCache(client, current_settings().cache)
 
 

@@ -9,8 +9,11 @@ import time
 from typing import Any, ClassVar, cast
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
+from celery.utils.log import get_task_logger
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper import metrics, outcomes, tracing
 from stepper.config import current_settings
@@ -23,6 +26,8 @@ from stepper.runtime import current_executor, state_redis
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
 from stepper.serving import serve
+
+logger = get_task_logger(__name__)
 
 
 class FamilyTask(Task):  # type: ignore[misc]
@@ -70,6 +75,13 @@ def _run_family(
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
         raise
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Redis stayed down longer than stepper_recovery.redis_wait_s. Failing would lose the task: put it back
+        # instead. If Redis cannot even take it back, the message stays in kombu's unacked hash, and the
+        # fleet's recovery sweep restores it once Redis answers again (stepper.workers.recovery).
+        metrics.record_task(kind, "requeued", time.monotonic() - started)
+        logger.warning("Redis is unreachable (%s): stepper.%s %s goes back on its queue", exc, kind, task.request.id)
+        raise Reject(exc, requeue=True) from exc
     except Exception as exc:
         metrics.record_task(kind, "failure", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, request, exc, task.request.retries)

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import redis
@@ -143,6 +144,31 @@ class SwitchableChat(CountingProvider):
             raise Unavailable(f"{self.settings.name} is down")
         time.sleep(float(self.settings.options.get("delay_s", 0.0)))
         return super().complete(request, model)
+
+
+class JournalChat(MockProvider):
+    """Answers after ``options.delay_s``, writing ``start <message>`` and ``finish <message>`` lines to the file
+    ``options.journal``. It never touches Redis, like a real vendor, so it keeps working while Redis restarts;
+    a call cut short by a killed worker has a start and no finish."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._write("start", request.messages[-1].content)
+        time.sleep(float(self.settings.options.get("delay_s", 0.2)))
+        reply = super().complete(request, model)
+        self._write("finish", request.messages[-1].content)
+        return reply
+
+    def _write(self, event: str, message: str) -> None:
+        with Path(self.settings.options["journal"]).open("a") as journal:  # O_APPEND: whole lines, across processes
+            journal.write(f"{event} {message}\n")
+
+
+def journal(path: Path, event: str) -> list[str]:
+    """The messages of ``event`` lines (``start`` or ``finish``) in a JournalChat journal, in order."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.split(" ", 1)[1] for line in lines if line.startswith(f"{event} ")]
 
 
 def tries(client: redis.Redis, name: str) -> int:

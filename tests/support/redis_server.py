@@ -28,6 +28,8 @@ class RedisServer:
     directory: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    #: Append-only file, synced on every write: a restart keeps every message, as production Redis should.
+    appendonly: bool = False
 
     @property
     def url(self) -> str:
@@ -45,7 +47,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
                 "--maxmemory-policy",
@@ -72,6 +76,15 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+    def crash_and_restart(self, down_s: float = 0.0) -> None:
+        """SIGKILL the server (no goodbye to its clients), stay down ``down_s`` seconds, and start it again on the
+        same port and files: with ``appendonly`` it comes back with every write it acknowledged."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+        time.sleep(down_s)
+        self.start()
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

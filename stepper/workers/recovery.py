@@ -1,0 +1,194 @@
+"""Messages stranded in kombu's ``unacked`` hash run again within a minute, not after the visibility timeout.
+
+On Redis, kombu keeps each delivered, unacknowledged message in the ``unacked`` hash and puts it back on its
+queue only once it is older than the visibility timeout: an hour here, so that a long task is never handed
+to a second worker. A message is stranded there when no worker will run or acknowledge it any more: its
+worker was SIGKILLed, or Redis restarted and Celery dropped the requests it had prefetched or scheduled (a
+countdown, such as a broker retry), because "a delivery tag belongs to the old connection".
+
+So every worker holds a lease on the delivery tags it still has (running, prefetched or scheduled), renewed
+four times per lease period. One worker at a time sweeps: a stepper message that no lease has held for a
+whole lease period goes back on its queue through kombu's own restore, marked redelivered. A task whose
+result is already stored then returns it instead of running again, and idempotency keys stop the rest.
+Suspicion is recorded per Redis run id, so after a restart every worker has a whole lease period to renew
+before anything it holds can be taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from celery import bootsteps
+
+from stepper.config import current_settings
+
+logger = logging.getLogger(__name__)
+
+LEASE_PREFIX = "stepper:recovery:lease:"
+SUSPECTS = "stepper:recovery:suspects:{run_id}"
+SWEEP_LOCK = "stepper:recovery:sweep"
+#: Lease renewals per lease period: a live worker misses three in a row before another may take its messages.
+RENEWALS_PER_LEASE = 4
+
+
+def held_delivery_tags() -> set[str]:
+    """The delivery tags of every request this worker still has: running, prefetched or scheduled."""
+    from celery.worker import state
+
+    for _ in range(3):  # the consumer and the pool change these sets while we read them
+        try:
+            requests: Iterable[Any] = (
+                *state.requests.values(),
+                *state.active_requests,
+                *state.reserved_requests,
+                *state.scheduled_requests,
+            )
+            return {str(request.message.delivery_tag) for request in requests}
+        except RuntimeError:
+            continue
+    return set()
+
+
+class Recovery:
+    """One worker's lease, and the fleet's sweep, on a kombu Redis channel (the broker's database)."""
+
+    def __init__(self, hostname: str, lease_s: float) -> None:
+        self.hostname = hostname
+        self.lease_s = lease_s
+
+    @property
+    def interval_s(self) -> float:
+        return self.lease_s / RENEWALS_PER_LEASE
+
+    def renew(self, client: Any, tags: set[str]) -> None:
+        """Replace this worker's lease with ``tags``, valid for one lease period."""
+        key = f"{LEASE_PREFIX}{self.hostname}"
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(key)
+        if tags:
+            pipe.sadd(key, *tags)
+            pipe.pexpire(key, int(self.lease_s * 1000))
+        pipe.execute()
+
+    def sweep(self, channel: Any) -> list[str]:
+        """Restore the stepper messages no lease has held for a lease period; returns their delivery tags.
+
+        Runs on one worker at a time (a lock shorter than the sweep interval); on the others it does nothing.
+        """
+        client = channel.client
+        if not client.set(SWEEP_LOCK, self.hostname.encode(), nx=True, px=int(self.interval_s * 900)):
+            return []
+        seconds, micros = client.time()  # Redis's clock: the fleet's hosts may disagree with each other
+        now = seconds + micros / 1e6
+        suspects_key = SUSPECTS.format(run_id=client.info("server")["run_id"])
+        leased = self._leased(client)
+        suspects = {_text(tag): float(first) for tag, first in client.hgetall(suspects_key).items()}
+        unacked = {_text(tag) for tag in client.hkeys(channel.unacked_key)}
+        restored: list[str] = []
+        newly_suspect: dict[str, float] = {}
+        for tag in unacked - leased:
+            first_seen = suspects.get(tag)
+            if first_seen is None:
+                if _is_stepper_message(client.hget(channel.unacked_key, tag)):
+                    newly_suspect[tag] = now
+            elif now - first_seen >= self.lease_s:
+                channel.qos.restore_by_tag(tag, client)
+                restored.append(tag)
+        cleared = [tag for tag in suspects if tag not in unacked or tag in leased or tag in restored]
+        pipe = client.pipeline(transaction=False)
+        if newly_suspect:
+            pipe.hset(suspects_key, mapping=newly_suspect)
+        if cleared:
+            pipe.hdel(suspects_key, *cleared)
+        pipe.pexpire(suspects_key, int(self.lease_s * 4 * 1000))
+        pipe.execute()
+        if restored:
+            logger.warning(
+                "put %d stranded message(s) back on their queues: no worker held them for %gs",
+                len(restored),
+                self.lease_s,
+            )
+        return restored
+
+    @staticmethod
+    def _leased(client: Any) -> set[str]:
+        keys = list(client.scan_iter(match=f"{LEASE_PREFIX}*", count=1000))
+        return {_text(tag) for tag in client.sunion(keys)} if keys else set()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _is_stepper_message(raw: bytes | None) -> bool:
+    """Only stepper's own tasks are restored: another app sharing this database keeps kombu's rules."""
+    if raw is None:
+        return False
+    try:
+        payload, _exchange, _routing_key = json.loads(raw)
+        return str(payload["headers"]["task"]).startswith("stepper.")
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+class RecoveryThread(threading.Thread):
+    """Renews this worker's lease and sweeps, every quarter lease, until the process exits."""
+
+    def __init__(self, app: Any, recovery: Recovery) -> None:
+        super().__init__(name="stepper-recovery", daemon=True)
+        self.app = app
+        self.recovery = recovery
+        self._connection: Any = None
+        self._failing = False
+
+    def run(self) -> None:
+        while True:
+            self.tick()
+            time.sleep(self.recovery.interval_s)
+
+    def tick(self) -> None:
+        try:
+            if self._connection is None:
+                self._connection = self.app.connection_for_write()
+            channel = self._connection.default_channel
+            self.recovery.renew(channel.client, held_delivery_tags())
+            self.recovery.sweep(channel)
+        except Exception as exc:  # noqa: BLE001 - Redis down or restarting: keep trying; the thread must not die
+            if not self._failing:
+                logger.warning("cannot renew this worker's lease on its messages (%s); retrying", exc)
+            self._failing = True
+            self._reset()
+        else:
+            if self._failing:
+                logger.info("lease on this worker's messages renewed again")
+            self._failing = False
+
+    def _reset(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # a broken connection may fail to close; it is dropped either way
+                logger.debug("closing the recovery connection failed", exc_info=True)
+            self._connection = None
+
+
+class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Starts the recovery thread with the worker. It is not stopped with the worker's other steps: during a
+    warm shutdown the pool still finishes its tasks, and their lease must hold until the process exits."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: RecoveryThread | None = None
+
+    def start(self, worker: Any) -> None:
+        lease_s = current_settings().recovery.lease_s
+        self.thread = RecoveryThread(worker.app, Recovery(worker.hostname, lease_s))
+        self.thread.start()
+
+    def stop(self, worker: Any) -> None:
+        del worker  # the daemon thread ends with the process, after the pool has finished
