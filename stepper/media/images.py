@@ -40,6 +40,14 @@ class ImageInfo:
     height: int
 
 
+def read_image(image: Image, settings: ImageSettings, field: str) -> np.ndarray[Any, Any]:
+    """Load and decode the image the request names at ``field`` (``frames.3``): an error says which image."""
+    try:
+        return decode_image(load_image(image, settings), settings)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{field}: {exc}") from None
+
+
 def load_image(image: Image, settings: ImageSettings) -> bytes:
     """The image's bytes, from whichever source it names, within the byte limit."""
     if image.b64 is not None:

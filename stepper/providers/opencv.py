@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from stepper import runtime
 from stepper.config import ImageSettings, ProviderSettings, current_settings
-from stepper.media.images import decode_image, load_image
+from stepper.media.images import load_image, read_image
 from stepper.providers.base import Provider, Reply
 from stepper.schemas import Kind, StepsOutput, StepsRequest, VisionOutput, VisionRequest
 from stepper.schemas.steps import Step, Thumbnail
@@ -84,11 +84,11 @@ class OpenCvProvider(Provider):
         from stepper.engines.vision import analyse_image
 
         images = current_settings().images
-        pixels = decode_image(load_image(request.image, images), images)
+        pixels = read_image(request.image, images, "image")
         return Reply(analyse_image(pixels, request.features, self.ocr_lang))
 
 
 def _decoded(request: StepsRequest, images: ImageSettings) -> Iterator[tuple[int, Frame]]:
     """Each frame decoded when the detector reaches it: a long recording is never held in memory whole."""
     for number, image in enumerate(request.frames):
-        yield number, decode_image(load_image(image, images), images)
+        yield number, read_image(image, images, f"frames.{number}")

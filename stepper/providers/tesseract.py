@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from stepper.config import ProviderSettings, current_settings
 from stepper.engines.ocr import best_engine, check_languages
-from stepper.media.images import decode_image, load_image
+from stepper.media.images import read_image
 from stepper.providers.base import Provider, Reply
 from stepper.schemas import Kind, OcrOutput, OcrRequest
 from stepper.schemas.ocr import Preprocessing
@@ -32,8 +32,8 @@ class TesseractProvider(Provider):
         check_languages(request.lang)
         images = current_settings().images
         pages = []
-        for image in request.images:
-            pixels, scale = preprocess(decode_image(load_image(image, images), images), request.preprocess)
+        for number, image in enumerate(request.images):
+            pixels, scale = preprocess(read_image(image, images, f"images.{number}"), request.preprocess)
             page = engine.recognise(pixels, request.lang, request.psm, request.oem)
             pages.append(
                 {

@@ -16,15 +16,10 @@ from stepper.errors import InvalidRequest
 from stepper.families import FAMILIES
 from stepper.samples import sample_requests
 from stepper.schemas import KINDS, ChatRequest, Kind, TaskResult
+from tests.support.fuzzing import JSON_VALUES, mutate
 
 FUZZ = settings(max_examples=150, deadline=None, database=None)
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=12,
-)
 
 PNG_B64 = sample_requests()["vision"]["image"]["b64"]
 
@@ -206,31 +201,10 @@ def test_arbitrary_kwargs_parse_or_raise_invalid_request(kind: Kind, data: st.Da
     _check_parse_or_invalid(kind, kwargs)
 
 
-def _mutate(data: st.DataObject, value: Any) -> Any:
-    """Change one place in a JSON value: replace, delete or add something at a randomly chosen path."""
-    if isinstance(value, dict) and value and data.draw(st.booleans()):
-        key = data.draw(st.sampled_from(sorted(value)))
-        action = data.draw(st.sampled_from(["descend", "replace", "delete", "add"]))
-        if action == "descend":
-            value[key] = _mutate(data, value[key])
-        elif action == "replace":
-            value[key] = data.draw(JSON_VALUES)
-        elif action == "delete":
-            del value[key]
-        else:
-            value[data.draw(st.text(max_size=10))] = data.draw(JSON_VALUES)
-        return value
-    if isinstance(value, list) and value and data.draw(st.booleans()):
-        index = data.draw(st.integers(0, len(value) - 1))
-        value[index] = _mutate(data, value[index])
-        return value
-    return data.draw(JSON_VALUES | st.sampled_from(["", " ", "user", "https://x", "abcdef0", "aGk="]))
-
-
 @FUZZ
 @given(kind=st.sampled_from(KINDS), data=st.data())
 def test_mutated_samples_parse_or_raise_invalid_request(kind: Kind, data: st.DataObject) -> None:
-    kwargs = _mutate(data, copy.deepcopy(sample_requests()[kind]))
+    kwargs = mutate(data, copy.deepcopy(sample_requests()[kind]))
     if isinstance(kwargs, dict):
         _check_parse_or_invalid(kind, kwargs)
 
