@@ -7,6 +7,7 @@ installed without this file still starts. These environment variables override t
     STEPPER_MODE                live | mock | hybrid
     STEPPER_CHAIN_<KIND>        e.g. STEPPER_CHAIN_CHAT=openai:gpt-4o-mini,gemini:gemini-2.0-flash
     STEPPER_<PROVIDER>_BASE_URL e.g. STEPPER_OPENAI_BASE_URL=http://127.0.0.1:8080/v1
+    STEPPER_GATEWAY_KEY_HASHES  the HTTP gateway's key digests, comma-separated
     CELERY_CONFIG_MODULE        load another module instead of this one
 """
 
@@ -168,6 +169,19 @@ stepper_recovery = {"lease_s": 20, "redis_wait_s": 30}
 #     "dlq_growth_threshold": 10,             # new dead letters between two checks
 #     "exhausted_per_minute_threshold": 5,    # ChainExhausted failures in the previous minute
 # }
+
+# The HTTP gateway (`stepper gateway`; see README, HTTP gateway). Keys are configured as SHA-256 hex digests, never
+# as keys: `stepper gateway new-key` prints a fresh key (give it to the caller) and its digest (put it here or in
+# STEPPER_GATEWAY_KEY_HASHES, comma-separated, which overrides this list). rpm and tpm are per key and fleet-wide
+# (several gateway replicas share them in Redis); tokens are estimated from the request (0 = no limit).
+stepper_gateway = {
+    "key_hashes": [],
+    "rpm": 600,
+    "tpm": 200_000,
+    "max_body_bytes": 32 * 1024 * 1024,  # larger bodies get 413 (inline base64 images are the big ones)
+    "cors_origins": [],  # browser origins allowed to call the gateway, e.g. ["https://app.example.com"]
+    "chat_timeout_s": 120,  # a non-streaming chat completion answers 504 after waiting this long
+}
 
 # Fleet-wide circuit breaker per provider (state in Redis, shared by every worker): it opens after
 # fail_max consecutive transient failures and lets one probe call through after reset_timeout_s.

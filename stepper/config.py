@@ -10,6 +10,7 @@ import copy
 import importlib
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 from types import ModuleType
@@ -39,7 +40,11 @@ MERGED_SETTINGS = (
     "stepper_dead_letters",
     "stepper_alerts",
     "stepper_recovery",
+    "stepper_gateway",
 )
+
+#: A gateway key is configured as the SHA-256 hex digest of the key, never the key itself.
+KEY_DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class _Settings(BaseModel):
@@ -178,6 +183,43 @@ class RecoverySettings(_Settings):
     redis_wait_s: float = Field(default=30.0, ge=0)
 
 
+class GatewaySettings(_Settings):
+    """The HTTP gateway (``stepper gateway``); see stepper.gateway. Limits apply to each key separately."""
+
+    #: SHA-256 hex digests of the accepted API keys (``stepper gateway new-key`` prints a key and its digest).
+    key_hashes: tuple[str, ...] = ()
+    #: Requests and estimated tokens per minute per key, fleet-wide across gateway replicas; 0 = unlimited.
+    rpm: int = Field(default=600, ge=0)
+    tpm: int = Field(default=200_000, ge=0)
+    #: Larger request bodies are refused with 413 (inline base64 images make bodies large).
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    #: Browser origins allowed by CORS; empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    #: How long a non-streaming chat completion waits for the task's result before answering 504.
+    chat_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("key_hashes", mode="before")
+    @classmethod
+    def _split_and_normalise(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(item.strip().lower() for item in value if isinstance(item, str) and item.strip())
+        return value
+
+    @field_validator("key_hashes")
+    @classmethod
+    def _digests_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for position, digest in enumerate(value):
+            if not re.fullmatch(KEY_DIGEST_PATTERN, digest):
+                # Never echo the value: someone may have pasted a key where its digest belongs.
+                raise ValueError(
+                    f"entry {position} ({len(digest)} characters) is not a SHA-256 hex digest (64 hex characters); "
+                    "configure digests, not keys: `stepper gateway new-key` prints both"
+                )
+        return value
+
+
 class BreakerSettings(_Settings):
     fail_max: int = Field(ge=1)
     reset_timeout_s: float = Field(gt=0)
@@ -207,6 +249,7 @@ class StepperSettings(_Settings):
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     alerts: AlertSettings = AlertSettings()
     recovery: RecoverySettings = RecoverySettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @field_validator("chains")
     @classmethod
@@ -250,6 +293,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             dead_letters=config.get("stepper_dead_letters", {}),
             alerts=config.get("stepper_alerts", {}),
             recovery=config.get("stepper_recovery", {}),
+            gateway=config.get("stepper_gateway", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None
@@ -299,6 +343,8 @@ def _environment_overrides(environ: Mapping[str, str], config: Mapping[str, Any]
         overrides["broker_url"] = overrides["result_backend"] = redis_url
     if mode := environ.get("STEPPER_MODE"):
         overrides["stepper_mode"] = mode
+    if key_hashes := environ.get("STEPPER_GATEWAY_KEY_HASHES"):
+        overrides["stepper_gateway"] = {"key_hashes": key_hashes}  # merged: the other gateway settings stay
     chains = {
         kind: [entry for entry in environ[f"STEPPER_CHAIN_{kind.upper()}"].split(",") if entry.strip()]
         for kind in KINDS

@@ -154,6 +154,17 @@ DEFAULTS: dict[str, Any] = {
             "speech": {"fresh_s": 86400, "stale_s": 5 * 86400},
         },
     },
+    # The HTTP gateway (`stepper gateway`): accepted keys as SHA-256 hex digests (STEPPER_GATEWAY_KEY_HASHES
+    # overrides them), per-key requests and estimated tokens per minute (0 = no limit), the largest request
+    # body, CORS origins, and how long a non-streaming chat completion waits for its result.
+    "stepper_gateway": {
+        "key_hashes": [],
+        "rpm": 600,
+        "tpm": 200_000,
+        "max_body_bytes": 32 * 1024 * 1024,
+        "cors_origins": [],
+        "chat_timeout_s": 120.0,
+    },
     # Fleet-wide circuit breaker per provider: opens after fail_max consecutive transient failures,
     # lets one probe call through (fleet-wide) after reset_timeout_s.
     "stepper_breaker": {"fail_max": 5, "reset_timeout_s": 30.0},
