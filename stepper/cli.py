@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepper.cli_batch import add_batch_parser
 from stepper.cli_dlq import add_dlq_parser
+from stepper.cli_gateway import add_gateway_parser
 from stepper.errors import StepperError
 from stepper.priorities import PRIORITIES, priority_value
 from stepper.schemas import KINDS, Kind
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_alerts_parser(commands)
     add_dlq_parser(commands)
     add_batch_parser(commands)
+    add_gateway_parser(commands)
 
     demo = commands.add_parser("demo", help="submit one sample request of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all six results")

@@ -15,6 +15,8 @@ from celery import Celery
 
 from stepper.celery import create_app
 from stepper.config import load_config
+from stepper.gateway.auth import key_digest
+from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.workers import Worker, start_worker
 
@@ -69,3 +71,28 @@ def start_fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
 def counting_fleet(start_fleet: Callable[..., Fleet]) -> Fleet:
     """A fleet whose every chain is the counting provider, on database 0 (where stepper.submit sends)."""
     return start_fleet({"stepper_chains": COUNTING_CHAINS}, database=0, name="counting")
+
+
+#: The gateway's tests: a mock-mode fleet and one gateway in front of it, shared by the gateway's test modules.
+GATEWAY_KEY = "stp_integration-key-4c1d9e7a0b2f"  # a test key; its digest is what the gateway is configured with
+MOCK_SETTINGS: dict[str, Any] = {"stepper_mode": "mock"}
+
+
+@pytest.fixture(scope="session")
+def gateway_fleet(start_fleet: Callable[..., Fleet]) -> Fleet:
+    return start_fleet(MOCK_SETTINGS, name="gateway")
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    settings = {
+        **MOCK_SETTINGS,
+        "stepper_gateway": {
+            "key_hashes": [key_digest(GATEWAY_KEY)],
+            "rpm": 100_000,
+            "tpm": 100_000_000,
+            "max_body_bytes": 64 * 1024,
+        },
+    }
+    with running_gateway(gateway_fleet.url, Path(tmp_path_factory.mktemp("gateway")), settings) as running:
+        yield running

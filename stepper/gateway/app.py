@@ -1,0 +1,68 @@
+"""The gateway application: ``create_app()`` wires settings, middleware, routes and error answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from stepper import __version__
+from stepper.config import StepperSettings, current_settings
+from stepper.errors import ConfigError
+from stepper.gateway import health, jobs, openai_compat
+from stepper.gateway.auth import KeyLimiter
+from stepper.gateway.errors import install_error_handlers
+from stepper.gateway.limits import BodySizeLimit
+from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
+from stepper.gateway.state import Gateway
+from stepper.logs import Redactor, configured_secrets
+
+
+def create_app(
+    settings: StepperSettings | None = None, *, unauthenticated: bool = False, celery: Any = None
+) -> FastAPI:
+    """A gateway over this process's fleet configuration. Without keys it serves only if ``unauthenticated``."""
+    from stepper.runtime import state_redis
+
+    settings = current_settings() if settings is None else settings
+    options = settings.gateway
+    if not options.key_hashes and not unauthenticated:
+        raise ConfigError(
+            "no gateway API keys configured: set STEPPER_GATEWAY_KEY_HASHES (digests from `stepper gateway new-key`) "
+            "or stepper_gateway['key_hashes'], or run unauthenticated for local use"
+        )
+    if celery is None:
+        from stepper.celery import app as celery
+    redis = state_redis()
+    metrics = GatewayMetrics(celery, redis)
+    app = FastAPI(
+        title="stepper gateway",
+        version=__version__,
+        description="HTTP in front of stepper's task queues: jobs of every kind, OpenAI-compatible chat, health.",
+    )
+    app.state.gateway = Gateway(
+        settings=settings,
+        unauthenticated=unauthenticated,
+        redis=redis,
+        celery=celery,
+        limiter=KeyLimiter(redis, options.rpm, options.tpm),
+        redactor=Redactor(configured_secrets()),
+        metrics=metrics,
+    )
+    install_error_handlers(app)
+    app.include_router(health.probes)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(openai_compat.router)
+    # Outermost last: the size limit answers before anything else runs, then CORS, then the request metrics.
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    if options.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(options.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimit, max_body_bytes=options.max_body_bytes)
+    return app

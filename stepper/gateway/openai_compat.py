@@ -1,0 +1,244 @@
+"""OpenAI-compatible chat: ``POST /v1/chat/completions`` (plain and streamed) and ``GET /v1/models``.
+
+A completion is a ``stepper.chat`` task at ``interactive`` priority. Streaming relays the task's Redis stream
+as server-sent ``chat.completion.chunk`` events ending with ``data: [DONE]``. When the worker's stream says
+``reset`` (a provider failed mid-answer and the next one restarts), OpenAI's protocol has no way to take back
+text already sent: if any text went out, the stream ends with an error event (the SDK raises ``APIError``) and
+no ``[DONE]``; if none did, the reset is invisible and the next provider's answer streams as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult, EagerResult
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from stepper.errors import ChainExhausted, ContentRejected, InvalidRequest, StepperError
+from stepper.families import FAMILIES
+from stepper.gateway.auth import Caller
+from stepper.gateway.errors import ApiError
+from stepper.gateway.state import Gateway, admit, caller, gateway, limited
+from stepper.llm.streaming import read_stream
+from stepper.producer import submit
+
+router = APIRouter(tags=["openai"])
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """OpenAI's message; ``developer`` is its newer name for ``system``. Tool calls are not served."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields stepper honours. Other OpenAI sampling options (top_p, stop, seed...) are accepted and ignored,
+    so existing clients work unchanged; ``n`` above 1 is refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=1, description="only one choice is generated")
+    user: str | None = None
+
+
+def to_chat_request(body: ChatCompletionRequest) -> dict[str, Any]:
+    """stepper.chat's keyword arguments for an OpenAI request."""
+    request: dict[str, Any] = {
+        "messages": [
+            {"role": "system" if message.role == "developer" else message.role, "content": message.text()}
+            for message in body.messages
+        ],
+        "model": body.model,
+    }
+    if body.temperature is not None:
+        request["temperature"] = body.temperature
+    if (max_tokens := body.max_completion_tokens or body.max_tokens) is not None:
+        request["max_tokens"] = max_tokens
+    if body.stream:
+        request["stream"] = True
+    return request
+
+
+def served_models(state: Gateway) -> list[tuple[str, str]]:
+    """``(model, provider)`` per chat chain entry, in chain order, each model once."""
+    seen: dict[str, str] = {}
+    for entry in state.settings.chains["chat"]:
+        seen.setdefault(entry.model, entry.provider)
+    return list(seen.items())
+
+
+def _accepted_models(state: Gateway) -> set[str]:
+    """What the chain would serve: each entry's model, and the other models its providers declare."""
+    settings = state.settings
+    chain = settings.chains["chat"]
+    return {entry.model for entry in chain} | {m for e in chain for m in settings.providers[e.provider].models}
+
+
+@router.get("/v1/models", summary="the models the chat chain serves (OpenAI's list shape)")
+async def list_models(
+    state: Annotated[Gateway, Depends(gateway)], who: Annotated[Caller, Depends(limited)]
+) -> dict[str, Any]:
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": provider} for model, provider in served_models(state)
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.post(
+    "/v1/chat/completions", summary="an OpenAI-compatible chat completion, plain or streamed", response_model=None
+)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    state: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Caller, Depends(caller)],
+) -> dict[str, Any] | StreamingResponse:
+    if body.model not in _accepted_models(state):
+        raise ApiError(404, f"the model {body.model!r} does not exist or is not served here", "model_not_found")
+    arguments = to_chat_request(body)
+    parsed = FAMILIES["chat"].parse(arguments)  # InvalidRequest (422) names the field
+    await admit(state, who, FAMILIES["chat"].estimate_tokens(parsed))
+    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive")
+    completion_id = f"chatcmpl-{result.id}"
+    created = int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = _stream(
+            state, result, completion_id=completion_id, created=created, model=body.model, include_usage=include_usage
+        )
+        return StreamingResponse(
+            iterate_in_threadpool(chunks),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    value = await run_in_threadpool(_wait, state, result)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": value["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": value["output"]["message"]["content"]},
+                "finish_reason": value["output"]["finish_reason"],
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(value),
+    }
+
+
+def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:
+    """The task's result, or the error answer its failure deserves (redacted, typed for the SDK)."""
+    try:
+        value: dict[str, Any] = result.get(timeout=state.settings.gateway.chat_timeout_s)
+    except CeleryTimeout:
+        raise ApiError(504, "no answer within the gateway's chat timeout; try again", "timeout") from None
+    except InvalidRequest:
+        raise
+    except ContentRejected as exc:
+        raise ApiError(400, state.redactor.redact(str(exc)), "content_filter") from None
+    except ChainExhausted as exc:
+        raise ApiError(503, state.redactor.redact(str(exc)), "providers_unavailable") from None
+    except StepperError as exc:
+        raise ApiError(502, state.redactor.redact(f"{type(exc).__name__}: {exc}"), "upstream_error") from None
+    return value
+
+
+def _usage(value: dict[str, Any]) -> dict[str, int]:
+    usage = value.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _stream(
+    state: Gateway,
+    result: AsyncResult | EagerResult,
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> Iterator[str]:
+    """Server-sent events; runs in a worker thread (each step may block on Redis for up to a second)."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None) -> str:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+        event: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [] if usage is not None else choices,
+        }
+        if usage is not None:
+            event["usage"] = usage
+        return f"data: {json.dumps(event)}\n\n"
+
+    def error(message: str, code: str) -> str:
+        body = {
+            "error": {"message": state.redactor.redact(message), "type": "server_error", "param": None, "code": code}
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    if not isinstance(result, EagerResult):  # a cached answer has no stream: it is sent whole below
+        sent_text = False
+        try:
+            for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s):
+                if event.type == "delta" and event.text:
+                    sent_text = True
+                    yield chunk({"content": event.text})
+                elif event.type == "reset" and sent_text:
+                    yield error(f"the answer was interrupted and restarted on another provider: {event.text}", "reset")
+                    return
+                elif event.type == "error":
+                    yield error(event.text, "upstream_error")
+                    return
+                elif event.type == "done":
+                    break
+        except TimeoutError:
+            yield error("no answer within the gateway's chat timeout", "timeout")
+            return
+    try:
+        value = _wait(state, result)
+    except ApiError as exc:
+        yield error(str(exc.detail), exc.code)
+        return
+    except InvalidRequest as exc:
+        yield error(str(exc), "invalid_request")
+        return
+    if isinstance(result, EagerResult):
+        yield chunk({"content": value["output"]["message"]["content"]})
+    yield chunk({}, finish_reason=value["output"]["finish_reason"])
+    if include_usage:
+        yield chunk({}, usage=_usage(value))
+    yield "data: [DONE]\n\n"

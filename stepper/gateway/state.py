@@ -1,0 +1,80 @@
+"""What every route needs, made once per gateway: settings, the key limiter, the redactor, the metrics.
+
+Routes reach it through FastAPI dependencies: :func:`gateway` (the state), :func:`caller` (authenticated, or
+401), :func:`limited` (authenticated and within the key's requests per minute, or 429).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import Redis
+from starlette.concurrency import run_in_threadpool
+
+from stepper.config import StepperSettings
+from stepper.gateway.auth import ANONYMOUS, Caller, KeyLimiter, RateLimitExceeded, match_key
+from stepper.gateway.errors import ApiError
+from stepper.gateway.metrics import GatewayMetrics
+from stepper.logs import Redactor
+
+log = logging.getLogger("stepper.gateway")
+
+
+@dataclass
+class Gateway:
+    settings: StepperSettings
+    unauthenticated: bool
+    redis: Redis
+    celery: Any
+    limiter: KeyLimiter
+    redactor: Redactor
+    metrics: GatewayMetrics
+
+
+def gateway(request: Request) -> Gateway:
+    state: Gateway = request.app.state.gateway
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key from `stepper gateway new-key`>")
+
+
+def caller(
+    request: Request,
+    state: Annotated[Gateway, Depends(gateway)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Caller:
+    if state.unauthenticated:
+        return Caller(ANONYMOUS)
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(401, "missing API key: send Authorization: Bearer <key>", "invalid_api_key", auth=True)
+    found = match_key(credentials.credentials, state.settings.gateway.key_hashes)
+    if found is None:
+        # The path and the client, never the key offered.
+        log.warning("refused an unknown API key for %s from %s", request.url.path, _client(request))
+        state.metrics.refused.labels("unknown", "unauthorised").inc()
+        raise ApiError(401, "invalid API key", "invalid_api_key", auth=True)
+    return found
+
+
+async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
+    """Charge one request and ``tokens`` to the caller's key, or raise RateLimitExceeded (429)."""
+    try:
+        await run_in_threadpool(state.limiter.admit, who, tokens)
+    except RateLimitExceeded:
+        state.metrics.refused.labels(who.identity, "rate_limited").inc()
+        raise
+
+
+async def limited(state: Annotated[Gateway, Depends(gateway)], who: Annotated[Caller, Depends(caller)]) -> Caller:
+    """An authenticated caller, charged one request against its key's limit."""
+    await admit(state, who)
+    return who
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
