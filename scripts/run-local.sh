@@ -12,6 +12,11 @@ export STEPPER_REDIS_URL="${STEPPER_REDIS_URL:-redis://127.0.0.1:6379/0}"
 # hybrid: real providers where keys are configured, labelled mocks elsewhere, so a fresh machine shows every kind.
 export STEPPER_MODE="${STEPPER_MODE:-hybrid}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
+GATEWAY_PORT="${GATEWAY_PORT:-8000}"
+# The HTTP gateway runs with a key made for this run (loopback only, but a key keeps its behaviour the same as
+# in production): its digest is configured, the key itself is printed at the end and stored nowhere.
+read -r _ GATEWAY_KEY < <("$BIN/stepper" gateway new-key 2>/dev/null | grep '^key:')
+export STEPPER_GATEWAY_KEY_HASHES="$("$BIN/python" -c 'import sys; from stepper.gateway.auth import key_digest; print(key_digest(sys.argv[1]))' "$GATEWAY_KEY")"
 export STEPPER_FLOWER_USER="${STEPPER_FLOWER_USER:-stepper}"
 export STEPPER_FLOWER_PASSWORD="${STEPPER_FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
 
@@ -59,10 +64,14 @@ echo "==> starting Flower on http://127.0.0.1:$FLOWER_PORT (log in $RUN/flower.l
 "$BIN/stepper" flower --address=127.0.0.1 --port="$FLOWER_PORT" >"$RUN/flower.log" 2>&1 &
 started+=($!)
 
+echo "==> starting the HTTP gateway on http://127.0.0.1:$GATEWAY_PORT (log in $RUN/gateway.log)"
+"$BIN/stepper" gateway --host 127.0.0.1 --port "$GATEWAY_PORT" >"$RUN/gateway.log" 2>&1 &
+started+=($!)
+
 echo -n "==> waiting for the worker to be ready"
 for _ in $(seq 120); do
   grep -q "ready\." "$RUN/worker.log" 2>/dev/null && break
-  kill -0 "${started[-2]}" 2>/dev/null || { echo; echo "the worker exited; see $RUN/worker.log" >&2; tail -n 20 "$RUN/worker.log" >&2; exit 1; }
+  kill -0 "${started[-3]}" 2>/dev/null || { echo; echo "the worker exited; see $RUN/worker.log" >&2; tail -n 20 "$RUN/worker.log" >&2; exit 1; }
   echo -n "."
   sleep 0.5
 done
@@ -76,7 +85,11 @@ cat <<MSG
 ==> the fleet is serving.
     Flower:   http://127.0.0.1:$FLOWER_PORT  (user $STEPPER_FLOWER_USER, password $STEPPER_FLOWER_PASSWORD)
     Submit:   $BIN/stepper submit chat '{"messages": [{"role": "user", "content": "hello"}]}'
-    Logs:     $RUN/worker.log, $RUN/flower.log
+    Gateway:  http://127.0.0.1:$GATEWAY_PORT/docs  (API key $GATEWAY_KEY, valid while make run runs)
+    HTTP:     curl -s -H "Authorization: Bearer $GATEWAY_KEY" -H 'Content-Type: application/json' \
+                -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}' \
+                http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions
+    Logs:     $RUN/worker.log, $RUN/flower.log, $RUN/gateway.log
     Press Ctrl-C to stop what make run started.
 MSG
 wait
