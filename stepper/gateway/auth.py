@@ -41,15 +41,6 @@ def new_key() -> tuple[str, str]:
     return key, key_digest(key)
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
 def match_key(key: str, digests: tuple[str, ...]) -> Caller | None:
     """The caller whose digest ``key`` hashes to; every digest is compared (in constant time) whatever matches."""
     offered = key_digest(key).encode()

@@ -8,7 +8,7 @@ import pytest
 
 from stepper.config import StepperSettings, load_config, parse_stepper_settings
 from stepper.errors import ConfigError
-from stepper.gateway.auth import bearer_token, key_digest, match_key, new_key
+from stepper.gateway.auth import key_digest, match_key, new_key
 from stepper.gateway.openai_compat import ChatCompletionRequest, to_chat_request
 
 
@@ -20,14 +20,6 @@ def test_a_new_key_matches_its_digest_and_nothing_else() -> None:
     assert found is not None and found.identity == digest[:8]
     assert match_key(key + "x", (other, digest)) is None
     assert match_key(key, ()) is None
-
-
-@pytest.mark.parametrize(
-    ("header", "token"),
-    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None), (None, None)],
-)
-def test_bearer_token(header: str | None, token: str | None) -> None:
-    assert bearer_token(header) == token
 
 
 def settings_with(environ: dict[str, str]) -> StepperSettings:
