@@ -1,0 +1,94 @@
+"""A loopback OpenAI-compatible ``/v1/chat/completions`` that answers after a fixed latency, in its own process.
+
+The I/O-bound benchmark (bench/io_fleet.py) needs a provider whose answer time is known, so that a worker's
+throughput can be set against the theoretical ``concurrency / latency``. It runs as its own process
+(``python -m bench.fake_openai --latency 0.1``) so that its Python does not share a GIL with the producer;
+it prints ``listening on <port>`` once it accepts connections. One thread per connection, a listen backlog
+above any worker's concurrency (the standard library's 5 drops simultaneous connects, and a dropped SYN
+costs a second), and no request log, so it can serve thousands of calls. The test fakes in
+tests/support/vendors check the wire format strictly; this one checks only what it needs to answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+#: The key the fake expects, as OpenAI does: ``Authorization: Bearer <key>``.
+API_KEY = "bench-fake-key"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+def answer(body: Any) -> tuple[int, dict[str, Any]]:
+    """A chat.completion for a request body, or OpenAI's 400 shape when it has no model or messages."""
+    if not isinstance(body, dict) or not body.get("model") or not body.get("messages"):
+        return 400, {"error": {"message": "model and messages are required", "type": "invalid_request_error"}}
+    prompt = " ".join(str(message.get("content", "")) for message in body["messages"])
+    content = f"fake says: {body['messages'][-1].get('content', '')}"
+    usage = {"prompt_tokens": len(prompt) // 4 + 1, "completion_tokens": len(content) // 4 + 1}
+    return 200, {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+    }
+
+
+def handler_class(latency_s: float) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the clients' pooled connections are reused
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            time.sleep(latency_s)
+            if self.path != "/v1/chat/completions":
+                status, reply = 404, {"error": {"message": f"no route for POST {self.path}"}}
+            elif self.headers.get("Authorization") != f"Bearer {API_KEY}":
+                status, reply = 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_api_key"}}
+            else:
+                try:
+                    status, reply = answer(json.loads(raw))
+                except json.JSONDecodeError:
+                    status, reply = 400, {"error": {"message": "the body is not JSON"}}
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return _Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds before each answer")
+    args = parser.parse_args(argv)
+    server = _Server(("127.0.0.1", args.port), handler_class(args.latency))
+    print(f"listening on {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
