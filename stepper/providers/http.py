@@ -1,7 +1,8 @@
 """The HTTP plumbing every remote adapter shares: pooled sessions, timeouts, error mapping, SSE streams.
 
 An adapter builds a vendor request and reads a vendor answer; everything between is here, written once:
-one ``requests.Session`` per worker process with a pool sized to the worker's concurrency, connect and read
+one ``requests.Session`` per worker process with a pool sized to the worker's concurrency, the environment's
+proxy, CA bundle and netrc settings read once per provider rather than on every call, connect and read
 timeouts from the provider's settings, and HTTP statuses, network failures and unreadable bodies mapped onto
 :mod:`stepper.errors`. The provider's key never appears in an error, because request URLs are not quoted
 and any text echoed by the vendor is redacted first.
@@ -20,6 +21,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies, get_netrc_auth
 
 from stepper import tracing
 from stepper.config import ProviderSettings
@@ -47,9 +49,10 @@ def configure_pool(size: int) -> None:
 
 
 @cache
-def _session(pid: int, pool_size: int) -> requests.Session:
+def _session(pid: int, pool_size: int, trust_env: bool) -> requests.Session:
     del pid  # part of the cache key: a forked child makes its own session
     session = requests.Session()
+    session.trust_env = trust_env
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -58,7 +61,33 @@ def _session(pid: int, pool_size: int) -> requests.Session:
 
 def session() -> requests.Session:
     """This process's shared session (thread-safe for requests that do not share cookies)."""
-    return _session(os.getpid(), _pool_size)
+    return _session(os.getpid(), _pool_size, True)
+
+
+def _provider_session() -> requests.Session:
+    """The session providers call through: it does not read the environment itself, each ``HttpClient`` has.
+
+    A session that trusts the environment looks up proxies (every variable, twice), the CA bundle variables
+    and ~/.netrc on every request: a third of requests' CPU per call, which the threads pool shares under
+    one GIL. The answer cannot change while a worker runs, so ``environment_settings`` reads it once.
+    """
+    return _session(os.getpid(), _pool_size, False)
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """What a trusting session would take from the environment for one base URL."""
+
+    proxies: dict[str, str]
+    verify: bool | str
+    auth: tuple[str, str] | None
+
+
+def environment_settings(url: str) -> EnvironmentSettings:
+    """Proxies (honouring NO_PROXY), REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, and netrc credentials for ``url``,
+    exactly as ``requests`` finds them when ``trust_env`` is on."""
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return EnvironmentSettings(get_environ_proxies(url), verify, get_netrc_auth(url))
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,7 @@ class HttpClient:
         self.name = settings.name
         self.base_url = (settings.base_url or default_base_url).rstrip("/")
         self.timeout = (settings.connect_timeout_s, settings.timeout_s)
+        self._environment = environment_settings(self.base_url)
         self._secrets = tuple(secret for secret in (api_key,) if secret)
 
     def post_json(
@@ -137,9 +167,19 @@ class HttpClient:
         url = f"{self.base_url}{path}"
         outgoing = dict(headers)
         tracing.inject(outgoing)  # the vendor call joins the task's trace, when tracing is on
+        environment = self._environment
         try:
-            response = session().request(
-                method, url, params=params, json=payload, headers=outgoing, timeout=self.timeout, stream=stream
+            response = _provider_session().request(
+                method,
+                url,
+                params=params,
+                json=payload,
+                headers=outgoing,
+                timeout=self.timeout,
+                stream=stream,
+                proxies=environment.proxies,
+                verify=environment.verify,
+                auth=environment.auth,
             )
         except requests.exceptions.Timeout:
             raise Timeout(f"{self.name} did not answer within {self.timeout[1]:g}s") from None

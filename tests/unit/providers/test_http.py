@@ -51,6 +51,24 @@ def test_post_json_round_trip(server: FakeServer) -> None:
     assert server.requests[0].headers["authorization"] == "Bearer x"
 
 
+def test_environment_proxy_is_honoured(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    settings = ProviderSettings.model_validate({"name": "acme", "class": "x.y:Z", "connect_timeout_s": 1.0})
+    proxied = HttpClient(settings, "http://vendor.invalid", SECRET)
+    assert proxied.post_json("/echo", {"a": 1}, {}) == {"you_sent": {"a": 1}}
+    assert server.requests[0].headers["host"] == "vendor.invalid"
+
+
+def test_no_proxy_is_honoured(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert client(server).post_json("/echo", {"a": 1}, {}) == {"you_sent": {"a": 1}}
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [
