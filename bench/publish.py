@@ -1,0 +1,59 @@
+"""Batch publishing: ``stepper.batch.submit_many`` sending valid jobs, against plain Celery ``apply_async``.
+
+No worker runs, so only the cost of publishing is measured: ``submit_many`` (window of every job, each job
+through ``stepper.submit``: validation, priority, correlation header) until its last message is sent,
+against a loop of ``apply_async`` with the same kwargs, priority and header on the same app and queue.
+Both run in bench/publish_probe.py, in its own process (the producer reads its settings from the
+environment), for ``ROUNDS`` alternated rounds; the median ratio of rates is reported. Target (batch
+issue): not slower than plain Celery, read as at least 0.9x with this machine's noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from bench.harness import Figure, compare, progress, redis_url
+from tests.support.redis_server import RedisServer
+from tests.support.workers import REPO_ROOT
+
+TARGET = 0.9
+
+
+def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
+    progress("publish: submit_many and apply_async loops of the same jobs, alternated, no worker running")
+    probe = subprocess.run(
+        [sys.executable, "-m", "bench.publish_probe"],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "STEPPER_REDIS_URL": redis_url(redis, 10),
+            "CELERY_CONFIG_MODULE": "tests.support.no_deployment_config",
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(f"bench.publish_probe failed ({probe.returncode}):\n{probe.stderr[-4000:]}")
+    figures = json.loads(probe.stdout)
+    jobs, seconds = figures["jobs"], figures["seconds"]
+    rates = {side: [jobs / elapsed for elapsed in values] for side, values in seconds.items()}
+    ratios = [s / c for s, c in zip(rates["submit_many"], rates["apply_async"], strict=True)]
+    ratio = statistics.median(ratios)
+    return {
+        "publish": compare(
+            Figure(f"submit_many of {jobs} chat jobs", statistics.median(rates["submit_many"]), "jobs/s"),
+            Figure("apply_async loop, same messages", statistics.median(rates["apply_async"]), "jobs/s"),
+            f">= {TARGET}x (median ratio of {len(ratios)} alternated rounds: {', '.join(f'{r:.2f}x' for r in ratios)})",
+            ratio >= TARGET,
+            ratio=ratio,
+            rounds={side: [round(rate, 1) for rate in values] for side, values in rates.items()},
+        )
+    }
