@@ -212,11 +212,11 @@ class _Run:
         self.last_report = self.started
 
     def add(self, job: Job, result: PendingResult) -> None:
+        """Count a submitted job as in flight. Not asked whether it is ready: for a task just sent that is a
+        result-backend round trip per message, nearly always answered no. A cached answer (EagerResult) is
+        recorded by the next poll, at once and without a round trip."""
         self.summary.submitted += 1
-        if result.ready():  # a cached answer (EagerResult) is done at once
-            self._record(job, result)
-        else:
-            self.in_flight[job.id] = _InFlight(job, result, self.clock())
+        self.in_flight[job.id] = _InFlight(job, result, self.clock())
 
     def poll(self) -> int:
         """Record every task in flight that finished or timed out; return how many."""
