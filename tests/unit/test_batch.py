@@ -270,3 +270,33 @@ def test_status_counts_by_status_and_error_type(tmp_path: Path, capsys: pytest.C
     assert lines[0][1:] == ["4", "job(s)"]
     assert ["FAILURE", "3"] in lines and ["SUCCESS", "1"] in lines
     assert ["ChainExhausted", "2"] in lines and ["Timeout", "1"] in lines
+
+
+def test_early_polls_take_at_most_a_tenth_of_the_time_spent_submitting(tmp_path: Path) -> None:
+    """Each poll asks about every task in flight; with a wide window a fixed interval would be quadratic."""
+    now = [0.0]
+    asked = [0]
+    asked_while_submitting: list[int] = []
+    jobs = jobs_of(*(f"j{index}" for index in range(1000)))
+
+    class SlowToAsk(FakeResult):
+        def ready(self) -> bool:
+            asked[0] += 1
+            now[0] += 0.001  # one result-backend round trip
+            return False
+
+    def submit(kind: str, args: dict[str, Any], *, priority: Any, correlation_id: Any) -> FakeResult:
+        now[0] += 0.001  # sending one message
+        asked_while_submitting.append(asked[0])
+        return SlowToAsk(f"task-{correlation_id}")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    summary = submit_many(
+        jobs, tmp_path / "out.jsonl", window=len(jobs), submit=submit, sleep=sleep, clock=lambda: now[0], timeout_s=1
+    )
+    assert summary.failed == len(jobs)  # nothing ever finished: each timed out after submitting
+    submitting_s = len(jobs) * 0.001 + asked_while_submitting[-1] * 0.001
+    assert asked_while_submitting[-1] * 0.001 <= 0.12 * submitting_s
+    assert asked_while_submitting[-1] > 0  # early finishers are still looked for
