@@ -15,8 +15,9 @@ FLOWER_PORT="${FLOWER_PORT:-5555}"
 GATEWAY_PORT="${GATEWAY_PORT:-8000}"
 # The HTTP gateway runs with a key made for this run (loopback only, but a key keeps its behaviour the same as
 # in production): its digest is configured, the key itself is printed at the end and stored nowhere.
-read -r _ GATEWAY_KEY < <("$BIN/stepper" gateway new-key 2>/dev/null | grep '^key:')
-export STEPPER_GATEWAY_KEY_HASHES="$("$BIN/python" -c 'import sys; from stepper.gateway.auth import key_digest; print(key_digest(sys.argv[1]))' "$GATEWAY_KEY")"
+mapfile -t new_key < <("$BIN/stepper" gateway new-key 2>/dev/null)
+GATEWAY_KEY="${new_key[0]#key: *}"
+export STEPPER_GATEWAY_KEY_HASHES="${new_key[1]#digest: *}"
 export STEPPER_FLOWER_USER="${STEPPER_FLOWER_USER:-stepper}"
 export STEPPER_FLOWER_PASSWORD="${STEPPER_FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
 
@@ -79,6 +80,31 @@ echo
 grep -q "ready\." "$RUN/worker.log" || { echo "the worker is not ready after 60 s; see $RUN/worker.log" >&2; exit 1; }
 
 "$BIN/stepper" demo --timeout 60 || echo "some sample jobs failed; see $RUN/worker.log"
+
+echo
+echo "==> the same fleet through the HTTP gateway, with the official openai SDK (streamed)"
+GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" GATEWAY_KEY="$GATEWAY_KEY" "$BIN/python" - <<'PY' \
+  || echo "the gateway did not answer; see $RUN/gateway.log"
+import os, sys, time
+import requests
+from openai import OpenAI
+
+base = os.environ["GATEWAY_URL"]
+for _ in range(100):  # the gateway may still be starting
+    try:
+        requests.get(f"{base}/health", timeout=1).raise_for_status()
+        break
+    except requests.RequestException:
+        time.sleep(0.2)
+client = OpenAI(base_url=f"{base}/v1", api_key=os.environ["GATEWAY_KEY"])
+print("    models:", ", ".join(model.id for model in client.models.list()))
+print("    chat:   ", end="")
+for chunk in client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "What is a circuit breaker?"}], stream=True
+):
+    print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+print()
+PY
 
 cat <<MSG
 
