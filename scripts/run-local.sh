@@ -15,9 +15,8 @@ FLOWER_PORT="${FLOWER_PORT:-5555}"
 GATEWAY_PORT="${GATEWAY_PORT:-8000}"
 # The HTTP gateway runs with a key made for this run (loopback only, but a key keeps its behaviour the same as
 # in production): its digest is configured, the key itself is printed at the end and stored nowhere.
-mapfile -t new_key < <("$BIN/stepper" gateway new-key 2>/dev/null)
-GATEWAY_KEY="${new_key[0]#key: *}"
-export STEPPER_GATEWAY_KEY_HASHES="${new_key[1]#digest: *}"
+{ read -r _ GATEWAY_KEY; read -r _ STEPPER_GATEWAY_KEY_HASHES; } < <("$BIN/stepper" gateway new-key 2>/dev/null)
+export STEPPER_GATEWAY_KEY_HASHES
 export STEPPER_FLOWER_USER="${STEPPER_FLOWER_USER:-stepper}"
 export STEPPER_FLOWER_PASSWORD="${STEPPER_FLOWER_PASSWORD:-$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')}"
 
@@ -112,8 +111,8 @@ cat <<MSG
     Flower:   http://127.0.0.1:$FLOWER_PORT  (user $STEPPER_FLOWER_USER, password $STEPPER_FLOWER_PASSWORD)
     Submit:   $BIN/stepper submit chat '{"messages": [{"role": "user", "content": "hello"}]}'
     Gateway:  http://127.0.0.1:$GATEWAY_PORT/docs  (API key $GATEWAY_KEY, valid while make run runs)
-    HTTP:     curl -s -H "Authorization: Bearer $GATEWAY_KEY" -H 'Content-Type: application/json' \
-                -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}' \
+    HTTP:     curl -s -H "Authorization: Bearer $GATEWAY_KEY" -H 'Content-Type: application/json' \\
+                -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}' \\
                 http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions
     Logs:     $RUN/worker.log, $RUN/flower.log, $RUN/gateway.log
     Press Ctrl-C to stop what make run started.
