@@ -192,10 +192,13 @@ def test_without_consumers_ready_is_503_and_a_waiting_task_is_revoked(
     assert (before, after) == ("PENDING", "REVOKED")
 
 
+ALLOWED_ORIGIN = "https://app.example"
+
+
 @pytest.fixture(scope="module")
 def limited_gateway(gateway_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     """Two keys, each allowed 3 requests and 100 estimated tokens a minute."""
-    settings = {**MOCK_SETTINGS, "stepper_gateway": {"rpm": 3, "tpm": 100}}
+    settings = {**MOCK_SETTINGS, "stepper_gateway": {"rpm": 3, "tpm": 100, "cors_origins": [ALLOWED_ORIGIN]}}
     digests = f"{key_digest('stp_requests-key')},{key_digest('stp_tokens-key')}"
     directory = Path(tmp_path_factory.mktemp("limited"))
     with running_gateway(gateway_fleet.url, directory, settings, env={"STEPPER_GATEWAY_KEY_HASHES": digests}) as gw:
@@ -223,6 +226,32 @@ def test_tokens_per_minute_per_key_answer_429(limited_gateway: RunningGateway) -
     )
     assert first.status_code == 202 and second.status_code == 429
     assert int(second.headers["Retry-After"]) >= 1
+
+
+def preflight(gateway: RunningGateway, origin: str) -> requests.Response:
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    return requests.options(f"{gateway.url}/v1/chat/completions", headers=headers, timeout=10)
+
+
+def test_cors_answers_only_the_configured_origins(limited_gateway: RunningGateway, gateway: RunningGateway) -> None:
+    allowed = preflight(limited_gateway, ALLOWED_ORIGIN)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert "access-control-allow-origin" not in preflight(limited_gateway, "https://evil.example").headers
+    assert "access-control-allow-origin" not in preflight(gateway, ALLOWED_ORIGIN).headers  # none configured
+
+
+def test_no_key_reaches_the_gateway_log(gateway: RunningGateway, limited_gateway: RunningGateway) -> None:
+    wrong = "stp_a-key-nobody-configured-5e6f"
+    assert get(gateway, "/v1/models", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    assert get(gateway, "/v1/models").status_code == 200
+    for running, keys in ((gateway, (GATEWAY_KEY, wrong)), (limited_gateway, ("stp_requests-key", "stp_tokens-key"))):
+        log = running.log()
+        assert "/v1/models" in log  # the log has the requests...
+        assert not [key for key in keys if key in log]  # ...and none of the keys offered
 
 
 def test_the_gateway_refuses_to_start_without_keys(gateway_fleet: Fleet) -> None:

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from openai import APIError, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
+from stepper.gateway.auth import key_digest
 from stepper.llm.streaming import read_stream
 from stepper.samples import sample_requests
-from tests.integration.conftest import Fleet
+from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.fake_http import Fault, running
+from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.vendors.openai import FakeOpenAI
 
 OPENAI_KEY = "sk-integration-openai-7f3a9c"
 MISTRAL_KEY = "sk-integration-mistral-1b2c3d"
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
+ADAPTER = "stepper.providers.openai:OpenAIProvider"
+LLM_SETTINGS: dict[str, Any] = {
+    "stepper_providers": {
+        "openai": {
+            "class": ADAPTER,
+            "kinds": ["chat", "report"],
+            "api_key_env": "OPENAI_API_KEY",
+            "timeout_s": 2,
+        },
+        "mistral": {
+            "class": ADAPTER,
+            "kinds": ["chat", "report"],
+            "api_key_env": "MISTRAL_KEY",
+            "timeout_s": 2,
+        },
+    },
+    "stepper_chains": {
+        "chat": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
+        "report": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
+    },
+    "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
+    "stepper_retry": {"attempts_per_provider": 2, "backoff_base_s": 0.05, "max_inline_wait_s": 2.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,30 +58,8 @@ def mistral() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def llm_fleet(start_fleet: Callable[..., Fleet], openai: FakeOpenAI, mistral: FakeOpenAI) -> Fleet:
-    adapter = "stepper.providers.openai:OpenAIProvider"
     return start_fleet(
-        {
-            "stepper_providers": {
-                "openai": {
-                    "class": adapter,
-                    "kinds": ["chat", "report"],
-                    "api_key_env": "OPENAI_API_KEY",
-                    "timeout_s": 2,
-                },
-                "mistral": {
-                    "class": adapter,
-                    "kinds": ["chat", "report"],
-                    "api_key_env": "MISTRAL_KEY",
-                    "timeout_s": 2,
-                },
-            },
-            "stepper_chains": {
-                "chat": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
-                "report": ["openai:gpt-4o-mini", "mistral:mistral-7b"],
-            },
-            "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
-            "stepper_retry": {"attempts_per_provider": 2, "backoff_base_s": 0.05, "max_inline_wait_s": 2.0},
-        },
+        LLM_SETTINGS,
         name="llm",
         env={
             "OPENAI_API_KEY": OPENAI_KEY,
@@ -118,6 +125,46 @@ def test_stream_resets_when_a_provider_fails_mid_answer(llm_fleet: Fleet, openai
     after_last_reset = len(kinds) - 1 - kinds[::-1].index("reset")
     text = "".join(event.text for event in events[after_last_reset:] if event.type == "delta")
     assert text == answer["output"]["message"]["content"] == "fake-mistral says: tell me a long story please"
+
+
+@pytest.fixture(scope="module")
+def llm_gateway(llm_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    settings = {**LLM_SETTINGS, "stepper_gateway": {"key_hashes": [key_digest(GATEWAY_KEY)]}}
+    with running_gateway(llm_fleet.url, Path(tmp_path_factory.mktemp("llm-gateway")), settings) as gateway:
+        yield gateway
+
+
+def stream_through(gateway: RunningGateway, content: str, received: list[str], task_ids: list[str]) -> None:
+    """Stream a completion with the openai SDK into ``received``; ``task_ids`` gets the stepper task's id."""
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=30)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": content}]
+    for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+        task_ids.append(chunk.id.removeprefix("chatcmpl-"))
+        received.extend(choice.delta.content or "" for choice in chunk.choices)
+
+
+def test_a_gateway_stream_that_cannot_take_back_its_text_ends_in_an_error(
+    llm_gateway: RunningGateway, llm_fleet: Fleet, openai: FakeOpenAI
+) -> None:
+    openai.inject(Fault(stop_stream_after=3), Fault(stop_stream_after=3))
+    received: list[str] = []
+    task_ids: list[str] = []
+    with pytest.raises(APIError, match="restarted on another provider"):
+        stream_through(llm_gateway, "tell me a long story please", received, task_ids)
+    assert "".join(received).startswith("fake-openai")  # openai's first words had gone out to the caller
+    # The task itself goes on and completes; let it finish before the next test counts requests.
+    answer = llm_fleet.app.AsyncResult(task_ids[0]).get(timeout=30)
+    assert answer["output"]["message"]["content"].endswith("says: tell me a long story please")
+
+
+def test_a_provider_failing_before_any_text_leaves_the_gateway_stream_whole(
+    llm_gateway: RunningGateway, openai: FakeOpenAI
+) -> None:
+    openai.inject(Fault(stop_stream_after=0), Fault(stop_stream_after=0))  # connections dropped before any event
+    received: list[str] = []
+    stream_through(llm_gateway, "a short one", received, [])
+    assert len(openai.requests) == 3  # both failures happened...
+    assert "".join(received) == "fake-openai says: a short one"  # ...and the caller saw only the answer
 
 
 def test_no_key_reaches_the_worker_log(llm_fleet: Fleet, openai: FakeOpenAI) -> None:
