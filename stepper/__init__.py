@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepper.errors import (
     AuthError,
+    BrokerUnavailable,
     ChainExhausted,
     CircuitOpen,
     ConfigError,
@@ -40,6 +41,7 @@ __all__ = [
     "KINDS",
     "PRIORITIES",
     "AuthError",
+    "BrokerUnavailable",
     "ChainExhausted",
     "CircuitOpen",
     "ConfigError",

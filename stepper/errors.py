@@ -17,7 +17,8 @@
     │       ├── UnsupportedInput     this provider cannot do it: next provider
     │       └── ContentRejected      a safety refusal of the content itself: stops the chain
     ├── ChainExhausted               every provider in the chain failed; carries each attempt
-    └── DeliveryFailed               a webhook receiver never accepted the outcome
+    ├── DeliveryFailed               a webhook receiver never accepted the outcome
+    └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
 
 Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
 result backend can rebuild it for a producer's ``.get()`` with the same type and message.
@@ -29,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BrokerUnavailable",
     "ChainExhausted",
     "CircuitOpen",
     "ConfigError",
@@ -60,6 +62,10 @@ class ConfigError(StepperError):
 
 class InvalidRequest(StepperError):
     """The request itself is wrong. It is never retried and never reaches (another) provider."""
+
+
+class BrokerUnavailable(StepperError):
+    """A producer could not reach Redis (broker, result backend or cache); nothing was submitted."""
 
 
 class ProviderError(StepperError):

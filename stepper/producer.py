@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from celery.result import AsyncResult, EagerResult
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from stepper import tracing
 from stepper.cache import cache_key, cacheable, idempotency_key
 from stepper.config import current_settings
-from stepper.errors import InvalidRequest
+from stepper.errors import BrokerUnavailable, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.llm.streaming import StreamEvent, read_stream
 from stepper.logs import CORRELATION_HEADER
@@ -50,13 +54,37 @@ def submit(
     task = getattr(tasks, kind)
     if correlation_id is not None:
         options["headers"] = {**options.get("headers", {}), CORRELATION_HEADER: correlation_id}
-    if tracing.setup():
-        with tracing.span("stepper.submit", {"stepper.kind": kind}):
-            headers: dict[str, str] = dict(options.get("headers", {}))
-            tracing.inject(headers)  # the worker's task span continues this trace
-            options["headers"] = headers
-            return _send(task, kind, request, parsed, priority=priority, options=options)
-    return _send(task, kind, request, parsed, priority=priority, options=options)
+    with _broker_errors(task.app):
+        if tracing.setup():
+            with tracing.span("stepper.submit", {"stepper.kind": kind}):
+                headers: dict[str, str] = dict(options.get("headers", {}))
+                tracing.inject(headers)  # the worker's task span continues this trace
+                options["headers"] = headers
+                return _send(task, kind, request, parsed, priority=priority, options=options)
+        return _send(task, kind, request, parsed, priority=priority, options=options)
+
+
+@contextmanager
+def _broker_errors(app: Any) -> Iterator[None]:
+    """Redis unreachable, however the layer below says it, becomes one BrokerUnavailable naming the server."""
+    try:
+        yield
+    except (RedisError, OperationalError) as exc:
+        raise BrokerUnavailable(_unreachable(app, exc)) from exc
+    except RuntimeError as exc:
+        # Celery's result consumer, when Redis was never reachable: "Retry limit exceeded while trying to
+        # reconnect to the Celery result store backend", raised from the connection error.
+        if not isinstance(exc.__context__, RedisError):
+            raise
+        raise BrokerUnavailable(_unreachable(app, exc.__context__)) from exc
+
+
+def _unreachable(app: Any, exc: BaseException) -> str:
+    where = urlsplit(str(app.conf.broker_url))
+    return (
+        f"Redis at {where.hostname}:{where.port or 6379} is unreachable ({exc}); nothing was submitted. "
+        "Is it running, and does STEPPER_REDIS_URL point at it?"
+    )
 
 
 def _send(

@@ -37,8 +37,9 @@ def _redis_client(url: str, pid: int) -> Redis:
 
 def riding_out(wait_s: float) -> Retry:
     """Retries on connection errors lasting about ``wait_s`` seconds in all: backoff doubling from 50 ms to 1 s,
-    so a restarting Redis is used again within a second of answering."""
-    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(wait_s) + 4 if wait_s else 0)
+    so a restarting Redis is used again within a second of answering. Always one quick retry: a pooled
+    connection that went stale (Redis restarted since) reconnects instead of failing."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(wait_s) + 4 if wait_s else 1)
 
 
 def state_redis() -> Redis:

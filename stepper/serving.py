@@ -24,24 +24,27 @@ Compute = Callable[[], dict[str, Any]]
 
 
 @cache
-def _result_cache(url: str, pid: int) -> ResultCache:
+def _result_cache(url: str, pid: int, redis_wait_s: float) -> ResultCache:
     del pid
-    # Patient: a result computed while Redis restarts is still stored, so a redelivery finds it.
     client = Redis.from_url(
         url,
         decode_responses=False,
         socket_connect_timeout=2,
         socket_timeout=5,
-        retry=riding_out(current_settings().recovery.redis_wait_s),
+        retry=riding_out(redis_wait_s),
     )
     return ResultCache(client, current_settings().cache)
 
 
-def result_cache() -> ResultCache:
-    """This process's cache: its own Redis when configured, the fleet-state Redis otherwise."""
+def result_cache(redis_wait_s: float = 0.0) -> ResultCache:
+    """This process's cache: its own Redis when configured, the fleet-state Redis otherwise.
+
+    ``redis_wait_s``: how long a command waits for a restarting Redis. A worker waits (a result it computed
+    while Redis restarts is still stored, so a redelivery finds it); a producer fails fast and says so.
+    """
     config = current_config()
     url = current_settings().cache.url or config.get("stepper_state_url") or config["broker_url"]
-    return _result_cache(url, os.getpid())
+    return _result_cache(url, os.getpid(), redis_wait_s)
 
 
 def as_cached(result: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def as_cached(result: dict[str, Any]) -> dict[str, Any]:
 def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) -> dict[str, Any]:
     """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must."""
     settings = current_settings()
-    results = result_cache()
+    results = result_cache(settings.recovery.redis_wait_s)
     lease_s = float(current_config().get("task_time_limit") or 300)
     if request.idempotency_key is not None:
         key = idempotency_key(family.kind, request.idempotency_key)

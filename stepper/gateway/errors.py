@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from stepper.errors import InvalidRequest
+from stepper.errors import BrokerUnavailable, InvalidRequest
 from stepper.gateway.auth import RateLimitExceeded
 
 log = logging.getLogger("stepper.gateway")
@@ -96,6 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRequest, invalid_request)
     app.add_exception_handler(RateLimitExceeded, rate_limited)
     app.add_exception_handler(RedisError, redis_down)
+    app.add_exception_handler(BrokerUnavailable, redis_down)  # stepper.submit's word for the same
 
 
 def _problem(error: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from stepper.samples import sample_requests
 from stepper.schemas import Kind
 from tests.integration.conftest import GATEWAY_KEY, MOCK_SETTINGS, Fleet
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.redis_server import RESERVED_DATABASES, RedisServer
+from tests.support.redis_server import RESERVED_DATABASES, RedisServer, free_port
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 TASK_PATHS: dict[str, Kind] = {
@@ -252,6 +252,20 @@ def test_no_key_reaches_the_gateway_log(gateway: RunningGateway, limited_gateway
         log = running.log()
         assert "/v1/models" in log  # the log has the requests...
         assert not [key for key in keys if key in log]  # ...and none of the keys offered
+
+
+def test_redis_down_is_a_503_that_says_so(tmp_path: Path) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    report = sample_requests()["report"]
+    # With per-key limits the gateway's own limiter meets the outage first; without, stepper.submit does.
+    for name, limits in (("limited", {}), ("unlimited", {"rpm": 0, "tpm": 0})):
+        settings = {**MOCK_SETTINGS, "stepper_gateway": limits}
+        with running_gateway(nowhere, tmp_path / name, settings, "--unauthenticated") as down:
+            path, body = ("/api/v1/tasks/content-generation", chat) if name == "limited" else ("/v1/reports", report)
+            answer = requests.post(f"{down.url}{path}", json=body, timeout=30)
+            assert answer.status_code == 503, answer.text
+            assert "Redis is unreachable" in answer.text
 
 
 def test_the_gateway_refuses_to_start_without_keys(gateway_fleet: Fleet) -> None:

@@ -52,6 +52,7 @@ EXAMPLES: list[StepperError] = [
     UnsupportedInput("no such model: gpt-9"),
     ContentRejected("refused by the safety filter"),
     errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
+    errors.BrokerUnavailable("Redis at 127.0.0.1:6379 is unreachable (Connection refused); nothing was submitted"),
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
     ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
     ChainExhausted("empty chain"),
