@@ -8,17 +8,13 @@ under 0.5 ms, an absolute figure; the ratio to the round trip is context.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Figure, compare, progress, redis_url
+from bench.harness import Figure, compare, progress, redis_url, run_probe
 from tests.support.redis_server import RedisServer
-from tests.support.workers import REPO_ROOT, start_worker
+from tests.support.workers import start_worker
 
 HIT_P50_TARGET_MS = 0.5
 MOCK = {"STEPPER_MODE": "mock"}
@@ -31,26 +27,9 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
         worker = start_worker(url, Path(directory), {}, name="bench-cache", queues=["chat"], env=MOCK)
         try:
             progress("cache_hit: 2000 fresh hits through stepper.submit, then 200 cache='bypass' round trips")
-            probe = subprocess.run(
-                [sys.executable, "-m", "bench.cache_hit_probe"],
-                cwd=REPO_ROOT,
-                env={
-                    **os.environ,
-                    **MOCK,
-                    "STEPPER_REDIS_URL": url,
-                    "CELERY_CONFIG_MODULE": "tests.support.no_deployment_config",
-                    "PYTHONPATH": str(REPO_ROOT),
-                },
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            figures = run_probe("bench.cache_hit_probe", url, timeout_s=120, env=MOCK)
         finally:
             worker.stop()
-    if probe.returncode != 0:
-        raise RuntimeError(f"bench.cache_hit_probe failed ({probe.returncode}):\n{probe.stderr[-4000:]}")
-    figures = json.loads(probe.stdout)
     hit_ms = figures["hit_p50_ms"]
     return {
         "cache_hit": compare(

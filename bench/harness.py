@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -112,6 +113,33 @@ def fleet(
 
 def redis_url(redis: RedisServer, database: int) -> str:
     return f"redis://127.0.0.1:{redis.port}/{database}"
+
+
+def run_probe(module: str, redis_url: str, timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m <module>`` as a producer of the fleet at ``redis_url`` and return the JSON it prints.
+
+    A probe measures in a process of its own because stepper's producer reads its Redis URL and mode from the
+    environment when it is first imported.
+    """
+    probe = subprocess.run(  # noqa: S603  (this interpreter, a bench module, no shell)
+        [sys.executable, "-m", module],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            **(env or {}),
+            "STEPPER_REDIS_URL": redis_url,
+            "CELERY_CONFIG_MODULE": "tests.support.no_deployment_config",
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(f"{module} failed ({probe.returncode}):\n{probe.stderr[-4000:]}")
+    figures: dict[str, Any] = json.loads(probe.stdout)
+    return figures
 
 
 def start_celery_worker(

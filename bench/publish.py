@@ -10,39 +10,18 @@ issue): not slower than plain Celery, read as at least 0.9x with this machine's 
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 from typing import Any
 
-from bench.harness import Figure, compare, progress, redis_url
+from bench.harness import Figure, compare, progress, redis_url, run_probe
 from tests.support.redis_server import RedisServer
-from tests.support.workers import REPO_ROOT
 
 TARGET = 0.9
 
 
 def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     progress("publish: submit_many and apply_async loops of the same jobs, alternated, no worker running")
-    probe = subprocess.run(
-        [sys.executable, "-m", "bench.publish_probe"],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "STEPPER_REDIS_URL": redis_url(redis, 10),
-            "CELERY_CONFIG_MODULE": "tests.support.no_deployment_config",
-            "PYTHONPATH": str(REPO_ROOT),
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if probe.returncode != 0:
-        raise RuntimeError(f"bench.publish_probe failed ({probe.returncode}):\n{probe.stderr[-4000:]}")
-    figures = json.loads(probe.stdout)
+    figures = run_probe("bench.publish_probe", redis_url(redis, 10), timeout_s=600)
     jobs, seconds = figures["jobs"], figures["seconds"]
     rates = {side: [jobs / elapsed for elapsed in values] for side, values in seconds.items()}
     ratios = [s / c for s, c in zip(rates["submit_many"], rates["apply_async"], strict=True)]
