@@ -51,18 +51,20 @@ def job(number: int) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": f"job {number}"}], "idempotency_key": f"job-{number}"}
 
 
+@pytest.mark.parametrize(("pool", "concurrency"), [("threads", 4), ("prefork", 2)])
 def test_a_redis_restart_mid_batch_loses_nothing_and_strands_nothing(
-    durable_redis: RedisServer, tmp_path: Path
+    durable_redis: RedisServer, tmp_path: Path, pool: str, concurrency: int
 ) -> None:
     url = durable_redis.url
-    worker = start_worker(url, tmp_path / "worker", journal_settings(tmp_path / "journal"), name="restart")
+    settings = journal_settings(tmp_path / "journal")
+    worker = start_worker(url, tmp_path / "worker", settings, name="restart", pool=pool, concurrency=concurrency)
     try:
         app = producer_app(url)
         # Scheduled messages (a countdown, as a broker retry has) are held by the worker, unacknowledged: Celery
         # drops them when its connection breaks, and kombu alone would leave them for the visibility timeout.
         scheduled = [app.send_task("stepper.chat", kwargs=job(n), countdown=6) for n in range(4)]
         running = [app.send_task("stepper.chat", kwargs=job(n)) for n in range(4, 16)]
-        _wait_until(lambda: len(journal(tmp_path / "journal", "start")) >= 6, timeout_s=30)  # mid-call
+        _wait_until(lambda: len(journal(tmp_path / "journal", "start")) >= concurrency + 2, timeout_s=30)  # mid-call
         durable_redis.crash_and_restart(down_s=2)
 
         answers = [result.get(timeout=60) for result in scheduled + running]
