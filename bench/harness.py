@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from celery import Celery
 from stepper.celery import create_app
 from stepper.config import load_config
 from tests.support.redis_server import RedisServer
-from tests.support.workers import REPO_ROOT, Worker, start_worker
+from tests.support.workers import REPO_ROOT, Worker, start_celery_worker, start_worker
 
 
 @dataclass
@@ -140,49 +139,6 @@ def run_probe(module: str, redis_url: str, timeout_s: float, env: dict[str, str]
         raise RuntimeError(f"{module} failed ({probe.returncode}):\n{probe.stderr[-4000:]}")
     figures: dict[str, Any] = json.loads(probe.stdout)
     return figures
-
-
-def start_celery_worker(
-    app: str,
-    directory: Path,
-    env: dict[str, str],
-    *,
-    name: str,
-    pool: str = "threads",
-    concurrency: int = 4,
-    queues: Sequence[str] = (),
-) -> Worker:
-    """Start ``celery -A <app> worker`` for any app importable from the repository, and wait until it is ready.
-
-    The same command line as tests.support.workers.start_worker (no gossip, mingle or heartbeat), for apps
-    that take their settings from ``env`` rather than from a config module.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
-    log_path = directory / f"{hostname}.log"
-    command = [
-        sys.executable, "-m", "celery", "-A", app, "worker",
-        "--loglevel", "INFO",
-        "--pool", pool,
-        "--concurrency", str(concurrency),
-        "--hostname", hostname,
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    if queues:
-        command += ["--queues", ",".join(queues)]
-    process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
-    with log_path.open("wb") as log_file:
-        # Our own interpreter and arguments; nothing from outside reaches the command line.
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    worker = Worker(hostname, process, log_path, directory)
-    try:
-        worker.wait_ready()
-    except RuntimeError:
-        worker.stop()
-        raise
-    return worker
 
 
 @contextmanager

@@ -30,10 +30,10 @@ from celery import Celery
 
 from bench import bare_app, bare_io_app
 from bench.fake_openai import API_KEY
-from bench.harness import Figure, compare, fleet, progress, redis_url, start_celery_worker, timed
+from bench.harness import Figure, compare, fleet, progress, redis_url, timed
 from stepper.workers.profiles import PROFILES
 from tests.support.redis_server import RedisServer
-from tests.support.workers import REPO_ROOT
+from tests.support.workers import REPO_ROOT, start_celery_worker
 
 LATENCY_S = 0.1
 TASKS = 1500

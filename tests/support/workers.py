@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,44 +72,59 @@ def start_worker(
     env: dict[str, str] | None = None,
     heartbeat: bool = False,
 ) -> Worker:
-    """Start ``celery -A stepper worker`` with ``settings`` as its config module, and wait until it is ready.
-
-    Gossip, mingle and heartbeats are off unless asked for (they slow start-up and chatter between test
-    fleets); a worker without heartbeats cannot have task events switched on remotely, as Flower does.
-    """
+    """Start ``celery -A stepper worker`` with ``settings`` as its config module, and wait until it is ready."""
     directory.mkdir(parents=True, exist_ok=True)
     module = write_config(directory, settings)
-    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
-    log_path = directory / f"{hostname}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "stepper",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--pool",
-        pool,
-        "--concurrency",
-        str(concurrency),
-        "--hostname",
-        hostname,
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if not heartbeat:
-        command.append("--without-heartbeat")
-    if queues:
-        command += ["--queues", ",".join(queues)]
-    process_env = {
-        **os.environ,
+    worker_env = {
         "STEPPER_REDIS_URL": redis_url,
         "CELERY_CONFIG_MODULE": module,
         "PYTHONPATH": os.pathsep.join([str(directory), str(REPO_ROOT)]),
         **(env or {}),
     }
+    return start_celery_worker(
+        "stepper",
+        directory,
+        worker_env,
+        name=name,
+        pool=pool,
+        concurrency=concurrency,
+        queues=queues or (),
+        heartbeat=heartbeat,
+    )
+
+
+def start_celery_worker(
+    app: str,
+    directory: Path,
+    env: dict[str, str],
+    *,
+    name: str,
+    pool: str = "threads",
+    concurrency: int = 4,
+    queues: Sequence[str] = (),
+    heartbeat: bool = False,
+) -> Worker:
+    """Start ``celery -A <app> worker`` for any app importable from the repository, and wait until it is ready.
+
+    Gossip, mingle and heartbeats are off unless asked for (they slow start-up and chatter between test
+    fleets); a worker without heartbeats cannot have task events switched on remotely, as Flower does.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+    log_path = directory / f"{hostname}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", app, "worker",
+        "--loglevel", "INFO",
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--hostname", hostname,
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    if not heartbeat:
+        command.append("--without-heartbeat")
+    if queues:
+        command += ["--queues", ",".join(queues)]
+    process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
     worker = Worker(hostname, process, log_path, directory)
