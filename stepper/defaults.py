@@ -34,9 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_multiplier": 1,
     # A worker that starts before Redis keeps trying instead of exiting.
     "broker_connection_retry_on_startup": True,
-    # With acks_late a task that was running when the broker connection dropped is redelivered anyway;
-    # cancelling it stops the same work running twice side by side.
-    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    # A task running when the broker connection drops keeps running: it waits out the outage, stores its
+    # result and the message is acknowledged, or restored by stepper's recovery sweep (which never takes a
+    # message a live worker still holds) and answered from that stored result. Cancelling it (prefork can)
+    # threw away work that had often already reached the provider, and the redelivery called it again.
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
     # A Redis blip while storing a result retries instead of losing the result.
     "result_backend_always_retry": True,
     "result_backend_max_retries": 10,
