@@ -22,7 +22,7 @@ from celery import Celery
 
 from bench import bare_app
 from bench.harness import Figure, bare_worker, compare, fleet, percentile, progress, timed
-from stepper.defaults import DEFAULTS
+from stepper.config import CELERY_DEFAULTS
 from tests.support.redis_server import RedisServer
 
 TASKS = 1500
@@ -72,7 +72,7 @@ def round_trip_p50_ms(send: Send, label: str) -> float:
 
 
 def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
-    drifted = {key: value for key, value in bare_app.RELIABILITY.items() if DEFAULTS[key] != value}
+    drifted = {key: value for key, value in bare_app.RELIABILITY.items() if CELERY_DEFAULTS[key] != value}
     if drifted:
         raise SystemExit(f"bench/bare_app.py no longer has stepper's settings for {', '.join(drifted)}: update it")
     options = {"pool": "threads", "concurrency": CONCURRENCY}

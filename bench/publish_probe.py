@@ -56,7 +56,7 @@ def stepper_seconds(batch: list[Any], out: Path) -> float:
 def celery_seconds(batch: list[Any]) -> float:
     """Plain ``apply_async`` of the same kwargs, priority and correlation header on the same app, in a loop."""
     from stepper import tasks
-    from stepper.logs import CORRELATION_HEADER
+    from stepper.infra.logs import CORRELATION_HEADER
 
     started = time.perf_counter()
     for job in batch:
@@ -66,14 +66,14 @@ def celery_seconds(batch: list[Any]) -> float:
 
 def queued_messages() -> int:
     """Messages waiting in the chat queue, over every priority list."""
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
 
     client = state_redis()
     return sum(int(client.llen(key)) for key in client.scan_iter(f"{QUEUE}*") if client.type(key) == b"list")
 
 
 def main() -> int:
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
 
     batch = jobs()
     seconds: dict[str, list[float]] = {"submit_many": [], "apply_async": []}

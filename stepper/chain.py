@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
-from stepper import metrics, tracing
-from stepper.config import ChainEntry, ProviderSettings, StepperSettings
+from stepper.contracts import Provider, Reply
 from stepper.errors import (
     AuthError,
     ChainExhausted,
@@ -39,10 +38,11 @@ from stepper.families import Family
 from stepper.guards.admission import Limits
 from stepper.guards.backoff import wait_before_retry
 from stepper.guards.breaker import ProviderGuard
-from stepper.logs import log_context
-from stepper.providers.base import Provider, Reply
+from stepper.infra import metrics, tracing
+from stepper.infra.logs import log_context
 from stepper.registry import Registry, unavailable_reason
 from stepper.schemas import Attempt, Kind, Outcome, TaskResult, describe_validation_error
+from stepper.settings import ChainEntry, ProviderSettings, StepperSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ChainExecutor:
             finally:
                 log_context.reset(context)
             if reply is not None:
-                metrics.record_reply(family.kind, link.name, attempts, reply.usage)
+                metrics.record_reply(family.kind, link.name, attempts[0].provider if attempts else None, reply.usage)
                 return TaskResult(
                     kind=family.kind,
                     output=reply.output.model_dump(mode="json"),
@@ -129,7 +129,7 @@ class ChainExecutor:
 
             def record(outcome: Outcome, error: BaseException | None = None, started: float = started) -> None:
                 attempts.append(_attempt(link, outcome, started, error))
-                metrics.record_attempt(family.kind, attempts[-1])
+                metrics.record_attempt(family.kind, link.name, outcome, attempts[-1].ms)
 
             try:
                 reply = self._guard.call(link.name, limits, tokens, lambda: self._invoke(family, request, link))

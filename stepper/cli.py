@@ -20,8 +20,8 @@ from stepper.priorities import PRIORITIES, priority_value
 from stepper.schemas import KINDS, Kind
 
 if TYPE_CHECKING:
-    from stepper.alerts import AlertSink
-    from stepper.config import AlertSettings
+    from stepper.ops.alerts import AlertSink
+    from stepper.settings import AlertSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +112,8 @@ def _providers(as_json: bool) -> int:
 
 def _fleet_state() -> Any:
     from stepper.celery import app
-    from stepper.fleetstate import read_fleet
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
+    from stepper.ops.fleet import read_fleet
 
     return read_fleet(app, state_redis(), [queue.name for queue in app.conf.task_queues])
 
@@ -163,8 +163,8 @@ def _add_alerts_parser(commands: Any) -> None:
 
 
 def _alert_sinks() -> tuple[AlertSettings, list[AlertSink]]:
-    from stepper.alerts import build_sinks
     from stepper.config import current_settings
+    from stepper.ops.alerts import build_sinks
 
     settings = current_settings().alerts
     sinks = build_sinks(settings)
@@ -178,7 +178,7 @@ def _alert_sinks() -> tuple[AlertSettings, list[AlertSink]]:
 
 
 def _alerts_watch(interval_s: float | None) -> int:
-    from stepper.alerts import watch
+    from stepper.ops.alerts import watch
 
     settings, sinks = _alert_sinks()
     interval_s = settings.interval_s if interval_s is None else interval_s
@@ -189,9 +189,9 @@ def _alerts_watch(interval_s: float | None) -> int:
 
 
 def _alerts_check() -> int:
-    from stepper.alerts import run_checks
     from stepper.celery import app
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
+    from stepper.ops.alerts import run_checks
 
     settings, sinks = _alert_sinks()
     messages = run_checks(app, state_redis(), settings, sinks)
@@ -201,8 +201,9 @@ def _alerts_check() -> int:
 
 def _metrics(port: int) -> int:
     from stepper.celery import app
-    from stepper.metrics import FleetCollector, process_registry, serve
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
+    from stepper.infra.metrics import process_registry, serve
+    from stepper.ops.exporter import FleetCollector
 
     registry = process_registry()
     registry.register(FleetCollector(app, state_redis()))
@@ -249,8 +250,7 @@ def _fleet(profile_names: str, loglevel: str) -> int:
 
 def _voices(as_json: bool) -> int:
     from stepper.config import current_settings
-    from stepper.registry import build_registry
-    from stepper.voices import list_voices
+    from stepper.registry import build_registry, list_voices
 
     settings = current_settings()
     listing = list_voices(settings, build_registry(settings))

@@ -1,4 +1,4 @@
-"""``stepper dlq``: list, show, replay and purge the dead letters of the fleet (see stepper.dlq)."""
+"""``stepper dlq``: list, show, replay and purge the dead letters of the fleet (see stepper.ops.deadletters)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from stepper.errors import StepperError
 from stepper.schemas import KINDS
 
 if TYPE_CHECKING:
-    from stepper.dlq import DeadLetterStore, Entry
+    from stepper.ops.deadletters import DeadLetterStore, Entry
 
 #: Characters of an error message shown in the table; `stepper dlq show ID` has all of it.
 MESSAGE_CHARS = 60
@@ -49,7 +49,7 @@ def _with_store(action: Callable[[DeadLetterStore], int]) -> int:
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from stepper.dlq import open_store
+    from stepper.ops.deadletters import open_store
 
     try:
         return action(open_store())
@@ -102,15 +102,17 @@ def _replay_command(args: argparse.Namespace) -> int:
 
 
 def _replay_one(store: DeadLetterStore, entry_id: str) -> int:
-    from stepper.dlq import replay
+    from stepper.ops.deadletters import replay
+    from stepper.producer import submit
 
-    print(replay(store, entry_id))
+    print(replay(store, entry_id, submit))
     return 0
 
 
 def _replay_all(store: DeadLetterStore, kind: str | None) -> int:
     """Entries replayed before are left out: a second ``--all`` must not run the same work twice."""
-    from stepper.dlq import replay
+    from stepper.ops.deadletters import replay
+    from stepper.producer import submit
 
     pending, done_before = [], 0
     for entry in store.entries(kind, oldest_first=True):
@@ -125,7 +127,7 @@ def _replay_all(store: DeadLetterStore, kind: str | None) -> int:
     failed = 0
     for number, entry_id in enumerate(pending, start=1):
         try:
-            new_task_id = replay(store, entry_id)
+            new_task_id = replay(store, entry_id, submit)
         except StepperError as exc:
             failed += 1
             print(f"not replayed {number}/{len(pending)}: {exc}", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """Loading settings: package defaults, then the deployment's config module, then the environment.
 
 Celery's own ``config_from_object("celeryconfig", silent=True)`` is lazy and raises later when the module is
-missing, so stepper checks importability itself and hands Celery one plain, already merged mapping.
+missing, so stepper checks importability itself and hands Celery one plain, already merged mapping. The
+``stepper_*`` defaults are the models' in :mod:`stepper.settings`; Celery's, as stepper sets them, are here.
 """
 
 from __future__ import annotations
@@ -10,19 +11,73 @@ import copy
 import importlib
 import importlib.util
 import os
-import re
 from collections.abc import Mapping
 from functools import cache
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from stepper.defaults import DEFAULTS
 from stepper.errors import ConfigError
-from stepper.schemas import KINDS, Kind, describe_validation_error
+from stepper.priorities import PRIORITY_STEPS
+from stepper.schemas import KINDS, describe_validation_error
+from stepper.settings import (
+    DEFAULT_CHAINS,
+    DEFAULT_PROVIDERS,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    ChainEntry,
+    ProviderSettings,
+    StepperSettings,
+)
 
-Mode = Literal["live", "mock", "hybrid"]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Celery's settings as stepper runs it. The reliability settings are not meant to be edited; each says why.
+CELERY_DEFAULTS: dict[str, Any] = {
+    "broker_url": REDIS_URL,
+    "result_backend": REDIS_URL,
+    # JSON only: a pickled message would let anyone who can write to Redis run code on the workers.
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    # A task is acknowledged only after it finished, and a pool process killed mid-task (OOM killer,
+    # SIGKILL) gets its message requeued instead of acked: no task is lost to a crashed worker.
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    # Each pool process reserves one message at a time, so one slow task never holds others hostage
+    # and a high-priority message is not stuck behind a prefetched backlog.
+    "worker_prefetch_multiplier": 1,
+    # A worker that starts before Redis keeps trying instead of exiting.
+    "broker_connection_retry_on_startup": True,
+    # A task running when the broker connection drops keeps running: it waits out the outage, stores its
+    # result and the message is acknowledged, or restored by stepper's recovery sweep (which never takes a
+    # message a live worker still holds) and answered from that stored result. Cancelling it (prefork can)
+    # threw away work that had often already reached the provider, and the redelivery called it again.
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
+    # A Redis blip while storing a result retries instead of losing the result.
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 10,
+    # Results are read by producers within minutes; a day is generous and keeps Redis from filling
+    # up with the results of fire-and-forget tasks.
+    "result_expires": 24 * 3600,
+    # soft limit < hard limit < visibility timeout (checked at start-up): a task is stopped before
+    # Redis would consider its message lost and hand it to a second worker.
+    "task_soft_time_limit": 240,
+    "task_time_limit": 300,
+    # Task events cost about a fifth of the throughput; Flower switches them on while it runs.
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    # The middle of the ten levels; see stepper.priorities for the named levels.
+    "task_default_priority": 5,
+    "broker_transport_options": {
+        "priority_steps": list(PRIORITY_STEPS),
+        # Poll queues in a fixed order rather than round robin; kombu polls priority-major, so
+        # priority 0 of every queue comes before priority 1 of any.
+        "queue_order_strategy": "priority",
+    },
+    "result_backend_transport_options": {},
+}
 
 #: Settings whose dict values are merged key by key instead of replaced, so that a deployment adding
 #: one provider or one transport option keeps the others.
@@ -43,227 +98,13 @@ MERGED_SETTINGS = (
     "stepper_gateway",
 )
 
-#: A gateway key is configured as the SHA-256 hex digest of the key, never the key itself.
-KEY_DIGEST_PATTERN = r"^[0-9a-f]{64}$"
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TokenBudget(_Settings):
-    input_tokens: int = Field(default=4096, ge=1)
-    output_tokens: int = Field(default=2048, ge=1)
-
-
-class ProviderSettings(_Settings):
-    """One provider as the deployment declared it."""
-
-    name: str
-    target: str = Field(alias="class", pattern=r"^[\w.]+:\w+$")
-    kinds: tuple[Kind, ...] | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    models: tuple[str, ...] = ()
-    timeout_s: float = Field(default=30.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
-    tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
-    #: LLMs: the token budget of a model not listed in ``budgets``, and per-model budgets.
-    budget: TokenBudget = TokenBudget()
-    budgets: dict[str, TokenBudget] = Field(default_factory=dict)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    def budget_for(self, model: str) -> TokenBudget:
-        return self.budgets.get(model, self.budget)
-
-
-class ChainEntry(_Settings):
-    provider: str
-    model: str
-
-    @classmethod
-    def parse(cls, text: str) -> ChainEntry:
-        provider, _, model = text.strip().partition(":")
-        return cls(provider=provider, model=model or provider)
-
-    def __str__(self) -> str:
-        return f"{self.provider}:{self.model}"
-
-
-class ImageSettings(_Settings):
-    """Limits on image input; see stepper.media.images."""
-
-    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(default=40_000_000, ge=1)
-    #: Directories under which ``{"path": ...}`` images may be read; empty: paths are refused.
-    roots: tuple[str, ...] = ()
-    #: Networks (CIDR) that URL images may resolve to despite being private or loopback.
-    allowed_networks: tuple[str, ...] = ()
-    fetch_timeout_s: float = Field(default=10.0, gt=0)
-    max_redirects: int = Field(default=3, ge=0)
-
-
-class ArtifactSettings(_Settings):
-    """Where audio and thumbnails go; see stepper.artifacts."""
-
-    directory: str = "/tmp/stepper-artifacts"  # noqa: S108  (a default for development; deployments set it)
-    #: Below this size a result carries the artifact inline (a data: URI) instead of a file reference.
-    inline_max_bytes: int = Field(default=16 * 1024, ge=0)
-    ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
-
-
-class CacheWindow(_Settings):
-    fresh_s: float = Field(ge=0)
-    stale_s: float = Field(ge=0)
-
-
-class CacheSettings(_Settings):
-    """Result cache; see stepper.cache. A kind missing from ``windows`` is not cached."""
-
-    #: Redis for the cache; None uses the state Redis. Give it its own instance (allkeys-lru) in production.
-    url: str | None = None
-    windows: dict[Kind, CacheWindow] = Field(default_factory=dict)
-    #: How long an identical request waits for the one being computed before computing it itself.
-    single_flight_wait_s: float = Field(default=300.0, ge=0)
-    #: How long an idempotency key maps to its first task.
-    idempotency_window_s: float = Field(default=24 * 3600, gt=0)
-
-
-class WebhookSettings(_Settings):
-    """Signed outcome callbacks to a request's ``callback_url``; see stepper.webhooks."""
-
-    #: The variable holding the HMAC-SHA256 signing secret (``<NAME>_FILE`` is read too).
-    secret_env: str = "STEPPER_WEBHOOK_SECRET"  # noqa: S105  (the variable's name, not a secret)
-    #: Keep retrying a failing receiver (with backoff) for this long.
-    retry_for_s: float = Field(default=3600.0, gt=0)
-    #: Exponential backoff with full jitter between attempts: up to base * 2**retries, at most cap (a receiver's
-    #: Retry-After can ask for longer). Countdowns also stay under stepper_retry.task_countdown_cap_s.
-    backoff_base_s: float = Field(default=2.0, gt=0)
-    backoff_cap_s: float = Field(default=300.0, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0)
-    #: When not empty, only these hosts may receive callbacks.
-    allowed_hosts: tuple[str, ...] = ()
-    #: Networks (CIDR) a callback may resolve to despite being private or loopback.
-    allowed_networks: tuple[str, ...] = ()
-
-
-class DeadLetterSettings(_Settings):
-    """Failed tasks kept for inspection and replay; see stepper.dlq."""
-
-    max_entries: int = Field(default=100_000, ge=1)
-    ttl_s: float = Field(default=30 * 24 * 3600, gt=0)
-
-
-class AlertSettings(_Settings):
-    """Operational alerts to Slack and Discord; see stepper.alerts. Webhook URLs are secrets: read from variables."""
-
-    #: The variables holding the incoming-webhook URLs (``<NAME>_FILE`` is read too); unset: that sink is off.
-    slack_webhook_url_env: str = "STEPPER_SLACK_WEBHOOK_URL"
-    discord_webhook_url_env: str = "STEPPER_DISCORD_WEBHOOK_URL"
-    #: How often ``stepper alerts watch`` checks (its --interval overrides it).
-    interval_s: float = Field(default=30.0, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0)
-    #: A queue with more messages waiting than this (all priority levels together) fires.
-    queue_depth_threshold: int = Field(default=1000, ge=0)
-    #: More new dead letters than this since the previous check fires.
-    dlq_growth_threshold: int = Field(default=10, ge=0)
-    #: More ChainExhausted failures than this in the previous full minute fires.
-    exhausted_per_minute_threshold: int = Field(default=5, ge=0)
-
-
-class RecoverySettings(_Settings):
-    """Riding out a Redis restart and a dead worker; see stepper.workers.recovery."""
-
-    #: A stepper message held by no live worker for this long goes back on its queue (kombu alone waits for
-    #: the visibility timeout). Workers renew their lease four times per period.
-    lease_s: float = Field(default=20.0, gt=0)
-    #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
-    #: task is put back on its queue instead of failing.
-    redis_wait_s: float = Field(default=30.0, ge=0)
-
-
-class GatewaySettings(_Settings):
-    """The HTTP gateway (``stepper gateway``); see stepper.gateway. Limits apply to each key separately."""
-
-    #: SHA-256 hex digests of the accepted API keys (``stepper gateway new-key`` prints a key and its digest).
-    key_hashes: tuple[str, ...] = ()
-    #: Requests and estimated tokens per minute per key, fleet-wide across gateway replicas; 0 = unlimited.
-    rpm: int = Field(default=600, ge=0)
-    tpm: int = Field(default=200_000, ge=0)
-    #: Larger request bodies are refused with 413 (inline base64 images make bodies large).
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
-    #: Browser origins allowed by CORS; empty: no CORS headers at all.
-    cors_origins: tuple[str, ...] = ()
-    #: How long a non-streaming chat completion waits for the task's result before answering 504.
-    chat_timeout_s: float = Field(default=120.0, gt=0)
-
-    @field_validator("key_hashes", mode="before")
-    @classmethod
-    def _split_and_normalise(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, list | tuple):
-            return tuple(item.strip().lower() for item in value if isinstance(item, str) and item.strip())
-        return value
-
-    @field_validator("key_hashes")
-    @classmethod
-    def _digests_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for position, digest in enumerate(value):
-            if not re.fullmatch(KEY_DIGEST_PATTERN, digest):
-                # Never echo the value: someone may have pasted a key where its digest belongs.
-                raise ValueError(
-                    f"entry {position} ({len(digest)} characters) is not a SHA-256 hex digest (64 hex characters); "
-                    "configure digests, not keys: `stepper gateway new-key` prints both"
-                )
-        return value
-
-
-class BreakerSettings(_Settings):
-    fail_max: int = Field(ge=1)
-    reset_timeout_s: float = Field(gt=0)
-
-
-class RetrySettings(_Settings):
-    attempts_per_provider: int = Field(ge=1)
-    backoff_base_s: float = Field(ge=0)
-    backoff_cap_s: float = Field(ge=0)
-    max_inline_wait_s: float = Field(ge=0)
-    task_max_retries: int = Field(ge=0)
-    task_countdown_cap_s: float = Field(ge=0)
-
-
-class StepperSettings(_Settings):
-    """stepper's own settings, validated once at start-up."""
-
-    mode: Mode
-    providers: dict[str, ProviderSettings]
-    chains: dict[Kind, tuple[ChainEntry, ...]]
-    breaker: BreakerSettings
-    retry: RetrySettings
-    images: ImageSettings = ImageSettings()
-    artifacts: ArtifactSettings = ArtifactSettings()
-    cache: CacheSettings = CacheSettings()
-    webhooks: WebhookSettings = WebhookSettings()
-    dead_letters: DeadLetterSettings = DeadLetterSettings()
-    alerts: AlertSettings = AlertSettings()
-    recovery: RecoverySettings = RecoverySettings()
-    gateway: GatewaySettings = GatewaySettings()
-
-    @field_validator("chains")
-    @classmethod
-    def _every_kind_has_a_chain(cls, chains: dict[Kind, tuple[ChainEntry, ...]]) -> dict[Kind, tuple[ChainEntry, ...]]:
-        missing = [kind for kind in KINDS if not chains.get(kind)]
-        if missing:
-            raise ValueError(f"no chain for {', '.join(missing)}; give each kind at least one 'provider:model'")
-        return chains
-
 
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Merge defaults, the deployment's config module and the environment into one mapping."""
     environ = os.environ if environ is None else environ
-    merged = copy.deepcopy(DEFAULTS)
+    merged = copy.deepcopy(
+        {**CELERY_DEFAULTS, "stepper_providers": DEFAULT_PROVIDERS, "stepper_chains": DEFAULT_CHAINS}
+    )
     module = _import_config_module(environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
     if module is not None:
         _merge(merged, {key: value for key, value in vars(module).items() if _is_setting(key, value)})
@@ -274,18 +115,22 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
     """Validate the ``stepper_*`` part of a merged config; raise ConfigError naming the bad setting."""
-    providers = {name: _provider_settings(name, spec) for name, spec in config["stepper_providers"].items()}
+    declared = {**DEFAULT_PROVIDERS, **config.get("stepper_providers", {})}
+    providers = {name: _provider_settings(name, spec) for name, spec in declared.items()}
     try:
         chains = {
             kind: tuple(ChainEntry.parse(entry) for entry in entries)
-            for kind, entries in config["stepper_chains"].items()
+            for kind, entries in {**DEFAULT_CHAINS, **config.get("stepper_chains", {})}.items()
+        }
+        given = {
+            field: config[f"stepper_{field}"]
+            for field in ("mode", "key_namespace", "state_url", "visibility_timeout_s", "breaker", "retry")
+            if config.get(f"stepper_{field}") is not None
         }
         settings = StepperSettings(
-            mode=config["stepper_mode"],
             providers=providers,
             chains=chains,
-            breaker=config["stepper_breaker"],
-            retry=config["stepper_retry"],
+            **given,
             images=config.get("stepper_images", {}),
             artifacts=config.get("stepper_artifacts", {}),
             cache=config.get("stepper_cache", {}),
@@ -362,7 +207,7 @@ def _environment_overrides(environ: Mapping[str, str], config: Mapping[str, Any]
 
 
 def _apply_visibility_timeout(config: dict[str, Any]) -> None:
-    timeout = config["stepper_visibility_timeout_s"]
+    timeout = config.get("stepper_visibility_timeout_s") or DEFAULT_VISIBILITY_TIMEOUT_S
     for key in ("broker_transport_options", "result_backend_transport_options"):
         config[key] = {**config[key], "visibility_timeout": timeout}
 
@@ -393,7 +238,7 @@ def _check_chains_name_known_providers(settings: StepperSettings) -> None:
 
 def _check_time_limits(config: Mapping[str, Any], settings: StepperSettings) -> None:
     soft, hard = config.get("task_soft_time_limit"), config.get("task_time_limit")
-    visibility = config["stepper_visibility_timeout_s"]
+    visibility = settings.visibility_timeout_s
     if soft is not None and hard is not None and soft >= hard:
         raise ConfigError(f"task_soft_time_limit ({soft}s) must be below task_time_limit ({hard}s)")
     longest = max(hard or 0, settings.retry.task_countdown_cap_s)

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from stepper.contracts import Reply
 from stepper.errors import InvalidRequest
-from stepper.llm.tokens import estimate_message_tokens, estimate_tokens
-from stepper.providers.base import Reply
+from stepper.providers.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.schemas import (
     ChatOutput,
     ChatRequest,

@@ -6,6 +6,10 @@ from typing import Literal
 
 from stepper.errors import InvalidRequest
 
+#: kombu's priority lists on Redis, one per level: ten real levels (its default is four: 0, 3, 6, 9). Producers
+#: that want ten levels must use the same ``priority_steps`` transport option (stepper's own producers do).
+PRIORITY_STEPS = tuple(range(10))
+
 PriorityName = Literal["interactive", "normal", "batch"]
 
 PRIORITIES: dict[PriorityName, int] = {

@@ -12,19 +12,18 @@ from celery.result import AsyncResult, EagerResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from stepper import tracing
-from stepper.cache import cache_key, cacheable, idempotency_key
 from stepper.config import current_settings
 from stepper.errors import BrokerUnavailable, InvalidRequest
 from stepper.families import FAMILIES
-from stepper.llm.streaming import StreamEvent, read_stream
-from stepper.logs import CORRELATION_HEADER
+from stepper.infra import tracing
+from stepper.infra.connections import state_redis
+from stepper.infra.logs import CORRELATION_HEADER
+from stepper.infra.streams import StreamEvent, read_stream
+from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import PriorityName
-from stepper.runtime import state_redis
+from stepper.reuse.submitting import cached_result, claim_idempotency_key
 from stepper.schemas import KINDS, Kind
 from stepper.schemas.common import TaskRequest
-from stepper.serving import as_cached, enqueue_refresh, result_cache
-from stepper.webhooks import check_callback_url
 
 
 def submit(
@@ -49,19 +48,18 @@ def submit(
     parsed = cast(TaskRequest, FAMILIES[kind].parse(request))
     if parsed.callback_url is not None:
         check_callback_url(parsed.callback_url, current_settings().webhooks)
-    from stepper import tasks  # loads Celery's task registry only when a producer first submits
+    from stepper.celery import app  # loads Celery only when a producer first submits
 
-    task = getattr(tasks, kind)
     if correlation_id is not None:
         options["headers"] = {**options.get("headers", {}), CORRELATION_HEADER: correlation_id}
-    with _broker_errors(task.app):
+    with _broker_errors(app):
         if tracing.setup():
             with tracing.span("stepper.submit", {"stepper.kind": kind}):
                 headers: dict[str, str] = dict(options.get("headers", {}))
                 tracing.inject(headers)  # the worker's task span continues this trace
                 options["headers"] = headers
-                return _send(task, kind, request, parsed, priority=priority, options=options)
-        return _send(task, kind, request, parsed, priority=priority, options=options)
+                return _send(app, kind, request, parsed, priority=priority, options=options)
+        return _send(app, kind, request, parsed, priority=priority, options=options)
 
 
 @contextmanager
@@ -88,7 +86,7 @@ def _unreachable(app: Any, exc: BaseException) -> str:
 
 
 def _send(
-    task: Any,
+    app: Any,
     kind: Kind,
     request: dict[str, Any],
     parsed: TaskRequest,
@@ -97,25 +95,17 @@ def _send(
     options: dict[str, Any],
 ) -> AsyncResult | EagerResult:
     """A cached result, the first task of a known idempotency key, or a new message."""
-    settings = current_settings()
     family = FAMILIES[kind]
+    name = f"stepper.{kind}"
     if parsed.idempotency_key is not None:
         task_id = str(options.pop("task_id", None) or uuid.uuid4())
-        claim = f"{idempotency_key(kind, parsed.idempotency_key)}:task"
-        window_ms = int(settings.cache.idempotency_window_s * 1000)
-        if not state_redis().set(claim, task_id.encode(), nx=True, px=window_ms):
-            first = state_redis().get(claim)
-            return AsyncResult(first.decode() if isinstance(first, bytes) else task_id, app=task.app)
-        return task.apply_async(kwargs=request, priority=priority, task_id=task_id, **options)
-    if cacheable(kind, parsed, settings.cache) and parsed.cache != "refresh":
-        window = settings.cache.windows[kind]
-        key = cache_key(kind, parsed, settings, family.output_model)
-        results = result_cache()
-        if (hit := results.get(key, window)) is not None:
-            if not hit.fresh and results.claim_refresh(key, float(task.app.conf.task_time_limit or 300)):
-                enqueue_refresh(family, parsed, task.app)
-            return EagerResult(str(uuid.uuid4()), as_cached(hit.result), "SUCCESS")
-    return task.apply_async(kwargs=request, priority=priority, **options)
+        first = claim_idempotency_key(family, parsed, task_id)
+        if first is not None:
+            return AsyncResult(first, app=app)
+        return app.send_task(name, kwargs=request, priority=priority, task_id=task_id, **options)
+    if (cached := cached_result(family, parsed, app)) is not None:
+        return EagerResult(str(uuid.uuid4()), cached, "SUCCESS")
+    return app.send_task(name, kwargs=request, priority=priority, **options)
 
 
 def stream(task_id: str, timeout_s: float = 300.0) -> Iterator[StreamEvent]:

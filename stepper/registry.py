@@ -11,11 +11,12 @@ import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
-from stepper.config import ProviderSettings, StepperSettings
-from stepper.errors import ConfigError
-from stepper.providers.base import Provider
+from stepper.contracts import Provider
+from stepper.errors import ConfigError, StepperError
 from stepper.schemas import KINDS, Kind
+from stepper.settings import ProviderSettings, StepperSettings
 
 Target = str | type[Provider]
 
@@ -114,3 +115,26 @@ def unavailable_reason(registry: Registry, kind: Kind, settings: ProviderSetting
 
 def _describe(target: Target) -> str:
     return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def list_voices(settings: StepperSettings, registry: Registry) -> dict[str, Any]:
+    """``{provider: {"voices": [...]} | {"unavailable": reason} | {"error": message}}``, in chain order."""
+    listing: dict[str, Any] = {}
+    for entry in settings.chains["speech"]:
+        if entry.provider in listing:
+            continue
+        provider_settings = settings.providers[entry.provider]
+        reason = unavailable_reason(registry, "speech", provider_settings)
+        if reason is not None:
+            listing[entry.provider] = {"unavailable": reason}
+            continue
+        provider = registry.load("speech", entry.provider)(provider_settings)
+        lister = getattr(provider, "voices", None)
+        if lister is None:
+            listing[entry.provider] = {"unavailable": "this provider cannot list its voices"}
+            continue
+        try:
+            listing[entry.provider] = {"voices": lister()}
+        except StepperError as exc:
+            listing[entry.provider] = {"error": f"{type(exc).__name__}: {exc}"}
+    return listing

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from stepper import runtime
-from stepper.artifacts import LocalArtifactStore
+from stepper.infra import artifacts
+from stepper.infra.artifacts import LocalArtifactStore
 from tests.support.binaries import require_binary
 from tests.support.redis_server import RedisServer, free_port
 
@@ -46,9 +46,9 @@ def artifact_dir(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     directory = tmp_path / "artifacts"
 
     def use(inline_max_bytes: int) -> Path:
-        runtime.set_artifact_store(LocalArtifactStore(directory, 3600, inline_max_bytes))
+        artifacts.set_artifact_store(LocalArtifactStore(directory, 3600, inline_max_bytes))
         return directory
 
     use(16 * 1024)
     yield use
-    runtime.set_artifact_store(None)
+    artifacts.set_artifact_store(None)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stepper import __version__
-from stepper.config import StepperSettings, current_settings
+from stepper.config import current_settings
 from stepper.errors import ConfigError
 from stepper.gateway import health, jobs, openai_compat
 from stepper.gateway.auth import KeyLimiter
@@ -16,14 +16,15 @@ from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
 from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
 from stepper.gateway.state import Gateway
-from stepper.logs import Redactor, configured_secrets
+from stepper.infra.redaction import Redactor, configured_secrets
+from stepper.settings import StepperSettings
 
 
 def create_app(
     settings: StepperSettings | None = None, *, unauthenticated: bool = False, celery: Any = None
 ) -> FastAPI:
     """A gateway over this process's fleet configuration. Without keys it serves only if ``unauthenticated``."""
-    from stepper.runtime import state_redis
+    from stepper.infra.connections import state_redis
 
     settings = current_settings() if settings is None else settings
     options = settings.gateway

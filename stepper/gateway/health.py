@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from stepper import __version__
-from stepper.fleetstate import FleetState, queue_depths, read_fleet, worker_states
 from stepper.gateway.auth import Caller
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, caller, gateway, limited
+from stepper.ops.fleet import FleetState, queue_depths, read_fleet, worker_states
 
 #: How long readiness waits for workers to answer Celery's broadcast (as `stepper health`): give probes 2 s or more.
 PROBE_TIMEOUT_S = 1.0

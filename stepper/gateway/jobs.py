@@ -22,6 +22,8 @@ from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited
+from stepper.infra import keys
+from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import priority_value
 from stepper.producer import submit
 from stepper.schemas import (
@@ -34,9 +36,7 @@ from stepper.schemas import (
     VisionRequest,
 )
 from stepper.schemas.chat import ChatRequest
-from stepper.webhooks import check_callback_url
 
-ISSUED_KEY = "stepper:gateway:task:{task_id}"
 #: Path segment under /api/v1/tasks -> task kind and request model.
 TASK_PATHS: dict[str, tuple[Kind, type[BaseModel]]] = {
     "ocr": ("ocr", OcrRequest),
@@ -182,7 +182,7 @@ async def revoke_task(
 
     def revoke() -> None:
         state.celery.control.revoke(task_id)
-        key = ISSUED_KEY.format(task_id=task_id)
+        key = keys.gateway_task(task_id)
         state.redis.set(key, json.dumps({**issued, "revoked": True}), keepttl=True)
 
     await run_in_threadpool(revoke)
@@ -205,11 +205,11 @@ async def _submit(
 def _remember(state: Gateway, task_id: str, kind: Kind, cached: dict[str, Any] | None) -> None:
     """A cached answer has no task in the backend: its result is kept with the id instead."""
     ttl_s = int(state.celery.conf.result_expires or 86400)
-    state.redis.set(ISSUED_KEY.format(task_id=task_id), json.dumps({"kind": kind, "cached": cached}), ex=ttl_s)
+    state.redis.set(keys.gateway_task(task_id), json.dumps({"kind": kind, "cached": cached}), ex=ttl_s)
 
 
 def _issued(state: Gateway, task_id: str) -> dict[str, Any]:
-    raw = state.redis.get(ISSUED_KEY.format(task_id=task_id)) if len(task_id) <= 200 else None
+    raw = state.redis.get(keys.gateway_task(task_id)) if len(task_id) <= 200 else None
     if raw is None:
         raise ApiError(
             404, f"no task {task_id!r} was submitted through this gateway (or its result expired)", "not_found"

@@ -12,7 +12,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepper.metrics import LATENCY_BUCKETS, FleetCollector
+from stepper.infra.metrics import LATENCY_BUCKETS
+from stepper.ops.exporter import FleetCollector
 
 
 class GatewayMetrics:

@@ -26,7 +26,7 @@ from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited
-from stepper.llm.streaming import read_stream
+from stepper.infra.streams import read_stream
 from stepper.producer import submit
 
 router = APIRouter(tags=["openai"])

@@ -15,11 +15,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
-from stepper.config import StepperSettings
 from stepper.gateway.auth import ANONYMOUS, Caller, KeyLimiter, RateLimitExceeded, match_key
 from stepper.gateway.errors import ApiError
 from stepper.gateway.metrics import GatewayMetrics
-from stepper.logs import Redactor
+from stepper.infra.redaction import Redactor
+from stepper.settings import StepperSettings
 
 log = logging.getLogger("stepper.gateway")
 

@@ -19,6 +19,8 @@ import pybreaker
 from redis import Redis
 from redis.exceptions import RedisError
 
+from stepper.infra import keys, lua
+
 Verdict = Literal["closed", "probe", "reject"]
 
 #: What a primed storage shows pybreaker as the opening time once admission granted the probe.
@@ -52,74 +54,8 @@ class GuardBackend(Protocol):
     ) -> Admission:
         """``overspent``: tokens earlier calls used beyond their estimate, settled first (saves a round trip)."""
 
-    def settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
-        """Charge (or refund, when negative) the difference between estimated and real token use."""
-
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         """Storage for one pybreaker object of the calling thread, over the provider's shared state."""
-
-
-def _keys(provider: str) -> tuple[str, str, str, str]:
-    """Namespaces in Redis; the hash tag keeps one provider's keys on one Redis Cluster slot."""
-    base = f"stepper:{{{provider}}}"
-    return f"{base}:breaker", f"{base}:probe", f"{base}:rpm", f"{base}:tpm"
-
-
-def breaker_namespace(provider: str) -> str:
-    """pybreaker's own key layout lives under this prefix (``<prefix>:pybreaker:state`` and so on)."""
-    return _keys(provider)[0]
-
-
-_ADMIT = """
-local reset_ms = tonumber(ARGV[1])
-local overspent = tonumber(ARGV[5])
-if overspent ~= 0 and tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
-  redis.call('HINCRBYFLOAT', KEYS[6], 'tokens', -overspent)
-end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('GET', KEYS[1]) or 'closed'
-local fails = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local verdict = 'closed'
-if state ~= 'closed' then
-  local opened_s = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-  if state == 'open' and now_ms < opened_s * 1000 + reset_ms then
-    return {state, fails, 'reject', 0}
-  end
-  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', reset_ms) then
-    return {state, fails, 'reject', 0}
-  end
-  verdict = 'probe'
-end
-local function take(key, per_minute, cost)
-  if per_minute <= 0 then return 0, nil end
-  local rate = per_minute / 60000.0
-  local data = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(data[1]) or per_minute
-  local ts = tonumber(data[2]) or now_ms
-  tokens = math.min(per_minute, tokens + math.max(0, now_ms - ts) * rate)
-  cost = math.min(cost, per_minute)
-  if tokens >= cost then return 0, tokens - cost end
-  return math.ceil((cost - tokens) / rate), nil
-end
-local rpm_wait, rpm_left = take(KEYS[5], tonumber(ARGV[2]), 1)
-local tpm_wait, tpm_left = take(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[4]))
-local wait = math.max(rpm_wait, tpm_wait)
-if wait > 0 then
-  if verdict == 'probe' then redis.call('DEL', KEYS[4]) end
-  return {state, fails, verdict, wait}
-end
-local now = string.format('%d', now_ms)
-if rpm_left then
-  redis.call('HSET', KEYS[5], 'tokens', tostring(rpm_left), 'ts', now)
-  redis.call('PEXPIRE', KEYS[5], 120000)
-end
-if tpm_left then
-  redis.call('HSET', KEYS[6], 'tokens', tostring(tpm_left), 'ts', now)
-  redis.call('PEXPIRE', KEYS[6], 120000)
-end
-return {state, fails, verdict, 0}
-"""
 
 
 class RedisGuardBackend:
@@ -130,25 +66,22 @@ class RedisGuardBackend:
         if client.get_encoder().decode_responses:
             raise ValueError("the guard's Redis client must be made with decode_responses=False")
         self._client = client
-        self._admit = client.register_script(_ADMIT)
+        self._admit = client.register_script(lua.source("admit"))
 
     def admit(
         self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
     ) -> Admission:
-        breaker, probe, rpm, tpm = _keys(provider)
-        keys = [f"{breaker}:pybreaker:state", f"{breaker}:pybreaker:fail_counter", f"{breaker}:pybreaker:opened_at"]
+        breaker, probe = keys.breaker(provider), keys.probe(provider)
+        rpm, tpm = keys.rate_bucket(provider, "rpm"), keys.rate_bucket(provider, "tpm")
+        pybreaker_keys = [f"{breaker}:pybreaker:{name}" for name in ("state", "fail_counter", "opened_at")]
         state, fails, verdict, wait_ms = self._admit(
-            keys=[*keys, probe, rpm, tpm],
+            keys=[*pybreaker_keys, probe, rpm, tpm],
             args=[int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent],
         )
         return Admission(verdict.decode(), state.decode(), int(fails), int(wait_ms) / 1000)
 
-    def settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
-        if limits.tpm and overspent:
-            self._client.hincrbyfloat(_keys(provider)[3], "tokens", -overspent)
-
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
-        return PrimedRedisStorage(self._client, breaker_namespace(provider))
+        return PrimedRedisStorage(self._client, keys.breaker(provider))
 
 
 class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
@@ -227,7 +160,7 @@ class MemoryGuardBackend:
         self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
     ) -> Admission:
         if overspent:
-            self.settle_tokens(provider, limits, overspent)
+            self._settle_tokens(provider, limits, overspent)
         storage = self.breaker_storage(provider)
         with self._lock:
             now = time.time()
@@ -253,7 +186,7 @@ class MemoryGuardBackend:
                     self._buckets[(provider, name)] = (left, now)
             return Admission(verdict, state, fails)
 
-    def settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
+    def _settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
         with self._lock:
             if limits.tpm and (provider, "tpm") in self._buckets:
                 tokens, stamp = self._buckets[(provider, "tpm")]

@@ -17,11 +17,11 @@ import pybreaker
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from stepper import metrics
-from stepper.config import BreakerSettings
+from stepper.contracts import Reply
 from stepper.errors import CircuitOpen, ProviderError, RateLimited, StepperError
 from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
-from stepper.providers.base import Reply
+from stepper.infra import metrics
+from stepper.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
 

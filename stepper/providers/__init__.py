@@ -1,1 +1,1 @@
-"""Provider adapters, one module per vendor or engine; :mod:`stepper.providers.base` defines what they are."""
+"""Provider adapters, one module per vendor or engine; :mod:`stepper.contracts` defines what they are."""

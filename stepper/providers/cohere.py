@@ -15,8 +15,8 @@ from typing import Any
 import requests
 
 from stepper.errors import AuthError, InvalidRequest, ProviderError, TruncatedOutput, Unavailable
-from stepper.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 from stepper.providers.http import HttpClient, vendor_message
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 
 #: ``ChatFinishReason`` of API v2. TOOL_CALL (we send no tools), ERROR and TIMEOUT mean no usable answer.
 #: v2 documents no safety finish (v1's ERROR_TOXIC is gone), so none maps to content_filter.

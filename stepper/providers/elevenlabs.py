@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stepper.config import ProviderSettings
+from stepper.contracts import Provider, Reply
 from stepper.errors import AuthError, TruncatedOutput, UnsupportedInput
-from stepper.media.audio import pcm_to_wav, store_audio, wav_duration_s
-from stepper.providers.base import Provider, Reply
 from stepper.providers.http import HttpClient
+from stepper.providers.media.audio import pcm_to_wav, store_audio, wav_duration_s
 from stepper.schemas import Kind, SpeechOutput, SpeechRequest
+from stepper.settings import ProviderSettings
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 #: The API's own default format; its bitrate gives the duration without decoding the MP3.

@@ -18,11 +18,11 @@ from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
-from stepper.config import ProviderSettings
+from stepper.contracts import Provider, Reply
 from stepper.errors import Timeout, Unavailable, UnsupportedInput
-from stepper.media.audio import store_audio, wav_duration_s
-from stepper.providers.base import Provider, Reply
+from stepper.providers.media.audio import store_audio, wav_duration_s
 from stepper.schemas import Kind, SpeechOutput, SpeechRequest
+from stepper.settings import ProviderSettings
 
 BINARY = "espeak-ng"
 DEFAULT_VOICE = "en"

@@ -23,8 +23,8 @@ from stepper.errors import (
     TruncatedOutput,
     UnsupportedInput,
 )
-from stepper.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 from stepper.providers.http import HttpClient, parse_retry_after
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from stepper.config import ProviderSettings
 from stepper.errors import TruncatedOutput, Unavailable, UnsupportedInput
-from stepper.llm.base import LlmAnswer, LlmCall, LlmProvider
 from stepper.providers.http import ERROR_DETAIL_CHARS
+from stepper.providers.llm.base import LlmAnswer, LlmCall, LlmProvider
 from stepper.schemas.chat import Message
+from stepper.settings import ProviderSettings
 
 INPUT_MODES = ("prompt", "messages")
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}

@@ -23,8 +23,6 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, get_netrc_auth
 
-from stepper import tracing
-from stepper.config import ProviderSettings
 from stepper.errors import (
     AuthError,
     InvalidRequest,
@@ -35,6 +33,9 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
+from stepper.infra import tracing
+from stepper.infra.redaction import Redactor
+from stepper.settings import ProviderSettings
 
 #: Connections kept per host in each process; raised to the worker's concurrency at start-up.
 _pool_size = 10
@@ -114,7 +115,7 @@ class HttpClient:
         self.base_url = (settings.base_url or default_base_url).rstrip("/")
         self.timeout = (settings.connect_timeout_s, settings.timeout_s)
         self._environment = environment_settings(self.base_url)
-        self._secrets = tuple(secret for secret in (api_key,) if secret)
+        self.redact = Redactor([api_key] if api_key else []).redact
 
     def post_json(
         self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str], params: Mapping[str, str] | None = None
@@ -208,11 +209,6 @@ class HttpClient:
         if status in {404, 405, 501}:
             return UnsupportedInput(message)
         return InvalidRequest(message)
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
 
 
 def vendor_message(response: requests.Response) -> str:

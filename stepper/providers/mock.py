@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from stepper.providers.base import Provider, Reply
+from stepper.contracts import Provider, Reply
 from stepper.schemas import (
     KINDS,
     ChatOutput,

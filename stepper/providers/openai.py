@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepper.errors import ContentRejected, TruncatedOutput
-from stepper.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",

@@ -1,8 +1,9 @@
 """Steps in screen recordings and analysis of one image, with OpenCV on the worker's own CPU.
 
-The detection lives in :mod:`stepper.engines.steps` and :mod:`stepper.engines.vision`; this adapter loads the
-images (or the video) within the configured limits, one frame at a time, captions each step with what OCR
-reads in its changed region when tesseract is installed, and stores each step's thumbnail as an artifact.
+The detection lives in :mod:`stepper.providers.engines.steps` and :mod:`stepper.providers.engines.vision`; this
+adapter loads the images (or the video) within the configured limits, one frame at a time, captions each step
+with what OCR reads in its changed region when tesseract is installed, and stores each step's thumbnail as an
+artifact.
 The engines import OpenCV, so they are imported on first call: without OpenCV this module still imports and
 says why it cannot run. Options: ``ocr_lang`` (``eng``), ``max_video_frames`` (300).
 """
@@ -12,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from stepper import runtime
-from stepper.config import ImageSettings, ProviderSettings, current_settings
-from stepper.media.images import load_image, read_image
-from stepper.providers.base import Provider, Reply
+from stepper.config import current_settings
+from stepper.contracts import Provider, Reply
+from stepper.infra.artifacts import artifact_store
+from stepper.providers.media.images import load_image, read_image
 from stepper.schemas import Kind, StepsOutput, StepsRequest, VisionOutput, VisionRequest
 from stepper.schemas.steps import Step, Thumbnail
+from stepper.settings import ImageSettings, ProviderSettings
 
 if TYPE_CHECKING:
-    from stepper.engines.ocr import OcrEngine
-    from stepper.engines.steps import DetectedStep, Frame, StepThresholds
+    from stepper.providers.engines.ocr import OcrEngine
+    from stepper.providers.engines.steps import DetectedStep, Frame, StepThresholds
 
 DEFAULT_OCR_LANG = "eng"
 
@@ -44,8 +46,8 @@ class OpenCvProvider(Provider):
         return str(self.settings.options.get("ocr_lang", DEFAULT_OCR_LANG))
 
     def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
-        from stepper.engines import steps as engine
-        from stepper.engines.vision import reader
+        from stepper.providers.engines import steps as engine
+        from stepper.providers.engines.vision import reader
 
         images = current_settings().images
         thresholds = engine.StepThresholds()
@@ -61,15 +63,15 @@ class OpenCvProvider(Provider):
     def _steps(
         self, frames: Iterator[tuple[int, Frame]], thresholds: StepThresholds, ocr: OcrEngine | None
     ) -> list[Step]:
-        from stepper.engines.steps import detect_steps
+        from stepper.providers.engines.steps import detect_steps
 
         return [self._step(index, found, ocr) for index, found in enumerate(detect_steps(frames, thresholds))]
 
     def _step(self, index: int, found: DetectedStep, ocr: OcrEngine | None) -> Step:
-        from stepper.engines.steps import caption, crop, thumbnail_png
+        from stepper.providers.engines.steps import caption, crop, thumbnail_png
 
         thumbnail = thumbnail_png(crop(found.screen, found.box))
-        ref = runtime.artifact_store().save(thumbnail, "png", "image/png")
+        ref = artifact_store().save(thumbnail, "png", "image/png")
         return Step(
             index=index,
             frame=found.frame,
@@ -81,7 +83,7 @@ class OpenCvProvider(Provider):
         )
 
     def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]:
-        from stepper.engines.vision import analyse_image
+        from stepper.providers.engines.vision import analyse_image
 
         images = current_settings().images
         pixels = read_image(request.image, images, "image")

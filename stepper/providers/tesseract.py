@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from stepper.config import ProviderSettings, current_settings
-from stepper.engines.ocr import best_engine, check_languages
-from stepper.media.images import read_image
-from stepper.providers.base import Provider, Reply
+from stepper.config import current_settings
+from stepper.contracts import Provider, Reply
+from stepper.providers.engines.ocr import best_engine, check_languages
+from stepper.providers.media.images import read_image
 from stepper.schemas import Kind, OcrOutput, OcrRequest
 from stepper.schemas.ocr import Preprocessing
+from stepper.settings import ProviderSettings
 
 #: Images whose shorter side is below this many pixels are enlarged when ``upscale`` is asked for:
 #: tesseract reads glyphs best at 20-30 pixels of height.

@@ -35,7 +35,7 @@ class TaskRequest(Strict):
     cache: CacheMode = "auto"
     #: A second submission with the same key within the window returns the first one's task and result.
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    #: Where the outcome (success or failure) is POSTed, signed; see stepper.webhooks.
+    #: Where the outcome (success or failure) is POSTed, signed; see stepper.outcomes.webhooks.
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
 
     def content(self) -> dict[str, Any]:

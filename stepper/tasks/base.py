@@ -15,17 +15,19 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stepper import metrics, outcomes, tracing
 from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
-from stepper.llm.streaming import task_stream
-from stepper.logs import CORRELATION_HEADER, log_context
-from stepper.runtime import current_executor, state_redis
+from stepper.infra import metrics, tracing
+from stepper.infra.connections import state_redis
+from stepper.infra.logs import CORRELATION_HEADER, log_context
+from stepper.infra.streams import task_stream
+from stepper.outcomes import listeners as outcomes
+from stepper.reuse.serving import serve
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
-from stepper.serving import serve
+from stepper.tasks.wiring import current_executor
 
 logger = get_task_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""``stepper.deliver_webhook``: one signed outcome webhook, retried through the broker (see stepper.webhooks).
+"""``stepper.deliver_webhook``: one signed outcome webhook, retried through the broker (see stepper.outcomes.webhooks).
 
 The kwargs (``url, event, payload, delivery_id, first_attempt_at``) are the same on every retry, so the
 receiver sees one ``Stepper-Delivery`` id however many attempts it takes. No retry waits inside the task:
@@ -14,7 +14,7 @@ from celery import Task
 from stepper.celery import app
 from stepper.config import current_settings
 from stepper.errors import ConfigError, DeliveryFailed, InvalidRequest
-from stepper.webhooks import TASK_NAME, Delivery, RetryLater, deliver
+from stepper.outcomes.webhooks import TASK_NAME, Delivery, RetryLater, deliver
 
 
 @app.task(

@@ -6,8 +6,7 @@ from typing import Any
 
 from stepper.celery import app
 from stepper.config import current_settings
-from stepper.registry import build_registry
-from stepper.voices import list_voices
+from stepper.registry import build_registry, list_voices
 
 
 @app.task(name="stepper.voices")

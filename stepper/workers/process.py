@@ -14,9 +14,9 @@ from celery.signals import (
 )
 from prometheus_client import multiprocess
 
-from stepper import logs, metrics, tracing
+from stepper.infra import logs, metrics, tracing
 from stepper.providers.http import configure_pool
-from stepper.runtime import current_executor
+from stepper.tasks.wiring import current_executor
 
 
 @worker_init.connect

@@ -26,12 +26,10 @@ from typing import Any
 from celery import bootsteps
 
 from stepper.config import current_settings
+from stepper.infra import keys
 
 logger = logging.getLogger(__name__)
 
-LEASE_PREFIX = "stepper:recovery:lease:"
-SUSPECTS = "stepper:recovery:suspects:{run_id}"
-SWEEP_LOCK = "stepper:recovery:sweep"
 #: Lease renewals per lease period: a live worker misses three in a row before another may take its messages.
 RENEWALS_PER_LEASE = 4
 
@@ -67,7 +65,7 @@ class Recovery:
 
     def renew(self, client: Any, tags: set[str]) -> None:
         """Replace this worker's lease with ``tags``, valid for one lease period."""
-        key = f"{LEASE_PREFIX}{self.hostname}"
+        key = keys.recovery_lease(self.hostname)
         pipe = client.pipeline(transaction=True)
         pipe.delete(key)
         if tags:
@@ -81,11 +79,11 @@ class Recovery:
         Runs on one worker at a time (a lock shorter than the sweep interval); on the others it does nothing.
         """
         client = channel.client
-        if not client.set(SWEEP_LOCK, self.hostname.encode(), nx=True, px=int(self.interval_s * 900)):
+        if not client.set(keys.recovery_sweep_lock(), self.hostname.encode(), nx=True, px=int(self.interval_s * 900)):
             return []
         seconds, micros = client.time()  # Redis's clock: the fleet's hosts may disagree with each other
         now = seconds + micros / 1e6
-        suspects_key = SUSPECTS.format(run_id=client.info("server")["run_id"])
+        suspects_key = keys.recovery_suspects(client.info("server")["run_id"])
         leased = self._leased(client)
         suspects = {_text(tag): float(first) for tag, first in client.hgetall(suspects_key).items()}
         unacked = {_text(tag) for tag in client.hkeys(channel.unacked_key)}
@@ -117,8 +115,8 @@ class Recovery:
 
     @staticmethod
     def _leased(client: Any) -> set[str]:
-        keys = list(client.scan_iter(match=f"{LEASE_PREFIX}*", count=1000))
-        return {_text(tag) for tag in client.sunion(keys)} if keys else set()
+        leases = list(client.scan_iter(match=keys.recovery_lease_pattern(), count=1000))
+        return {_text(tag) for tag in client.sunion(leases)} if leases else set()
 
 
 def _text(value: bytes | str) -> str:

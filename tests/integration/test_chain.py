@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from stepper.errors import ChainExhausted
-from stepper.guards.admission import breaker_namespace
+from stepper.infra.keys import breaker as breaker_namespace
 from tests.integration.conftest import Fleet
 from tests.support.providers import calls
 

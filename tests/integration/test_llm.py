@@ -11,7 +11,7 @@ from openai import APIError, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from stepper.gateway.auth import key_digest
-from stepper.llm.streaming import read_stream
+from stepper.infra.streams import read_stream
 from stepper.samples import sample_requests
 from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.fake_http import Fault, running

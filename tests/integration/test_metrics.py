@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepper.errors import InvalidRequest
-from stepper.metrics import FleetCollector
+from stepper.ops.exporter import FleetCollector
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.support.redis_server import free_port
 

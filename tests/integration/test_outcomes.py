@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from stepper.config import DeadLetterSettings
-from stepper.dlq import DeadLetterStore, replay
 from stepper.errors import ChainExhausted, InvalidRequest
+from stepper.ops.deadletters import DeadLetterStore, replay
+from stepper.settings import DeadLetterSettings
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver, wait_for
 from tests.support.fake_http import FakeServer

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from stepper.guards.admission import breaker_namespace
+from stepper.infra.keys import breaker as breaker_namespace
 from tests.integration.conftest import Fleet
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer, free_port
 

@@ -56,7 +56,9 @@ def test_positional_arguments_are_refused(counting_fleet: Fleet) -> None:
 def test_producer_api_and_task_objects(counting_fleet: Fleet) -> None:
     request = {"messages": [{"role": "user", "content": "ping"}]}
     via_submit = stepper.submit("chat", request, priority="interactive").get(timeout=30)
-    via_delay = stepper.tasks.chat.delay(**request).get(timeout=30)
+    from stepper.tasks import chat  # as the README shows; submitting never loads the tasks itself
+
+    via_delay = chat.delay(**request).get(timeout=30)
     assert via_submit["output"] == via_delay["output"]
     assert "ping" in via_submit["output"]["message"]["content"]
 

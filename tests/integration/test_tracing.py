@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from stepper import tracing
+from stepper.infra import tracing
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.support.fake_http import FakeServer, Reply, running
 

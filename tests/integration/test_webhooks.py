@@ -1,5 +1,5 @@
 """Outcome webhooks end to end: ``schedule_webhook`` in this process, a real worker on the ``callbacks`` queue,
-and a loopback receiver that checks every signature with :func:`stepper.webhooks.verify`."""
+and a loopback receiver that checks every signature with :func:`stepper.outcomes.webhooks.verify`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from stepper.errors import ChainExhausted
-from stepper.webhooks import outcome_payload, schedule_webhook, verify
+from stepper.outcomes.webhooks import outcome_payload, schedule_webhook, verify
 from tests.integration.conftest import Fleet
 from tests.support.fake_http import FakeServer, Fault, Reply, Request, running
 

@@ -15,9 +15,8 @@ from typing import ClassVar
 
 import redis
 
-from stepper.config import ProviderSettings
+from stepper.contracts import Provider, Reply
 from stepper.errors import Unavailable
-from stepper.providers.base import Provider, Reply
 from stepper.providers.mock import MockProvider
 from stepper.schemas import (
     KINDS,
@@ -35,6 +34,7 @@ from stepper.schemas import (
     VisionOutput,
     VisionRequest,
 )
+from stepper.settings import ProviderSettings
 
 CALLS_KEY = "test:calls:{name}"
 ORDER_KEY = "test:order"

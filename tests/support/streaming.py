@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stepper.llm.base import LlmProvider
-from stepper.llm.streaming import StreamEvent, current_sink
+from stepper.infra.streams import StreamEvent, current_sink
+from stepper.providers.llm.base import LlmProvider
 from stepper.schemas import ChatRequest
 
 

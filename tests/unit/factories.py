@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stepper.config import (
+from stepper.schemas import KINDS, Kind
+from stepper.settings import (
     BreakerSettings,
     ChainEntry,
     Mode,
@@ -13,7 +14,6 @@ from stepper.config import (
     RetrySettings,
     StepperSettings,
 )
-from stepper.schemas import KINDS, Kind
 
 MOCK_SPEC: dict[str, Any] = {"class": "stepper.providers.mock:MockProvider"}
 

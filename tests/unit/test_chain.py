@@ -9,7 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel
 
 from stepper.chain import ChainExecutor
-from stepper.config import BreakerSettings, Mode, RetrySettings, StepperSettings
+from stepper.contracts import Provider, Reply
 from stepper.errors import (
     AuthError,
     ChainExhausted,
@@ -24,10 +24,10 @@ from stepper.errors import (
 from stepper.families import FAMILIES
 from stepper.guards.admission import MemoryGuardBackend
 from stepper.guards.breaker import ProviderGuard
-from stepper.providers.base import Provider, Reply
 from stepper.providers.mock import MockProvider
 from stepper.registry import Registry
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, TaskResult
+from stepper.settings import BreakerSettings, Mode, RetrySettings, StepperSettings
 from tests.unit.factories import retry_settings, stepper_settings
 
 Step = BaseException | Reply[BaseModel]

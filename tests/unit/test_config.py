@@ -13,10 +13,17 @@ from typing import Any
 
 import pytest
 
-from stepper.config import ChainEntry, load_config, parse_stepper_settings
-from stepper.defaults import DEFAULTS
+from stepper.config import CELERY_DEFAULTS, load_config, parse_stepper_settings
 from stepper.errors import ConfigError
 from stepper.schemas import KINDS
+from stepper.settings import (
+    DEFAULT_CHAINS,
+    DEFAULT_PROVIDERS,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    BreakerSettings,
+    ChainEntry,
+    RetrySettings,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ABSENT = {"CELERY_CONFIG_MODULE": "stepper_tests_no_such_config_module"}
@@ -61,19 +68,21 @@ def settings_error(config: dict[str, Any]) -> str:
 
 def test_missing_config_module_gives_the_defaults() -> None:
     config = load_config(ABSENT)
-    for key, value in DEFAULTS.items():
+    for key, value in CELERY_DEFAULTS.items():
         if key not in {"broker_transport_options", "result_backend_transport_options"}:
             assert config[key] == value, key
-    parse_stepper_settings(config)
+    assert (config["stepper_chains"], config["stepper_providers"]) == (DEFAULT_CHAINS, DEFAULT_PROVIDERS)
+    settings = parse_stepper_settings(config)
+    assert (settings.mode, settings.breaker, settings.retry) == ("live", BreakerSettings(), RetrySettings())
 
 
 def test_missing_dotted_config_module_gives_the_defaults() -> None:
     config = load_config({"CELERY_CONFIG_MODULE": "stepper_tests_no_such_package.celeryconfig"})
-    assert config["stepper_chains"] == DEFAULTS["stepper_chains"]
+    assert config["stepper_chains"] == DEFAULT_CHAINS
 
 
 def test_load_config_does_not_modify_the_defaults(config_module: ConfigModule) -> None:
-    before = copy.deepcopy(DEFAULTS)
+    before = copy.deepcopy((CELERY_DEFAULTS, DEFAULT_CHAINS, DEFAULT_PROVIDERS))
     name = config_module(
         """
         stepper_chains = {"chat": ["mock:m"]}
@@ -83,7 +92,7 @@ def test_load_config_does_not_modify_the_defaults(config_module: ConfigModule) -
     config = load_config({"CELERY_CONFIG_MODULE": name, "STEPPER_MOCK_BASE_URL": "http://127.0.0.1:1/v1"})
     config["stepper_chains"]["ocr"].append("mutated:after")
     config["broker_transport_options"]["priority_steps"].append(99)
-    assert before == DEFAULTS
+    assert before == (CELERY_DEFAULTS, DEFAULT_CHAINS, DEFAULT_PROVIDERS)
 
 
 def test_config_module_is_merged_key_by_key(config_module: ConfigModule) -> None:
@@ -102,11 +111,11 @@ def test_config_module_is_merged_key_by_key(config_module: ConfigModule) -> None
     assert config["stepper_chains"]["chat"] == ["mock:tiny", "local:llama"]
     for kind in KINDS:
         if kind != "chat":
-            assert config["stepper_chains"][kind] == DEFAULTS["stepper_chains"][kind]
+            assert config["stepper_chains"][kind] == DEFAULT_CHAINS[kind]
     assert config["stepper_providers"]["local"]["class"] == "stepper.providers.openai:OpenAIProvider"
-    assert config["stepper_providers"]["mock"] == DEFAULTS["stepper_providers"]["mock"]
-    assert set(DEFAULTS["stepper_providers"]) < set(config["stepper_providers"])
-    assert config["stepper_retry"] == {**DEFAULTS["stepper_retry"], "attempts_per_provider": 3}
+    assert config["stepper_providers"]["mock"] == DEFAULT_PROVIDERS["mock"]
+    assert set(DEFAULT_PROVIDERS) < set(config["stepper_providers"])
+    assert config["stepper_retry"] == {"attempts_per_provider": 3}
     assert config["task_time_limit"] == 200
     assert "_private" not in config
     assert "UPPER" not in config
@@ -115,6 +124,7 @@ def test_config_module_is_merged_key_by_key(config_module: ConfigModule) -> None
         ChainEntry(provider="mock", model="tiny"),
         ChainEntry(provider="local", model="llama"),
     )
+    assert settings.retry == RetrySettings(attempts_per_provider=3)  # the other fields keep the model's defaults
 
 
 def test_config_module_that_imports_a_module(config_module: ConfigModule) -> None:
@@ -149,8 +159,8 @@ def test_environment_overrides_the_config_module(config_module: ConfigModule) ->
     assert config["broker_url"] == config["result_backend"] == "redis://127.0.0.1:1/7"
     assert config["stepper_mode"] == "hybrid"
     assert config["stepper_providers"]["mock"]["base_url"] == "http://127.0.0.1:8080/v1"
-    assert config["stepper_providers"]["mock"]["class"] == DEFAULTS["stepper_providers"]["mock"]["class"]
-    assert config["stepper_chains"]["ocr"] == DEFAULTS["stepper_chains"]["ocr"]
+    assert config["stepper_providers"]["mock"]["class"] == DEFAULT_PROVIDERS["mock"]["class"]
+    assert config["stepper_chains"]["ocr"] == DEFAULT_CHAINS["ocr"]
     settings = parse_stepper_settings(config)
     assert settings.mode == "hybrid"
     assert settings.chains["chat"] == (ChainEntry(provider="mock", model="x"), ChainEntry(provider="mock", model="y"))
@@ -165,9 +175,9 @@ def test_environment_base_url_reaches_a_provider_declared_by_the_module(config_m
 
 def test_empty_environment_values_change_nothing() -> None:
     config = load_config({**ABSENT, "STEPPER_REDIS_URL": "", "STEPPER_MODE": "", "STEPPER_CHAIN_CHAT": ""})
-    assert config["broker_url"] == DEFAULTS["broker_url"]
-    assert config["stepper_mode"] == DEFAULTS["stepper_mode"]
-    assert config["stepper_chains"]["chat"] == DEFAULTS["stepper_chains"]["chat"]
+    assert config["broker_url"] == CELERY_DEFAULTS["broker_url"]
+    assert "stepper_mode" not in config
+    assert config["stepper_chains"]["chat"] == DEFAULT_CHAINS["chat"]
 
 
 def test_visibility_timeout_reaches_both_transports(config_module: ConfigModule) -> None:
@@ -189,7 +199,7 @@ def test_priority_transport_options() -> None:
     assert options["priority_steps"] == list(range(10))
     assert options["queue_order_strategy"] == "priority"
     assert "sep" not in options
-    assert options["visibility_timeout"] == DEFAULTS["stepper_visibility_timeout_s"]
+    assert options["visibility_timeout"] == DEFAULT_VISIBILITY_TIMEOUT_S
 
 
 def test_repository_celeryconfig_loads_and_validates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +209,7 @@ def test_repository_celeryconfig_loads_and_validates(monkeypatch: pytest.MonkeyP
         config = load_config({"CELERY_CONFIG_MODULE": "celeryconfig"})
         module = importlib.import_module("celeryconfig")
         assert module.__file__ == str(REPOSITORY / "celeryconfig.py")
-        assert config["stepper_chains"] == {**DEFAULTS["stepper_chains"], **module.stepper_chains}
+        assert config["stepper_chains"] == {**DEFAULT_CHAINS, **module.stepper_chains}
         assert config["task_time_limit"] == module.task_time_limit
         settings = parse_stepper_settings(config)
         assert settings.mode == module.stepper_mode
@@ -233,13 +243,13 @@ def test_chain_entry_parse(text: str, provider: str, model: str) -> None:
 
 def test_defaults_validate() -> None:
     settings = parse_stepper_settings(valid_config())
-    assert settings.breaker.fail_max == DEFAULTS["stepper_breaker"]["fail_max"]
-    assert settings.retry.attempts_per_provider == DEFAULTS["stepper_retry"]["attempts_per_provider"]
+    assert (settings.breaker.fail_max, settings.breaker.reset_timeout_s) == (5, 30.0)
+    assert (settings.retry.attempts_per_provider, settings.retry.task_max_retries) == (2, 5)
     assert "mock" in settings.providers
 
 
 def test_unknown_provider_in_a_chain() -> None:
-    chains = {**DEFAULTS["stepper_chains"], "ocr": ["mock:mock-ocr", "nosuch:model"]}
+    chains = {**DEFAULT_CHAINS, "ocr": ["mock:mock-ocr", "nosuch:model"]}
     message = settings_error(valid_config(stepper_chains=chains))
     assert "'nosuch'" in message
     assert "ocr" in message
@@ -260,7 +270,7 @@ def test_soft_time_limit_alone_is_fine() -> None:
 @pytest.mark.parametrize("visibility", [300, 299, 10])
 def test_visibility_timeout_must_exceed_hard_time_limit(visibility: int) -> None:
     config = valid_config(task_time_limit=300, task_soft_time_limit=200, stepper_visibility_timeout_s=visibility)
-    config["stepper_retry"] = {**config["stepper_retry"], "task_countdown_cap_s": 5.0}
+    config["stepper_retry"] = {"task_countdown_cap_s": 5.0}
     message = settings_error(config)
     assert "stepper_visibility_timeout_s" in message
     assert f"({visibility}s)" in message
@@ -268,7 +278,7 @@ def test_visibility_timeout_must_exceed_hard_time_limit(visibility: int) -> None
 
 def test_visibility_timeout_must_exceed_the_retry_countdown_cap() -> None:
     config = valid_config(task_time_limit=300, task_soft_time_limit=200, stepper_visibility_timeout_s=400)
-    config["stepper_retry"] = {**config["stepper_retry"], "task_countdown_cap_s": 500.0}
+    config["stepper_retry"] = {"task_countdown_cap_s": 500.0}
     message = settings_error(config)
     assert "task_countdown_cap_s" in message
     config["stepper_retry"]["task_countdown_cap_s"] = 399.0
@@ -276,31 +286,31 @@ def test_visibility_timeout_must_exceed_the_retry_countdown_cap() -> None:
 
 
 @pytest.mark.parametrize("missing", KINDS)
-def test_every_kind_needs_a_chain(missing: str) -> None:
-    chains = {kind: entries for kind, entries in DEFAULTS["stepper_chains"].items() if kind != missing}
-    message = settings_error(valid_config(stepper_chains=chains))
+def test_every_kind_needs_a_chain_a_deployment_cannot_empty_one(missing: str) -> None:
+    message = settings_error(valid_config(stepper_chains={**DEFAULT_CHAINS, missing: []}))
     assert f"no chain for {missing}" in message
 
 
-def test_an_empty_chain_is_a_missing_chain() -> None:
-    message = settings_error(valid_config(stepper_chains={**DEFAULTS["stepper_chains"], "speech": []}))
-    assert "no chain for speech" in message
+def test_a_kind_left_out_keeps_its_default_chain() -> None:
+    settings = parse_stepper_settings(valid_config(stepper_chains={"chat": ["mock:m"]}))
+    assert [str(entry) for entry in settings.chains["ocr"]] == DEFAULT_CHAINS["ocr"]
+    assert [str(entry) for entry in settings.chains["chat"]] == ["mock:m"]
 
 
 def test_unknown_kind_in_chains() -> None:
-    message = settings_error(valid_config(stepper_chains={**DEFAULTS["stepper_chains"], "chta": ["mock:m"]}))
+    message = settings_error(valid_config(stepper_chains={**DEFAULT_CHAINS, "chta": ["mock:m"]}))
     assert "chta" in message
 
 
 def test_typo_in_a_provider_spec() -> None:
-    providers = {**DEFAULTS["stepper_providers"], "mock": {"class": "stepper.providers.mock:MockProvider", "rmp": 5}}
+    providers = {**DEFAULT_PROVIDERS, "mock": {"class": "stepper.providers.mock:MockProvider", "rmp": 5}}
     message = settings_error(valid_config(stepper_providers=providers))
     assert "rmp" in message
     assert "Extra inputs are not permitted" in message
 
 
 def test_typo_in_a_provider_spec_names_the_provider() -> None:
-    providers = {**DEFAULTS["stepper_providers"], "acme_vendor": {"class": "acme.stepper:AcmeProvider", "rmp": 5}}
+    providers = {**DEFAULT_PROVIDERS, "acme_vendor": {"class": "acme.stepper:AcmeProvider", "rmp": 5}}
     assert "acme_vendor" in settings_error(valid_config(stepper_providers=providers))
 
 
@@ -315,7 +325,7 @@ def test_typo_in_a_provider_spec_names_the_provider() -> None:
     ],
 )
 def test_bad_provider_values(spec: dict[str, Any], field: str) -> None:
-    message = settings_error(valid_config(stepper_providers={**DEFAULTS["stepper_providers"], "bad": spec}))
+    message = settings_error(valid_config(stepper_providers={**DEFAULT_PROVIDERS, "bad": spec}))
     assert message.startswith("invalid stepper_providers['bad']: ")
     assert f"{field}: " in message
 
@@ -330,9 +340,9 @@ def test_bad_mode() -> None:
     ("key", "value", "field"),
     [
         ("stepper_breaker", {"fail_max": 0, "reset_timeout_s": 30.0}, "breaker.fail_max"),
-        ("stepper_breaker", {"fail_max": 5}, "breaker.reset_timeout_s"),
-        ("stepper_retry", {**DEFAULTS["stepper_retry"], "attempts_per_provider": 0}, "retry.attempts_per_provider"),
-        ("stepper_retry", {**DEFAULTS["stepper_retry"], "backof_base_s": 1}, "retry.backof_base_s"),
+        ("stepper_breaker", {"fail_max": 5, "reset_timeout_s": 0}, "breaker.reset_timeout_s"),
+        ("stepper_retry", {"attempts_per_provider": 0}, "retry.attempts_per_provider"),
+        ("stepper_retry", {"backof_base_s": 1}, "retry.backof_base_s"),
     ],
 )
 def test_bad_breaker_and_retry_settings(key: str, value: dict[str, Any], field: str) -> None:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, Metric
 
-import stepper.metrics
-from stepper.metrics import FleetCollector
+import stepper.infra.metrics
+from stepper.ops.exporter import FleetCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -74,7 +74,7 @@ def metric_samples() -> set[str]:
 
 
 def test_every_metric_the_dashboard_queries_exists() -> None:
-    assert stepper.metrics.TASKS is not None  # the module's metrics are registered on import
+    assert stepper.infra.metrics.TASKS is not None  # the module's metrics are registered on import
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "stepper.json").read_text())
     queried = {
         name

@@ -6,10 +6,11 @@ import hashlib
 
 import pytest
 
-from stepper.config import StepperSettings, load_config, parse_stepper_settings
+from stepper.config import load_config, parse_stepper_settings
 from stepper.errors import ConfigError
 from stepper.gateway.auth import key_digest, match_key, new_key
 from stepper.gateway.openai_compat import ChatCompletionRequest, to_chat_request
+from stepper.settings import StepperSettings
 
 
 def test_a_new_key_matches_its_digest_and_nothing_else() -> None:

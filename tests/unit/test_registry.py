@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import pytest
 
+from stepper.contracts import Provider
 from stepper.errors import ConfigError
-from stepper.providers.base import Provider
 from stepper.providers.mock import MockProvider
 from stepper.registry import Registry, build_registry, capabilities, import_provider, unavailable_reason
 from stepper.schemas import KINDS, Kind

@@ -8,7 +8,8 @@ import pytest
 import redis
 from celery.exceptions import Reject
 
-from stepper import outcomes, tasks
+from stepper import tasks
+from stepper.outcomes import listeners as outcomes
 from stepper.tasks import base
 
 

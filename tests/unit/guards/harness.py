@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from stepper.guards.admission import GuardBackend, MemoryGuardBackend, RedisGuardBackend, breaker_namespace
+from stepper.guards.admission import GuardBackend, Limits, MemoryGuardBackend, RedisGuardBackend
+from stepper.infra.keys import breaker as breaker_namespace
 
 
 @dataclass
@@ -88,3 +89,8 @@ def count_commands(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list
 
     monkeypatch.setattr(client, "execute_command", counting)
     return sent
+
+
+def settle(harness: Harness, limits: Limits, overspent: int, provider: str = "p") -> None:
+    """Charge (or refund, when negative) tokens the way the guard does: inside the next admission."""
+    harness.backend.admit(provider, limits, 0, reset_timeout_s=30.0, overspent=overspent)

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from stepper.guards.admission import Admission, Limits, RedisGuardBackend
-from tests.unit.guards.harness import Harness, count_commands
+from tests.unit.guards.harness import Harness, count_commands, settle
 
 RESET_S = 30.0
 NO_LIMITS = Limits()
@@ -74,20 +74,20 @@ def test_settle_tokens_refunds(harness: Harness) -> None:
     limits = Limits(tpm=600)
     assert admit(harness, limits, tokens=600).wait_s == 0
     assert admit(harness, limits, tokens=300).wait_s > 0
-    harness.backend.settle_tokens("p", limits, -300)
+    settle(harness, limits, -300)
     assert admit(harness, limits, tokens=300).wait_s == 0
 
 
 def test_settle_tokens_charges(harness: Harness) -> None:
     limits = Limits(tpm=600)
     assert admit(harness, limits, tokens=100).wait_s == 0
-    harness.backend.settle_tokens("p", limits, 400)
+    settle(harness, limits, 400)
     assert admit(harness, limits, tokens=300).wait_s > 0
 
 
 def test_settle_tokens_without_a_token_limit_does_nothing(harness: Harness) -> None:
-    harness.backend.settle_tokens("p", Limits(), 10_000)
-    harness.backend.settle_tokens("p", Limits(rpm=5), -10_000)
+    settle(harness, Limits(), 10_000)
+    settle(harness, Limits(rpm=5), -10_000)
     assert admit(harness, Limits(rpm=5)).wait_s == 0
 
 

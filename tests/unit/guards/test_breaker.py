@@ -13,7 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stepper.config import BreakerSettings
+from stepper.contracts import Reply
 from stepper.errors import (
     AuthError,
     CircuitOpen,
@@ -26,10 +26,10 @@ from stepper.errors import (
 )
 from stepper.guards.admission import Limits, RedisGuardBackend
 from stepper.guards.breaker import ProviderGuard, is_not_provider_failure
-from stepper.providers.base import Reply
 from stepper.schemas import ChatOutput
+from stepper.settings import BreakerSettings
 from tests.support.redis_server import free_port
-from tests.unit.guards.harness import Harness, breaker_key, count_commands
+from tests.unit.guards.harness import Harness, breaker_key, count_commands, settle
 
 BREAKER = BreakerSettings(fail_max=2, reset_timeout_s=30.0)
 OK = Reply(ChatOutput.model_validate({"message": {"content": "ok"}, "finish_reason": "stop"}))
@@ -295,7 +295,7 @@ def test_a_short_wait_is_slept_then_the_call_is_made(harness: Harness) -> None:
 
     def sleep(seconds: float) -> None:
         sleeps.append(seconds)
-        harness.backend.settle_tokens("p", limits, -60)  # the minute passes, as far as the bucket knows
+        settle(harness, limits, -60)  # the minute passes, as far as the bucket knows
 
     guard = guard_over(harness, max_wait_s=600, sleep=sleep)
     guard.call("p", limits, 60, Calls())

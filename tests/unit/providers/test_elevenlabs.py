@@ -12,11 +12,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from stepper.config import ProviderSettings
 from stepper.errors import AuthError, InvalidRequest, RateLimited, Unavailable, UnsupportedInput
 from stepper.providers.elevenlabs import ElevenLabsProvider
 from stepper.schemas import SpeechRequest
 from stepper.schemas.speech import Audio
+from stepper.settings import ProviderSettings
 from tests.support.fake_http import Fault, running
 from tests.support.vendors.elevenlabs import VOICES, FakeElevenLabs, seconds_for
 

@@ -11,11 +11,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from stepper.config import ProviderSettings
 from stepper.errors import Timeout, UnsupportedInput
 from stepper.providers.espeak import EspeakProvider
 from stepper.schemas import SpeechRequest
 from stepper.schemas.speech import Audio
+from stepper.settings import ProviderSettings
 from tests.support.binaries import require_binary
 
 SetArtifacts = Callable[[int], Path]

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from stepper.config import ProviderSettings
 from stepper.errors import (
     AuthError,
     ContentRejected,
@@ -18,11 +17,12 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
-from stepper.llm.base import LlmCall
 from stepper.providers.gemini import GeminiProvider, gemini_schema
+from stepper.providers.llm.base import LlmCall
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import Message
+from stepper.settings import ProviderSettings
 from tests.support.fake_http import Fault, running
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.gemini import FakeGemini

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from stepper.config import ProviderSettings
 from stepper.errors import AuthError, RateLimited, TruncatedOutput, Unavailable, UnsupportedInput
-from stepper.llm.base import LlmCall
-from stepper.llm.report_prompt import SYSTEM
 from stepper.providers.hf_space import HfSpaceProvider
+from stepper.providers.llm.base import LlmCall
+from stepper.providers.llm.report_prompt import SYSTEM
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import Message
+from stepper.settings import ProviderSettings
 from tests.support.fake_http import Fault, running
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.hf_space import FakeHfSpace

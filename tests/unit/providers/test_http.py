@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepper.config import ProviderSettings
 from stepper.errors import (
     AuthError,
     InvalidRequest,
@@ -22,6 +21,7 @@ from stepper.errors import (
     UnsupportedInput,
 )
 from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_retry_after
+from stepper.settings import ProviderSettings
 from tests.support.fake_http import FakeServer, Fault, Reply, running
 
 SECRET = "sk-test-super-secret-0123456789"

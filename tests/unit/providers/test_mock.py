@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from stepper.contracts import Reply
 from stepper.families import FAMILIES
-from stepper.providers.base import Reply
 from stepper.providers.mock import MockProvider
 from stepper.samples import sample_requests
 from stepper.schemas import KINDS, ChatOutput, Kind, ReportOutput, SpeechOutput

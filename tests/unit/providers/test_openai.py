@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from stepper.config import ProviderSettings
 from stepper.errors import AuthError, ContentRejected, RateLimited, TruncatedOutput
-from stepper.llm.streaming import current_sink
+from stepper.infra.streams import current_sink
 from stepper.providers.openai import OpenAIProvider
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
+from stepper.settings import ProviderSettings
 from tests.support.fake_http import Fault, running
 from tests.support.streaming import Sink
 from tests.support.vendors.openai import FakeOpenAI

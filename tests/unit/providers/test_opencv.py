@@ -13,14 +13,15 @@ import cv2
 import pytest
 from pydantic import ValidationError
 
-from stepper.config import ImageSettings, ProviderSettings, current_settings
+from stepper.config import current_settings
 from stepper.errors import InvalidRequest
 from stepper.providers.opencv import OpenCvProvider
 from stepper.registry import import_provider
 from stepper.schemas import StepsOutput, StepsRequest, VisionOutput, VisionRequest
 from stepper.schemas.steps import Thumbnail
-from tests.unit.engines.test_steps import TYPED, decoded, png, recording, require_ocr, write_video
-from tests.unit.engines.test_vision import blank, paste, printed_text, qr_code
+from stepper.settings import ImageSettings, ProviderSettings
+from tests.unit.providers.engines.test_steps import TYPED, decoded, png, recording, require_ocr, write_video
+from tests.unit.providers.engines.test_vision import blank, paste, printed_text, qr_code
 
 SetArtifacts = Callable[[int], Path]
 SPEC = {"name": "opencv", "class": "stepper.providers.opencv:OpenCvProvider"}
@@ -65,7 +66,7 @@ def test_captions_hold_what_was_typed(artifact_dir: SetArtifacts) -> None:
 
 
 def test_without_ocr_captions_are_null(artifact_dir: SetArtifacts, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stepper.engines.vision.best_engine", lambda: None)
+    monkeypatch.setattr("stepper.providers.engines.vision.best_engine", lambda: None)
     steps = make_provider().detect_steps(frames_request(), "opencv").output.steps
     assert len(steps) == 4 and all(step.caption is None for step in steps)
     assert all(step.thumbnail is not None for step in steps)

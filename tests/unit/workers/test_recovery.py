@@ -11,7 +11,8 @@ import redis
 
 from stepper.celery import create_app
 from stepper.config import load_config
-from stepper.workers.recovery import SUSPECTS, SWEEP_LOCK, Recovery
+from stepper.infra import keys
+from stepper.workers.recovery import Recovery
 from tests.support.redis_server import RedisServer
 
 LEASE_S = 0.3
@@ -84,8 +85,8 @@ def test_one_worker_sweeps_at_a_time(app: Any, channel: Any) -> None:
     first, second = Recovery("first@host", LEASE_S), Recovery("second@host", LEASE_S)
     assert first.sweep(channel) == []
     run_id = channel.client.info("server")["run_id"]
-    channel.client.hset(SUSPECTS.format(run_id=run_id), tag, 0)  # suspect for ages...
+    channel.client.hset(keys.recovery_suspects(run_id), tag, 0)  # suspect for ages...
 
-    assert channel.client.get(SWEEP_LOCK) == b"first@host"
+    assert channel.client.get(keys.recovery_sweep_lock()) == b"first@host"
     assert second.sweep(channel) == []  # ...but the first sweeper holds the lock
     assert channel.client.hlen("unacked") == 1

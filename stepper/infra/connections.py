@@ -1,0 +1,61 @@
+"""Every Redis client stepper makes for itself, and the one retry policy they share.
+
+Celery's broker and result-backend connections are Celery's; these are the clients for the fleet's own state
+(breakers, rate limits, streams, dead letters, leases) and for the result cache. Each is made on first use in
+the process that uses it, so a prefork child never inherits its parent's sockets, and ``import stepper``
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from stepper.config import current_config, current_settings
+
+#: Seconds to wait for a TCP connection to Redis, and for one command's answer.
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 5.0
+
+
+def riding_out(wait_s: float) -> Retry:
+    """Retries on connection errors lasting about ``wait_s`` seconds in all: backoff doubling from 50 ms to 1 s,
+    so a restarting Redis is used again within a second of answering. Always one quick retry: a pooled
+    connection that went stale (Redis restarted since) reconnects instead of failing."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(wait_s) + 4 if wait_s else 1)
+
+
+@cache
+def _client(url: str, pid: int, wait_s: float) -> Redis:
+    del pid  # part of the cache key: a forked child makes its own client
+    return Redis.from_url(
+        url,
+        decode_responses=False,  # pybreaker's Redis storage needs bytes
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+        retry=riding_out(wait_s),
+    )
+
+
+def state_url() -> str:
+    """Where the fleet's state lives: ``stepper_state_url``, else the broker's Redis."""
+    config = current_config()
+    return str(config.get("stepper_state_url") or config["broker_url"])
+
+
+def state_redis() -> Redis:
+    """The Redis holding fleet-wide state. One quick retry only: the guards fail open when Redis is down, and a
+    task must not stall seconds deciding so."""
+    return _client(state_url(), os.getpid(), 0.0)
+
+
+def cache_redis(wait_s: float = 0.0) -> Redis:
+    """The result cache's Redis (``stepper_cache["url"]``, else the state Redis). ``wait_s``: how long a command
+    waits for a restarting Redis: a worker waits (a result it computed is still stored, so a redelivery finds
+    it); a producer fails fast and says so."""
+    return _client(current_settings().cache.url or state_url(), os.getpid(), wait_s)

@@ -1,0 +1,131 @@
+"""Every Redis key stepper writes, in one place and one namespace (``stepper_key_namespace``, default ``stepper``).
+
+Two fleets can share one Redis by giving each its own namespace (and its own Celery queues). Keys of one
+provider carry a ``{provider}`` hash tag, so a provider's guard state stays on one Redis Cluster slot.
+
+    <ns>:{<provider>}:breaker:pybreaker:*   pybreaker's state, failure counter, opened-at (fleet-wide breaker)
+    <ns>:{<provider>}:probe                the half-open probe's lease (one trial call fleet-wide)
+    <ns>:{<provider>}:rpm | :tpm           rate-limit token buckets (hash: tokens, ts)
+    <ns>:cache:<kind>:<digest>             a cached result; +":flight" its computation's claim, +":refreshing"
+    <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
+    <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
+    <ns>:dlq:entries | index | by-task | replays   the dead-letter store
+    <ns>:recovery:lease:<worker>           delivery tags a live worker holds
+    <ns>:recovery:suspects:<redis run id>  tags seen unleased, and since when
+    <ns>:recovery:sweep                    the sweep's lock
+    <ns>:alerts:firing | dlq | exhausted:<minute>   alert state
+    <ns>:gateway:task:<task id>            which kind a gateway-issued task is
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+
+@cache
+def namespace() -> str:
+    """The prefix of every key, read once per process from the settings."""
+    from stepper.config import current_settings
+
+    return current_settings().key_namespace
+
+
+def provider_base(provider: str) -> str:
+    return f"{namespace()}:{{{provider}}}"
+
+
+def breaker(provider: str) -> str:
+    """pybreaker's own key layout lives under this prefix (``<prefix>:pybreaker:state`` and so on)."""
+    return f"{provider_base(provider)}:breaker"
+
+
+def probe(provider: str) -> str:
+    return f"{provider_base(provider)}:probe"
+
+
+def rate_bucket(provider: str, limit: str) -> str:
+    """``limit``: ``rpm`` (requests per minute) or ``tpm`` (tokens per minute)."""
+    return f"{provider_base(provider)}:{limit}"
+
+
+def breaker_state_pattern() -> str:
+    """A SCAN pattern matching every provider's breaker state key."""
+    return f"{namespace()}:{{*}}:breaker:pybreaker:state"
+
+
+def rate_bucket_pattern() -> str:
+    return f"{namespace()}:{{*}}:[rt]pm"
+
+
+def provider_of(key: str) -> str:
+    """The provider named by a key's hash tag: ``stepper:{openai}:rpm`` -> ``openai``."""
+    return key.split("{", 1)[1].split("}", 1)[0]
+
+
+def cache_entry(kind: str, digest: str) -> str:
+    return f"{namespace()}:cache:{kind}:{digest}"
+
+
+def idempotency(kind: str, digest: str) -> str:
+    return f"{namespace()}:idem:{kind}:{digest}"
+
+
+def flight(entry: str) -> str:
+    """The claim of the computation of a cache or idempotency entry (single flight)."""
+    return f"{entry}:flight"
+
+
+def refreshing(entry: str) -> str:
+    """Held by the one caller that enqueued a stale entry's refresh."""
+    return f"{entry}:refreshing"
+
+
+def idempotency_task(entry: str) -> str:
+    """The id of the first task submitted under an idempotency key."""
+    return f"{entry}:task"
+
+
+def stream(task_id: str) -> str:
+    return f"{namespace()}:stream:{task_id}"
+
+
+def dead_letters() -> tuple[str, str, str, str]:
+    """The store's entries (hash), index (sorted set), by-task (hash) and replays (hash), in that order."""
+    base = f"{namespace()}:dlq"
+    return f"{base}:entries", f"{base}:index", f"{base}:by-task", f"{base}:replays"
+
+
+def dead_letter_index() -> str:
+    return dead_letters()[1]
+
+
+def recovery_lease(worker: str) -> str:
+    return f"{namespace()}:recovery:lease:{worker}"
+
+
+def recovery_lease_pattern() -> str:
+    return f"{namespace()}:recovery:lease:*"
+
+
+def recovery_suspects(run_id: str) -> str:
+    return f"{namespace()}:recovery:suspects:{run_id}"
+
+
+def recovery_sweep_lock() -> str:
+    return f"{namespace()}:recovery:sweep"
+
+
+def alerts_firing() -> str:
+    return f"{namespace()}:alerts:firing"
+
+
+def alerts_dead_letter_baseline() -> str:
+    return f"{namespace()}:alerts:dlq"
+
+
+def alerts_exhausted(minute: int) -> str:
+    return f"{namespace()}:alerts:exhausted:{minute}"
+
+
+def gateway_task(task_id: str) -> str:
+    return f"{namespace()}:gateway:task:{task_id}"

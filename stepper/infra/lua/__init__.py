@@ -1,0 +1,17 @@
+"""Redis Lua scripts, one file each beside this module, read once per process.
+
+Each script says in its first lines what its KEYS and ARGV are. A script that builds on another (the
+dead-letter store's add and remove both use its ``drop`` function) is sent as the files joined in order.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+
+@cache
+def source(*names: str) -> str:
+    """The text of the scripts ``names`` (file names without ``.lua``), joined in order."""
+    folder = resources.files(__name__)
+    return "\n".join(folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in names)

@@ -1,0 +1,110 @@
+"""Streaming chat deltas to producers through a Redis Stream keyed by the task id.
+
+The worker appends ``delta`` events as a provider produces text. A provider that fails after its first token
+makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. The
+stream ends with ``done`` or ``error``; the task's own result stays the complete answer or the error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, cast
+
+from celery.exceptions import Retry
+from redis import Redis
+
+from stepper.infra import keys
+
+EventType = Literal["delta", "reset", "done", "error"]
+#: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
+MAX_EVENTS = 10_000
+TTL_S = 3600
+
+
+class DeltaSink(Protocol):
+    def delta(self, text: str) -> None: ...
+
+    def reset(self, reason: str) -> None: ...
+
+
+#: The sink of the task running in this thread or greenlet, if its request asked to stream.
+current_sink: ContextVar[DeltaSink | None] = ContextVar("stepper_delta_sink", default=None)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    type: EventType
+    text: str
+
+
+class RedisStreamSink:
+    def __init__(self, client: Redis, task_id: str) -> None:
+        self._client = client
+        self._key = keys.stream(task_id)
+        self._pending_text = False
+
+    def delta(self, text: str) -> None:
+        self._add("delta", text)
+        self._pending_text = True
+
+    def reset(self, reason: str) -> None:
+        self._add("reset", reason)
+        self._pending_text = False
+
+    def done(self, text: str) -> None:
+        """End the stream; a provider that does not stream (a mock, an engine) sends its answer as one delta."""
+        if not self._pending_text:
+            self.delta(text)
+        self._add("done", "")
+
+    def error(self, message: str) -> None:
+        self._add("error", message)
+
+    def _add(self, event: EventType, text: str) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
+        pipe.expire(self._key, TTL_S)
+        pipe.execute()
+
+
+@contextmanager
+def task_stream(client: Redis, task_id: str) -> Iterator[RedisStreamSink]:
+    """Stream the deltas of the chat task running inside this block; it ends with ``error`` if the task
+    fails, or with ``reset`` if the task goes back to the broker (the next run streams again)."""
+    sink = RedisStreamSink(client, task_id)
+    token = current_sink.set(sink)
+    try:
+        yield sink
+    except Retry:
+        sink.reset("every provider failed for now; the task will run again")
+        raise
+    except Exception as exc:
+        sink.error(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        current_sink.reset(token)
+
+
+def read_stream(client: Redis, task_id: str, timeout_s: float = 300.0, block_ms: int = 1000) -> Iterator[StreamEvent]:
+    """Yield a task's events from the start until ``done`` or ``error`` (both yielded), or until timeout."""
+    key = keys.stream(task_id)
+    last_id = "0-0"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer: Any = client.xread({key: last_id}, count=100, block=block_ms)
+        for _stream, entries in answer or ():
+            for entry_id, fields in entries:
+                last_id = entry_id
+                event = StreamEvent(cast(EventType, _text(fields[b"type"])), _text(fields[b"text"]))
+                yield event
+                if event.type in {"done", "error"}:
+                    return
+    raise TimeoutError(f"no end of stream for task {task_id} within {timeout_s:g}s")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

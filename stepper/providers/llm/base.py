@@ -1,0 +1,130 @@
+"""The vendor-neutral LLM adapter: chat and report in terms of one vendor call.
+
+A vendor module implements ``send`` (one request, one answer) and ``send_streaming`` (deltas, then the final
+answer); everything else (budgets, the report prompt and its strict parsing, finish reasons, streaming to
+producers) is written once here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from stepper.contracts import Provider, Reply
+from stepper.errors import ContentRejected, StepperError, TruncatedOutput
+from stepper.infra.streams import current_sink
+from stepper.providers.http import HttpClient
+from stepper.providers.llm.budget import fit_conversation
+from stepper.providers.llm.report_prompt import build_report_prompt, parse_report, report_schema
+from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, ReportRequest
+from stepper.schemas.chat import Message
+from stepper.settings import ProviderSettings
+
+FinishReason = Literal["stop", "length", "content_filter"]
+#: Defaults for reports, as the commit-report service used them; ``options`` may override both.
+REPORT_TEMPERATURE = 1.0
+REPORT_MAX_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    """One vendor-neutral request."""
+
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    temperature: float | None = None
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LlmAnswer:
+    text: str
+    finish_reason: FinishReason
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class LlmProvider(Provider):
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "report"})
+    #: Where the vendor's API lives unless settings (or STEPPER_<NAME>_BASE_URL) say otherwise.
+    default_base_url: ClassVar[str]
+    #: A vendor whose errors need more than the status code to classify brings its own subclass.
+    http_client: ClassVar[type[HttpClient]] = HttpClient
+    #: How the key travels: a bearer token unless the vendor says otherwise.
+    key_header: ClassVar[str] = "Authorization"
+    key_prefix: ClassVar[str] = "Bearer "
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        super().__init__(settings)
+        self.http = self.http_client(settings, self.default_base_url, self.api_key)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The key in the vendor's header; none when no key is configured (self-hosted, public Spaces)."""
+        key = self.api_key
+        return {self.key_header: f"{self.key_prefix}{key}"} if key else {}
+
+    @abstractmethod
+    def send(self, call: LlmCall) -> LlmAnswer:
+        """One request to the vendor, one complete answer."""
+
+    @abstractmethod
+    def send_streaming(self, call: LlmCall) -> Iterator[str | LlmAnswer]:
+        """Yield text deltas as they arrive, then the complete answer; a stream that ends early raises."""
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        budget = self.settings.budget_for(model)
+        messages, dropped = fit_conversation(request.messages, budget.input_tokens)
+        max_tokens = min(request.max_tokens or budget.output_tokens, budget.output_tokens)
+        call = LlmCall(model, messages, max_tokens, request.temperature)
+        sink = current_sink.get() if request.stream else None
+        answer = self.send(call) if sink is None else self._stream_to(sink, call)
+        if answer.finish_reason == "content_filter":
+            raise ContentRejected(f"{self.settings.name} refused the conversation (content filter)")
+        output = ChatOutput(message={"role": "assistant", "content": answer.text}, finish_reason=answer.finish_reason)
+        return Reply(output, {**answer.usage, "truncated_messages": dropped})
+
+    def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
+        budget = self.settings.budget_for(model)
+        prompt = build_report_prompt(request, budget.input_tokens)
+        call = LlmCall(
+            model,
+            [Message(role="system", content=prompt.system), Message(role="user", content=prompt.user)],
+            int(self.settings.options.get("report_max_tokens", REPORT_MAX_TOKENS)),
+            float(self.settings.options.get("report_temperature", REPORT_TEMPERATURE)),
+            report_schema(),
+        )
+        answer = self.send(call)
+        if answer.finish_reason == "content_filter":
+            raise ContentRejected(f"{self.settings.name} refused to report on this commit (content filter)")
+        if answer.finish_reason == "length":
+            raise TruncatedOutput(f"{self.settings.name} hit {call.max_tokens} output tokens before the report ended")
+        return Reply(
+            parse_report(answer.text, self.settings.name),
+            {**answer.usage, "trimmed_patches": len(prompt.trimmed_paths)},
+        )
+
+    def _stream_to(self, sink: Any, call: LlmCall) -> LlmAnswer:
+        """Relay deltas; if the stream breaks after the first one, tell readers to discard it and re-raise."""
+        sent_any = False
+        try:
+            for piece in self.send_streaming(call):
+                if isinstance(piece, LlmAnswer):
+                    return piece
+                if piece:
+                    sink.delta(piece)
+                    sent_any = True
+        except StepperError as exc:
+            if sent_any:
+                sink.reset(f"{self.settings.name} failed mid-answer ({type(exc).__name__}); restarting elsewhere")
+            raise
+        if sent_any:
+            sink.reset(f"{self.settings.name} ended its stream without finishing; restarting elsewhere")
+        raise TruncatedOutput(f"{self.settings.name} ended its stream before the answer was complete")
+
+
+def usage_of(input_tokens: Any, output_tokens: Any) -> dict[str, int]:
+    """Usage in stepper's terms, from whatever the vendor reported (missing figures are left out)."""
+    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+    return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}

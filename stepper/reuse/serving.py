@@ -1,0 +1,78 @@
+"""How a validated request is served: from the cache, by the computation already in flight, or by the chain.
+
+Written once for every kind; the order is: a redelivered task's stored result, then the idempotency key,
+then the cache (fresh, or stale with one refresh enqueued), then single-flight around the computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stepper.config import current_config, current_settings
+from stepper.families import Family
+from stepper.infra import metrics
+from stepper.reuse.cache import ResultCache, cache_key, cacheable, idempotency_key, result_cache
+from stepper.schemas.common import TaskRequest
+
+Compute = Callable[[], dict[str, Any]]
+
+
+def as_cached(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "cached": True}
+
+
+def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) -> dict[str, Any]:
+    """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must."""
+    settings = current_settings()
+    results = result_cache(settings.recovery.redis_wait_s)
+    lease_s = float(current_config().get("task_time_limit") or 300)
+    if request.idempotency_key is not None:
+        key = idempotency_key(family.kind, request.idempotency_key)
+        probe = results.probe(key, task_id, lease_s)
+        if probe.hit is not None:
+            return as_cached(probe.hit.result)
+        ttl_s = settings.cache.idempotency_window_s
+        return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
+    if not cacheable(family.kind, request, settings.cache):
+        return compute()
+    window = settings.cache.windows[family.kind]
+    ttl_s = window.fresh_s + window.stale_s
+    key = cache_key(family.kind, request, settings, family.output_model)
+    if request.cache == "refresh":
+        try:
+            claimed = results.claim_flight(key, task_id, lease_s)
+            return _single_flight(results, key, claimed, ttl_s=ttl_s, compute=compute)
+        finally:
+            results.refreshed(key)
+    probe = results.probe(key, task_id, lease_s, window)
+    hit = probe.hit
+    metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
+    if hit is not None:
+        if not hit.fresh and results.claim_refresh(key, lease_s):
+            enqueue_refresh(family, request)
+        return as_cached(hit.result)
+    return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
+
+
+def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:
+    """One background recomputation of a stale entry, at batch priority, without the caller's run options."""
+    if app is None:
+        from stepper.celery import app
+    app.send_task(f"stepper.{family.kind}", kwargs={**request.content(), "cache": "refresh"}, priority="batch")
+
+
+def _single_flight(results: ResultCache, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:
+    """Compute when this caller claimed the computation; otherwise wait for the one who did."""
+    if not claimed:
+        waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
+        if waited is not None:
+            return as_cached(waited)
+        # The computation we waited for was abandoned (its worker died, or it failed): do it ourselves.
+    try:
+        result = compute()
+    except BaseException:
+        results.land(key)
+        raise
+    results.finish(key, result, ttl_s)
+    return result

@@ -1,0 +1,43 @@
+"""The producer's half of reuse: answer from the cache, or from the first submission of an idempotency key,
+before anything is enqueued. The worker's half (:mod:`stepper.reuse.serving`) covers what arrives anyway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepper.config import current_settings
+from stepper.families import Family
+from stepper.infra import keys
+from stepper.infra.connections import state_redis
+from stepper.reuse.cache import cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.serving import as_cached, enqueue_refresh
+from stepper.schemas.common import TaskRequest
+
+
+def claim_idempotency_key(family: Family, request: TaskRequest, task_id: str) -> str | None:
+    """None when ``task_id`` now owns the request's idempotency key (send it under that id); otherwise the id of
+    the task that claimed the key first, within ``stepper_cache["idempotency_window_s"]``."""
+    assert request.idempotency_key is not None
+    claim = keys.idempotency_task(idempotency_key(family.kind, request.idempotency_key))
+    window_ms = int(current_settings().cache.idempotency_window_s * 1000)
+    client = state_redis()
+    if client.set(claim, task_id.encode(), nx=True, px=window_ms):
+        return None
+    first = client.get(claim)
+    return first.decode() if isinstance(first, bytes) else task_id
+
+
+def cached_result(family: Family, request: TaskRequest, app: Any) -> dict[str, Any] | None:
+    """The cached result of ``request`` (marked ``cached: true``), or None. A stale one is returned too, and
+    exactly one caller fleet-wide enqueues its refresh."""
+    settings = current_settings()
+    if not cacheable(family.kind, request, settings.cache) or request.cache == "refresh":
+        return None
+    key = cache_key(family.kind, request, settings, family.output_model)
+    results = result_cache()
+    hit = results.get(key, settings.cache.windows[family.kind])
+    if hit is None:
+        return None
+    if not hit.fresh and results.claim_refresh(key, float(app.conf.task_time_limit or 300)):
+        enqueue_refresh(family, request, app)
+    return as_cached(hit.result)

@@ -1,0 +1,346 @@
+"""stepper's settings as pydantic models: the single source of every ``stepper_*`` default.
+
+The deployment's config module (``celeryconfig.py``) and the environment override these (see
+:mod:`stepper.config`, which loads and validates them); a setting left out takes the default written here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stepper.schemas import KINDS, Kind
+
+Mode = Literal["live", "mock", "hybrid"]
+
+#: A gateway key is configured as the SHA-256 hex digest of the key, never the key itself.
+KEY_DIGEST_PATTERN = r"^[0-9a-f]{64}$"
+
+#: How long Redis waits for an unacknowledged message before handing it to another worker (Celery's
+#: ``visibility_timeout`` transport option, written to both the broker's and the result backend's). It must
+#: exceed the hard time limit and the longest retry countdown, or the same task runs twice.
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+
+#: Providers by name. "class" is a dotted path ("package.module:Class"), imported when first used. A provider
+#: whose key variable is unset (or whose binary is missing) is skipped and recorded. A deployment's
+#: ``stepper_providers`` adds to these by name (a name it declares replaces that entry whole).
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "mock": {"class": "stepper.providers.mock:MockProvider"},
+    "openai": {
+        "class": "stepper.providers.openai:OpenAIProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "OPENAI_API_KEY",
+        "models": ["gpt-4o-mini", "gpt-4o"],
+        "budget": {"input_tokens": 16000, "output_tokens": 4096},
+    },
+    # The self-hosted Mistral 7B service: any OpenAI-compatible server (vLLM, Ollama, TGI). It is used once
+    # STEPPER_MISTRAL_BASE_URL (or base_url) points at its /v1.
+    "mistral": {
+        "class": "stepper.providers.openai:OpenAIProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": None,
+        "models": ["mistral-7b-instruct"],
+        "options": {"requires_base_url": True, "response_format": "json_object"},
+        "budget": {"input_tokens": 6000, "output_tokens": 2048},
+    },
+    "gemini": {
+        "class": "stepper.providers.gemini:GeminiProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "GEMINI_API_KEY",
+        "models": ["gemini-2.0-flash"],
+        "budget": {"input_tokens": 32000, "output_tokens": 4096},
+    },
+    "cohere": {
+        "class": "stepper.providers.cohere:CohereProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "COHERE_API_KEY",
+        "models": ["command-r-plus-08-2024"],
+    },
+    # A Hugging Face Space through Gradio's HTTP API: a free last resort, once base_url names the Space
+    # (https://<owner>-<space>.hf.space). HF_TOKEN is sent when set; public Spaces need none.
+    "hf_space": {
+        "class": "stepper.providers.hf_space:HfSpaceProvider",
+        "kinds": ["chat", "report"],
+        "api_key_env": "HF_TOKEN",
+        "models": ["space"],
+        "timeout_s": 120,  # a sleeping Space takes a while to wake
+    },
+    "tesseract": {"class": "stepper.providers.tesseract:TesseractProvider", "kinds": ["ocr"]},
+    "opencv": {"class": "stepper.providers.opencv:OpenCvProvider", "kinds": ["steps", "vision"]},
+    "elevenlabs": {
+        "class": "stepper.providers.elevenlabs:ElevenLabsProvider",
+        "kinds": ["speech"],
+        "api_key_env": "ELEVENLABS_API_KEY",
+        "models": ["eleven_multilingual_v2"],
+    },
+    "espeak": {"class": "stepper.providers.espeak:EspeakProvider", "kinds": ["speech"]},
+}
+
+#: The chain of each kind: "provider:model" entries, tried in order. A deployment's ``stepper_chains``
+#: replaces the chains of the kinds it names.
+DEFAULT_CHAINS: dict[Kind, list[str]] = {
+    "report": [
+        "openai:gpt-4o-mini",
+        "mistral:mistral-7b-instruct",
+        "gemini:gemini-2.0-flash",
+        "cohere:command-r-plus-08-2024",
+    ],
+    "chat": [
+        "openai:gpt-4o-mini",
+        "mistral:mistral-7b-instruct",
+        "gemini:gemini-2.0-flash",
+        "cohere:command-r-plus-08-2024",
+        "hf_space:space",
+    ],
+    "ocr": ["tesseract:tesseract"],
+    "steps": ["opencv:opencv"],
+    "vision": ["opencv:opencv"],
+    "speech": ["elevenlabs:eleven_multilingual_v2", "espeak:espeak-ng"],
+}
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenBudget(_Settings):
+    input_tokens: int = Field(default=4096, ge=1)
+    output_tokens: int = Field(default=2048, ge=1)
+
+
+class ProviderSettings(_Settings):
+    """One provider as the deployment declared it."""
+
+    name: str
+    target: str = Field(alias="class", pattern=r"^[\w.]+:\w+$")
+    kinds: tuple[Kind, ...] | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    models: tuple[str, ...] = ()
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
+    tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
+    #: LLMs: the token budget of a model not listed in ``budgets``, and per-model budgets.
+    budget: TokenBudget = TokenBudget()
+    budgets: dict[str, TokenBudget] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def budget_for(self, model: str) -> TokenBudget:
+        return self.budgets.get(model, self.budget)
+
+
+class ChainEntry(_Settings):
+    provider: str
+    model: str
+
+    @classmethod
+    def parse(cls, text: str) -> ChainEntry:
+        provider, _, model = text.strip().partition(":")
+        return cls(provider=provider, model=model or provider)
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+class ImageSettings(_Settings):
+    """Limits on image input; see stepper.providers.media.images."""
+
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    #: Directories under which ``{"path": ...}`` images may be read; empty: paths are refused.
+    roots: tuple[str, ...] = ()
+    #: Networks (CIDR) that URL images may resolve to despite being private or loopback.
+    allowed_networks: tuple[str, ...] = ()
+    fetch_timeout_s: float = Field(default=10.0, gt=0)
+    max_redirects: int = Field(default=3, ge=0)
+
+
+class ArtifactSettings(_Settings):
+    """Where audio and thumbnails go; see stepper.infra.artifacts."""
+
+    directory: str = "/tmp/stepper-artifacts"  # noqa: S108  (a default for development; deployments set it)
+    #: Below this size a result carries the artifact inline (a data: URI) instead of a file reference.
+    inline_max_bytes: int = Field(default=16 * 1024, ge=0)
+    ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
+
+
+class CacheWindow(_Settings):
+    fresh_s: float = Field(ge=0)
+    stale_s: float = Field(ge=0)
+
+
+def _default_windows() -> dict[Kind, CacheWindow]:
+    """Kinds whose results point at artifacts (speech, steps) stay within the artifacts' TTL."""
+    day = 86400.0
+    long, short = CacheWindow(fresh_s=7 * day, stale_s=30 * day), CacheWindow(fresh_s=day, stale_s=5 * day)
+    return {
+        "report": long,
+        "chat": CacheWindow(fresh_s=3600, stale_s=day),
+        "ocr": long,
+        "vision": long,
+        "steps": short,
+        "speech": short,
+    }
+
+
+class CacheSettings(_Settings):
+    """Result cache; see stepper.reuse. A kind missing from ``windows`` is not cached: fresh for ``fresh_s``,
+    then served stale for ``stale_s`` more while one refresh runs."""
+
+    #: Redis for the cache; None uses the state Redis. Give it its own instance (allkeys-lru) in production.
+    url: str | None = None
+    windows: dict[Kind, CacheWindow] = Field(default_factory=_default_windows)
+    #: How long an identical request waits for the one being computed before computing it itself.
+    single_flight_wait_s: float = Field(default=300.0, ge=0)
+    #: How long an idempotency key maps to its first task.
+    idempotency_window_s: float = Field(default=24 * 3600, gt=0)
+
+
+class WebhookSettings(_Settings):
+    """Signed outcome callbacks to a request's ``callback_url``; see stepper.outcomes.webhooks."""
+
+    #: The variable holding the HMAC-SHA256 signing secret (``<NAME>_FILE`` is read too).
+    secret_env: str = "STEPPER_WEBHOOK_SECRET"  # noqa: S105  (the variable's name, not a secret)
+    #: Keep retrying a failing receiver (with backoff) for this long.
+    retry_for_s: float = Field(default=3600.0, gt=0)
+    #: Exponential backoff with full jitter between attempts: up to base * 2**retries, at most cap (a receiver's
+    #: Retry-After can ask for longer). Countdowns also stay under stepper_retry.task_countdown_cap_s.
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: When not empty, only these hosts may receive callbacks.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Networks (CIDR) a callback may resolve to despite being private or loopback.
+    allowed_networks: tuple[str, ...] = ()
+
+
+class DeadLetterSettings(_Settings):
+    """Failed tasks kept for inspection and replay; see stepper.ops.deadletters."""
+
+    max_entries: int = Field(default=100_000, ge=1)
+    ttl_s: float = Field(default=30 * 24 * 3600, gt=0)
+
+
+class AlertSettings(_Settings):
+    """Operational alerts to Slack and Discord; see stepper.ops.alerts. Webhook URLs are secrets, read from
+    variables."""
+
+    #: The variables holding the incoming-webhook URLs (``<NAME>_FILE`` is read too); unset: that sink is off.
+    slack_webhook_url_env: str = "STEPPER_SLACK_WEBHOOK_URL"
+    discord_webhook_url_env: str = "STEPPER_DISCORD_WEBHOOK_URL"
+    #: How often ``stepper alerts watch`` checks (its --interval overrides it).
+    interval_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: A queue with more messages waiting than this (all priority levels together) fires.
+    queue_depth_threshold: int = Field(default=1000, ge=0)
+    #: More new dead letters than this since the previous check fires.
+    dlq_growth_threshold: int = Field(default=10, ge=0)
+    #: More ChainExhausted failures than this in the previous full minute fires.
+    exhausted_per_minute_threshold: int = Field(default=5, ge=0)
+
+
+class RecoverySettings(_Settings):
+    """Riding out a Redis restart and a dead worker; see stepper.workers.recovery."""
+
+    #: A stepper message held by no live worker for this long goes back on its queue (kombu alone waits for
+    #: the visibility timeout). Workers renew their lease four times per period.
+    lease_s: float = Field(default=20.0, gt=0)
+    #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
+    #: task is put back on its queue instead of failing.
+    redis_wait_s: float = Field(default=30.0, ge=0)
+
+
+class GatewaySettings(_Settings):
+    """The HTTP gateway (``stepper gateway``); see stepper.gateway. Limits apply to each key separately."""
+
+    #: SHA-256 hex digests of the accepted API keys (``stepper gateway new-key`` prints a key and its digest).
+    key_hashes: tuple[str, ...] = ()
+    #: Requests and estimated tokens per minute per key, fleet-wide across gateway replicas; 0 = unlimited.
+    rpm: int = Field(default=600, ge=0)
+    tpm: int = Field(default=200_000, ge=0)
+    #: Larger request bodies are refused with 413 (inline base64 images make bodies large).
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    #: Browser origins allowed by CORS; empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    #: How long a non-streaming chat completion waits for the task's result before answering 504.
+    chat_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("key_hashes", mode="before")
+    @classmethod
+    def _split_and_normalise(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(item.strip().lower() for item in value if isinstance(item, str) and item.strip())
+        return value
+
+    @field_validator("key_hashes")
+    @classmethod
+    def _digests_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for position, digest in enumerate(value):
+            if not re.fullmatch(KEY_DIGEST_PATTERN, digest):
+                # Never echo the value: someone may have pasted a key where its digest belongs.
+                raise ValueError(
+                    f"entry {position} ({len(digest)} characters) is not a SHA-256 hex digest (64 hex characters); "
+                    "configure digests, not keys: `stepper gateway new-key` prints both"
+                )
+        return value
+
+
+class BreakerSettings(_Settings):
+    """Fleet-wide circuit breaker per provider: opens after ``fail_max`` consecutive transient failures and lets
+    one probe call through (fleet-wide) after ``reset_timeout_s``."""
+
+    fail_max: int = Field(default=5, ge=1)
+    reset_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RetrySettings(_Settings):
+    """Inside one task, each provider gets ``attempts_per_provider`` tries, waiting with full jitter (or the
+    provider's Retry-After) when that wait is at most ``max_inline_wait_s``. When every provider failed
+    transiently the task goes back to the broker, up to ``task_max_retries`` times, after a countdown capped
+    at ``task_countdown_cap_s``."""
+
+    attempts_per_provider: int = Field(default=2, ge=1)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_cap_s: float = Field(default=8.0, ge=0)
+    max_inline_wait_s: float = Field(default=2.0, ge=0)
+    task_max_retries: int = Field(default=5, ge=0)
+    task_countdown_cap_s: float = Field(default=300.0, ge=0)
+
+
+class StepperSettings(_Settings):
+    """stepper's own settings, validated once at start-up."""
+
+    #: live: real providers only; mock: every provider replaced by a deterministic mock; hybrid: the chain's
+    #: configured providers, then a mock as the last resort (always labelled).
+    mode: Mode = "live"
+    #: ``DEFAULT_PROVIDERS`` with the deployment's added (see :func:`stepper.config.parse_stepper_settings`).
+    providers: dict[str, ProviderSettings]
+    chains: dict[Kind, tuple[ChainEntry, ...]]
+    #: The prefix of every Redis key stepper writes (see stepper.infra.keys); two fleets on one Redis differ here.
+    key_namespace: str = Field(default="stepper", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: The Redis for fleet-wide state (breakers, rate limits, streams, dead letters); None: the broker's.
+    state_url: str | None = None
+    visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0)
+    breaker: BreakerSettings = BreakerSettings()
+    retry: RetrySettings = RetrySettings()
+    images: ImageSettings = ImageSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
+    cache: CacheSettings = CacheSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
+    alerts: AlertSettings = AlertSettings()
+    recovery: RecoverySettings = RecoverySettings()
+    gateway: GatewaySettings = GatewaySettings()
+
+    @field_validator("chains")
+    @classmethod
+    def _every_kind_has_a_chain(cls, chains: dict[Kind, tuple[ChainEntry, ...]]) -> dict[Kind, tuple[ChainEntry, ...]]:
+        missing = [kind for kind in KINDS if not chains.get(kind)]
+        if missing:
+            raise ValueError(f"no chain for {', '.join(missing)}; give each kind at least one 'provider:model'")
+        return chains
