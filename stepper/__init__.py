@@ -1,7 +1,8 @@
 """stepper: a Celery worker fleet for AI inference.
 
-The public surface is what ``__all__`` lists. ``import stepper`` is cheap: Celery and the app load on first
-use (``stepper.app``, ``stepper.submit``), which is also how ``celery -A stepper`` finds the app.
+The public surface is what ``__all__`` lists, and nothing else is promised. ``import stepper`` is cheap: Celery
+and the app load on first use (``stepper.app``, ``stepper.submit``), which is also how ``celery -A stepper``
+finds the app. Outcome hooks (``on_success``, ``on_failure``) and ``verify_webhook`` load on first use too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from stepper.schemas import KINDS, Kind
 if TYPE_CHECKING:
     from celery import Celery
 
+    from stepper.outcomes.hooks import on_failure, on_success
+    from stepper.outcomes.webhooks import verify as verify_webhook
     from stepper.producer import stream, submit
 
 __version__ = "0.1.0"
@@ -61,8 +64,11 @@ __all__ = [
     "UnsupportedInput",
     "__version__",
     "app",
+    "on_failure",
+    "on_success",
     "stream",
     "submit",
+    "verify_webhook",
 ]
 
 
@@ -75,6 +81,14 @@ def __getattr__(name: str) -> Any:
         from stepper import producer
 
         return getattr(producer, name)
+    if name in {"on_success", "on_failure"}:
+        from stepper.outcomes import hooks
+
+        return getattr(hooks, name)
+    if name == "verify_webhook":
+        from stepper.outcomes.webhooks import verify
+
+        return verify
     raise AttributeError(f"module 'stepper' has no attribute {name!r}")
 
 

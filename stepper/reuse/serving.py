@@ -13,13 +13,10 @@ from stepper.config import current_config, current_settings
 from stepper.families import Family
 from stepper.infra import metrics
 from stepper.reuse.cache import ResultCache, cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.submitting import as_cached, enqueue_refresh
 from stepper.schemas.common import TaskRequest
 
 Compute = Callable[[], dict[str, Any]]
-
-
-def as_cached(result: dict[str, Any]) -> dict[str, Any]:
-    return {**result, "cached": True}
 
 
 def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) -> dict[str, Any]:
@@ -53,13 +50,6 @@ def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) 
             enqueue_refresh(family, request)
         return as_cached(hit.result)
     return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
-
-
-def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:
-    """One background recomputation of a stale entry, at batch priority, without the caller's run options."""
-    if app is None:
-        from stepper.celery import app
-    app.send_task(f"stepper.{family.kind}", kwargs={**request.content(), "cache": "refresh"}, priority="batch")
 
 
 def _single_flight(results: ResultCache, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from stepper.families import Family
 from stepper.infra import keys
 from stepper.infra.connections import state_redis
 from stepper.reuse.cache import cache_key, cacheable, idempotency_key, result_cache
-from stepper.reuse.serving import as_cached, enqueue_refresh
 from stepper.schemas.common import TaskRequest
 
 
@@ -41,3 +40,14 @@ def cached_result(family: Family, request: TaskRequest, app: Any) -> dict[str, A
     if not hit.fresh and results.claim_refresh(key, float(app.conf.task_time_limit or 300)):
         enqueue_refresh(family, request, app)
     return as_cached(hit.result)
+
+
+def as_cached(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "cached": True}
+
+
+def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:
+    """One background recomputation of a stale entry, at batch priority, without the caller's run options."""
+    if app is None:
+        from stepper.celery import app
+    app.send_task(f"stepper.{family.kind}", kwargs={**request.content(), "cache": "refresh"}, priority="batch")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +17,10 @@ from stepper import errors
 #: Names bound in stepper/__init__.py that are plumbing, not API.
 NOT_EXPORTED = {"annotations", "TYPE_CHECKING", "Any"}
 #: Resolved on first use through the module's __getattr__.
-LAZY = {"app", "stream", "submit"}
+#: Names under ``stepper.`` in the README that are task or trace-span names, not attributes.
+TASK_NAMES = {"chat", "report", "ocr", "steps", "vision", "speech", "voices", "deliver_webhook"}
+SPAN_NAMES = {"task", "provider"}
+LAZY = {"app", "stream", "submit", "on_success", "on_failure", "verify_webhook"}
 
 
 def test_all_lists_what_the_module_binds() -> None:
@@ -47,3 +54,24 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert stepper.__version__ == importlib.metadata.version("stepper-fleet")
+
+
+def test_the_readme_uses_only_the_public_surface() -> None:
+    """Every ``stepper.<name>`` the README calls or decorates with is exported; nothing deeper is promised."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    calls = set(re.findall(r"(?<![\w.])@?stepper\.(\w+)\(", readme))
+    documented = set(re.findall(r"`@?stepper\.(\w+)[`(]", readme)) - TASK_NAMES - SPAN_NAMES
+    assert "submit" in calls
+    assert calls | documented <= set(stepper.__all__), (calls | documented) - set(stepper.__all__)
+
+
+def test_submitting_loads_neither_the_tasks_nor_the_guards() -> None:
+    """A web app that only submits pays for Celery and the producer, not pybreaker, Prometheus or the chain."""
+    code = (
+        "import sys, stepper; stepper.submit; "
+        "heavy = [m for m in ('pybreaker', 'prometheus_client', 'stepper.guards.admission', 'stepper.chain', "
+        "'stepper.tasks') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
