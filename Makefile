@@ -33,6 +33,7 @@ bench: venv system-deps
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/architecture/import_graph.py scripts/architecture/layout.json
 
 typecheck: venv
 	$(BIN)/mypy
