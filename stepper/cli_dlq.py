@@ -12,7 +12,7 @@ from stepper.errors import StepperError
 from stepper.schemas import KINDS
 
 if TYPE_CHECKING:
-    from stepper.ops.deadletters import DeadLetterStore, Entry
+    from stepper.ops.deadletters import DeadLetters, Entry
 
 #: Characters of an error message shown in the table; `stepper dlq show ID` has all of it.
 MESSAGE_CHARS = 60
@@ -44,7 +44,7 @@ def add_dlq_parser(commands: Any) -> None:
     purge.set_defaults(run=lambda args: _with_store(lambda store: _purge(store, args.yes)))
 
 
-def _with_store(action: Callable[[DeadLetterStore], int]) -> int:
+def _with_store(action: Callable[[DeadLetters], int]) -> int:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -64,7 +64,7 @@ def _with_store(action: Callable[[DeadLetterStore], int]) -> int:
         return 1
 
 
-def _list(store: DeadLetterStore, kind: str | None, limit: int, as_json: bool) -> int:
+def _list(store: DeadLetters, kind: str | None, limit: int, as_json: bool) -> int:
     entries = store.list(limit=limit, kind=kind)
     if as_json:
         print(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
@@ -84,7 +84,7 @@ def _list(store: DeadLetterStore, kind: str | None, limit: int, as_json: bool) -
     return 0
 
 
-def _show(store: DeadLetterStore, entry_id: str) -> int:
+def _show(store: DeadLetters, entry_id: str) -> int:
     print(json.dumps(store.require(entry_id).model_dump(mode="json"), indent=2))
     return 0
 
@@ -101,7 +101,7 @@ def _replay_command(args: argparse.Namespace) -> int:
     return _with_store(lambda store: _replay_one(store, args.id))
 
 
-def _replay_one(store: DeadLetterStore, entry_id: str) -> int:
+def _replay_one(store: DeadLetters, entry_id: str) -> int:
     from stepper.ops.deadletters import replay
     from stepper.producer import submit
 
@@ -109,7 +109,7 @@ def _replay_one(store: DeadLetterStore, entry_id: str) -> int:
     return 0
 
 
-def _replay_all(store: DeadLetterStore, kind: str | None) -> int:
+def _replay_all(store: DeadLetters, kind: str | None) -> int:
     """Entries replayed before are left out: a second ``--all`` must not run the same work twice."""
     from stepper.ops.deadletters import replay
     from stepper.producer import submit
@@ -140,7 +140,7 @@ def _replay_all(store: DeadLetterStore, kind: str | None) -> int:
     return 0
 
 
-def _purge(store: DeadLetterStore, yes: bool) -> int:
+def _purge(store: DeadLetters, yes: bool) -> int:
     if not yes:
         if not sys.stdin.isatty():
             print("stepper: not a terminal, so nobody can confirm: pass --yes to purge", file=sys.stderr)

@@ -10,11 +10,15 @@ shows, replays and purges. Four keys hold the store, all written by Lua scripts 
 
 Requests are stored with their secrets redacted (:func:`redact`): the store keeps entries for weeks, far longer
 than the broker keeps a message. A request that lost a secret cannot be replayed as it is.
+
+:class:`DeadLetters` is the store's interface; :class:`~stepper.ops.deadletters_memory.MemoryDeadLetterStore` is
+its twin in one process's memory, with the same ids, ordering, trimming and expiry, for tests without a Redis.
 """
 
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import logging
 import time
@@ -81,6 +85,37 @@ class Submitted(Protocol):
 Submit = Callable[[Kind, dict[str, Any]], Submitted]
 
 
+class DeadLetters(Protocol):
+    """A dead-letter store: entries newest first, one per task id, bounded by count and age, requests redacted."""
+
+    def add(  # noqa: PLR0917  (one failure record, field by field)
+        self,
+        task_id: str,
+        kind: str,
+        request: Mapping[str, Any],
+        error_type: str,
+        error_message: str,
+        attempts: Sequence[Mapping[str, Any]],
+        retries: int,
+    ) -> str: ...
+
+    def get(self, entry_id: str) -> Entry | None: ...
+
+    def require(self, entry_id: str) -> Entry: ...
+
+    def list(self, limit: int = 50, kind: str | None = None) -> builtins.list[Entry]: ...
+
+    def entries(self, kind: str | None = None, *, oldest_first: bool = False, page: int = 200) -> Iterator[Entry]: ...
+
+    def remove(self, entry_id: str) -> bool: ...
+
+    def purge(self) -> int: ...
+
+    def size(self) -> int: ...
+
+    def record_replay(self, entry_id: str, new_task_id: str) -> bool: ...
+
+
 class DeadLetterStore:
     """Dead letters in Redis, newest first, at most ``max_entries`` of them and none older than ``ttl_s``."""
 
@@ -110,22 +145,14 @@ class DeadLetterStore:
         """
         now = self.clock()
         now_ms = int(now * 1000)
-        stored = {
-            "task_id": task_id,
-            "kind": kind,
-            "request": redact(request),
-            "error": {"type": error_type, "message": error_message},
-            "attempts": [dict(attempt) for attempt in attempts],
-            "retries": retries,
-            "failed_at": _iso(now),
-        }
+        stored = _stored(task_id, kind, request, error_type, error_message, attempts, retries, now)
         ttl_ms = int(self.settings.ttl_s * 1000)
         entry_id = self._add(
             keys=self._keys,
             args=[
                 task_id,
-                f"{now_ms}-{task_id[:8]}",
-                json.dumps(stored, separators=(",", ":")),
+                _candidate_id(now_ms, task_id),
+                stored,
                 now_ms,
                 now_ms - ttl_ms,
                 self.settings.max_entries,
@@ -144,12 +171,7 @@ class DeadLetterStore:
 
     def require(self, entry_id: str) -> Entry:
         """The entry, or InvalidRequest saying how to find the right id."""
-        entry = self.get(entry_id)
-        if entry is None:
-            raise InvalidRequest(
-                f"no dead letter {entry_id!r} (expired, removed or never stored); `stepper dlq list` shows the ids"
-            )
-        return entry
+        return _found(self.get(entry_id), entry_id)
 
     def list(self, limit: int = 50, kind: str | None = None) -> builtins.list[Entry]:
         """The newest ``limit`` entries (of ``kind``, when given), newest first."""
@@ -157,12 +179,7 @@ class DeadLetterStore:
             return []
         if kind is None:
             return self._load(_members(self.client.zrevrange(self._keys[1], 0, limit - 1)))
-        found: builtins.list[Entry] = []
-        for entry in self.entries(kind):
-            found.append(entry)
-            if len(found) == limit:
-                break
-        return found
+        return builtins.list(itertools.islice(self.entries(kind), limit))
 
     def entries(self, kind: str | None = None, *, oldest_first: bool = False, page: int = 200) -> Iterator[Entry]:
         """Every entry (of ``kind``), newest first unless ``oldest_first``, read ``page`` at a time.
@@ -192,7 +209,7 @@ class DeadLetterStore:
 
     def record_replay(self, entry_id: str, new_task_id: str) -> bool:
         """Link the entry to the task that resubmitted it; False when the entry is gone."""
-        replay = json.dumps({"task_id": new_task_id, "at": _iso(self.clock())}, separators=(",", ":"))
+        replay = json.dumps(_replay_record(new_task_id, self.clock()), separators=(",", ":"))
         return bool(self._record_replay(keys=self._keys, args=[entry_id, replay]))
 
     def _load(self, ids: builtins.list[str]) -> builtins.list[Entry]:
@@ -205,7 +222,7 @@ class DeadLetterStore:
         return [_entry(id_, raw, rep) for id_, raw, rep in zip(ids, raws, replays, strict=True) if raw is not None]
 
 
-def replay(store: DeadLetterStore, entry_id: str, submit: Submit) -> str:
+def replay(store: DeadLetters, entry_id: str, submit: Submit) -> str:
     """Resubmit an entry's request as a new task through ``submit`` (``stepper.submit``); return its id.
 
     The request goes without its ``idempotency_key``: that key still maps to the failed task, so submitting
@@ -232,6 +249,46 @@ def open_store() -> DeadLetterStore:
     from stepper.infra.connections import state_redis
 
     return DeadLetterStore(state_redis(), current_settings().dead_letters)
+
+
+def _stored(  # noqa: PLR0917  (DeadLetters.add's fields)
+    task_id: str,
+    kind: str,
+    request: Mapping[str, Any],
+    error_type: str,
+    error_message: str,
+    attempts: Sequence[Mapping[str, Any]],
+    retries: int,
+    now: float,
+) -> str:
+    """One failure as stored, JSON: its request redacted, failed at ``now``."""
+    stored = {
+        "task_id": task_id,
+        "kind": kind,
+        "request": redact(request),
+        "error": {"type": error_type, "message": error_message},
+        "attempts": [dict(attempt) for attempt in attempts],
+        "retries": retries,
+        "failed_at": _iso(now),
+    }
+    return json.dumps(stored, separators=(",", ":"))
+
+
+def _candidate_id(now_ms: int, task_id: str) -> str:
+    """A new entry's id: its failure time and the task id's start (``-1``, ``-2``... appended when taken)."""
+    return f"{now_ms}-{task_id[:8]}"
+
+
+def _replay_record(new_task_id: str, now: float) -> dict[str, str]:
+    return {"task_id": new_task_id, "at": _iso(now)}
+
+
+def _found(entry: Entry | None, entry_id: str) -> Entry:
+    if entry is None:
+        raise InvalidRequest(
+            f"no dead letter {entry_id!r} (expired, removed or never stored); `stepper dlq list` shows the ids"
+        )
+    return entry
 
 
 def _entry(entry_id: str, raw: bytes | str, replays: bytes | str | None) -> Entry:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,8 @@ from stepper.cli import main
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.infra import connections, keys
 from stepper.infra.redaction import redact, redact_url
-from stepper.ops.deadletters import (
-    DeadLetterStore,
-    replay,
-)
+from stepper.ops.deadletters import DeadLetters, DeadLetterStore, replay
+from stepper.ops.deadletters_memory import MemoryDeadLetterStore
 from stepper.outcomes.deadletter import dead_letter
 from stepper.schemas import ChatRequest
 from stepper.settings import DeadLetterSettings
@@ -65,19 +64,38 @@ def clock() -> Clock:
     return Clock()
 
 
+NewStore = Callable[[DeadLetterSettings], DeadLetters]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def new_store(request: pytest.FixtureRequest, clock: Clock) -> NewStore:
+    """Makes stores of one implementation: in memory, or on the private Redis (one Redis, one store)."""
+    if request.param == "memory":
+        return lambda settings: MemoryDeadLetterStore(settings, clock=clock)
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return lambda settings: DeadLetterStore(client, settings, clock=clock)
+
+
 @pytest.fixture
-def store(redis_client: redis.Redis, clock: Clock) -> DeadLetterStore:
+def store(new_store: NewStore) -> DeadLetters:
+    """Every store test runs on both implementations: in memory and on the private Redis."""
+    return new_store(DeadLetterSettings(max_entries=100, ttl_s=3600))
+
+
+@pytest.fixture
+def redis_store(redis_client: redis.Redis, clock: Clock) -> DeadLetterStore:
+    """For what only the Redis store has: its keys, their expiry, its scripts."""
     return DeadLetterStore(redis_client, DeadLetterSettings(max_entries=100, ttl_s=3600), clock=clock)
 
 
-def add(store: DeadLetterStore, task_id: str, kind: str = "chat", request: dict[str, Any] | None = None) -> str:
+def add(store: DeadLetters, task_id: str, kind: str = "chat", request: dict[str, Any] | None = None) -> str:
     return store.add(task_id, kind, request or CHAT, "ChainExhausted", "every provider failed", ATTEMPTS, 2)
 
 
 # The store
 
 
-def test_add_stores_the_failure_under_a_time_based_id(store: DeadLetterStore, redis_client: redis.Redis) -> None:
+def test_add_stores_the_failure_under_a_time_based_id(store: DeadLetters) -> None:
     entry_id = add(store, "3f2a1b4c-0000-4000-8000-000000000001")
 
     assert entry_id == "1700000000000-3f2a1b4c"
@@ -90,25 +108,35 @@ def test_add_stores_the_failure_under_a_time_based_id(store: DeadLetterStore, re
     assert entry.retries == 2
     assert entry.failed_at == "2023-11-14T22:13:20.000Z"
     assert entry.replays == ()
-    assert redis_client.zscore(INDEX_KEY, entry_id) == NOW * 1000
-    assert redis_client.hget(BY_TASK_KEY, "3f2a1b4c-0000-4000-8000-000000000001") == entry_id.encode()
     assert store.size() == 1
 
 
-def test_the_request_is_stored_redacted(store: DeadLetterStore, redis_client: redis.Redis) -> None:
+def test_redis_indexes_an_entry_by_failure_time_and_by_task(
+    redis_store: DeadLetterStore, redis_client: redis.Redis
+) -> None:
+    entry_id = add(redis_store, "3f2a1b4c-0000-4000-8000-000000000001")
+
+    assert redis_client.zscore(INDEX_KEY, entry_id) == NOW * 1000
+    assert redis_client.hget(BY_TASK_KEY, "3f2a1b4c-0000-4000-8000-000000000001") == entry_id.encode()
+
+
+def test_the_request_is_stored_redacted(store: DeadLetters) -> None:
     entry_id = add(store, "task-1", request={**CHAT, "api_key": "sk-live-0123456789"})
 
-    stored = redis_client.hget(ENTRIES_KEY, entry_id)
-    assert isinstance(stored, bytes)
-    assert b"sk-live" not in stored
     entry = store.get(entry_id)
     assert entry is not None
     assert entry.request["api_key"] == "[redacted]"
 
 
-def test_the_same_task_failing_again_keeps_one_entry_with_the_latest_failure(
-    store: DeadLetterStore, clock: Clock, redis_client: redis.Redis
-) -> None:
+def test_redis_never_holds_the_secret(redis_store: DeadLetterStore, redis_client: redis.Redis) -> None:
+    entry_id = add(redis_store, "task-1", request={**CHAT, "api_key": "sk-live-0123456789"})
+
+    stored = redis_client.hget(ENTRIES_KEY, entry_id)
+    assert isinstance(stored, bytes)
+    assert b"sk-live" not in stored
+
+
+def test_the_same_task_failing_again_keeps_one_entry_with_the_latest_failure(store: DeadLetters, clock: Clock) -> None:
     first = add(store, "task-redelivered")
     store.record_replay(first, "earlier-replay")
     clock.now += 30
@@ -116,15 +144,24 @@ def test_the_same_task_failing_again_keeps_one_entry_with_the_latest_failure(
 
     assert second == first
     assert store.size() == 1
-    assert redis_client.hlen(ENTRIES_KEY) == 1
     entry = store.get(first)
     assert entry is not None
     assert (entry.error.type, entry.retries, entry.failed_at) == ("Timeout", 3, "2023-11-14T22:13:50.000Z")
     assert [replayed.task_id for replayed in entry.replays] == ["earlier-replay"]
+
+
+def test_redis_moves_a_task_failing_again_to_the_newest_failure(
+    redis_store: DeadLetterStore, clock: Clock, redis_client: redis.Redis
+) -> None:
+    first = add(redis_store, "task-redelivered")
+    clock.now += 30
+    add(redis_store, "task-redelivered")
+
+    assert redis_client.hlen(ENTRIES_KEY) == 1
     assert redis_client.zscore(INDEX_KEY, first) == (NOW + 30) * 1000  # listed as the newest failure
 
 
-def test_tasks_sharing_an_id_prefix_in_the_same_millisecond_get_two_entries(store: DeadLetterStore) -> None:
+def test_tasks_sharing_an_id_prefix_in_the_same_millisecond_get_two_entries(store: DeadLetters) -> None:
     first, second = add(store, "batch-job-1"), add(store, "batch-job-2")
 
     assert first == "1700000000000-batch-jo"
@@ -132,7 +169,7 @@ def test_tasks_sharing_an_id_prefix_in_the_same_millisecond_get_two_entries(stor
     assert {entry.task_id for entry in store.list()} == {"batch-job-1", "batch-job-2"}
 
 
-def test_list_is_newest_first_and_filters_by_kind(store: DeadLetterStore, clock: Clock) -> None:
+def test_list_is_newest_first_and_filters_by_kind(store: DeadLetters, clock: Clock) -> None:
     ids = []
     for number, kind in enumerate(["chat", "ocr", "chat", "speech", "chat"]):
         clock.now = NOW + number
@@ -147,8 +184,8 @@ def test_list_is_newest_first_and_filters_by_kind(store: DeadLetterStore, clock:
     assert [entry.id for entry in store.entries(oldest_first=True, page=2)] == ids
 
 
-def test_add_trims_the_oldest_beyond_max_entries(redis_client: redis.Redis, clock: Clock) -> None:
-    store = DeadLetterStore(redis_client, DeadLetterSettings(max_entries=3, ttl_s=3600), clock=clock)
+def test_add_trims_the_oldest_beyond_max_entries(new_store: NewStore, clock: Clock) -> None:
+    store = new_store(DeadLetterSettings(max_entries=3, ttl_s=3600))
     ids = []
     for number in range(5):
         clock.now = NOW + number
@@ -156,8 +193,7 @@ def test_add_trims_the_oldest_beyond_max_entries(redis_client: redis.Redis, cloc
 
     assert [entry.id for entry in store.list()] == ids[:1:-1]
     assert store.get(ids[0]) is None
-    assert redis_client.hlen(ENTRIES_KEY) == 3
-    assert sorted(redis_client.hkeys(BY_TASK_KEY)) == [b"task-2", b"task-3", b"task-4"]
+    assert store.size() == 3
     # A trimmed task failing again is a new entry, not a pointer to a missing one.
     clock.now = NOW + 10
     again = add(store, "task-0")
@@ -165,8 +201,18 @@ def test_add_trims_the_oldest_beyond_max_entries(redis_client: redis.Redis, cloc
     assert store.get(again) is not None
 
 
-def test_add_drops_entries_older_than_the_ttl(redis_client: redis.Redis, clock: Clock) -> None:
-    store = DeadLetterStore(redis_client, DeadLetterSettings(max_entries=100, ttl_s=60), clock=clock)
+def test_redis_trimming_drops_every_key_of_an_entry(redis_client: redis.Redis, clock: Clock) -> None:
+    store = DeadLetterStore(redis_client, DeadLetterSettings(max_entries=3, ttl_s=3600), clock=clock)
+    for number in range(5):
+        clock.now = NOW + number
+        add(store, f"task-{number}")
+
+    assert redis_client.hlen(ENTRIES_KEY) == 3
+    assert sorted(redis_client.hkeys(BY_TASK_KEY)) == [b"task-2", b"task-3", b"task-4"]
+
+
+def test_add_drops_entries_older_than_the_ttl(new_store: NewStore, clock: Clock) -> None:
+    store = new_store(DeadLetterSettings(max_entries=100, ttl_s=60))
     old = add(store, "task-old")
     store.record_replay(old, "replayed-old")
     clock.now = NOW + 50
@@ -175,6 +221,19 @@ def test_add_drops_entries_older_than_the_ttl(redis_client: redis.Redis, clock: 
     newest = add(store, "task-newest")
 
     assert [entry.id for entry in store.list()] == [newest, recent]
+    assert store.get(old) is None
+    assert store.record_replay(old, "too-late") is False
+
+
+def test_redis_ttl_drops_every_key_of_an_entry_and_expires_the_keys(redis_client: redis.Redis, clock: Clock) -> None:
+    store = DeadLetterStore(redis_client, DeadLetterSettings(max_entries=100, ttl_s=60), clock=clock)
+    old = add(store, "task-old")
+    store.record_replay(old, "replayed-old")
+    clock.now = NOW + 50
+    add(store, "task-recent")
+    clock.now = NOW + 61
+    add(store, "task-newest")
+
     assert redis_client.hget(BY_TASK_KEY, "task-old") is None
     assert redis_client.hget(REPLAYS_KEY, old) is None
     # With no failure for a whole TTL, every entry is expired: Redis drops the keys themselves.
@@ -182,28 +241,60 @@ def test_add_drops_entries_older_than_the_ttl(redis_client: redis.Redis, clock: 
     assert 0 < redis_client.pttl(INDEX_KEY) <= 61_000
 
 
-def test_remove(store: DeadLetterStore, redis_client: redis.Redis) -> None:
+def test_the_memory_store_expires_whole_after_a_ttl_without_failures(clock: Clock) -> None:
+    """What Redis does to the keys (their PTTL, above), the memory store does by its clock."""
+    store = MemoryDeadLetterStore(DeadLetterSettings(max_entries=100, ttl_s=60), clock=clock)
+    entry_id = add(store, "task-1")
+    clock.now = NOW + 60.999
+    assert store.get(entry_id) is not None  # older than the TTL, but nothing was added to drop it
+    clock.now = NOW + 61
+
+    assert store.get(entry_id) is None
+    assert store.size() == 0
+    assert add(store, "task-1") == "1700000061000-task-1"  # a new entry: the by-task link went too
+
+
+def test_remove(store: DeadLetters, clock: Clock) -> None:
     kept, removed = add(store, "task-kept"), add(store, "task-removed")
     store.record_replay(removed, "new-1")
 
     assert store.remove(removed) is True
     assert store.remove(removed) is False
     assert [entry.id for entry in store.list()] == [kept]
+    assert store.record_replay(removed, "new-2") is False
+    clock.now = NOW + 1
+    assert add(store, "task-removed") == "1700000001000-task-rem"  # a new entry, not the removed one
+
+
+def test_redis_remove_drops_every_key_of_the_entry(redis_store: DeadLetterStore, redis_client: redis.Redis) -> None:
+    add(redis_store, "task-kept")
+    removed = add(redis_store, "task-removed")
+    redis_store.record_replay(removed, "new-1")
+
+    assert redis_store.remove(removed) is True
     assert redis_client.hkeys(BY_TASK_KEY) == [b"task-kept"]
     assert redis_client.hget(REPLAYS_KEY, removed) is None
 
 
-def test_purge_removes_everything_and_counts_it(store: DeadLetterStore, redis_client: redis.Redis) -> None:
+def test_purge_removes_everything_and_counts_it(store: DeadLetters) -> None:
     for number in range(4):
         add(store, f"task-{number}")
 
     assert store.purge() == 4
     assert store.size() == 0
-    assert not any(redis_client.exists(key) for key in (ENTRIES_KEY, INDEX_KEY, BY_TASK_KEY, REPLAYS_KEY))
+    assert store.list() == []
     assert store.purge() == 0
 
 
-def test_record_replay_appends_with_the_time(store: DeadLetterStore, clock: Clock) -> None:
+def test_redis_purge_deletes_the_keys(redis_store: DeadLetterStore, redis_client: redis.Redis) -> None:
+    for number in range(4):
+        add(redis_store, f"task-{number}")
+
+    assert redis_store.purge() == 4
+    assert not any(redis_client.exists(key) for key in (ENTRIES_KEY, INDEX_KEY, BY_TASK_KEY, REPLAYS_KEY))
+
+
+def test_record_replay_appends_with_the_time(store: DeadLetters, clock: Clock) -> None:
     entry_id = add(store, "task-1")
     clock.now = NOW + 1.5
     assert store.record_replay(entry_id, "new-1") is True
@@ -222,7 +313,7 @@ def test_record_replay_appends_with_the_time(store: DeadLetterStore, clock: Cloc
 # Replay
 
 
-def test_replay_submits_the_request_as_a_new_task_and_links_it(store: DeadLetterStore) -> None:
+def test_replay_submits_the_request_as_a_new_task_and_links_it(store: DeadLetters) -> None:
     request = {**CHAT, "max_tokens": 64, "idempotency_key": "order-42", "temperature": 0}
     entry_id = add(store, "task-1", request=request)
     submit = FakeSubmit()
@@ -245,7 +336,7 @@ def test_replay_submits_the_request_as_a_new_task_and_links_it(store: DeadLetter
         {"images": [{"url": "https://user:pw@images.example/a.png"}]},
     ],
 )
-def test_replay_refuses_a_request_that_lost_secrets(store: DeadLetterStore, request_: dict[str, Any]) -> None:
+def test_replay_refuses_a_request_that_lost_secrets(store: DeadLetters, request_: dict[str, Any]) -> None:
     entry_id = add(store, "task-1", request=request_)
     submit = FakeSubmit()
 
@@ -257,7 +348,7 @@ def test_replay_refuses_a_request_that_lost_secrets(store: DeadLetterStore, requ
     assert entry.replays == ()
 
 
-def test_replay_of_a_missing_entry_says_where_to_find_ids(store: DeadLetterStore) -> None:
+def test_replay_of_a_missing_entry_says_where_to_find_ids(store: DeadLetters) -> None:
     with pytest.raises(InvalidRequest, match=r"no dead letter '1-nope'.*stepper dlq list"):
         replay(store, "1-nope", FakeSubmit())
 
