@@ -8,7 +8,7 @@ limits, retries and attempt records wrap it from outside (:mod:`stepper.chain`);
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -65,31 +65,49 @@ class Provider:
         return resolve_secret(self.settings.api_key_env) if self.settings.api_key_env else None
 
 
+@runtime_checkable
 class VoiceLister(Protocol):
     """Speech providers that can say which voices they have (``stepper voices``, ``stepper.voices``)."""
 
     def voices(self) -> list[dict[str, str | None]]: ...
 
 
+@runtime_checkable
 class ReportProvider(Protocol):
     def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]: ...
 
 
+@runtime_checkable
 class ChatProvider(Protocol):
     def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]: ...
 
 
+@runtime_checkable
 class OcrProvider(Protocol):
     def read(self, request: OcrRequest, model: str) -> Reply[OcrOutput]: ...
 
 
+@runtime_checkable
 class StepsProvider(Protocol):
     def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]: ...
 
 
+@runtime_checkable
 class VisionProvider(Protocol):
     def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]: ...
 
 
+@runtime_checkable
 class SpeechProvider(Protocol):
     def synthesise(self, request: SpeechRequest, model: str) -> Reply[SpeechOutput]: ...
+
+
+#: The Protocol an adapter must implement for each kind it serves (the registry checks on load).
+FAMILY_PROTOCOLS: dict[Kind, type] = {
+    "report": ReportProvider,
+    "chat": ChatProvider,
+    "ocr": OcrProvider,
+    "steps": StepsProvider,
+    "vision": VisionProvider,
+    "speech": SpeechProvider,
+}

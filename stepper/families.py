@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from stepper.contracts import Reply
+from stepper.contracts import (
+    ChatProvider,
+    OcrProvider,
+    Reply,
+    ReportProvider,
+    SpeechProvider,
+    StepsProvider,
+    VisionProvider,
+)
 from stepper.errors import InvalidRequest
 from stepper.providers.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.schemas import (
@@ -38,7 +46,7 @@ class Family:
     kind: Kind
     request_model: type[BaseModel]
     output_model: type[BaseModel]
-    #: Calls the family's Protocol method on a provider instance.
+    #: Calls the family's Protocol method (stepper.contracts) on a provider instance: (provider, request, model).
     invoke: Callable[[Any, Any, str], Reply[BaseModel]]
     #: Tokens a request is expected to use, reserved against a provider's tokens-per-minute limit.
     estimate_tokens: Callable[[Any], int] = lambda request: 0
@@ -62,32 +70,38 @@ def _report_tokens(request: ReportRequest) -> int:
     return estimate_tokens(commit.message + "".join(file.path + (file.patch or "") for file in commit.files))
 
 
+def _report(provider: ReportProvider, request: ReportRequest, model: str) -> Reply[ReportOutput]:
+    return provider.generate_report(request, model)
+
+
+def _chat(provider: ChatProvider, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+    return provider.complete(request, model)
+
+
+def _ocr(provider: OcrProvider, request: OcrRequest, model: str) -> Reply[OcrOutput]:
+    return provider.read(request, model)
+
+
+def _steps(provider: StepsProvider, request: StepsRequest, model: str) -> Reply[StepsOutput]:
+    return provider.detect_steps(request, model)
+
+
+def _vision(provider: VisionProvider, request: VisionRequest, model: str) -> Reply[VisionOutput]:
+    return provider.analyse(request, model)
+
+
+def _speech(provider: SpeechProvider, request: SpeechRequest, model: str) -> Reply[SpeechOutput]:
+    return provider.synthesise(request, model)
+
+
 FAMILIES: dict[Kind, Family] = {
     family.kind: family
     for family in (
-        Family(
-            "report",
-            ReportRequest,
-            ReportOutput,
-            lambda provider, request, model: provider.generate_report(request, model),
-            _report_tokens,
-        ),
-        Family(
-            "chat",
-            ChatRequest,
-            ChatOutput,
-            lambda provider, request, model: provider.complete(request, model),
-            _chat_tokens,
-        ),
-        Family("ocr", OcrRequest, OcrOutput, lambda provider, request, model: provider.read(request, model)),
-        Family(
-            "steps", StepsRequest, StepsOutput, lambda provider, request, model: provider.detect_steps(request, model)
-        ),
-        Family(
-            "vision", VisionRequest, VisionOutput, lambda provider, request, model: provider.analyse(request, model)
-        ),
-        Family(
-            "speech", SpeechRequest, SpeechOutput, lambda provider, request, model: provider.synthesise(request, model)
-        ),
+        Family("report", ReportRequest, ReportOutput, _report, _report_tokens),
+        Family("chat", ChatRequest, ChatOutput, _chat, _chat_tokens),
+        Family("ocr", OcrRequest, OcrOutput, _ocr),
+        Family("steps", StepsRequest, StepsOutput, _steps),
+        Family("vision", VisionRequest, VisionOutput, _vision),
+        Family("speech", SpeechRequest, SpeechOutput, _speech),
     )
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from stepper.contracts import Provider
+from stepper.contracts import FAMILY_PROTOCOLS, Provider
 from stepper.errors import ConfigError, StepperError
 from stepper.schemas import KINDS, Kind
 from stepper.settings import ProviderSettings, StepperSettings
@@ -62,6 +62,15 @@ class Registry:
         if isinstance(target, str):
             target = import_provider(target)
             self._targets[(kind, name)] = target
+        protocol = FAMILY_PROTOCOLS[kind]
+        if not issubclass(target, protocol):
+            methods = ", ".join(
+                sorted(m for m in vars(protocol) if not m.startswith("_") and callable(getattr(protocol, m)))
+            )
+            raise ConfigError(
+                f"provider {name!r} ({_describe(target)}) is registered for {kind} but does not implement "
+                f"{protocol.__name__} ({methods}); implement it, or remove {kind} from its kinds"
+            )
         return target
 
     def __iter__(self) -> Iterator[tuple[Kind, str]]:

@@ -7,11 +7,11 @@ from typing import ClassVar
 
 import pytest
 
-from stepper.contracts import Provider
+from stepper.contracts import Provider, Reply
 from stepper.errors import ConfigError
 from stepper.providers.mock import MockProvider
 from stepper.registry import Registry, build_registry, capabilities, import_provider, unavailable_reason
-from stepper.schemas import KINDS, Kind
+from stepper.schemas import KINDS, ChatOutput, ChatRequest, Kind
 from tests.unit.factories import provider_settings, stepper_settings
 
 MOCK_PATH = "stepper.providers.mock:MockProvider"
@@ -20,6 +20,18 @@ MISSING_PATH = "stepper_tests_no_such_vendor_sdk.adapter:VendorProvider"
 
 class OtherProvider(Provider):
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        raise NotImplementedError
+
+
+class NoChatProvider(Provider):
+    """Declares chat but has no ``complete``: a third-party adapter with a typo."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def compete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        raise NotImplementedError
 
 
 def test_dotted_path_is_stored_until_loaded() -> None:
@@ -67,11 +79,19 @@ def test_register_with_clobber_replaces() -> None:
     assert registry.load("chat", "mock") is OtherProvider
 
 
+def test_loading_a_class_without_the_family_method_says_which_method() -> None:
+    registry = Registry()
+    registry.register("chat", "typo", NoChatProvider)
+    with pytest.raises(ConfigError, match=r"does not implement ChatProvider \(complete\)"):
+        registry.load("chat", "typo")
+
+
 def test_same_name_for_another_kind_is_not_an_overwrite() -> None:
     registry = Registry()
-    registry.register("chat", "mock", MockProvider)
-    registry.register("ocr", "mock", OtherProvider)
-    assert registry.load("ocr", "mock") is OtherProvider
+    registry.register("ocr", "mock", MockProvider)
+    registry.register("chat", "mock", OtherProvider)
+    assert registry.load("chat", "mock") is OtherProvider
+    assert registry.load("ocr", "mock") is MockProvider
 
 
 def test_registering_the_same_target_again_is_allowed() -> None:
