@@ -21,25 +21,10 @@ stepper_mode = "live"
 
 # The chain of each kind: "provider:model" entries, tried in order until one answers. A provider whose key
 # is not set (OPENAI_API_KEY...) or whose base URL is not configured is skipped, and the attempt says why.
-stepper_chains = {
-    "report": [
-        "openai:gpt-4o-mini",
-        "mistral:mistral-7b-instruct",
-        "gemini:gemini-2.0-flash",
-        "cohere:command-r-plus-08-2024",
-    ],
-    "chat": [
-        "openai:gpt-4o-mini",
-        "mistral:mistral-7b-instruct",
-        "gemini:gemini-2.0-flash",
-        "cohere:command-r-plus-08-2024",
-        "hf_space:space",
-    ],
-    "ocr": ["tesseract:tesseract"],
-    "steps": ["opencv:opencv"],
-    "vision": ["opencv:opencv"],
-    "speech": ["elevenlabs:eleven_multilingual_v2", "espeak:espeak-ng"],
-}
+# A kind left out keeps its default chain (DEFAULT_CHAINS in stepper/settings.py: OpenAI, then the
+# self-hosted Mistral, Gemini, Cohere and a Hugging Face Space for chat and report; tesseract for OCR;
+# OpenCV for steps and vision; ElevenLabs then espeak-ng for speech). For example:
+# stepper_chains = {"chat": ["local:llama-3.1-8b-instruct", "openai:gpt-4o-mini"]}
 
 # Providers by name, added to (or replacing by name) the catalogue in stepper/settings.py. Keys:
 #   class             "package.module:Class", imported when a chain first needs it
