@@ -1,0 +1,142 @@
+"""``stepper batch``: submit a JSONL file of jobs with a bounded window, resumably, and summarise results."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+from stepper.cli.common import INTERRUPTED, fail
+
+if TYPE_CHECKING:
+    from stepper.batch import Progress, Summary
+
+#: Seconds between progress lines when the output is not a terminal (a log file, CI).
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+
+
+@click.group("batch")
+def batch_group() -> None:
+    """submit a JSONL file of jobs, resumably; summarise its results"""
+
+
+@batch_group.command("submit")
+@click.argument("jobs", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="results JSONL: appended to, and read to resume"
+)
+@click.option("--window", type=click.IntRange(min=1), default=200, help="most tasks in flight at once (200)")
+@click.option("--skip-invalid", is_flag=True, help="report invalid lines and send the others")
+@click.option("--timeout", "timeout_s", type=float, default=600.0, help="seconds a job may take once sent (600)")
+def submit_command(jobs: Path, out: Path, window: int, skip_invalid: bool, timeout_s: float) -> int:
+    """send a JSONL file of jobs {"id", "kind", "args", "priority"?}
+
+    JOBS holds the jobs, one JSON object a line.
+    """
+    from stepper.batch import LineError, scan_jobs, submit_many
+
+    if not jobs.is_file():
+        return fail(f"no jobs file at {jobs}")
+    errors: list[LineError] = []
+    valid = 0
+    for item in scan_jobs(jobs):  # the whole file is checked before anything is sent
+        if isinstance(item, LineError):
+            errors.append(item)
+        else:
+            valid += 1
+    for error in errors:
+        click.echo(error, err=True)
+    if errors and not skip_invalid:
+        return fail(f"nothing sent: {len(errors)} invalid line(s); fix them or pass --skip-invalid")
+    if errors:
+        click.echo(f"skipping {len(errors)} invalid line(s)", err=True)
+    display = _ProgressDisplay(sys.stderr)
+    summary = submit_many(
+        (item for item in scan_jobs(jobs) if not isinstance(item, LineError)),
+        out,
+        window=window,
+        skip_invalid=skip_invalid,
+        timeout_s=timeout_s,
+        progress=display,
+        total=valid,
+    )
+    display.close()
+    return _report(summary, jobs, out)
+
+
+def _report(summary: Summary, jobs: Path, out: Path) -> int:
+    for invalid in summary.invalid:
+        click.echo(f"skipped, refused by submit: {invalid}", err=True)
+    click.echo(
+        f"submitted {summary.submitted}, succeeded {summary.succeeded}, failed {summary.failed}, "
+        f"already done {summary.skipped} in {summary.elapsed_s:.1f}s; results in {out}"
+    )
+    if summary.refused is not None:
+        return fail(f"stopped submitting: {summary.refused}; fix it or pass --skip-invalid")
+    if summary.interrupted:
+        command = ["stepper", "batch", "submit", str(jobs), "--out", str(out)]
+        click.echo(
+            f"interrupted: what finished is in {out}; {summary.unfinished} task(s) in flight were not recorded "
+            f"and will be sent again. Resume with: {shlex.join(command)}",
+            err=True,
+        )
+        return INTERRUPTED
+    return 1 if summary.failed else 0
+
+
+class _ProgressDisplay:
+    """One line refreshed in place on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.in_place = stream.isatty()
+        self.last_line_at = 0.0
+        self.width = 0
+
+    def __call__(self, progress: Progress) -> None:
+        eta = "?" if progress.eta_s is None else _duration(progress.eta_s)
+        line = (
+            f"submitted {progress.submitted}  done {progress.done}  failed {progress.failed}  "
+            f"{progress.rate_per_s:.1f}/s  ETA {eta}"
+        )
+        if self.in_place:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        elif time.monotonic() - self.last_line_at >= PLAIN_PROGRESS_INTERVAL_S:
+            self.stream.write(line + "\n")
+            self.last_line_at = time.monotonic()
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.in_place and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@batch_group.command("status")
+@click.argument("results", type=click.Path(path_type=Path))
+def status_command(results: Path) -> int:
+    """counts by status and the failures' error types of a results file"""
+    from stepper.batch import summarise_results
+
+    if not results.is_file():
+        return fail(f"no results file at {results}")
+    statuses, error_types = summarise_results(results)
+    click.echo(f"{results}: {sum(statuses.values())} job(s)")
+    for status, count in statuses.most_common():
+        click.echo(f"  {status:<8} {count}")
+    if error_types:
+        click.echo("failures by error type:")
+        for error_type, count in error_types.most_common():
+            click.echo(f"  {error_type:<16} {count}")
+    return 0
