@@ -148,10 +148,10 @@ def _purge(store: DeadLetterStore, yes: bool) -> int:
         if not sys.stdin.isatty():
             return fail("not a terminal, so nobody can confirm: pass --yes to purge")
         try:
-            answer = input(f"remove all {store.size()} dead letters? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in {"y", "yes"}:
+            confirmed = click.confirm(f"remove all {store.size()} dead letters?", prompt_suffix=" ")
+        except click.Abort:  # end of input or Ctrl-C at the question: a no
+            confirmed = False
+        if not confirmed:
             click.echo("nothing removed")
             return 1
     click.echo(f"removed {store.purge()} dead letters")
