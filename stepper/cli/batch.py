@@ -5,8 +5,10 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import click
 
@@ -37,34 +39,36 @@ def submit_command(jobs: Path, out: Path, window: int, skip_invalid: bool, timeo
 
     JOBS holds the jobs, one JSON object a line.
     """
-    from stepper.batch import LineError, scan_jobs, submit_many
+    from stepper.batch import LineError, read_done_ids, scan_jobs, submit_many
 
     if not jobs.is_file():
         return fail(f"no jobs file at {jobs}")
+    done_before = read_done_ids(out)
     errors: list[LineError] = []
-    valid = 0
+    valid = to_send = 0
     for item in scan_jobs(jobs):  # the whole file is checked before anything is sent
         if isinstance(item, LineError):
             errors.append(item)
         else:
             valid += 1
+            if item.id not in done_before:
+                to_send += 1
     for error in errors:
         click.echo(error, err=True)
     if errors and not skip_invalid:
         return fail(f"nothing sent: {len(errors)} invalid line(s); fix them or pass --skip-invalid")
     if errors:
         click.echo(f"skipping {len(errors)} invalid line(s)", err=True)
-    display = _ProgressDisplay(sys.stderr)
-    summary = submit_many(
-        (item for item in scan_jobs(jobs) if not isinstance(item, LineError)),
-        out,
-        window=window,
-        skip_invalid=skip_invalid,
-        timeout_s=timeout_s,
-        progress=display,
-        total=valid,
-    )
-    display.close()
+    with _progress_display(to_send) as show_progress:
+        summary = submit_many(
+            (item for item in scan_jobs(jobs) if not isinstance(item, LineError)),
+            out,
+            window=window,
+            skip_invalid=skip_invalid,
+            timeout_s=timeout_s,
+            progress=show_progress,
+            total=valid,
+        )
     return _report(summary, jobs, out)
 
 
@@ -88,33 +92,36 @@ def _report(summary: Summary, jobs: Path, out: Path) -> int:
     return 1 if summary.failed else 0
 
 
-class _ProgressDisplay:
-    """One line refreshed in place on a terminal; a plain line every few seconds otherwise."""
+@contextmanager
+def _progress_display(to_send: int) -> Iterator[Callable[[Progress], None]]:
+    """Click's progress bar over the jobs to send, on a terminal; a plain line every few seconds otherwise."""
+    if not sys.stderr.isatty():
+        yield _PlainProgress()
+        return
+    with click.progressbar(length=to_send, file=sys.stderr, show_eta=False, item_show_func=_progress_line) as bar:
+        yield lambda progress: bar.update(progress.done - bar.pos, progress)
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.in_place = stream.isatty()
+
+class _PlainProgress:
+    """For a log file or CI, where a line redrawn in place would be noise."""
+
+    def __init__(self) -> None:
         self.last_line_at = 0.0
-        self.width = 0
 
     def __call__(self, progress: Progress) -> None:
-        eta = "?" if progress.eta_s is None else _duration(progress.eta_s)
-        line = (
-            f"submitted {progress.submitted}  done {progress.done}  failed {progress.failed}  "
-            f"{progress.rate_per_s:.1f}/s  ETA {eta}"
-        )
-        if self.in_place:
-            self.stream.write("\r" + line.ljust(self.width))
-            self.width = len(line)
-        elif time.monotonic() - self.last_line_at >= PLAIN_PROGRESS_INTERVAL_S:
-            self.stream.write(line + "\n")
+        if time.monotonic() - self.last_line_at >= PLAIN_PROGRESS_INTERVAL_S:
+            click.echo(_progress_line(progress), err=True)
             self.last_line_at = time.monotonic()
-        self.stream.flush()
 
-    def close(self) -> None:
-        if self.in_place and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
+
+def _progress_line(progress: Progress | None) -> str | None:
+    if progress is None:
+        return None
+    eta = "?" if progress.eta_s is None else _duration(progress.eta_s)
+    return (
+        f"submitted {progress.submitted}  done {progress.done}  failed {progress.failed}  "
+        f"{progress.rate_per_s:.1f}/s  ETA {eta}"
+    )
 
 
 def _duration(seconds: float) -> str:
