@@ -27,7 +27,7 @@ def batch_group() -> None:
 
 
 @batch_group.command("submit")
-@click.argument("jobs", type=click.Path(path_type=Path))
+@click.argument("jobs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="results JSONL: appended to, and read to resume"
 )
@@ -41,8 +41,6 @@ def submit_command(jobs: Path, out: Path, window: int, skip_invalid: bool, timeo
     """
     from stepper.batch import LineError, read_done_ids, scan_jobs, submit_many
 
-    if not jobs.is_file():
-        return fail(f"no jobs file at {jobs}")
     done_before = read_done_ids(out)
     errors: list[LineError] = []
     valid = to_send = 0
@@ -131,13 +129,11 @@ def _duration(seconds: float) -> str:
 
 
 @batch_group.command("status")
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def status_command(results: Path) -> int:
     """counts by status and the failures' error types of a results file"""
     from stepper.batch import summarise_results
 
-    if not results.is_file():
-        return fail(f"no results file at {results}")
     statuses, error_types = summarise_results(results)
     click.echo(f"{results}: {sum(statuses.values())} job(s)")
     for status, count in statuses.most_common():
