@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
-from stepper.cli.common import echo_json, fail, json_option
+from stepper.cli.common import echo_json, json_option
 from stepper.priorities import PRIORITIES, priority_value
 from stepper.schemas import KINDS, Kind
 
@@ -58,25 +59,34 @@ def voices_command(as_json: bool) -> int:
     return 0
 
 
+class JsonOrFile(click.ParamType[Any, str]):
+    """A JSON value given inline, or as ``@path`` to a file holding it; converts to the parsed value."""
+
+    name = "json"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return json.loads(Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value)
+        except OSError as exc:
+            self.fail(f"cannot read {value[1:]} ({exc.strerror})", param, ctx)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON ({exc}); pass a JSON object or @file.json", param, ctx)
+
+
 @click.command("submit")
 @click.argument("kind", type=click.Choice(KINDS))
-@click.argument("request")
+@click.argument("request", type=JsonOrFile())
 @click.option("--priority", default="normal", help=f"{', '.join(PRIORITIES)} or 0-9 (0 most urgent)")
 @click.option("--no-wait", is_flag=True, help="print the task id and return at once")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, help="seconds to wait for the result")
-def submit_command(kind: Kind, request: str, priority: str, no_wait: bool, timeout_s: float) -> int:
+def submit_command(kind: Kind, request: Any, priority: str, no_wait: bool, timeout_s: float) -> int:
     """submit one request and print its result
 
     REQUEST is the request as JSON, or @path/to/request.json.
     """
     from stepper.producer import submit
 
-    raw = Path(request[1:]).read_text(encoding="utf-8") if request.startswith("@") else request
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return fail(f"the request is not valid JSON ({exc}); pass a JSON object or @file.json")
-    result = submit(kind, parsed, priority=priority_value(int(priority) if priority.isdigit() else priority))
+    result = submit(kind, request, priority=priority_value(int(priority) if priority.isdigit() else priority))
     if no_wait:
         click.echo(result.id)
         return 0
