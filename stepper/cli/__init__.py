@@ -43,7 +43,7 @@ stepper = click.Group(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``stepper`` on ``argv`` (``sys.argv[1:]`` by default) and return its exit status; never raise SystemExit.
+    """Run ``stepper`` on ``argv`` (``sys.argv[1:]`` by default); the exit status, returned rather than raised.
 
     A usage error prints click's message on stderr and returns 2, as does a ``StepperError`` (``stepper: Type:
     message``); Ctrl-C returns 130. Otherwise the status is the command's own.

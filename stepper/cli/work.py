@@ -112,6 +112,7 @@ def worker_command(profile: str, loglevel: str) -> int:
 @click.option("--loglevel", default="INFO")
 def fleet_command(action: str, profiles: str, loglevel: str) -> int:
     """run a local fleet: one worker per profile"""
+    # ACTION is always "up" (click.Choice), the only action there is.
     from stepper.workers.fleet import run_fleet
     from stepper.workers.profiles import profile_named
 
