@@ -5,6 +5,9 @@ fresh for ``fresh_s`` and then served stale for ``stale_s`` more while one refre
 fleet with ``SET NX``) computes it again. Identical requests that arrive while one is being computed wait
 for it (single-flight) instead of calling a provider again. The broker's Redis must not evict keys
 (``maxmemory-policy noeviction``); give the cache its own Redis (``stepper_cache["url"]``) to let it evict.
+
+:class:`ResultStore` is the store's interface, :class:`ResultCache` its Redis implementation;
+:class:`~stepper.reuse.cache_memory.MemoryResultCache` is its twin in one process's memory, for tests without a Redis.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from redis import Redis
@@ -76,38 +80,72 @@ def cacheable(kind: Kind, request: TaskRequest, settings: CacheSettings) -> bool
     return not (isinstance(request, ChatRequest) and request.temperature != 0)
 
 
+class ResultStore(Protocol):
+    """Where results are kept for reuse: entries with a TTL, judged fresh or stale by their window, and the claims
+    (single flight, one refresh per stale period) that keep identical requests from computing twice."""
+
+    def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
+        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
+        ...
+
+    def finish(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
+        """Store the result for ``ttl_s`` and release the computation's claim."""
+        ...
+
+    def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
+        """The stored result; without a window (idempotency) it never goes stale."""
+        ...
+
+    def claim_refresh(self, key: str, ttl_s: float) -> bool:
+        """True for exactly one caller per ``ttl_s``: that one enqueues the refresh."""
+        ...
+
+    def refreshed(self, key: str) -> None:
+        """Release the refresh claim: the next stale read may enqueue another."""
+        ...
+
+    def claim_flight(self, key: str, owner: str, lease_s: float) -> bool:
+        """Become the one computing ``key`` for ``lease_s`` (or still be, after a redelivery of the same owner)."""
+        ...
+
+    def land(self, key: str) -> None:
+        """Release the computation's claim without a result (it failed): waiters compute it themselves."""
+        ...
+
+    def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
+        """Wait for the computation in flight to store its result; None if it gave up (or its worker died)."""
+        ...
+
+
 class ResultCache:
-    def __init__(self, client: Redis, settings: CacheSettings) -> None:
+    """The fleet's :class:`ResultStore` in Redis: TTLs kept by Redis, freshness judged by ``clock``."""
+
+    def __init__(self, client: Redis, settings: CacheSettings, clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.settings = settings
+        self.clock = clock
         self._probe = client.register_script(lua.source("cache_probe"))
 
     def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
         """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
-        raw, claimed = self._probe(keys=[key, keys.flight(key)], args=[owner, max(1, int(lease_s * 1000))])
-        return Probe(None if raw is None else self._hit(raw, window), bool(claimed))
+        raw, claimed = self._probe(keys=[key, keys.flight(key)], args=[owner, ttl_ms(lease_s)])
+        return Probe(None if raw is None else stored_hit(raw, window, self.clock()), bool(claimed))
 
     def finish(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
         """Store the result and release the computation's claim, in one round trip."""
-        entry = json.dumps({"result": result, "stored_at": time.time()}, separators=(",", ":"))
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, entry, px=max(1, int(ttl_s * 1000)))
+        pipe.set(key, stored_entry(result, self.clock()), px=ttl_ms(ttl_s))
         pipe.delete(keys.flight(key))
         pipe.execute()
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
         """The stored result; without a window (idempotency) it never goes stale."""
         raw = self.client.get(key)
-        return None if raw is None else self._hit(raw, window)
-
-    @staticmethod
-    def _hit(raw: bytes | str, window: CacheWindow | None) -> Hit:
-        entry = json.loads(raw)
-        return Hit(entry["result"], window is None or time.time() - entry["stored_at"] < window.fresh_s)
+        return None if raw is None else stored_hit(raw, window, self.clock())
 
     def claim_refresh(self, key: str, ttl_s: float) -> bool:
         """True for exactly one caller per stale period, fleet-wide: that one enqueues the refresh."""
-        return bool(self.client.set(keys.refreshing(key), b"1", nx=True, px=max(1, int(ttl_s * 1000))))
+        return bool(self.client.set(keys.refreshing(key), b"1", nx=True, px=ttl_ms(ttl_s)))
 
     def refreshed(self, key: str) -> None:
         self.client.delete(keys.refreshing(key))
@@ -115,7 +153,7 @@ class ResultCache:
     def claim_flight(self, key: str, owner: str, lease_s: float) -> bool:
         """Become the one computing ``key`` (or still be, after a redelivery of the same task)."""
         flight = keys.flight(key)
-        if self.client.set(flight, owner.encode(), nx=True, px=max(1, int(lease_s * 1000))):
+        if self.client.set(flight, owner.encode(), nx=True, px=ttl_ms(lease_s)):
             return True
         return self.client.get(flight) == owner.encode()
 
@@ -124,19 +162,44 @@ class ResultCache:
 
     def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait for the computation in flight to store its result; None if it gave up (or its worker died)."""
-        deadline = time.monotonic() + timeout_s
-        pause = POLL_START_S
-        while time.monotonic() < deadline:
-            raw = self.client.get(key)
-            if raw is not None:
-                result: dict[str, Any] = json.loads(raw)["result"]
-                return result
-            if not self.client.exists(keys.flight(key)):
-                hit = self.get(key)  # it may have landed between the two reads
-                return None if hit is None else hit.result
-            time.sleep(pause)
-            pause = min(POLL_MAX_S, pause * 1.5)
-        return None
+        return poll_for_result(
+            lambda: self.get(key), lambda: bool(self.client.exists(keys.flight(key))), timeout_s=timeout_s
+        )
+
+
+def ttl_ms(ttl_s: float) -> int:
+    """A TTL or lease as both stores keep it: whole milliseconds, at least one (Redis refuses ``PX 0``)."""
+    return max(1, int(ttl_s * 1000))
+
+
+def stored_entry(result: dict[str, Any], stored_at_s: float) -> str:
+    """A result as both stores keep it, JSON, with the time it was stored (for its freshness)."""
+    return json.dumps({"result": result, "stored_at": stored_at_s}, separators=(",", ":"))
+
+
+def stored_hit(raw: bytes | str, window: CacheWindow | None, now_s: float) -> Hit:
+    """A stored entry read at ``now_s``: fresh for ``window.fresh_s`` after it was stored, or forever without one."""
+    entry = json.loads(raw)
+    return Hit(entry["result"], window is None or now_s - entry["stored_at"] < window.fresh_s)
+
+
+def poll_for_result(
+    read: Callable[[], Hit | None], in_flight: Callable[[], bool], *, timeout_s: float
+) -> dict[str, Any] | None:
+    """Poll ``read`` (backing off from POLL_START_S to POLL_MAX_S) until it finds a result, the computation is no
+    longer ``in_flight``, or ``timeout_s`` (real time) has passed; None unless a result was found."""
+    deadline = time.monotonic() + timeout_s
+    pause = POLL_START_S
+    while time.monotonic() < deadline:
+        hit = read()
+        if hit is not None:
+            return hit.result
+        if not in_flight():
+            hit = read()  # it may have landed between the two reads
+            return None if hit is None else hit.result
+        time.sleep(pause)
+        pause = min(POLL_MAX_S, pause * 1.5)
+    return None
 
 
 def result_cache(redis_wait_s: float = 0.0) -> ResultCache:

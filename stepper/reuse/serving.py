@@ -12,17 +12,23 @@ from typing import Any
 from stepper.config import current_config, current_settings
 from stepper.families import Family
 from stepper.infra import metrics
-from stepper.reuse.cache import ResultCache, cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.cache import ResultStore, cache_key, cacheable, idempotency_key, result_cache
 from stepper.reuse.submitting import as_cached, enqueue_refresh
 from stepper.schemas.common import TaskRequest
 
 Compute = Callable[[], dict[str, Any]]
 
 
-def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) -> dict[str, Any]:
-    """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must."""
+def serve(
+    family: Family, request: TaskRequest, task_id: str, compute: Compute, *, results: ResultStore | None = None
+) -> dict[str, Any]:
+    """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must.
+
+    ``results`` is where results are reused; by default this process's Redis cache (:func:`result_cache`).
+    """
     settings = current_settings()
-    results = result_cache(settings.recovery.redis_wait_s)
+    if results is None:
+        results = result_cache(settings.recovery.redis_wait_s)
     lease_s = float(current_config().get("task_time_limit") or 300)
     if request.idempotency_key is not None:
         key = idempotency_key(family.kind, request.idempotency_key)
@@ -52,7 +58,7 @@ def serve(family: Family, request: TaskRequest, task_id: str, compute: Compute) 
     return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
 
 
-def _single_flight(results: ResultCache, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:
+def _single_flight(results: ResultStore, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:
     """Compute when this caller claimed the computation; otherwise wait for the one who did."""
     if not claimed:
         waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)

@@ -9,7 +9,7 @@ from stepper.config import current_settings
 from stepper.families import Family
 from stepper.infra import keys
 from stepper.infra.connections import state_redis
-from stepper.reuse.cache import cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.cache import ResultStore, cache_key, cacheable, idempotency_key, result_cache
 from stepper.schemas.common import TaskRequest
 
 
@@ -26,14 +26,17 @@ def claim_idempotency_key(family: Family, request: TaskRequest, task_id: str) ->
     return first.decode() if isinstance(first, bytes) else task_id
 
 
-def cached_result(family: Family, request: TaskRequest, app: Any) -> dict[str, Any] | None:
+def cached_result(
+    family: Family, request: TaskRequest, app: Any, *, results: ResultStore | None = None
+) -> dict[str, Any] | None:
     """The cached result of ``request`` (marked ``cached: true``), or None. A stale one is returned too, and
-    exactly one caller fleet-wide enqueues its refresh."""
+    exactly one caller fleet-wide enqueues its refresh. ``results`` defaults to this process's Redis cache."""
     settings = current_settings()
     if not cacheable(family.kind, request, settings.cache) or request.cache == "refresh":
         return None
     key = cache_key(family.kind, request, settings, family.output_model)
-    results = result_cache()
+    if results is None:
+        results = result_cache()
     hit = results.get(key, settings.cache.windows[family.kind])
     if hit is None:
         return None

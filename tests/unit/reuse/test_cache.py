@@ -1,4 +1,5 @@
-"""The result cache, single-flight and idempotency, on a real Redis (the private test server)."""
+"""The result cache, single-flight and idempotency, through serve(): each store test runs on both stores, in memory
+and on a real Redis (the private test server); what lands in Redis or on its broker is checked on Redis alone."""
 
 from __future__ import annotations
 
@@ -8,19 +9,22 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis
 
 from stepper.config import current_settings
-from stepper.families import FAMILIES
-from stepper.reuse.cache import cache_key, cacheable, idempotency_key
+from stepper.families import FAMILIES, Family
+from stepper.reuse.cache import Hit, Probe, ResultCache, ResultStore, cache_key, cacheable, idempotency_key
+from stepper.reuse.cache_memory import MemoryResultCache
 from stepper.reuse.serving import serve
 from stepper.schemas import ChatOutput, ChatRequest, OcrOutput
 from stepper.schemas.common import TaskRequest
 
 CHAT = FAMILIES["chat"]
+WINDOW = current_settings().cache.windows["chat"]
 
 
 def chat(**extra: Any) -> ChatRequest:
@@ -72,50 +76,184 @@ def test_a_kind_without_a_window_is_not_cached() -> None:
     assert not cacheable("chat", chat(), settings)
 
 
-def test_miss_then_fresh_hit(redis_client: redis.Redis) -> None:
+class Clock:
+    """Real time (leases run out while threads wait) plus an offset a test moves to age entries."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_s
+
+
+@dataclass
+class Harness:
+    """One store under test, its clock, and serve() on it."""
+
+    store: ResultStore
+    clock: Clock = field(default_factory=Clock)
+
+    def serve(self, request: TaskRequest, task_id: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return serve(CHAT, request, task_id, compute, results=self.store)
+
+    def make_stale(self, request: ChatRequest) -> None:
+        """Store the request's entry again as if it had been stored just past its fresh window."""
+        key = chat_key(request)
+        hit = self.store.get(key)
+        assert hit is not None
+        self.clock.offset_s -= WINDOW.fresh_s + 1
+        try:
+            self.store.finish(key, hit.result, WINDOW.fresh_s + WINDOW.stale_s)
+        finally:
+            self.clock.offset_s += WINDOW.fresh_s + 1
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request: pytest.FixtureRequest) -> Harness:
+    """Every store test runs on both stores: in memory (no redis-server) and on the private Redis."""
+    clock = Clock()
+    if request.param == "memory":
+        return Harness(MemoryResultCache(clock), clock)
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return Harness(ResultCache(client, current_settings().cache, clock), clock)
+
+
+@dataclass
+class Refreshes:
+    """Records the refreshes serve() enqueues, instead of sending them to a broker."""
+
+    sent: list[tuple[Family, TaskRequest]] = field(default_factory=list)
+
+    def __call__(self, family: Family, request: TaskRequest) -> None:
+        self.sent.append((family, request))
+
+
+@pytest.fixture
+def refreshes(monkeypatch: pytest.MonkeyPatch) -> Refreshes:
+    recorded = Refreshes()
+    monkeypatch.setattr("stepper.reuse.serving.enqueue_refresh", recorded)
+    return recorded
+
+
+def chat_key(request: ChatRequest) -> str:
+    return cache_key("chat", request, current_settings(), ChatOutput)
+
+
+# The store, directly
+
+
+def test_an_entry_is_fresh_for_its_window_then_stale(cache: Harness) -> None:
+    cache.store.finish("k", {"n": 1}, ttl_s=WINDOW.fresh_s + WINDOW.stale_s)
+    assert cache.store.get("k", WINDOW) == Hit({"n": 1}, fresh=True)
+    cache.clock.offset_s += WINDOW.fresh_s + 1
+    assert cache.store.get("k", WINDOW) == Hit({"n": 1}, fresh=False)
+    assert cache.store.get("k") == Hit({"n": 1}, fresh=True)  # without a window (idempotency): never stale
+    assert cache.store.get("other", WINDOW) is None
+
+
+def test_probe_hands_out_one_claim_per_key_and_keeps_it_for_its_owner(cache: Harness) -> None:
+    assert cache.store.probe("k", "task-1", lease_s=60) == Probe(None, claimed=True)
+    assert cache.store.probe("k", "task-2", lease_s=60) == Probe(None, claimed=False)
+    assert cache.store.probe("k", "task-1", lease_s=60) == Probe(None, claimed=True)  # redelivered
+    assert not cache.store.claim_flight("k", "task-2", lease_s=60)
+    cache.store.finish("k", {"n": 1}, ttl_s=60)  # stores and releases the claim
+    assert cache.store.probe("k", "task-2", lease_s=60, window=WINDOW) == Probe(Hit({"n": 1}, True), claimed=False)
+    assert cache.store.claim_flight("k", "task-2", lease_s=60)
+
+
+def test_a_landed_flight_frees_the_claim_and_its_waiters(cache: Harness) -> None:
+    assert cache.store.claim_flight("k", "task-1", lease_s=60)
+    cache.store.land("k")
+    assert cache.store.wait_for("k", timeout_s=30) is None  # nothing in flight: no wait
+    assert cache.store.claim_flight("k", "task-2", lease_s=60)
+
+
+def test_one_refresh_is_claimed_until_it_is_done(cache: Harness) -> None:
+    assert cache.store.claim_refresh("k", ttl_s=60)
+    assert not cache.store.claim_refresh("k", ttl_s=60)
+    cache.store.refreshed("k")
+    assert cache.store.claim_refresh("k", ttl_s=60)
+
+
+def test_a_waiter_gets_the_result_the_owner_stores(cache: Harness) -> None:
+    assert cache.store.claim_flight("k", "task-1", lease_s=60)
+    landing = threading.Timer(0.1, cache.store.finish, args=("k", {"n": 1}, 60))
+    landing.start()
+    try:
+        assert cache.store.wait_for("k", timeout_s=30) == {"n": 1}
+    finally:
+        landing.join()
+
+
+def test_memory_entries_and_claims_run_out_on_its_clock() -> None:
+    """Redis runs out keys on its own clock; the memory store on the one it was given."""
+    clock = Clock()
+    store = MemoryResultCache(clock)
+    store.finish("k", {"n": 1}, ttl_s=10)
+    assert store.claim_flight("k", "task-1", lease_s=10)
+    assert store.claim_refresh("k", ttl_s=10)
+    clock.offset_s += 9.9
+    assert store.get("k") is not None
+    assert not store.claim_flight("k", "task-2", lease_s=10)
+    clock.offset_s += 0.2
+    assert store.get("k") is None
+    assert store.claim_flight("k", "task-2", lease_s=10)
+    assert store.claim_refresh("k", ttl_s=10)
+
+
+def test_redis_keeps_a_claim_beside_its_entry_with_its_lease(redis_client: redis.Redis) -> None:
+    store = ResultCache(redis_client, current_settings().cache)
+    assert store.claim_flight("k", "task-1", lease_s=60)
+    assert store.claim_refresh("k", ttl_s=30)
+    assert redis_client.get("k:flight") == b"task-1"
+    assert 0 < redis_client.pttl("k:flight") <= 60_000
+    assert 0 < redis_client.pttl("k:refreshing") <= 30_000
+
+
+# serve(), on either store
+
+
+def test_miss_then_fresh_hit(cache: Harness) -> None:
     compute = Compute()
-    first = serve(CHAT, chat(), "task-1", compute)
-    second = serve(CHAT, chat(), "task-2", compute)
+    first = cache.serve(chat(), "task-1", compute)
+    second = cache.serve(chat(), "task-2", compute)
     assert compute.calls == 1
     assert first["cached"] is False and second["cached"] is True
     assert second["output"] == first["output"]
 
 
-def make_stale(client: redis.Redis, request: ChatRequest) -> None:
-    key = cache_key("chat", request, current_settings(), ChatOutput)
-    entry = json.loads(client.get(key) or b"{}")
-    entry["stored_at"] -= current_settings().cache.windows["chat"].fresh_s + 1
-    client.set(key, json.dumps(entry))
-
-
-def test_stale_hit_is_served_and_refreshed_once(redis_client: redis.Redis) -> None:
+def test_stale_hit_is_served_and_refreshed_once(cache: Harness, refreshes: Refreshes) -> None:
     compute = Compute()
-    serve(CHAT, chat(), "task-1", compute)
-    make_stale(redis_client, chat())
-    before = redis_client.llen("chat\x06\x169")
-    stale = [serve(CHAT, chat(callback_url="https://example.com/x"), f"task-{n}", compute) for n in range(5)]
+    cache.serve(chat(), "task-1", compute)
+    cache.make_stale(chat())
+    stale = [cache.serve(chat(callback_url="https://example.com/x"), f"task-{n}", compute) for n in range(5)]
     assert compute.calls == 1  # served stale, not recomputed in line
     assert all(result["cached"] and result["output"] == {"call": 1} for result in stale)
-    refreshes = redis_client.lrange("chat\x06\x169", 0, -1)[before:]
-    assert len(refreshes) == 1  # exactly one refresh, at batch priority (level 9)
-    _args, kwargs, _embed = json.loads(base64.b64decode(json.loads(refreshes[0])["body"]))
-    assert kwargs["cache"] == "refresh" and "callback_url" not in kwargs
+    assert refreshes.sent == [(CHAT, chat(callback_url="https://example.com/x"))]  # exactly one refresh
+    # The refresh runs: the entry is fresh again, and the next stale period may enqueue a refresh of its own.
+    assert cache.serve(chat(cache="refresh"), "task-refresh", compute)["output"] == {"call": 2}
+    assert cache.serve(chat(), "task-6", compute)["output"] == {"call": 2}
+    assert len(refreshes.sent) == 1
+    cache.make_stale(chat())
+    cache.serve(chat(), "task-7", compute)
+    assert len(refreshes.sent) == 2
 
 
-def test_refresh_recomputes_and_overwrites(redis_client: redis.Redis) -> None:
+def test_refresh_recomputes_and_overwrites(cache: Harness) -> None:
     compute = Compute()
-    serve(CHAT, chat(), "task-1", compute)
-    refreshed = serve(CHAT, chat(cache="refresh"), "task-2", compute)
+    cache.serve(chat(), "task-1", compute)
+    refreshed = cache.serve(chat(cache="refresh"), "task-2", compute)
     assert compute.calls == 2 and refreshed["output"] == {"call": 2}
-    assert serve(CHAT, chat(), "task-3", compute)["output"] == {"call": 2}
+    assert cache.serve(chat(), "task-3", compute)["output"] == {"call": 2}
 
 
-def test_bypass_never_reads_or_writes(redis_client: redis.Redis) -> None:
+def test_bypass_never_reads_or_writes(cache: Harness) -> None:
     compute = Compute()
-    serve(CHAT, chat(cache="bypass"), "task-1", compute)
-    serve(CHAT, chat(cache="bypass"), "task-2", compute)
-    assert compute.calls == 2
-    assert redis_client.keys("stepper:cache:*") == []
+    cache.serve(chat(), "task-1", compute)
+    assert cache.serve(chat(cache="bypass"), "task-2", compute)["output"] == {"call": 2}  # not read
+    cache.serve(chat(cache="bypass"), "task-3", compute)
+    assert compute.calls == 3
+    assert cache.serve(chat(), "task-4", compute)["output"] == {"call": 1}  # not written
 
 
 def run_together(count: int, call: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,34 +267,100 @@ def run_together(count: int, call: Callable[[int], dict[str, Any]]) -> list[dict
         return list(pool.map(one, range(count)))
 
 
-def test_single_flight_computes_once_for_concurrent_identical_requests(redis_client: redis.Redis) -> None:
+def test_single_flight_computes_once_for_concurrent_identical_requests(cache: Harness) -> None:
     compute = Compute(delay_s=0.3)
-    results = run_together(20, lambda n: serve(CHAT, chat(), f"task-{n}", compute))
+    results = run_together(20, lambda n: cache.serve(chat(), f"task-{n}", compute))
     assert compute.calls == 1
     assert {json.dumps(result["output"]) for result in results} == {json.dumps({"call": 1})}
     assert sum(not result["cached"] for result in results) == 1
 
 
-def test_an_abandoned_flight_is_taken_over(redis_client: redis.Redis) -> None:
-    key = cache_key("chat", chat(), current_settings(), ChatOutput)
+def test_an_abandoned_flight_is_taken_over(cache: Harness) -> None:
+    # A worker claimed the computation and died: its lease runs out, no result lands.
+    assert cache.store.claim_flight(chat_key(chat()), "a-worker-that-died", lease_s=0.2)
+    compute = Compute()
+    assert cache.serve(chat(), "task-2", compute)["output"] == {"call": 1}
+    assert compute.calls == 1
+
+
+def test_a_failed_computation_lets_the_next_request_compute(cache: Harness) -> None:
+    def fail() -> dict[str, Any]:
+        raise RuntimeError("every provider failed")
+
+    with pytest.raises(RuntimeError):
+        cache.serve(chat(), "task-1", fail)
+    compute = Compute()
+    assert cache.serve(chat(), "task-2", compute)["output"] == {"call": 1}
+    assert cache.store.claim_flight(chat_key(chat()), "task-3", lease_s=60)  # task-2 landed its claim too
+
+
+def test_idempotency_key_runs_once_even_when_not_cacheable(cache: Harness) -> None:
+    compute = Compute()
+    request = chat(temperature=0.9, idempotency_key="order-42")
+    first = cache.serve(request, "task-1", compute)
+    again = cache.serve(request, "task-2", compute)
+    assert compute.calls == 1 and again["output"] == first["output"] and again["cached"]
+    assert cache.store.get(idempotency_key("chat", "order-42")) == Hit(first, fresh=True)
+    other = cache.serve(chat(temperature=0.9, idempotency_key="order-43"), "task-3", compute)
+    assert compute.calls == 2 and other["output"] == {"call": 2}
+
+
+def test_a_redelivered_owner_resumes_its_own_flight(cache: Harness) -> None:
+    # task-1 died mid-way; its message comes back
+    assert cache.store.claim_flight(idempotency_key("chat", "order-7"), "task-1", lease_s=60)
+    compute = Compute()
+    assert cache.serve(chat(idempotency_key="order-7"), "task-1", compute)["output"] == {"call": 1}
+    assert compute.calls == 1
+
+
+# serve() on the fleet's cache (no store given): what lands in Redis and on its broker
+
+
+def make_stale_in_redis(client: redis.Redis, request: ChatRequest) -> None:
+    key = chat_key(request)
+    entry = json.loads(client.get(key) or b"{}")
+    entry["stored_at"] -= WINDOW.fresh_s + 1
+    client.set(key, json.dumps(entry))
+
+
+def test_redis_stale_hit_enqueues_one_refresh_on_the_broker(redis_client: redis.Redis) -> None:
+    compute = Compute()
+    serve(CHAT, chat(), "task-1", compute)
+    make_stale_in_redis(redis_client, chat())
+    before = redis_client.llen("chat\x06\x169")
+    stale = [serve(CHAT, chat(callback_url="https://example.com/x"), f"task-{n}", compute) for n in range(5)]
+    assert compute.calls == 1  # served stale, not recomputed in line
+    assert all(result["cached"] and result["output"] == {"call": 1} for result in stale)
+    refreshes = redis_client.lrange("chat\x06\x169", 0, -1)[before:]
+    assert len(refreshes) == 1  # exactly one refresh, at batch priority (level 9)
+    _args, kwargs, _embed = json.loads(base64.b64decode(json.loads(refreshes[0])["body"]))
+    assert kwargs["cache"] == "refresh" and "callback_url" not in kwargs
+
+
+def test_redis_bypass_never_reads_or_writes(redis_client: redis.Redis) -> None:
+    compute = Compute()
+    serve(CHAT, chat(cache="bypass"), "task-1", compute)
+    serve(CHAT, chat(cache="bypass"), "task-2", compute)
+    assert compute.calls == 2
+    assert redis_client.keys("stepper:cache:*") == []
+
+
+def test_redis_holds_the_result_of_an_idempotency_key(redis_client: redis.Redis) -> None:
+    compute = Compute()
+    first = serve(CHAT, chat(temperature=0.9, idempotency_key="order-42"), "task-1", compute)
+    assert redis_client.exists(idempotency_key("chat", "order-42"))
+    assert json.loads(redis_client.get(idempotency_key("chat", "order-42")) or b"{}")["result"] == first
+
+
+def test_redis_abandoned_flight_at_its_raw_key_is_taken_over(redis_client: redis.Redis) -> None:
+    key = chat_key(chat())
     redis_client.set(f"{key}:flight", b"a-worker-that-died", px=200)  # its lease runs out, no result lands
     compute = Compute()
     assert serve(CHAT, chat(), "task-2", compute)["output"] == {"call": 1}
     assert compute.calls == 1
 
 
-def test_idempotency_key_runs_once_even_when_not_cacheable(redis_client: redis.Redis) -> None:
-    compute = Compute()
-    request = chat(temperature=0.9, idempotency_key="order-42")
-    first = serve(CHAT, request, "task-1", compute)
-    again = serve(CHAT, request, "task-2", compute)
-    assert compute.calls == 1 and again["output"] == first["output"] and again["cached"]
-    assert redis_client.exists(idempotency_key("chat", "order-42"))
-    other = serve(CHAT, chat(temperature=0.9, idempotency_key="order-43"), "task-3", compute)
-    assert compute.calls == 2 and other["output"] == {"call": 2}
-
-
-def test_a_redelivered_owner_resumes_its_own_flight(redis_client: redis.Redis) -> None:
+def test_redis_redelivered_owner_resumes_its_flight_at_its_raw_key(redis_client: redis.Redis) -> None:
     key = idempotency_key("chat", "order-7")
     redis_client.set(f"{key}:flight", b"task-1", px=60_000)  # task-1 died mid-way; its message comes back
     compute = Compute()

@@ -1,0 +1,118 @@
+"""``stepper providers``, ``voices``, ``submit``, ``worker`` and ``fleet``: what can run, and running it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stepper.cli.common import echo_json, json_option
+from stepper.priorities import PRIORITIES, priority_value
+from stepper.schemas import KINDS, Kind
+
+
+@click.command("providers")
+@json_option
+def providers_command(as_json: bool) -> int:
+    """list providers, the kinds they serve and whether they can run"""
+    from stepper.config import current_settings
+    from stepper.registry import build_registry, capabilities
+
+    settings = current_settings()
+    rows = capabilities(build_registry(settings), settings)
+    if as_json:
+        echo_json([row.__dict__ for row in rows])
+        return 0
+    click.echo(f"mode: {settings.mode}")
+    for row in rows:
+        status = "ready" if row.available else f"unavailable: {row.reason}"
+        click.echo(f"  {row.name:<12} kinds={','.join(row.kinds):<36} models={','.join(row.models) or '-'}  {status}")
+    click.echo("chains:")
+    for kind, chain in settings.chains.items():
+        click.echo(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
+    return 0
+
+
+@click.command("voices")
+@json_option
+def voices_command(as_json: bool) -> int:
+    """list the voices of the speech providers on this machine"""
+    from stepper.config import current_settings
+    from stepper.registry import build_registry, list_voices
+
+    settings = current_settings()
+    listing = list_voices(settings, build_registry(settings))
+    if as_json:
+        echo_json(listing)
+        return 0
+    for provider, answer in listing.items():
+        if "voices" not in answer:
+            click.echo(f"{provider}: {answer.get('unavailable') or answer.get('error')}")
+            continue
+        click.echo(f"{provider}: {len(answer['voices'])} voices")
+        for voice in answer["voices"]:
+            click.echo(f"  {voice['id']:<24} {voice.get('name') or '':<28} {voice.get('language') or ''}")
+    return 0
+
+
+class JsonOrFile(click.ParamType[Any, str]):
+    """A JSON value given inline, or as ``@path`` to a file holding it; converts to the parsed value."""
+
+    name = "json"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return json.loads(Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value)
+        except OSError as exc:
+            self.fail(f"cannot read {value[1:]} ({exc.strerror})", param, ctx)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON ({exc}); pass a JSON object or @file.json", param, ctx)
+
+
+@click.command("submit")
+@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("request", type=JsonOrFile())
+@click.option("--priority", default="normal", help=f"{', '.join(PRIORITIES)} or 0-9 (0 most urgent)")
+@click.option("--no-wait", is_flag=True, help="print the task id and return at once")
+@click.option("--timeout", "timeout_s", type=float, default=60.0, help="seconds to wait for the result")
+def submit_command(kind: Kind, request: Any, priority: str, no_wait: bool, timeout_s: float) -> int:
+    """submit one request and print its result
+
+    REQUEST is the request as JSON, or @path/to/request.json.
+    """
+    from stepper.producer import submit
+
+    result = submit(kind, request, priority=priority_value(int(priority) if priority.isdigit() else priority))
+    if no_wait:
+        click.echo(result.id)
+        return 0
+    echo_json(result.get(timeout=timeout_s))
+    return 0
+
+
+@click.command("worker")
+@click.option("--profile", required=True, help="llm (report, chat), cpu (ocr, steps, vision, speech), ops")
+@click.option("--loglevel", default="INFO")
+def worker_command(profile: str, loglevel: str) -> int:
+    """run one worker of a profile (llm, cpu, ops)"""
+    from stepper.workers.profiles import profile_named
+
+    argv = profile_named(profile).worker_argv(loglevel)
+    os.execv(argv[0], argv)  # noqa: S606  (become the worker: signals and exit status are Celery's own)
+    return 0  # not reached
+
+
+@click.command("fleet")
+@click.argument("action", type=click.Choice(["up"]))
+@click.option("--profiles", default="llm,cpu,ops", help="comma-separated profiles (default: all)")
+@click.option("--loglevel", default="INFO")
+def fleet_command(action: str, profiles: str, loglevel: str) -> int:
+    """run a local fleet: one worker per profile"""
+    # ACTION is always "up" (click.Choice), the only action there is.
+    from stepper.workers.fleet import run_fleet
+    from stepper.workers.profiles import profile_named
+
+    return run_fleet([profile_named(name.strip()) for name in profiles.split(",") if name.strip()], loglevel)
