@@ -34,6 +34,7 @@ from stepper.schemas import KINDS, Kind
 if TYPE_CHECKING:
     from celery import Celery
 
+    from stepper.batch import load_jobs, submit_many
     from stepper.outcomes.hooks import on_failure, on_success
     from stepper.outcomes.webhooks import verify as verify_webhook
     from stepper.producer import stream, submit
@@ -64,10 +65,12 @@ __all__ = [
     "UnsupportedInput",
     "__version__",
     "app",
+    "load_jobs",
     "on_failure",
     "on_success",
     "stream",
     "submit",
+    "submit_many",
     "verify_webhook",
 ]
 
@@ -81,6 +84,10 @@ def __getattr__(name: str) -> Any:
         from stepper import producer
 
         return getattr(producer, name)
+    if name in {"load_jobs", "submit_many"}:
+        from stepper import batch
+
+        return getattr(batch, name)
     if name in {"on_success", "on_failure"}:
         from stepper.outcomes import hooks
 
