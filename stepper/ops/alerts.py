@@ -11,6 +11,9 @@ over the threshold), ``dead_letters_growth`` (more new dead letters than the thr
 and ``chain_exhausted_rate`` (more ChainExhausted failures than the threshold in the previous full minute,
 counted by the workers with :func:`count_exhausted`). When Redis is unreachable a check sends nothing: the
 state that deduplicates alerts lives there.
+
+:class:`AlertStore` is that state's interface and :class:`RedisAlertStore` the fleet's;
+:class:`~stepper.ops.alerts_memory.MemoryAlertStore` is its twin in one process's memory, for tests without a Redis.
 """
 
 from __future__ import annotations
@@ -152,17 +155,79 @@ def deliver(sinks: Iterable[AlertSink], message: AlertMessage) -> None:
             log.warning("alert %s not delivered to %s: %s", message.key, sink.name, type(exc).__name__)
 
 
+class AlertStore(Protocol):
+    """The state that deduplicates alerts: the alerts firing, the dead-letter baseline, ChainExhausted per minute."""
+
+    def take(self, key: str, record: str) -> bool:
+        """Mark ``key`` firing with its record (JSON); True only for the caller that marked it first."""
+        ...
+
+    def firing(self) -> dict[str, str]:
+        """The alerts firing now: key -> record (JSON)."""
+        ...
+
+    def clear(self, key: str) -> bool:
+        """Stop ``key`` firing; True only for the caller that cleared it first."""
+        ...
+
+    def dead_letter_growth(self, count: int, now: float, min_age_s: float) -> int:
+        """New dead letters since the baseline (0 on the first call), moving the baseline to ``count`` at ``now``
+        only once it is ``min_age_s`` old: a checker right after another reuses that check's growth."""
+        ...
+
+    def add_exhausted(self, now: float) -> None:
+        """Count one ChainExhausted failure in the minute of ``now``, kept EXHAUSTED_TTL_S seconds."""
+        ...
+
+    def exhausted(self, minute: int) -> int:
+        """ChainExhausted failures counted in ``minute`` (``now // 60``)."""
+        ...
+
+
+class RedisAlertStore:
+    """The fleet's :class:`AlertStore`, in Redis: ``HSETNX``/``HDEL`` on one hash, a Lua baseline, expiring counters."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+
+    def take(self, key: str, record: str) -> bool:
+        return bool(self.client.hsetnx(keys.alerts_firing(), key, record))
+
+    def firing(self) -> dict[str, str]:
+        return {_text(key): _text(record) for key, record in self.client.hgetall(keys.alerts_firing()).items()}
+
+    def clear(self, key: str) -> bool:
+        return bool(self.client.hdel(keys.alerts_firing(), key))
+
+    def dead_letter_growth(self, count: int, now: float, min_age_s: float) -> int:
+        baseline = keys.alerts_dead_letter_baseline()
+        source = lua.source("alerts_dead_letter_growth")
+        return int(self.client.eval(source, 1, baseline, count, repr(now), repr(min_age_s)))
+
+    def add_exhausted(self, now: float) -> None:
+        key = keys.alerts_exhausted(minute_of(now))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, EXHAUSTED_TTL_S)
+        pipe.execute()
+
+    def exhausted(self, minute: int) -> int:
+        value = self.client.get(keys.alerts_exhausted(minute))
+        return int(value) if value is not None else 0
+
+
+def minute_of(now: float) -> int:
+    """The minute a ChainExhausted failure at ``now`` is counted in."""
+    return int(now // 60)
+
+
 def count_exhausted(client: Redis, now: float | None = None) -> None:
     """Count one ChainExhausted failure in this minute's counter (called by workers).
 
     Counting is best effort: Redis being unreachable is logged, never raised into the task that failed.
     """
-    key = keys.alerts_exhausted(int((time.time() if now is None else now) // 60))
     try:
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, EXHAUSTED_TTL_S)
-        pipe.execute()
+        RedisAlertStore(client).add_exhausted(time.time() if now is None else now)
     except redis.RedisError as exc:
         log.warning("could not count a ChainExhausted failure for alerts (%s)", type(exc).__name__)
 
@@ -173,11 +238,16 @@ def alert_state(client: Redis, queues: list[str]) -> FleetState:
         client.ping()
     except redis.RedisError as exc:
         return FleetState(redis_ok=False, error=type(exc).__name__)
-    return FleetState(redis_ok=True, queues=queue_depths(client, queues), breakers=breaker_states(client))
+    return FleetState(
+        redis_ok=True,
+        queues=queue_depths(client, queues),
+        breakers=breaker_states(client),
+        dead_letters=int(client.zcard(keys.dead_letter_index())),
+    )
 
 
-def evaluate(state: FleetState, client: Redis, settings: AlertSettings, now: float) -> list[Alert]:
-    """Every alert whose condition holds now."""
+def evaluate(state: FleetState, store: AlertStore, settings: AlertSettings, now: float) -> list[Alert]:
+    """Every alert whose condition holds now (the dead letters counted in ``state``)."""
     alerts = [
         Alert(f"breaker_open:{name}", f"circuit breaker of {name} is {breaker}", f"circuit breaker of {name} closed")
         for name, breaker in state.breakers.items()
@@ -193,7 +263,7 @@ def evaluate(state: FleetState, client: Redis, settings: AlertSettings, now: flo
                     f"queue {queue} is back under {settings.queue_depth_threshold} messages",
                 )
             )
-    growth = dead_letter_growth(client, now, min_age_s=settings.interval_s / 2)
+    growth = store.dead_letter_growth(state.dead_letters, now, min_age_s=settings.interval_s / 2)
     if growth > settings.dlq_growth_threshold:
         alerts.append(
             Alert(
@@ -203,7 +273,7 @@ def evaluate(state: FleetState, client: Redis, settings: AlertSettings, now: flo
                 "dead letters no longer growing fast",
             )
         )
-    exhausted = exhausted_last_minute(client, now)
+    exhausted = store.exhausted(minute_of(now) - 1)
     if exhausted > settings.exhausted_per_minute_threshold:
         alerts.append(
             Alert(
@@ -216,36 +286,16 @@ def evaluate(state: FleetState, client: Redis, settings: AlertSettings, now: flo
     return alerts
 
 
-def dead_letter_growth(client: Redis, now: float, min_age_s: float) -> int:
-    count = int(client.zcard(keys.dead_letter_index()))
-    return int(
-        client.eval(
-            lua.source("alerts_dead_letter_growth"),
-            1,
-            keys.alerts_dead_letter_baseline(),
-            count,
-            repr(now),
-            repr(min_age_s),
-        )
-    )
-
-
-def exhausted_last_minute(client: Redis, now: float) -> int:
-    value = client.get(keys.alerts_exhausted(int(now // 60) - 1))
-    return int(value) if value is not None else 0
-
-
-def transitions(client: Redis, alerts: list[Alert], now: float) -> list[AlertMessage]:
+def transitions(store: AlertStore, alerts: list[Alert], now: float) -> list[AlertMessage]:
     """The messages this checker won: alerts it took first, and firing alerts it cleared first."""
     active = {alert.key: alert for alert in alerts}
     messages: list[AlertMessage] = []
     for alert in alerts:
         record = json.dumps({"summary": alert.summary, "recovery": alert.recovery, "since": now})
-        if client.hsetnx(keys.alerts_firing(), alert.key, record):
+        if store.take(alert.key, record):
             messages.append(AlertMessage("firing", alert.key, alert.summary))
-    for raw_key, raw_record in client.hgetall(keys.alerts_firing()).items():
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        if key in active or not client.hdel(keys.alerts_firing(), key):
+    for key, raw_record in store.firing().items():
+        if key in active or not store.clear(key):
             continue
         record = json.loads(raw_record)
         lasted = _duration(now - float(record.get("since", now)))
@@ -262,14 +312,21 @@ def run_checks(
     state: FleetState | None = None,
     now: float | None = None,
 ) -> list[AlertMessage]:
-    """One pass: evaluate, take or clear alerts in Redis, send what this checker won; return those messages."""
+    """One pass: read the fleet, take or clear alerts in Redis, send what this checker won; return those messages."""
     now = time.time() if now is None else now
     if state is None:
         state = alert_state(client, [queue.name for queue in app.conf.task_queues])
     if not state.redis_ok:
         log.warning("alerts not checked: Redis unreachable (%s)", state.error)
         return []
-    messages = transitions(client, evaluate(state, client, settings, now), now)
+    return check(RedisAlertStore(client), state, settings, sinks, now)
+
+
+def check(
+    store: AlertStore, state: FleetState, settings: AlertSettings, sinks: Iterable[AlertSink], now: float
+) -> list[AlertMessage]:
+    """Evaluate ``state``, take or clear alerts in ``store``, send what this checker won; return those messages."""
+    messages = transitions(store, evaluate(state, store, settings, now), now)
     sinks = list(sinks)
     for message in messages:
         deliver(sinks, message)
@@ -310,6 +367,10 @@ def watch(
         done += 1
         if passes is None or done < passes:
             time.sleep(interval_s)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _slack_escape(text: str) -> str:

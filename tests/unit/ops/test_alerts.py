@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -15,13 +16,19 @@ from redis.retry import Retry
 
 from stepper.infra import keys
 from stepper.ops.alerts import (
+    EXHAUSTED_TTL_S,
     AlertMessage,
     AlertSink,
+    AlertStore,
+    RedisAlertStore,
+    alert_state,
     build_sinks,
+    check,
     count_exhausted,
     run_checks,
     watch,
 )
+from stepper.ops.alerts_memory import MemoryAlertStore
 from stepper.ops.fleet import FleetState
 from stepper.priorities import PRIORITY_STEPS
 from stepper.settings import AlertSettings
@@ -49,10 +56,40 @@ def sinks(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> list[AlertSink
     return found
 
 
-def fleet(breakers: dict[str, str] | None = None, depth: int = 0) -> FleetState:
+def fleet(breakers: dict[str, str] | None = None, depth: int = 0, dead_letters: int = 0) -> FleetState:
     levels = {level: 0 for level in PRIORITY_STEPS}
     levels[0] = depth
-    return FleetState(redis_ok=True, queues={"chat": levels}, breakers=breakers or {})
+    return FleetState(redis_ok=True, queues={"chat": levels}, breakers=breakers or {}, dead_letters=dead_letters)
+
+
+@dataclass
+class Checker:
+    """One alert store under test, and a check on it: through run_checks() on Redis, check() in memory."""
+
+    store: AlertStore
+    client: redis.Redis | None = None
+    server: RedisServer | None = None
+
+    def second(self) -> Checker:
+        """Another checker on the same state: in memory the same store, on Redis its own connection."""
+        if self.server is None:
+            return self
+        client = self.server.client()
+        return Checker(RedisAlertStore(client), client, self.server)
+
+    def run(self, sinks: list[AlertSink], state: FleetState, now: float) -> list[AlertMessage]:
+        if self.client is None:
+            return check(self.store, state, SETTINGS, sinks, now)
+        return run_checks(None, self.client, SETTINGS, sinks, state=state, now=now)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def checker(request: pytest.FixtureRequest) -> Checker:
+    """Every alert-state test runs on both stores: in memory (no redis-server) and on the private Redis."""
+    if request.param == "memory":
+        return Checker(MemoryAlertStore(lambda: NOW))  # checks pass their own now
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return Checker(RedisAlertStore(client), client, request.getfixturevalue("redis_server"))
 
 
 def unreachable_redis() -> redis.Redis:
@@ -69,16 +106,16 @@ def lines(server: FakeServer, sink: str) -> list[str]:
 
 
 def test_an_open_breaker_fires_once_per_sink_then_resolves_once(
-    redis_client: redis.Redis, server: FakeServer, sinks: list[AlertSink], redis_server: RedisServer
+    checker: Checker, server: FakeServer, sinks: list[AlertSink]
 ) -> None:
-    other_checker = redis_server.client()  # a second checker: its own connection
+    other_checker = checker.second()  # a second checker: on Redis, its own connection
     opened = fleet({"openai": "open", "gemini": "closed"})
     sent: list[AlertMessage] = []
     for step in range(5):
-        for client in (redis_client, other_checker):
-            sent += run_checks(None, client, SETTINGS, sinks, state=opened, now=NOW + step)
+        for one in (checker, other_checker):
+            sent += one.run(sinks, opened, NOW + step)
     half_open = fleet({"openai": "half-open", "gemini": "closed"})
-    sent += run_checks(None, redis_client, SETTINGS, sinks, state=half_open, now=NOW + 10)
+    sent += checker.run(sinks, half_open, NOW + 10)
 
     assert [message.line for message in sent] == ["FIRING: circuit breaker of openai is open"]
     for sink in ("slack", "discord"):
@@ -87,8 +124,8 @@ def test_an_open_breaker_fires_once_per_sink_then_resolves_once(
     closed = fleet({"openai": "closed", "gemini": "closed"})
     resolved: list[AlertMessage] = []
     for step in range(3):
-        for client in (redis_client, other_checker):
-            resolved += run_checks(None, client, SETTINGS, sinks, state=closed, now=NOW + 75 + step)
+        for one in (checker, other_checker):
+            resolved += one.run(sinks, closed, NOW + 75 + step)
 
     assert [message.line for message in resolved] == ["RESOLVED: circuit breaker of openai closed (firing for 1m 15s)"]
     for sink in ("slack", "discord"):
@@ -96,16 +133,16 @@ def test_an_open_breaker_fires_once_per_sink_then_resolves_once(
 
 
 def test_checkers_running_at_the_same_moment_send_one_message(
-    redis_client: redis.Redis, server: FakeServer, sinks: list[AlertSink]
+    checker: Checker, server: FakeServer, sinks: list[AlertSink]
 ) -> None:
     start = threading.Barrier(4)
     sent: list[AlertMessage] = []
 
-    def check() -> None:
+    def one_check() -> None:
         start.wait()
-        sent.extend(run_checks(None, redis_client, SETTINGS, sinks, state=fleet({"cohere": "open"}), now=NOW))
+        sent.extend(checker.run(sinks, fleet({"cohere": "open"}), NOW))
 
-    threads = [threading.Thread(target=check) for _ in range(4)]
+    threads = [threading.Thread(target=one_check) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -115,12 +152,10 @@ def test_checkers_running_at_the_same_moment_send_one_message(
     assert len(posted(server, "slack")) == len(posted(server, "discord")) == 1
 
 
-def test_a_deep_queue_fires_then_resolves(
-    redis_client: redis.Redis, server: FakeServer, sinks: list[AlertSink]
-) -> None:
-    at_threshold = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(depth=100), now=NOW)
-    over = [run_checks(None, redis_client, SETTINGS, sinks, state=fleet(depth=150 + n), now=NOW + n) for n in range(3)]
-    drained = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(depth=3), now=NOW + 5)
+def test_a_deep_queue_fires_then_resolves(checker: Checker, server: FakeServer, sinks: list[AlertSink]) -> None:
+    at_threshold = checker.run(sinks, fleet(depth=100), NOW)
+    over = [checker.run(sinks, fleet(depth=150 + n), NOW + n) for n in range(3)]
+    drained = checker.run(sinks, fleet(depth=3), NOW + 5)
 
     assert at_threshold == []
     assert [[message.line for message in messages] for messages in over] == [
@@ -132,43 +167,64 @@ def test_a_deep_queue_fires_then_resolves(
     assert len(posted(server, "slack")) == len(posted(server, "discord")) == 2
 
 
-def test_chain_exhausted_rate_fires_on_the_previous_minute(redis_client: redis.Redis, sinks: list[AlertSink]) -> None:
-    minute = int(NOW // 60)
+def test_chain_exhausted_rate_fires_on_the_previous_minute(checker: Checker, sinks: list[AlertSink]) -> None:
     for _ in range(10):
-        count_exhausted(redis_client, now=NOW)  # this minute: not read until it is over
-    assert int(redis_client.get(keys.alerts_exhausted(minute)) or 0) == 10
-    assert 0 < redis_client.ttl(keys.alerts_exhausted(minute)) <= 180
-    assert run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW) == []
+        checker.store.add_exhausted(NOW)  # this minute: not read until it is over
+    assert checker.store.exhausted(int(NOW // 60)) == 10
+    assert checker.run(sinks, fleet(), NOW) == []
 
-    redis_client.set(keys.alerts_exhausted(minute - 1), 3)  # at the threshold: quiet
-    assert run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW) == []
-    redis_client.set(keys.alerts_exhausted(minute - 1), 4)
-    fired = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW)
+    for _ in range(3):
+        checker.store.add_exhausted(NOW - 60)  # at the threshold: quiet
+    assert checker.run(sinks, fleet(), NOW) == []
+    checker.store.add_exhausted(NOW - 60)
+    fired = checker.run(sinks, fleet(), NOW)
     assert [(message.status, message.key) for message in fired] == [("firing", "chain_exhausted_rate")]
     assert "4 requests failed on every provider" in fired[0].text
 
     # The next minute reads this minute's ten.
-    assert run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW + 60) == []
-    quiet = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW + 120)
+    assert checker.run(sinks, fleet(), NOW + 60) == []
+    quiet = checker.run(sinks, fleet(), NOW + 120)
     assert [(message.status, message.key) for message in quiet] == [("resolved", "chain_exhausted_rate")]
 
 
-def test_dead_letters_growth_fires_and_a_checker_right_after_does_not_clear_it(
-    redis_client: redis.Redis, sinks: list[AlertSink]
-) -> None:
-    def dead_letters(count: int) -> None:
-        redis_client.zadd(keys.dead_letter_index(), {f"task-{n}": n for n in range(count)})
+def test_redis_counts_chain_exhausted_per_minute_in_an_expiring_key(redis_client: redis.Redis) -> None:
+    minute = int(NOW // 60)
+    for _ in range(10):
+        count_exhausted(redis_client, now=NOW)
+    assert int(redis_client.get(keys.alerts_exhausted(minute)) or 0) == 10
+    assert 0 < redis_client.ttl(keys.alerts_exhausted(minute)) <= 180
+    redis_client.set(keys.alerts_exhausted(minute - 1), 4)
+    assert RedisAlertStore(redis_client).exhausted(minute - 1) == 4
 
-    dead_letters(2)
-    assert run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW) == []  # the baseline
-    dead_letters(10)
-    fired = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW + 30)
+
+def test_memory_exhausted_counts_run_out_on_its_clock() -> None:
+    elapsed_s = [0.0]
+    store = MemoryAlertStore(lambda: NOW + elapsed_s[0])
+    store.add_exhausted(NOW)
+    elapsed_s[0] += EXHAUSTED_TTL_S - 1
+    store.add_exhausted(NOW)  # a count keeps the minute another EXHAUSTED_TTL_S, as EXPIRE does
+    elapsed_s[0] += EXHAUSTED_TTL_S - 1
+    assert store.exhausted(int(NOW // 60)) == 2
+    elapsed_s[0] += 1
+    assert store.exhausted(int(NOW // 60)) == 0
+
+
+def test_dead_letters_growth_fires_and_a_checker_right_after_does_not_clear_it(
+    checker: Checker, sinks: list[AlertSink]
+) -> None:
+    assert checker.run(sinks, fleet(dead_letters=2), NOW) == []  # the baseline
+    fired = checker.run(sinks, fleet(dead_letters=10), NOW + 30)
     assert [message.line for message in fired] == [
         "FIRING: 8 new dead letters since the previous check (threshold 5); see `stepper dlq`"
     ]
-    assert run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW + 31) == []  # same window
-    resolved = run_checks(None, redis_client, SETTINGS, sinks, state=fleet(), now=NOW + 60)
+    assert checker.run(sinks, fleet(dead_letters=10), NOW + 31) == []  # same window
+    resolved = checker.run(sinks, fleet(dead_letters=10), NOW + 60)
     assert [message.status for message in resolved] == ["resolved"]
+
+
+def test_redis_alert_state_counts_the_dead_letters_in_their_index(redis_client: redis.Redis) -> None:
+    redis_client.zadd(keys.dead_letter_index(), {f"task-{n}": n for n in range(10)})
+    assert alert_state(redis_client, []).dead_letters == 10
 
 
 def test_slack_and_discord_bodies_follow_their_formats(
