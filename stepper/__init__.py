@@ -26,6 +26,7 @@ from stepper.errors import (
     Timeout,
     TruncatedOutput,
     Unavailable,
+    UnprocessableInput,
     UnsupportedInput,
 )
 from stepper.priorities import PRIORITIES, PriorityName
@@ -62,6 +63,7 @@ __all__ = [
     "Timeout",
     "TruncatedOutput",
     "Unavailable",
+    "UnprocessableInput",
     "UnsupportedInput",
     "__version__",
     "app",

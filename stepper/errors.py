@@ -15,6 +15,8 @@
     │   └── PermanentError           this provider will not serve this request as it is
     │       ├── AuthError            bad or missing credentials: next provider, no breaker trip
     │       ├── UnsupportedInput     this provider cannot do it: next provider
+    │       ├── UnprocessableInput   an engine failed on this one input (crashed, or cannot take it): stops
+    │       │                        the chain, and never counts against the provider's breaker
     │       └── ContentRejected      a safety refusal of the content itself: stops the chain
     ├── ChainExhausted               every provider in the chain failed; carries each attempt
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
@@ -45,6 +47,7 @@ __all__ = [
     "Timeout",
     "TruncatedOutput",
     "Unavailable",
+    "UnprocessableInput",
     "UnsupportedInput",
 ]
 
@@ -99,7 +102,10 @@ class Unavailable(RetryableError):
 
 
 class RateLimited(RetryableError):
-    """The provider, or our own fleet-wide limit, asks us to slow down."""
+    """The provider, or our own fleet-wide limit, asks us to slow down. A provider that is busy is not broken:
+    this never counts towards its breaker; a vendor's Retry-After becomes a fleet-wide cooldown instead."""
+
+    trips_breaker = False
 
 
 class CircuitOpen(RetryableError):
@@ -124,6 +130,14 @@ class AuthError(PermanentError):
 
 class UnsupportedInput(PermanentError):
     """This provider cannot handle this input (a model, a language, a format); another may."""
+
+
+class UnprocessableInput(PermanentError):
+    """An engine failed on this one input: it crashed on it (a segfault, an exception inside the engine) or
+    cannot take it. The request fails here: another try would fail the same way, and the failure says nothing
+    about the provider's health, so it never counts towards its circuit breaker."""
+
+    stops_chain = True
 
 
 class ContentRejected(PermanentError):

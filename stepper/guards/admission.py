@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 
 from stepper.infra import keys, lua
 
-Verdict = Literal["closed", "probe", "reject"]
+Verdict = Literal["closed", "probe", "reject", "cooldown"]
 
 #: What a primed storage shows pybreaker as the opening time once admission granted the probe.
 _LONG_AGO = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
@@ -32,8 +33,9 @@ class Admission:
     """The backend's answer.
 
     ``verdict``: ``closed`` (call normally), ``probe`` (the circuit is open or half-open, and this caller may
-    make the one trial call), or ``reject`` (the circuit is open). ``wait_s`` > 0 means a rate limit has no
-    room yet: nothing was taken and the caller should come back after that long.
+    make the one trial call), ``reject`` (the circuit is open), or ``cooldown`` (the provider asked the fleet
+    to wait, with Retry-After, for ``wait_s`` more). Otherwise ``wait_s`` > 0 means a rate limit has no room
+    yet: nothing was taken and the caller should come back after that long.
     """
 
     verdict: Verdict
@@ -57,6 +59,10 @@ class GuardBackend(Protocol):
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         """Storage for one pybreaker object of the calling thread, over the provider's shared state."""
 
+    def cool_down(self, provider: str, seconds: float) -> None:
+        """Keep every caller away from ``provider`` for ``seconds`` (its Retry-After); a longer cooldown already
+        running is kept."""
+
 
 class RedisGuardBackend:
     """Fleet-wide state in Redis: every process and host sees the same breakers and buckets."""
@@ -67,6 +73,7 @@ class RedisGuardBackend:
             raise ValueError("the guard's Redis client must be made with decode_responses=False")
         self._client = client
         self._admit = client.register_script(lua.source("admit"))
+        self._cool_down = client.register_script(lua.source("cool_down"))
 
     def admit(
         self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
@@ -75,10 +82,13 @@ class RedisGuardBackend:
         rpm, tpm = keys.rate_bucket(provider, "rpm"), keys.rate_bucket(provider, "tpm")
         pybreaker_keys = [f"{breaker}:pybreaker:{name}" for name in ("state", "fail_counter", "opened_at")]
         state, fails, verdict, wait_ms = self._admit(
-            keys=[*pybreaker_keys, probe, rpm, tpm],
+            keys=[*pybreaker_keys, probe, rpm, tpm, keys.cooldown(provider)],
             args=[int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent],
         )
         return Admission(verdict.decode(), state.decode(), int(fails), int(wait_ms) / 1000)
+
+    def cool_down(self, provider: str, seconds: float) -> None:
+        self._cool_down(keys=[keys.cooldown(provider)], args=[max(1, int(seconds * 1000))])
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         return PrimedRedisStorage(self._client, keys.breaker(provider))
@@ -150,10 +160,12 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
 class MemoryGuardBackend:
     """The same admission in one process's memory: for tests and a single-process development worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._storages: dict[str, pybreaker.CircuitMemoryStorage] = {}
         self._probe_until: dict[str, float] = {}
+        self._cooldown_until: dict[str, float] = {}
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
 
     def admit(
@@ -163,8 +175,10 @@ class MemoryGuardBackend:
             self._settle_tokens(provider, limits, overspent)
         storage = self.breaker_storage(provider)
         with self._lock:
-            now = time.time()
+            now = self._clock()
             state, fails = storage.state, storage.counter
+            if (cooldown_s := self._cooldown_until.get(provider, 0.0) - now) > 0:
+                return Admission("cooldown", state, fails, cooldown_s)
             verdict: Verdict = "closed"
             if state != pybreaker.STATE_CLOSED:
                 opened = storage.opened_at.timestamp() if storage.opened_at else 0.0
@@ -185,6 +199,11 @@ class MemoryGuardBackend:
                 if left is not None:
                     self._buckets[(provider, name)] = (left, now)
             return Admission(verdict, state, fails)
+
+    def cool_down(self, provider: str, seconds: float) -> None:
+        with self._lock:
+            until = self._clock() + seconds
+            self._cooldown_until[provider] = max(until, self._cooldown_until.get(provider, 0.0))
 
     def _settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
         with self._lock:

@@ -50,12 +50,15 @@ class ProviderGuard:
         backend: GuardBackend,
         breaker: BreakerSettings,
         max_wait_s: float,
+        *,
+        max_cooldown_s: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
         listeners: tuple[pybreaker.CircuitBreakerListener, ...] = (),
     ) -> None:
         self._backend = backend
         self._settings = breaker
         self._max_wait_s = max_wait_s
+        self._max_cooldown_s = max_cooldown_s
         self._sleep = sleep
         self._listeners = (_ReportTransitions(), *listeners)
         self._local = threading.local()
@@ -76,6 +79,10 @@ class ProviderGuard:
             reply = breaker.call(fn)
         except pybreaker.CircuitBreakerError:
             raise CircuitOpen(f"the circuit breaker of {provider} is open") from None
+        except RateLimited as exc:
+            if exc.retry_after_s:  # the vendor said how long: nobody in the fleet calls it before then
+                self._cool_down(provider, min(exc.retry_after_s, self._max_cooldown_s))
+            raise
         finally:
             storage.unprime()
         if limits.tpm:
@@ -99,6 +106,11 @@ class ProviderGuard:
                 # The guards protect vendors; a Redis outage must not stop work that is already running.
                 log.warning("guard state unreachable (%s); calling %s without breaker or rate limit", exc, provider)
                 return None
+            if admission.verdict == "cooldown":
+                raise RateLimited(
+                    f"{provider} asked the fleet to wait (Retry-After); calls resume in {admission.wait_s:.2f}s",
+                    admission.wait_s,
+                )
             if admission.verdict == "reject":
                 raise CircuitOpen(
                     f"the circuit breaker of {provider} is open after {self._settings.fail_max} failures; "
@@ -115,6 +127,12 @@ class ProviderGuard:
             metrics.RATE_LIMIT_WAITS.labels(provider).inc()
             metrics.RATE_LIMIT_WAIT_SECONDS.labels(provider).inc(admission.wait_s)
             self._sleep(admission.wait_s)
+
+    def _cool_down(self, provider: str, seconds: float) -> None:
+        try:
+            self._backend.cool_down(provider, seconds)
+        except RedisError as exc:
+            log.warning("could not record %s's cooldown of %.1fs (%s)", provider, seconds, exc)
 
     def _breaker(self, provider: str) -> pybreaker.CircuitBreaker:
         breakers: dict[str, pybreaker.CircuitBreaker] = self._local.__dict__.setdefault("breakers", {})

@@ -6,6 +6,7 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:{<provider>}:breaker:pybreaker:*   pybreaker's state, failure counter, opened-at (fleet-wide breaker)
     <ns>:{<provider>}:probe                the half-open probe's lease (one trial call fleet-wide)
     <ns>:{<provider>}:rpm | :tpm           rate-limit token buckets (hash: tokens, ts)
+    <ns>:{<provider>}:cooldown             set for as long as the provider's Retry-After asked the fleet to wait
     <ns>:cache:<kind>:<digest>             a cached result; +":flight" its computation's claim, +":refreshing"
     <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
@@ -46,6 +47,10 @@ def probe(provider: str) -> str:
 def rate_bucket(provider: str, limit: str) -> str:
     """``limit``: ``rpm`` (requests per minute) or ``tpm`` (tokens per minute)."""
     return f"{provider_base(provider)}:{limit}"
+
+
+def cooldown(provider: str) -> str:
+    return f"{provider_base(provider)}:cooldown"
 
 
 def breaker_state_pattern() -> str:

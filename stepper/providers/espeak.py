@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from functools import cache
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from stepper.contracts import Provider, Reply
-from stepper.errors import Timeout, Unavailable, UnsupportedInput
+from stepper.errors import Timeout, Unavailable, UnprocessableInput, UnsupportedInput
 from stepper.providers.media.audio import store_audio, wav_duration_s
 from stepper.schemas import Kind, SpeechOutput, SpeechRequest
 from stepper.settings import ProviderSettings
@@ -63,6 +64,10 @@ class EspeakProvider(Provider):
                 )
             except subprocess.TimeoutExpired:
                 raise Timeout(f"espeak-ng took longer than {self.settings.timeout_s:g}s") from None
+            if done.returncode < 0:
+                # Killed by a signal (a segfault on this text): the next request is served as before.
+                crash = signal.Signals(-done.returncode).name
+                raise UnprocessableInput(f"espeak-ng crashed ({crash}) on this text; it cannot be spoken by espeak-ng")
             if done.returncode != 0:
                 problem = done.stderr.decode("utf-8", "replace").strip()[:300] or "no message"
                 raise Unavailable(f"espeak-ng failed (exit {done.returncode}): {problem}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from stepper.config import current_settings
 from stepper.contracts import Provider, Reply
 from stepper.infra.artifacts import artifact_store
+from stepper.providers.engines.failures import input_specific
 from stepper.providers.media.images import load_image, read_image
 from stepper.schemas import Kind, StepsOutput, StepsRequest, VisionOutput, VisionRequest
 from stepper.schemas.steps import Step, Thumbnail
@@ -55,9 +56,11 @@ class OpenCvProvider(Provider):
             thresholds = engine.StepThresholds(change_ratio=request.threshold)
         ocr = reader(self.ocr_lang)
         if request.video is None:
-            return Reply(StepsOutput(steps=self._steps(_decoded(request, images), thresholds, ocr)))
+            with input_specific("OpenCV"):
+                return Reply(StepsOutput(steps=self._steps(_decoded(request, images), thresholds, ocr)))
         max_frames = int(self.settings.options.get("max_video_frames", engine.MAX_VIDEO_FRAMES))
-        with engine.open_video(load_image(request.video, images), max_frames, images.max_pixels) as frames:
+        video = load_image(request.video, images)
+        with input_specific("OpenCV"), engine.open_video(video, max_frames, images.max_pixels) as frames:
             return Reply(StepsOutput(steps=self._steps(frames, thresholds, ocr)))
 
     def _steps(
@@ -87,7 +90,8 @@ class OpenCvProvider(Provider):
 
         images = current_settings().images
         pixels = read_image(request.image, images, "image")
-        return Reply(analyse_image(pixels, request.features, self.ocr_lang))
+        with input_specific("OpenCV"):
+            return Reply(analyse_image(pixels, request.features, self.ocr_lang))
 
 
 def _decoded(request: StepsRequest, images: ImageSettings) -> Iterator[tuple[int, Frame]]:

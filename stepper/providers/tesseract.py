@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from stepper.config import current_settings
 from stepper.contracts import Provider, Reply
+from stepper.providers.engines.failures import input_specific
 from stepper.providers.engines.ocr import best_engine, check_languages
 from stepper.providers.media.images import read_image
 from stepper.schemas import Kind, OcrOutput, OcrRequest
@@ -34,8 +35,10 @@ class TesseractProvider(Provider):
         images = current_settings().images
         pages = []
         for number, image in enumerate(request.images):
-            pixels, scale = preprocess(read_image(image, images, f"images.{number}"), request.preprocess)
-            page = engine.recognise(pixels, request.lang, request.psm, request.oem)
+            pixels = read_image(image, images, f"images.{number}")
+            with input_specific(f"tesseract ({engine.name})"):
+                pixels, scale = preprocess(pixels, request.preprocess)
+                page = engine.recognise(pixels, request.lang, request.psm, request.oem)
             pages.append(
                 {
                     "text": page.text,

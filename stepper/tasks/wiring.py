@@ -17,7 +17,12 @@ from stepper.registry import build_registry
 def _executor(pid: int) -> ChainExecutor:
     del pid  # part of the cache key: a forked child builds its own
     settings = current_settings()
-    guard = ProviderGuard(RedisGuardBackend(state_redis()), settings.breaker, settings.retry.max_inline_wait_s)
+    guard = ProviderGuard(
+        RedisGuardBackend(state_redis()),
+        settings.breaker,
+        settings.retry.max_inline_wait_s,
+        max_cooldown_s=settings.retry.task_countdown_cap_s,
+    )
     return ChainExecutor(settings, build_registry(settings), guard)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, cast
 
 import pytest
@@ -88,7 +89,9 @@ class Executor:
         for name, cls in providers.items():
             self.registry.register("chat", name, cls)
         self.sleeps: list[float] = []
-        guard = ProviderGuard(MemoryGuardBackend(), self.settings.breaker, max_wait_s=0)
+        # The guard's clock moves with the chain's (recorded, not slept) waits, as it would in real time.
+        backend = MemoryGuardBackend(clock=lambda: time.time() + sum(self.sleeps))
+        guard = ProviderGuard(backend, self.settings.breaker, max_wait_s=0)
         self.executor = ChainExecutor(self.settings, self.registry, guard, sleep=self.sleeps.append)
 
     def run(self, **request: Any) -> TaskResult:

@@ -26,6 +26,7 @@ from stepper.errors import (
     Timeout,
     TruncatedOutput,
     Unavailable,
+    UnprocessableInput,
     UnsupportedInput,
 )
 
@@ -50,6 +51,7 @@ EXAMPLES: list[StepperError] = [
     PermanentError("will not serve it"),
     AuthError("openai answered 401"),
     UnsupportedInput("no such model: gpt-9"),
+    UnprocessableInput("espeak-ng crashed (SIGSEGV) on this text"),
     ContentRejected("refused by the safety filter"),
     errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
     errors.BrokerUnavailable("Redis at 127.0.0.1:6379 is unreachable (Connection refused); nothing was submitted"),
@@ -155,6 +157,7 @@ def test_str_of_an_error_without_arguments_is_its_class_name() -> None:
         (PermanentError, ProviderError),
         (AuthError, PermanentError),
         (UnsupportedInput, PermanentError),
+        (UnprocessableInput, PermanentError),
         (ContentRejected, PermanentError),
         (ChainExhausted, StepperError),
     ],
@@ -168,7 +171,7 @@ def test_branches_do_not_overlap() -> None:
     assert not issubclass(ChainExhausted, ProviderError)
     assert not issubclass(ConfigError, ProviderError)
     retryable: list[type[ProviderError]] = [Timeout, RateLimited, Unavailable, CircuitOpen, TruncatedOutput]
-    permanent: list[type[ProviderError]] = [AuthError, UnsupportedInput, ContentRejected]
+    permanent: list[type[ProviderError]] = [AuthError, UnsupportedInput, UnprocessableInput, ContentRejected]
     for cls in retryable:
         assert not issubclass(cls, PermanentError)
     for cls in permanent:
@@ -179,12 +182,13 @@ def test_branches_do_not_overlap() -> None:
     ("cls", "trips_breaker", "stops_chain"),
     [
         (Timeout, True, False),
-        (RateLimited, True, False),
+        (RateLimited, False, False),
         (Unavailable, True, False),
         (TruncatedOutput, True, False),
         (CircuitOpen, False, False),
         (AuthError, False, False),
         (UnsupportedInput, False, False),
+        (UnprocessableInput, False, True),
         (ContentRejected, False, True),
     ],
 )

@@ -1,8 +1,10 @@
 -- Admission of one provider call: breaker state and rate limits in one round trip (stepper.guards.admission).
--- KEYS: pybreaker state, fail counter, opened-at; the half-open probe lease; the rpm and tpm buckets.
+-- KEYS: pybreaker state, fail counter, opened-at; the half-open probe lease; the rpm and tpm buckets; the
+-- provider's cooldown (set from its Retry-After).
 -- ARGV: reset timeout (ms), requests per minute, tokens per minute (0 = no limit), tokens this call reserves,
 -- tokens earlier calls used beyond their estimate (settled first).
--- Returns {state, fail counter, verdict ('closed' | 'probe' | 'reject'), wait (ms) before the buckets have room}.
+-- Returns {state, fail counter, verdict ('closed' | 'probe' | 'reject' | 'cooldown'), wait (ms): before the
+-- buckets have room, or, for 'cooldown', before the provider takes calls again}.
 local reset_ms = tonumber(ARGV[1])
 local overspent = tonumber(ARGV[5])
 if overspent ~= 0 and tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
@@ -12,6 +14,10 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('GET', KEYS[1]) or 'closed'
 local fails = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local cooldown = redis.call('PTTL', KEYS[7])
+if cooldown > 0 then
+  return {state, fails, 'cooldown', cooldown}
+end
 local verdict = 'closed'
 if state ~= 'closed' then
   local opened_s = tonumber(redis.call('GET', KEYS[3]) or '0') or 0

@@ -22,6 +22,7 @@ from stepper.errors import (
     RateLimited,
     StepperError,
     Unavailable,
+    UnprocessableInput,
     UnsupportedInput,
 )
 from stepper.guards.admission import Limits, RedisGuardBackend
@@ -132,7 +133,14 @@ def test_failures_must_be_consecutive(harness: Harness) -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [AuthError("401"), InvalidRequest("bad"), ContentRejected("refused"), UnsupportedInput("no such model")],
+    [
+        AuthError("401"),
+        InvalidRequest("bad"),
+        ContentRejected("refused"),
+        UnsupportedInput("no such model"),
+        UnprocessableInput("tesseract failed on this input (RuntimeError: ...)"),
+        RateLimited("429 without a hint"),
+    ],
     ids=lambda error: type(error).__name__,
 )
 def test_permanent_errors_never_open_the_circuit(harness: Harness, error: StepperError) -> None:
@@ -149,7 +157,8 @@ def test_permanent_errors_never_open_the_circuit(harness: Harness, error: Steppe
     ("error", "excluded"),
     [
         (Unavailable("503"), False),
-        (RateLimited("429", 1.0), False),
+        (RateLimited("429", 1.0), True),  # busy is not broken: a Retry-After becomes a cooldown instead
+        (UnprocessableInput("espeak-ng crashed on this text"), True),
         (KeyError("choices"), False),
         (CircuitOpen("open"), True),
         (AuthError("401"), True),
@@ -385,3 +394,30 @@ def test_redis_failing_mid_call_keeps_the_provider_error(
     monkeypatch.setattr(redis_client, "incr", unreachable)
     with pytest.raises(Unavailable):
         guard.call("p", Limits(), 0, Calls(Unavailable("503")))
+
+
+def test_a_retry_after_keeps_every_caller_away_for_that_long(harness: Harness) -> None:
+    """A 429 with Retry-After, seen by one worker, is a fleet-wide cooldown: others skip the provider without
+    calling it, and its breaker stays closed."""
+    first = guard_over(harness, max_wait_s=0)
+    with pytest.raises(RateLimited):
+        first.call("p", Limits(), 0, Calls(RateLimited("429 slow down", 30.0)))
+    elsewhere = ProviderGuard(harness.another_backend(), BREAKER, max_wait_s=0)
+    fn = Calls()
+    with pytest.raises(RateLimited, match="asked the fleet to wait") as raised:
+        elsewhere.call("p", Limits(), 0, fn)
+    assert fn.count == 0
+    assert 25 < (raised.value.retry_after_s or 0) <= 30
+    assert harness.state("p") == pybreaker.STATE_CLOSED
+    assert elsewhere.call("other", Limits(), 0, Calls()) is OK  # only that provider cools down
+
+
+def test_a_cooldown_is_capped_and_never_shortened(harness: Harness) -> None:
+    guard = guard_over(harness, max_wait_s=0, max_cooldown_s=60.0)
+    with pytest.raises(RateLimited):
+        guard.call("p", Limits(), 0, Calls(RateLimited("429", 86_400.0)))  # a vendor asking for a day
+    with pytest.raises(RateLimited):
+        guard.call("p", Limits(), 0, Calls(RateLimited("429", 1.0)))  # never reached: still cooling down
+    with pytest.raises(RateLimited) as raised:
+        guard.call("p", Limits(), 0, Calls())
+    assert 55 < (raised.value.retry_after_s or 0) <= 60

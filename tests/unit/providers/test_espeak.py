@@ -11,12 +11,13 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from stepper.errors import Timeout, UnsupportedInput
+from stepper.errors import Timeout, UnprocessableInput, UnsupportedInput
 from stepper.providers.espeak import EspeakProvider
 from stepper.schemas import SpeechRequest
 from stepper.schemas.speech import Audio
 from stepper.settings import ProviderSettings
 from tests.support.binaries import require_binary
+from tests.support.crashing import CRASH, crashing_espeak
 
 SetArtifacts = Callable[[int], Path]
 
@@ -143,3 +144,15 @@ def test_unavailable_without_the_binary(monkeypatch: pytest.MonkeyPatch) -> None
     assert EspeakProvider.unavailable_reason(settings) == (
         "espeak-ng is not installed (Debian: apt-get install espeak-ng)"
     )
+
+
+def test_a_crash_on_one_text_is_unprocessable_input_not_a_provider_failure(
+    provider: EspeakProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in crashing_espeak(tmp_path / "bin").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UnprocessableInput, match=r"crashed \(SIGSEGV\) on this text") as raised:
+        provider.synthesise(speech(f"this text makes it {CRASH}"), "espeak-ng")
+    assert raised.value.stops_chain and not raised.value.trips_breaker
+    reply = provider.synthesise(speech("the next text is spoken as before"), "espeak-ng")  # the same binary
+    assert reply.output.audio.duration_s > 0.5
