@@ -19,6 +19,7 @@
     │       │                        the chain, and never counts against the provider's breaker
     │       └── ContentRejected      a safety refusal of the content itself: stops the chain
     ├── ChainExhausted               every provider in the chain failed; carries each attempt
+    ├── PoisonMessage                the task's runs killed their worker max_deliveries times: not run again
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
     └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
 
@@ -40,6 +41,7 @@ __all__ = [
     "DeliveryFailed",
     "InvalidRequest",
     "PermanentError",
+    "PoisonMessage",
     "ProviderError",
     "RateLimited",
     "RetryableError",
@@ -175,6 +177,11 @@ class ChainExhausted(StepperError):
     def retry_after_s(self) -> float | None:
         value: float | None = self.args[3]
         return value
+
+
+class PoisonMessage(StepperError):
+    """The task's last runs each killed their worker process (``stepper_recovery["max_deliveries"]`` of them):
+    it is failed and dead-lettered instead of being redelivered forever."""
 
 
 class DeliveryFailed(StepperError):

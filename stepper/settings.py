@@ -251,6 +251,9 @@ class RecoverySettings(_Settings):
     #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
     #: task is put back on its queue instead of failing.
     redis_wait_s: float = Field(default=30.0, ge=0)
+    #: A task whose runs killed their worker this many times (a segfault on its input, the OOM killer) fails
+    #: with PoisonMessage and goes to the dead-letter store instead of being redelivered again.
+    max_deliveries: int = Field(default=3, ge=1)
 
 
 class GatewaySettings(_Settings):

@@ -11,6 +11,7 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
     <ns>:dlq:entries | index | by-task | replays   the dead-letter store
+    <ns>:deliveries:<task id>              redelivered runs of a task that did not end (poison messages)
     <ns>:recovery:lease:<worker>           delivery tags a live worker holds
     <ns>:recovery:suspects:<redis run id>  tags seen unleased, and since when
     <ns>:recovery:sweep                    the sweep's lock
@@ -102,6 +103,10 @@ def dead_letters() -> tuple[str, str, str, str]:
 
 def dead_letter_index() -> str:
     return dead_letters()[1]
+
+
+def deliveries(task_id: str) -> str:
+    return f"{namespace()}:deliveries:{task_id}"
 
 
 def recovery_lease(worker: str) -> str:

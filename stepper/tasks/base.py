@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.config import current_settings
-from stepper.errors import ChainExhausted, InvalidRequest
+from stepper.errors import ChainExhausted, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
 from stepper.infra import metrics, tracing
@@ -27,6 +27,7 @@ from stepper.outcomes import listeners as outcomes
 from stepper.reuse.serving import serve
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
+from stepper.tasks.deliveries import count_redelivery, forget_redeliveries, is_redelivery
 from stepper.tasks.wiring import current_executor
 
 logger = get_task_logger(__name__)
@@ -40,7 +41,7 @@ class FamilyTask(Task):  # type: ignore[misc]
     # from Celery's signature check in the producer.
     typing = False
     # Expected failures: logged as one line, without a traceback.
-    throws = (InvalidRequest, ChainExhausted)
+    throws = (InvalidRequest, ChainExhausted, PoisonMessage)
     # Celery formats each result into its "succeeded" log line; a short prefix says enough and costs less.
     resultrepr_maxsize = 256
     # A malformed message is rejected instead of crashing the consumer (which would redeliver it forever).
@@ -70,10 +71,13 @@ def _run_family(
         metrics.record_task(kind, "invalid", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, kwargs, exc, task.request.retries)
         raise
+    redelivery = is_redelivery(task.request)
     try:
-        result = _stored_result(task) or serve(
-            FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request)
-        )
+        result = _stored_result(task) if redelivery else None
+        if result is None:
+            if redelivery:
+                count_redelivery(task.request.id, kind)
+            result = serve(FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request))
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
         raise
@@ -88,15 +92,23 @@ def _run_family(
         metrics.record_task(kind, "failure", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
         raise
+    finally:
+        if redelivery:
+            _forget_redeliveries(task.request.id)
     metrics.record_task(kind, "cached" if result.get("cached") else "success", time.monotonic() - started)
     outcomes.succeeded(task.request.id, kind, request, result)
     return result
 
 
+def _forget_redeliveries(task_id: str) -> None:
+    try:
+        forget_redeliveries(task_id)
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # the count runs out with the result expiry
+        logger.warning("could not forget the redeliveries of %s (%s)", task_id, exc)
+
+
 def _stored_result(task: FamilyTask) -> dict[str, Any] | None:
     """A message redelivered after its worker died may already have a stored result: return it, don't redo it."""
-    if not (task.request.delivery_info or {}).get("redelivered"):
-        return None
     stored = task.AsyncResult(task.request.id)
     return stored.result if stored.state == "SUCCESS" and isinstance(stored.result, dict) else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -174,3 +175,20 @@ def journal(path: Path, event: str) -> list[str]:
 def tries(client: redis.Redis, name: str) -> int:
     """Calls that reached a provider, failed or not."""
     return int(client.get(f"test:tries:{name}") or 0)
+
+
+#: Chat content that makes KillingChat kill the process running it.
+POISON = "poison"
+
+
+class KillingChat(CountingProvider):
+    """Kills the process it runs in (SIGKILL, as the OOM killer does) on a message containing POISON; answers
+    like the mock otherwise. Every call is counted first, so a test sees how often the poison was run."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        if POISON in request.messages[-1].content:
+            self._count()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().complete(request, model)

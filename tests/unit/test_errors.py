@@ -53,6 +53,7 @@ EXAMPLES: list[StepperError] = [
     UnsupportedInput("no such model: gpt-9"),
     UnprocessableInput("espeak-ng crashed (SIGSEGV) on this text"),
     ContentRejected("refused by the safety filter"),
+    errors.PoisonMessage("stepper.chat 3f2a was not run again: its last 3 runs killed their worker process"),
     errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
     errors.BrokerUnavailable("Redis at 127.0.0.1:6379 is unreachable (Connection refused); nothing was submitted"),
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
