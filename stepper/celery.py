@@ -6,28 +6,90 @@ environment) and validated here, so a bad setting stops a worker at start-up wit
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from celery.app.control import Control
 from kombu import Queue
+from redis import Redis
 
 from stepper.config import current_config, parse_stepper_settings
+from stepper.infra import delayed, revokes
+from stepper.infra.connections import client_for
 from stepper.priorities import priority_value
 from stepper.schemas import KINDS
 
+log = logging.getLogger(__name__)
+
+#: Shorter delays go to the broker as Celery's own ETA messages (a worker holds them for at most this long).
+MIN_KEPT_DELAY_S = 1.0
+#: Options of ``send_task`` that are not part of the message: not kept with a delayed one.
+_NOT_KEPT = frozenset({"countdown", "eta", "producer", "connection", "publisher", "router", "result_cls", "task_type"})
+
+
+class StepperControl(Control):  # type: ignore[misc]
+    """Celery's remote control, with revokes recorded in Redis as well as broadcast (see stepper.infra.revokes):
+    ``AsyncResult.revoke``, ``app.control.revoke``, ``celery control revoke`` and the gateway all come here."""
+
+    def revoke(self, task_id: str | list[str], *args: Any, **kwargs: Any) -> Any:
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        revokes.record(self.app.state_client(), ids, float(self.app.conf.result_expires or 86400))
+        return super().revoke(task_id, *args, **kwargs)
+
 
 class StepperCelery(Celery):  # type: ignore[misc]
-    """Celery, with stepper's priority rules on every message it sends.
+    """Celery, with stepper's priority and delay rules on every message it sends.
 
     Every path (``submit``, ``task.delay``, ``send_task`` by name, Celery's own retries) ends in ``send_task``,
     so this is the one place that accepts priority names and gives a message without a priority the
-    ``normal`` level: kombu would otherwise file it under 0, the most urgent.
+    ``normal`` level (kombu would otherwise file it under 0, the most urgent), and that keeps a stepper
+    task's message with a countdown or ETA in Redis until it is due (see stepper.infra.delayed).
     """
+
+    control_cls = "stepper.celery:StepperControl"
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         options["priority"] = priority_value(options.get("priority"))
+        delay_s = _delay_s(options.get("countdown"), options.get("eta"))
+        if name.startswith("stepper.") and delay_s is not None and delay_s >= MIN_KEPT_DELAY_S:
+            kept = self._keep_until_due(name, args, kwargs, options, delay_s)
+            if kept is not None:
+                return kept
         return super().send_task(name, args, kwargs, **options)
+
+    def state_client(self) -> Redis:
+        """The Redis holding this app's fleet state (``stepper_state_url``, else its broker)."""
+        return client_for(str(self.conf.get("stepper_state_url") or self.conf.broker_url))
+
+    def _keep_until_due(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], delay_s: float) -> Any:
+        task_id = str(options.get("task_id") or uuid.uuid4())
+        kept = {key: value for key, value in options.items() if key not in _NOT_KEPT} | {"task_id": task_id}
+        message = delayed.DelayedMessage(name, list(args or ()), dict(kwargs or {}), kept)
+        try:
+            message.to_json()
+        except TypeError as exc:
+            log.warning("%s %s goes to the broker with its delay: an option is not JSON (%s)", name, task_id, exc)
+            return None
+        delayed.schedule(self.state_client(), message, delay_s)
+        result_cls = options.get("result_cls") or self.AsyncResult
+        return result_cls(task_id)
+
+
+def _delay_s(countdown: Any, eta: Any) -> float | None:
+    """Seconds from now until a message with this ``countdown`` (seconds) or ``eta`` (a datetime or ISO 8601
+    text) is due; None when it has neither."""
+    if countdown is not None:
+        return float(countdown)
+    if eta is None:
+        return None
+    due = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    return (due - datetime.now(UTC)).total_seconds()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
@@ -51,8 +113,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
             },
         }
     )
-    # Puts messages stranded by a dead worker or a Redis restart back on their queues within a lease period.
-    app.steps["worker"].add("stepper.workers.recovery:RecoveryStep")
+    # Stranded messages back on their queues, delayed ones published when due, revokes loaded (workers.housekeeping).
+    app.steps["worker"].add("stepper.workers.housekeeping:HousekeepingStep")
     return app
 
 

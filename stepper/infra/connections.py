@@ -51,7 +51,12 @@ def state_url() -> str:
 def state_redis() -> Redis:
     """The Redis holding fleet-wide state. One quick retry only: the guards fail open when Redis is down, and a
     task must not stall seconds deciding so."""
-    return _client(state_url(), os.getpid(), 0.0)
+    return client_for(state_url())
+
+
+def client_for(url: str) -> Redis:
+    """This process's client of the Redis at ``url`` (an app's own state Redis, say), with the same policy."""
+    return _client(url, os.getpid(), 0.0)
 
 
 def cache_redis(wait_s: float = 0.0) -> Redis:

@@ -12,6 +12,8 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
     <ns>:dlq:entries | index | by-task | replays   the dead-letter store
     <ns>:deliveries:<task id>              redelivered runs of a task that did not end (poison messages)
+    <ns>:delayed:due | messages            messages with a countdown or ETA, kept until due (entry id -> due ms, JSON)
+    <ns>:revoked                           revoked task ids, scored by the time of the revoke (ms)
     <ns>:recovery:lease:<worker>           delivery tags a live worker holds
     <ns>:recovery:suspects:<redis run id>  tags seen unleased, and since when
     <ns>:recovery:sweep                    the sweep's lock
@@ -107,6 +109,18 @@ def dead_letter_index() -> str:
 
 def deliveries(task_id: str) -> str:
     return f"{namespace()}:deliveries:{task_id}"
+
+
+def delayed_due() -> str:
+    return f"{namespace()}:delayed:due"
+
+
+def delayed_messages() -> str:
+    return f"{namespace()}:delayed:messages"
+
+
+def revoked() -> str:
+    return f"{namespace()}:revoked"
 
 
 def recovery_lease(worker: str) -> str:

@@ -18,14 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from celery import bootsteps
-
-from stepper.config import current_settings
 from stepper.infra import keys
 
 logger = logging.getLogger(__name__)
@@ -134,20 +129,16 @@ def _is_stepper_message(raw: bytes | None) -> bool:
         return False
 
 
-class RecoveryThread(threading.Thread):
-    """Renews this worker's lease and sweeps, every quarter lease, until the process exits."""
+class RecoveryDuty:
+    """Housekeeping duty: renew this worker's lease and sweep, every quarter lease (on the broker's Redis)."""
+
+    name = "lease on this worker's messages"
 
     def __init__(self, app: Any, recovery: Recovery) -> None:
-        super().__init__(name="stepper-recovery", daemon=True)
         self.app = app
         self.recovery = recovery
+        self.interval_s = recovery.interval_s
         self._connection: Any = None
-        self._failing = False
-
-    def run(self) -> None:
-        while True:
-            self.tick()
-            time.sleep(self.recovery.interval_s)
 
     def tick(self) -> None:
         try:
@@ -156,15 +147,9 @@ class RecoveryThread(threading.Thread):
             channel = self._connection.default_channel
             self.recovery.renew(channel.client, held_delivery_tags())
             self.recovery.sweep(channel)
-        except Exception as exc:  # noqa: BLE001 - Redis down or restarting: keep trying; the thread must not die
-            if not self._failing:
-                logger.warning("cannot renew this worker's lease on its messages (%s); retrying", exc)
-            self._failing = True
+        except Exception:
             self._reset()
-        else:
-            if self._failing:
-                logger.info("lease on this worker's messages renewed again")
-            self._failing = False
+            raise
 
     def _reset(self) -> None:
         if self._connection is not None:
@@ -173,20 +158,3 @@ class RecoveryThread(threading.Thread):
             except Exception:  # a broken connection may fail to close; it is dropped either way
                 logger.debug("closing the recovery connection failed", exc_info=True)
             self._connection = None
-
-
-class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Starts the recovery thread with the worker. It is not stopped with the worker's other steps: during a
-    warm shutdown the pool still finishes its tasks, and their lease must hold until the process exits."""
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: RecoveryThread | None = None
-
-    def start(self, worker: Any) -> None:
-        lease_s = current_settings().recovery.lease_s
-        self.thread = RecoveryThread(worker.app, Recovery(worker.hostname, lease_s))
-        self.thread.start()
-
-    def stop(self, worker: Any) -> None:
-        del worker  # the daemon thread ends with the process, after the pool has finished

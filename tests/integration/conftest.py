@@ -53,7 +53,7 @@ def start_fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
 
     def start(settings: dict[str, Any], *, database: int | None = None, **options: Any) -> Fleet:
         number = next(_databases) if database is None else database
-        assert number < min(RESERVED_DATABASES.values()), "more test fleets than Redis databases"
+        assert database is not None or number < min(RESERVED_DATABASES.values()), "more test fleets than databases"
         url = f"redis://127.0.0.1:{redis_server.port}/{number}"
         directory = Path(tmp_path_factory.mktemp("worker"))
         providers = {**TEST_PROVIDERS, **settings.get("stepper_providers", {})}
