@@ -75,8 +75,19 @@ CELERY_DEFAULTS: dict[str, Any] = {
         # Poll queues in a fixed order rather than round robin; kombu polls priority-major, so
         # priority 0 of every queue comes before priority 1 of any.
         "queue_order_strategy": "priority",
+        # A silently dead connection (a restarted Redis behind NAT, a failover) must be noticed, not waited on
+        # forever: TCP keepalive, a bounded connect and (synchronous) command time, and kombu's health check,
+        # which also drops a BRPOP connection whose reply is overdue (kombu 5.7).
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "health_check_interval": 25,
     },
     "result_backend_transport_options": {},
+    # The same for the result backend's connections (Celery's redis_* settings; its default keepalive is off).
+    "redis_socket_keepalive": True,
+    "redis_socket_connect_timeout": 5,
+    "redis_backend_health_check_interval": 25,
 }
 
 #: Settings whose dict values are merged key by key instead of replaced, so that a deployment adding

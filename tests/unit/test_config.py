@@ -194,6 +194,15 @@ def test_visibility_timeout_reaches_both_transports(config_module: ConfigModule)
     assert config["broker_transport_options"]["priority_steps"] == list(range(10))
 
 
+def test_dead_connections_are_noticed() -> None:
+    config = load_config(ABSENT)
+    options = config["broker_transport_options"]
+    assert options["socket_keepalive"] is True
+    assert 0 < options["socket_connect_timeout"] < options["socket_timeout"]
+    assert options["health_check_interval"] > 0
+    assert config["redis_socket_keepalive"] is True and config["redis_backend_health_check_interval"] > 0
+
+
 def test_priority_transport_options() -> None:
     options = load_config(ABSENT)["broker_transport_options"]
     assert options["priority_steps"] == list(range(10))
