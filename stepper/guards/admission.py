@@ -18,8 +18,11 @@ from typing import Literal, Protocol
 
 import pybreaker
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stepper.errors import ConfigError
 from stepper.infra import keys, lua
 
 Verdict = Literal["closed", "probe", "reject", "cooldown"]
@@ -89,6 +92,24 @@ class RedisGuardBackend:
 
     def cool_down(self, provider: str, seconds: float) -> None:
         self._cool_down(keys=[keys.cooldown(provider)], args=[max(1, int(seconds * 1000))])
+
+    def check(self) -> None:
+        """Run the guard's scripts once, at worker start-up, so that a Redis the guards cannot use (scripting
+        refused to stepper's user, a server too old) stops the worker with the reason, instead of failing, or
+        being skipped, at every call. Raises ConfigError; Redis unreachable is left to the calls (they fail
+        open)."""
+        probe = "stepper-start-up-check"
+        try:
+            self.admit(probe, Limits(), 0, reset_timeout_s=1.0)
+            self.cool_down(probe, 0.001)
+        except (RedisConnectionError, RedisTimeoutError):
+            return
+        except RedisError as exc:
+            raise ConfigError(
+                f"the guards cannot use the Redis at {self._client.connection_pool.connection_kwargs.get('host')} "
+                f"({type(exc).__name__}: {exc}); stepper's Redis user must be allowed to run scripts (EVAL, "
+                "EVALSHA, SCRIPT) on its keys, on Redis 6.2 or newer"
+            ) from None
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         return PrimedRedisStorage(self._client, keys.breaker(provider))

@@ -15,10 +15,12 @@ from typing import Any, TypeVar, cast
 
 import pybreaker
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.contracts import Reply
-from stepper.errors import CircuitOpen, ProviderError, RateLimited, StepperError
+from stepper.errors import CircuitOpen, ConfigError, ProviderError, RateLimited, StepperError
 from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
 from stepper.infra import metrics
 from stepper.settings import BreakerSettings
@@ -65,6 +67,7 @@ class ProviderGuard:
         # Tokens used beyond the estimates, per provider, settled in the next admission's script (one round
         # trip fewer per call); a process that never calls that provider again leaves the bucket to refill.
         self._overspent: dict[str, int] = {}
+        self._failing_open = threading.Event()
         self._overspent_lock = threading.Lock()
 
     def call(self, provider: str, limits: Limits, tokens: int, fn: Callable[[], ReplyT]) -> ReplyT:
@@ -102,10 +105,23 @@ class ProviderGuard:
                 admission = self._backend.admit(
                     provider, limits, tokens, self._settings.reset_timeout_s, overspent=overspent
                 )
-            except RedisError as exc:
-                # The guards protect vendors; a Redis outage must not stop work that is already running.
-                log.warning("guard state unreachable (%s); calling %s without breaker or rate limit", exc, provider)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # The guards protect vendors; a Redis outage must not stop work that is already running. This is
+                # the one failure that lets calls through unguarded: counted, and logged once per outage.
+                metrics.GUARD_FAIL_OPEN.labels(provider).inc()
+                if not self._failing_open.is_set():
+                    self._failing_open.set()
+                    log.warning("guard state unreachable (%s); calling providers without breaker or rate limit", exc)
                 return None
+            except RedisError as exc:
+                raise ConfigError(
+                    f"the guards' Redis refused admission for {provider} ({type(exc).__name__}: {exc}); nothing "
+                    "was called unguarded. Check that stepper's Redis user may run scripts (EVAL, EVALSHA) and "
+                    "that the server is Redis 6.2 or newer"
+                ) from None
+            if self._failing_open.is_set():
+                self._failing_open.clear()
+                log.info("guard state reachable again: breakers and rate limits apply")
             if admission.verdict == "cooldown":
                 raise RateLimited(
                     f"{provider} asked the fleet to wait (Retry-After); calls resume in {admission.wait_s:.2f}s",

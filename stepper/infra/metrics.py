@@ -29,6 +29,11 @@ RATE_LIMIT_WAITS = Counter("stepper_rate_limit_waits_total", "Waits for a fleet-
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "stepper_rate_limit_wait_seconds_total", "Seconds waited for rate limits", ["provider"]
 )
+GUARD_FAIL_OPEN = Counter(
+    "stepper_guard_fail_open_total",
+    "Provider calls let through unguarded because the guards' Redis was unreachable",
+    ["provider"],
+)
 BREAKER_TRANSITIONS = Counter(
     "stepper_breaker_transitions_total", "Circuit breaker state changes seen by this process", ["provider", "state"]
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from celery.signals import (
@@ -14,7 +15,10 @@ from celery.signals import (
 )
 from prometheus_client import multiprocess
 
+from stepper.errors import ConfigError
+from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import logs, metrics, tracing
+from stepper.infra.connections import state_redis
 from stepper.providers.http import configure_pool
 from stepper.tasks.wiring import current_executor
 
@@ -25,12 +29,23 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     pooled one; and tesseract single-threaded, because the pool already keeps every core busy and OpenMP
     threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    _check_guards()
     tracing.setup()
     concurrency = int(getattr(sender, "concurrency", 0) or 0)
     if concurrency:
         configure_pool(concurrency)
     if port := os.environ.get("STEPPER_METRICS_PORT"):
         metrics.serve(int(port), metrics.process_registry())
+
+
+def _check_guards() -> None:
+    """A Redis the guards cannot use stops the worker here, naming the cause (exit status 78, EX_CONFIG):
+    running on would fail every call, or let it through unguarded."""
+    try:
+        RedisGuardBackend(state_redis()).check()
+    except ConfigError as exc:
+        print(f"stepper: this worker cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(78) from None
 
 
 @worker_process_init.connect

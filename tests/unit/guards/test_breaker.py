@@ -17,6 +17,7 @@ from stepper.contracts import Reply
 from stepper.errors import (
     AuthError,
     CircuitOpen,
+    ConfigError,
     ContentRejected,
     InvalidRequest,
     RateLimited,
@@ -25,8 +26,9 @@ from stepper.errors import (
     UnprocessableInput,
     UnsupportedInput,
 )
-from stepper.guards.admission import Limits, RedisGuardBackend
+from stepper.guards.admission import Limits, MemoryGuardBackend, RedisGuardBackend
 from stepper.guards.breaker import ProviderGuard, is_not_provider_failure
+from stepper.infra import metrics
 from stepper.schemas import ChatOutput
 from stepper.settings import BreakerSettings
 from tests.support.redis_server import free_port
@@ -421,3 +423,50 @@ def test_a_cooldown_is_capped_and_never_shortened(harness: Harness) -> None:
     with pytest.raises(RateLimited) as raised:
         guard.call("p", Limits(), 0, Calls())
     assert 55 < (raised.value.retry_after_s or 0) <= 60
+
+
+class RefusingBackend(MemoryGuardBackend):
+    """Admission raises what a Redis may answer: ``error`` on every call."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def admit(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+def test_only_an_unreachable_redis_lets_calls_through_unguarded_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    guard = ProviderGuard(RefusingBackend(redis.ConnectionError("Connection refused")), BREAKER, max_wait_s=0)
+    before = metrics.GUARD_FAIL_OPEN.labels("p")._value.get()
+    fn = Calls()
+    for _ in range(5):
+        assert guard.call("p", Limits(rpm=1), 0, fn) is OK
+    assert fn.count == 5
+    assert metrics.GUARD_FAIL_OPEN.labels("p")._value.get() - before == 5
+    assert caplog.text.count("guard state unreachable") == 1
+
+
+def test_a_redis_refusing_the_guard_fails_the_call_and_says_why() -> None:
+    refusal = redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command")
+    guard = ProviderGuard(RefusingBackend(refusal), BREAKER, max_wait_s=0)
+    fn = Calls()
+    with pytest.raises(ConfigError, match="may run scripts") as raised:
+        guard.call("p", Limits(), 0, fn)
+    assert fn.count == 0  # nothing went through unguarded
+    assert "evalsha" in str(raised.value)
+
+
+def test_the_start_up_check_names_a_redis_the_guards_cannot_use(redis_client: redis.Redis) -> None:
+    RedisGuardBackend(redis_client).check()  # a Redis that lets the guards work passes
+    user, password = "guard-check-noscripts", "guard-check-password"
+    redis_client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-@scripting"]
+    )
+    try:
+        port = redis_client.connection_pool.connection_kwargs["port"]
+        limited = redis.Redis(port=port, username=user, password=password)
+        with pytest.raises(ConfigError, match="allowed to run scripts"):
+            RedisGuardBackend(limited).check()
+    finally:
+        redis_client.acl_deluser(user)
