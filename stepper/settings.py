@@ -254,6 +254,9 @@ class RecoverySettings(_Settings):
     #: A task whose runs killed their worker this many times (a segfault on its input, the OOM killer) fails
     #: with PoisonMessage and goes to the dead-letter store instead of being redelivered again.
     max_deliveries: int = Field(default=3, ge=1)
+    #: A worker that received no message for this long while Redis answers, its queues hold work and it has
+    #: a free slot has stopped consuming: it exits (status 70) to be restarted. 0 turns the watchdog off.
+    stall_s: float = Field(default=20.0, ge=0)
 
 
 class GatewaySettings(_Settings):

@@ -2,7 +2,8 @@
 
 - recovery: this worker's lease on the messages it holds, and the fleet's sweep of stranded ones;
 - delayed: publishing the delayed messages that are due (stepper.infra.delayed);
-- revokes: loading revokes recorded in Redis into Celery's in-memory set (stepper.infra.revokes).
+- revokes: loading revokes recorded in Redis into Celery's in-memory set (stepper.infra.revokes);
+- watchdog: exiting when the worker stopped consuming while work waits (stepper.workers.watchdog).
 
 A duty that fails (Redis restarting, say) is logged once per incident and tried again at its next tick; the
 thread never dies. It is not stopped with the worker's other steps: during a warm shutdown the pool still
@@ -21,6 +22,7 @@ from celery import bootsteps
 from stepper.config import current_settings
 from stepper.infra import delayed, revokes
 from stepper.workers.recovery import Recovery, RecoveryDuty
+from stepper.workers.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +131,11 @@ class HousekeepingStep(bootsteps.StartStopStep):  # type: ignore[misc]
             load_revokes(worker.app, revokes_duty)
         except Exception as exc:  # noqa: BLE001 - Redis not up yet: the duty loads them once it answers
             logger.warning("could not load the recorded revokes yet (%s); the housekeeping retries", exc)
-        recovery = Recovery(worker.hostname, current_settings().recovery.lease_s)
+        settings = current_settings().recovery
+        recovery = Recovery(worker.hostname, settings.lease_s)
         duties: list[Duty] = [RecoveryDuty(worker.app, recovery), DelayedDuty(worker.app), revokes_duty]
+        if settings.stall_s:
+            duties.append(Watchdog(worker, settings.stall_s))
         self.thread = Housekeeper(duties)
         self.thread.start()
 

@@ -63,3 +63,38 @@ def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: P
     finally:
         if fleet.poll() is None:
             fleet.kill()
+
+
+def test_fleet_up_restarts_a_worker_that_dies(redis_server: RedisServer, tmp_path: Path) -> None:
+    database = RESERVED_DATABASES["fleet"]
+    url = f"redis://127.0.0.1:{redis_server.port}/{database}"
+    module = write_config(tmp_path, {"stepper_providers": TEST_PROVIDERS, "stepper_chains": {"chat": ["counting:m"]}})
+    env = {**os.environ, "STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": module,
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}  # fmt: skip
+    log = tmp_path / "fleet.log"
+    with log.open("wb") as out:
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "stepper", "fleet", "up", "--profiles", "llm"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for(log, "ready.", 1)
+        first_pid = int(log.read_text().split("llm worker started (pid ", 1)[1].split(")", 1)[0])
+        os.kill(first_pid, signal.SIGKILL)  # as the OOM killer would
+        _wait_for(log, "ready.", 2)
+        assert "llm worker exited (status -9); restarting it" in log.read_text()
+        app = producer_app(url)
+        answer = app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "after"}]})
+        assert answer.get(timeout=30)["provider"] == "counting"
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(timeout=60) == 0
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
+
+
+def _wait_for(log: Path, text: str, count: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count(text) < count:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
