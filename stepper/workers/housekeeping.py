@@ -3,7 +3,8 @@
 - recovery: this worker's lease on the messages it holds, and the fleet's sweep of stranded ones;
 - delayed: publishing the delayed messages that are due (stepper.infra.delayed);
 - revokes: loading revokes recorded in Redis into Celery's in-memory set (stepper.infra.revokes);
-- watchdog: exiting when the worker stopped consuming while work waits (stepper.workers.watchdog).
+- watchdog: exiting when the worker stopped consuming while work waits (stepper.workers.watchdog);
+- metrics files: folding dead pool processes' files into archives (stepper.infra.metrics_files).
 
 A duty that fails (Redis restarting, say) is logged once per incident and tried again at its next tick; the
 thread never dies. It is not stopped with the worker's other steps: during a warm shutdown the pool still
@@ -13,6 +14,7 @@ finishes its tasks, and their lease must hold until the process exits.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 from celery import bootsteps
 
 from stepper.config import current_settings
-from stepper.infra import delayed, revokes
+from stepper.infra import delayed, metrics_files, revokes
 from stepper.workers.recovery import Recovery, RecoveryDuty
 from stepper.workers.watchdog import Watchdog
 
@@ -89,6 +91,19 @@ def load_revokes(app: Any, duty: RevokesDuty | None = None) -> int:
     return len(ids)
 
 
+class MetricsFilesDuty:
+    """Fold the metrics files of dead processes (recycled pool children) into one archive per type."""
+
+    name = "merging dead processes' metrics files"
+
+    def __init__(self, directory: str, interval_s: float) -> None:
+        self.directory = directory
+        self.interval_s = interval_s
+
+    def tick(self) -> None:
+        metrics_files.merge_dead_processes(self.directory)
+
+
 class Housekeeper(threading.Thread):
     def __init__(self, duties: list[Duty]) -> None:
         super().__init__(name="stepper-housekeeping", daemon=True)
@@ -136,6 +151,8 @@ class HousekeepingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         duties: list[Duty] = [RecoveryDuty(worker.app, recovery), DelayedDuty(worker.app), revokes_duty]
         if settings.stall_s:
             duties.append(Watchdog(worker, settings.stall_s))
+        if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            duties.append(MetricsFilesDuty(directory, settings.lease_s))
         self.thread = Housekeeper(duties)
         self.thread.start()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepper.errors import InvalidRequest
@@ -58,3 +60,30 @@ def test_fleet_collector_reads_queues_and_workers(counting_fleet: Fleet) -> None
     assert found[("stepper_redis_up", ())] == 1
     assert found[("stepper_workers_up", (("queue", "chat"),))] == 1
     assert found[("stepper_queue_depth", (("priority", "9"), ("queue", "ocr")))] == 0
+
+
+def test_recycled_pool_processes_leave_no_files_behind(start_fleet: Callable[..., Fleet], tmp_path: Path) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    fleet = start_fleet(
+        {
+            "stepper_chains": COUNTING_CHAINS,
+            "stepper_recovery": {"lease_s": 1},
+            "worker_max_tasks_per_child": 1,  # a new pool process for every task
+        },
+        name="recycling",
+        pool="prefork",
+        concurrency=2,
+        queues=["chat"],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )
+    for _ in range(12):
+        fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "x"}]}).get(timeout=30)
+    deadline = time.monotonic() + 20
+    while len(list(directory.glob("*_[0-9]*.db"))) > 4 and time.monotonic() < deadline:  # two live children
+        time.sleep(0.2)
+    assert len(list(directory.glob("*_[0-9]*.db"))) <= 4, sorted(path.name for path in directory.iterdir())
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    exported = generate_latest(registry).decode()
+    assert 'stepper_tasks_total{kind="chat",outcome="success"} 12.0' in exported  # no dead child's count lost
