@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
 SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
 
-.PHONY: run test bench lint typecheck check system-deps venv clean
+.PHONY: run test bench chaos lint typecheck check system-deps venv clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing stepper with its dev tools"
@@ -29,6 +29,11 @@ test: venv system-deps
 # Speed as ratios against baselines measured in the same run; never a pass/fail test.
 bench: venv system-deps
 	$(BIN)/python -m bench
+
+# Many trials of the broker fault scenarios (Redis restart, crash, connections reset) on both pools: tasks
+# lost, duplicated, workers restarted or stalled. CHAOS_TRIALS, CHAOS_TASKS, CHAOS_FAULTS change the size.
+chaos: venv system-deps
+	$(BIN)/python -m bench.chaos
 
 lint: venv
 	$(BIN)/ruff check .

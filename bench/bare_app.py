@@ -2,7 +2,7 @@
 
 ``celery -A bench.bare_app worker`` with the broker (and result backend) in ``BENCH_BROKER_URL``. It runs on
 the same serializer, acknowledgement and prefetch settings as stepper (``RELIABILITY``, checked against
-stepper/defaults.py by the overhead benchmark) and nothing else, and imports nothing of stepper, so what
+stepper.config.CELERY_DEFAULTS by the overhead benchmark) and nothing else, and imports nothing of stepper, so what
 stepper adds on top of Celery is the difference.
 """
 
@@ -15,7 +15,7 @@ from celery import Celery
 
 BROKER_ENV = "BENCH_BROKER_URL"
 
-#: Copied from stepper/defaults.py rather than imported: importing stepper would load it into the baseline.
+#: Copied from stepper.config.CELERY_DEFAULTS, not imported: importing stepper would load it into the baseline.
 RELIABILITY: dict[str, Any] = {
     "task_serializer": "json",
     "result_serializer": "json",
