@@ -17,6 +17,8 @@ import redis
 
 from stepper.celery import create_app
 from stepper.config import load_config
+from stepper.infra import delayed
+from stepper.ops.fleet import queue_depths
 from tests.support.providers import journal
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, start_worker
@@ -55,7 +57,7 @@ class Outcome:
     lost: int
     duplicated: int
     restarts: int  # workers that exited (their watchdog, a crash) and were started again
-    stalled: bool  # work left undone with a worker alive after DRAIN_TIMEOUT_S
+    stalled: bool  # messages still waiting on the queue, with a worker alive, after DRAIN_TIMEOUT_S
     seconds: float
 
 
@@ -86,12 +88,17 @@ def run(fault: str, pool: str, tasks: int, faults: int, directory: Path) -> Outc
             lost=tasks - len(done),
             duplicated=sum(count - 1 for count in finished.values() if count > 1),
             restarts=len(supervisor.workers) - 1,
-            stalled=len(done) < tasks and supervisor.workers[-1].process.poll() is None,
+            stalled=_waiting(server) > 0 and supervisor.workers[-1].process.poll() is None,
             seconds=round(time.monotonic() - started, 1),
         )
     finally:
         supervisor.stop()
         server.stop()
+
+
+def _waiting(server: RedisServer) -> int:
+    """Messages on the chat queue's lists (every priority level) and kept for later."""
+    return sum(queue_depths(server.client(), ["chat"])["chat"].values()) + delayed.pending(server.client())
 
 
 def _finished_at_least(path: Path, count: int) -> Callable[[], bool]:
