@@ -18,7 +18,7 @@ from kombu import Queue
 from redis import Redis
 
 from stepper.config import current_config, parse_stepper_settings
-from stepper.infra import delayed, revokes
+from stepper.infra import delayed, inflight, revokes
 from stepper.infra.connections import client_for
 from stepper.priorities import priority_value
 from stepper.schemas import KINDS
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Shorter delays go to the broker as Celery's own ETA messages (a worker holds them for at most this long).
 MIN_KEPT_DELAY_S = 1.0
+#: The family tasks, whose messages are journaled until they finish (stepper.infra.inflight).
+FAMILY_TASKS = frozenset(f"stepper.{kind}" for kind in KINDS)
 #: Options of ``send_task`` that are not part of the message: not kept with a delayed one.
 _NOT_KEPT = frozenset({"countdown", "eta", "producer", "connection", "publisher", "router", "result_cls", "task_type"})
 
@@ -59,20 +61,46 @@ class StepperCelery(Celery):  # type: ignore[misc]
             kept = self._keep_until_due(name, args, kwargs, options, delay_s)
             if kept is not None:
                 return kept
-        return super().send_task(name, args, kwargs, **options)
+        if name not in FAMILY_TASKS:
+            return super().send_task(name, args, kwargs, **options)
+        task_id = options["task_id"] = str(options.get("task_id") or uuid.uuid4())
+        journaled = self._journal(name, args, kwargs, options, task_id)
+        try:
+            return super().send_task(name, args, kwargs, **options)
+        except Exception:
+            if journaled:  # nothing was published: nothing to reconcile
+                inflight.forget(self.state_client(), [task_id])
+            raise
 
     def state_client(self) -> Redis:
         """The Redis holding this app's fleet state (``stepper_state_url``, else its broker)."""
         return client_for(str(self.conf.get("stepper_state_url") or self.conf.broker_url))
 
-    def _keep_until_due(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], delay_s: float) -> Any:
-        task_id = str(options.get("task_id") or uuid.uuid4())
+    def _journal(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str) -> bool:
+        """Record the message in the in-flight journal before it is published (see stepper.infra.inflight)."""
+        message = self._message(name, args, kwargs, options, task_id)
+        if message is None:
+            return False
+        inflight.record(self.state_client(), task_id, message)
+        return True
+
+    def _message(
+        self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str
+    ) -> delayed.DelayedMessage | None:
+        """``send_task``'s call as a JSON message, or None (logged) when an option is not JSON."""
         kept = {key: value for key, value in options.items() if key not in _NOT_KEPT} | {"task_id": task_id}
         message = delayed.DelayedMessage(name, list(args or ()), dict(kwargs or {}), kept)
         try:
             message.to_json()
         except TypeError as exc:
-            log.warning("%s %s goes to the broker with its delay: an option is not JSON (%s)", name, task_id, exc)
+            log.warning("%s %s is sent without stepper's bookkeeping: an option is not JSON (%s)", name, task_id, exc)
+            return None
+        return message
+
+    def _keep_until_due(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], delay_s: float) -> Any:
+        task_id = str(options.get("task_id") or uuid.uuid4())
+        message = self._message(name, args, kwargs, options, task_id)
+        if message is None:
             return None
         delayed.schedule(self.state_client(), message, delay_s)
         result_cls = options.get("result_cls") or self.AsyncResult

@@ -257,6 +257,9 @@ class RecoverySettings(_Settings):
     #: A worker that received no message for this long while Redis answers, its queues hold work and it has
     #: a free slot has stopped consuming: it exits (status 70) to be restarted. 0 turns the watchdog off.
     stall_s: float = Field(default=20.0, ge=0)
+    #: A journaled task message older than this that is found in no queue, no unacknowledged hash and no delayed
+    #: set, twice a lease apart, was lost in flight and is published again (stepper.workers.reconcile). 0: off.
+    inflight_grace_s: float = Field(default=60.0, ge=0)
 
 
 class GatewaySettings(_Settings):

@@ -14,6 +14,9 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:deliveries:<task id>              redelivered runs of a task that did not end (poison messages)
     <ns>:delayed:due | messages            messages with a countdown or ETA, kept until due (entry id -> due ms, JSON)
     <ns>:revoked                           revoked task ids, scored by the time of the revoke (ms)
+    <ns>:inflight:since | messages         published task messages not finished yet (task id -> ms, JSON)
+    <ns>:inflight:suspects                 journaled tasks found nowhere, and since when (ms)
+    <ns>:inflight:lock                     the reconciliation's lock
     <ns>:recovery:lease:<worker>           delivery tags a live worker holds
     <ns>:recovery:suspects:<redis run id>  tags seen unleased, and since when
     <ns>:recovery:sweep                    the sweep's lock
@@ -117,6 +120,22 @@ def delayed_due() -> str:
 
 def delayed_messages() -> str:
     return f"{namespace()}:delayed:messages"
+
+
+def inflight_since() -> str:
+    return f"{namespace()}:inflight:since"
+
+
+def inflight_messages() -> str:
+    return f"{namespace()}:inflight:messages"
+
+
+def inflight_suspects() -> str:
+    return f"{namespace()}:inflight:suspects"
+
+
+def inflight_lock() -> str:
+    return f"{namespace()}:inflight:lock"
 
 
 def revoked() -> str:

@@ -19,7 +19,7 @@ from stepper.config import current_settings
 from stepper.errors import ChainExhausted, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
-from stepper.infra import metrics, tracing
+from stepper.infra import inflight, metrics, tracing
 from stepper.infra.connections import state_redis
 from stepper.infra.logs import CORRELATION_HEADER, log_context
 from stepper.infra.streams import task_stream
@@ -70,6 +70,7 @@ def _run_family(
     except InvalidRequest as exc:
         metrics.record_task(kind, "invalid", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, kwargs, exc, task.request.retries)
+        _finished(task)
         raise
     redelivery = is_redelivery(task.request)
     try:
@@ -80,6 +81,7 @@ def _run_family(
             result = serve(FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request))
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
+        _finished(task)  # the retry is a message of its own, journaled when it is published
         raise
     except (RedisConnectionError, RedisTimeoutError) as exc:
         # Redis stayed down longer than stepper_recovery.redis_wait_s. Failing would lose the task: put it back
@@ -91,13 +93,23 @@ def _run_family(
     except Exception as exc:
         metrics.record_task(kind, "failure", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
+        _finished(task)
         raise
     finally:
         if redelivery:
             _forget_redeliveries(task.request.id)
     metrics.record_task(kind, "cached" if result.get("cached") else "success", time.monotonic() - started)
     outcomes.succeeded(task.request.id, kind, request, result)
+    _finished(task)
     return result
+
+
+def _finished(task: FamilyTask) -> None:
+    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight)."""
+    try:
+        inflight.forget(task.app.state_client(), [task.request.id])
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # its stored result lets the reconciliation drop it
+        logger.warning("could not take %s out of the in-flight journal (%s)", task.request.id, exc)
 
 
 def _forget_redeliveries(task_id: str) -> None:

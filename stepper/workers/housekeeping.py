@@ -4,6 +4,7 @@
 - delayed: publishing the delayed messages that are due (stepper.infra.delayed);
 - revokes: loading revokes recorded in Redis into Celery's in-memory set (stepper.infra.revokes);
 - watchdog: exiting when the worker stopped consuming while work waits (stepper.workers.watchdog);
+- reconcile: publishing again the messages lost in flight (stepper.workers.reconcile);
 - metrics files: folding dead pool processes' files into archives (stepper.infra.metrics_files).
 
 A duty that fails (Redis restarting, say) is logged once per incident and tried again at its next tick; the
@@ -23,6 +24,7 @@ from celery import bootsteps
 
 from stepper.config import current_settings
 from stepper.infra import delayed, metrics_files, revokes
+from stepper.workers.reconcile import ReconcileDuty
 from stepper.workers.recovery import Recovery, RecoveryDuty
 from stepper.workers.watchdog import Watchdog
 
@@ -149,6 +151,8 @@ class HousekeepingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         settings = current_settings().recovery
         recovery = Recovery(worker.hostname, settings.lease_s)
         duties: list[Duty] = [RecoveryDuty(worker.app, recovery), DelayedDuty(worker.app), revokes_duty]
+        if settings.inflight_grace_s:
+            duties.append(ReconcileDuty(worker.app, worker.hostname, settings.lease_s, settings.inflight_grace_s))
         if settings.stall_s:
             duties.append(Watchdog(worker, settings.stall_s))
         if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -114,7 +114,7 @@ def _settings(path: Path) -> dict[str, Any]:
             }
         },
         "stepper_chains": {"chat": ["journal:journal-model"]},
-        "stepper_recovery": {"lease_s": 3, "redis_wait_s": 30, "stall_s": 10},
+        "stepper_recovery": {"lease_s": 3, "redis_wait_s": 30, "stall_s": 10, "inflight_grace_s": 5},
     }
 
 

@@ -44,11 +44,12 @@ def test_hooks_see_successes_and_failures_and_cannot_break_them(caplog: pytest.L
     assert "on_success hook" in caplog.text and "a bug in a hook" in caplog.text
 
 
-def test_a_redelivered_task_returns_its_stored_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_redelivered_task_returns_its_stored_result(monkeypatch: pytest.MonkeyPatch, redis_client: Any) -> None:
     stored = {"kind": "chat", "output": {"from": "the result backend"}}
 
     class Task:
         request = SimpleNamespace(id="t-9", delivery_info={"redelivered": True}, retries=0)
+        app = SimpleNamespace(state_client=lambda: redis_client)
 
         def AsyncResult(self, task_id: str) -> Any:
             assert task_id == "t-9"
