@@ -4,8 +4,11 @@ One worker at a time (a lock shorter than the interval), every lease period, loo
 older than ``stepper_recovery["inflight_grace_s"]``: a task with a stored result (or revoked) is forgotten;
 one whose message is in a queue, in kombu's unacknowledged hash or among the delayed messages is stamped as
 seen; one found nowhere becomes a suspect, and a suspect still found nowhere a lease period later is
-published again with its task id. Looking for a message reads the stepper queues and the unacknowledged hash
-whole, so this costs in proportion to the backlog, and only when old entries exist.
+published again with its task id, unless it was revoked. Work dropped on purpose must therefore be revoked:
+``celery purge`` empties the queues behind stepper's back, and the journal would bring the purged family
+tasks back (clear ``<ns>:inflight:*`` with it, or set ``inflight_grace_s`` to 0). Looking for a message
+reads the stepper queues and the unacknowledged hash whole, so this costs in proportion to the backlog, and
+only when old entries exist.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from celery import states
 
-from stepper.infra import inflight, keys
+from stepper.infra import inflight, keys, revokes
 from stepper.infra.connections import client_for
 from stepper.ops.fleet import queue_lists
 from stepper.schemas import KINDS
@@ -54,6 +57,9 @@ class ReconcileDuty:
         now_ms = seconds * 1000 + micros // 1000
         suspects = {_text(key): int(value) for key, value in client.hgetall(keys.inflight_suspects()).items()}
         due = sorted(task_id for task_id in missing if now_ms - suspects.get(task_id, now_ms) >= self.interval_s * 1000)
+        revoked = revokes.revoked_among(client, due)  # dropped on purpose: never brought back
+        inflight.forget(client, sorted(revoked))
+        due = [task_id for task_id in due if task_id not in revoked]
         for task_id in due:
             message = inflight.message(client, task_id)
             if message is not None:

@@ -5,6 +5,7 @@ and by ``make chaos`` (many). Every task is counted at the provider: lost, or ru
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import time
 from collections import Counter
@@ -23,6 +24,8 @@ from tests.support.providers import journal
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, start_worker
 
+#: The reconciliation's log line (stepper.workers.reconcile).
+RECOVERED = re.compile(r"published (\d+) lost message\(s\) again")
 #: Seconds a backlog may take to drain after the last fault before the run counts as stalled.
 DRAIN_TIMEOUT_S = 120.0
 
@@ -57,6 +60,7 @@ class Outcome:
     lost: int
     duplicated: int
     restarts: int  # workers that exited (their watchdog, a crash) and were started again
+    recovered: int  # messages lost in flight and published again from the in-flight journal
     stalled: bool  # messages still waiting on the queue, with a worker alive, after DRAIN_TIMEOUT_S
     seconds: float
 
@@ -88,6 +92,7 @@ def run(fault: str, pool: str, tasks: int, faults: int, directory: Path) -> Outc
             lost=tasks - len(done),
             duplicated=sum(count - 1 for count in finished.values() if count > 1),
             restarts=len(supervisor.workers) - 1,
+            recovered=supervisor.recovered(),
             stalled=_waiting(server) > 0 and supervisor.workers[-1].process.poll() is None,
             seconds=round(time.monotonic() - started, 1),
         )
@@ -141,6 +146,11 @@ class Supervisor:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+    def recovered(self) -> int:
+        """Messages the workers' reconciliation published again (from their logs)."""
+        found = (RECOVERED.findall(worker.log()) for worker in self.workers)
+        return sum(int(count) for counts in found for count in counts)
 
     def _start(self) -> None:
         concurrency = 4 if self.pool == "threads" else 2

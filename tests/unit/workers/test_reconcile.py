@@ -72,3 +72,11 @@ def test_a_young_entry_is_not_looked_for(app: Any, redis_client: redis.Redis) ->
     lose_it(redis_client)
     assert reconcile_twice(ReconcileDuty(app, "reconciler@host", LEASE_S, grace_s=60)) == []
     assert queued(redis_client) == []
+
+
+def test_a_revoked_message_is_not_brought_back(app: Any, redis_client: redis.Redis) -> None:
+    result = app.send_task("stepper.chat", kwargs=CHAT)
+    lose_it(redis_client)  # as a purge would, too
+    result.revoke()
+    assert reconcile_twice(ReconcileDuty(app, "reconciler@host", LEASE_S, grace_s=0)) == []
+    assert queued(redis_client) == [] and inflight.message(redis_client, result.id) is None
