@@ -35,7 +35,8 @@ _NOT_KEPT = frozenset({"countdown", "eta", "producer", "connection", "publisher"
 
 class StepperControl(Control):  # type: ignore[misc]
     """Celery's remote control, with revokes recorded in Redis as well as broadcast (see stepper.infra.revokes):
-    ``AsyncResult.revoke``, ``app.control.revoke``, ``celery control revoke`` and the gateway all come here."""
+    ``AsyncResult.revoke``, ``app.control.revoke`` and the gateway come here. (``celery control revoke``
+    broadcasts the raw command and is not recorded: use ``AsyncResult(id).revoke()``.)"""
 
     def revoke(self, task_id: str | list[str], *args: Any, **kwargs: Any) -> Any:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
@@ -48,8 +49,10 @@ class StepperCelery(Celery):  # type: ignore[misc]
 
     Every path (``submit``, ``task.delay``, ``send_task`` by name, Celery's own retries) ends in ``send_task``,
     so this is the one place that accepts priority names and gives a message without a priority the
-    ``normal`` level (kombu would otherwise file it under 0, the most urgent), and that keeps a stepper
-    task's message with a countdown or ETA in Redis until it is due (see stepper.infra.delayed).
+    ``normal`` level (kombu would otherwise file it under 0, the most urgent), that keeps a stepper
+    task's message with a countdown or ETA in Redis until it is due (stepper.infra.delayed), and that journals
+    every family task's message before it is published, so one lost in flight comes back
+    (stepper.infra.inflight).
     """
 
     control_cls = "stepper.celery:StepperControl"
