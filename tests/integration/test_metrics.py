@@ -87,3 +87,34 @@ def test_recycled_pool_processes_leave_no_files_behind(start_fleet: Callable[...
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     exported = generate_latest(registry).decode()
     assert 'stepper_tasks_total{kind="chat",outcome="success"} 12.0' in exported  # no dead child's count lost
+
+
+def test_nothing_grows_with_tasks_and_recycled_pool_processes(
+    start_fleet: Callable[..., Fleet], tmp_path: Path
+) -> None:
+    """Open files and Redis connections of a worker that recycles a pool process per task stay flat."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    fleet = start_fleet(
+        {"stepper_chains": COUNTING_CHAINS, "stepper_recovery": {"lease_s": 1}, "worker_max_tasks_per_child": 1},
+        name="steady",
+        pool="prefork",
+        concurrency=2,
+        queues=["chat"],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )
+    pid = fleet.worker.process.pid
+    database = fleet.url.rsplit("/", 1)[1]
+
+    def run(count: int) -> tuple[int, int]:
+        for _ in range(count):
+            fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "y"}]}).get(timeout=30)
+        time.sleep(1.5)  # a housekeeping round: dead children's files merged
+        open_files = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+        return open_files, sum(client["db"] == database for client in fleet.redis.client_list())
+
+    run(10)  # warmed up: every pool and connection the worker keeps is open
+    files_after_warm_up, connections_after_warm_up = run(5)
+    files_after_more, connections_after_more = run(30)
+    assert files_after_more <= files_after_warm_up + 2, (files_after_warm_up, files_after_more)
+    assert connections_after_more <= connections_after_warm_up + 2, (connections_after_warm_up, connections_after_more)
