@@ -33,10 +33,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the private server, emptied before each test (decode_responses=False, as the guards need)."""
+    """A client of the private server, emptied before and after each test (decode_responses=False, as the
+    guards need): what a test published must not reach the workers of the tests after it."""
     client = redis_server.client()
     client.flushall()
     yield client
+    client.flushall()
     client.close()
 
 
