@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stepper.workers.profiles import PROFILES
 from tests.integration.conftest import TEST_PROVIDERS, producer_app
@@ -25,24 +26,12 @@ def test_profiles_cover_every_queue() -> None:
 def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: Path) -> None:
     database = RESERVED_DATABASES["fleet"]
     url = f"redis://127.0.0.1:{redis_server.port}/{database}"
-    module = write_config(
-        tmp_path,
-        {
-            "stepper_providers": {
-                **TEST_PROVIDERS,
-                "slow": {"class": "tests.support.providers:SlowChat", "options": {"delay_s": 2.0}},
-            },
-            "stepper_chains": {"chat": ["slow:slow-model"]},
-        },
-    )
-    env = {**os.environ, "STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": module,
-           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}  # fmt: skip
-    log = tmp_path / "fleet.log"
-    with log.open("wb") as out:
-        fleet = subprocess.Popen(
-            [sys.executable, "-m", "stepper", "fleet", "up", "--profiles", "llm,ops"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    providers = {
+        **TEST_PROVIDERS,
+        "slow": {"class": "tests.support.providers:SlowChat", "options": {"delay_s": 2.0}},
+    }
+    settings = {"stepper_providers": providers, "stepper_chains": {"chat": ["slow:slow-model"]}}
+    fleet, log = fleet_up(url, settings, "llm,ops", tmp_path)
     try:
         deadline = time.monotonic() + 60
         while log.read_text(errors="replace").count("ready.") < 2:
@@ -66,17 +55,9 @@ def test_fleet_up_serves_and_stops_warmly(redis_server: RedisServer, tmp_path: P
 
 
 def test_fleet_up_restarts_a_worker_that_dies(redis_server: RedisServer, tmp_path: Path) -> None:
-    database = RESERVED_DATABASES["fleet"]
-    url = f"redis://127.0.0.1:{redis_server.port}/{database}"
-    module = write_config(tmp_path, {"stepper_providers": TEST_PROVIDERS, "stepper_chains": {"chat": ["counting:m"]}})
-    env = {**os.environ, "STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": module,
-           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}  # fmt: skip
-    log = tmp_path / "fleet.log"
-    with log.open("wb") as out:
-        fleet = subprocess.Popen(
-            [sys.executable, "-m", "stepper", "fleet", "up", "--profiles", "llm"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    url = f"redis://127.0.0.1:{redis_server.port}/{RESERVED_DATABASES['fleet']}"
+    settings = {"stepper_providers": TEST_PROVIDERS, "stepper_chains": {"chat": ["counting:m"]}}
+    fleet, log = fleet_up(url, settings, "llm", tmp_path)
     try:
         _wait_for(log, "ready.", 1)
         first_pid = int(log.read_text().split("llm worker started (pid ", 1)[1].split(")", 1)[0])
@@ -91,6 +72,22 @@ def test_fleet_up_restarts_a_worker_that_dies(redis_server: RedisServer, tmp_pat
     finally:
         if fleet.poll() is None:
             fleet.kill()
+
+
+def fleet_up(
+    url: str, settings: dict[str, Any], profiles: str, directory: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Run ``stepper fleet up --profiles <profiles>`` with ``settings``; the process and its log file."""
+    module = write_config(directory, settings)
+    env = {**os.environ, "STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": module,
+           "PYTHONPATH": f"{directory}{os.pathsep}{REPO_ROOT}"}  # fmt: skip
+    log = directory / "fleet.log"
+    with log.open("wb") as out:
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "stepper", "fleet", "up", "--profiles", profiles],
+            cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return fleet, log
 
 
 def _wait_for(log: Path, text: str, count: int, timeout_s: float = 60) -> None:
