@@ -69,6 +69,8 @@ class Watchdog:
 
     def stall_reason(self, now: float) -> str | None:
         """Why this worker counts as stalled now, or None. Raises when Redis cannot be asked (not a stall)."""
+        if _shutting_down():  # a warm shutdown stops the consumer on purpose while tasks in flight finish
+            return None
         client = client_for(str(self.worker.app.conf.broker_url))
         client.ping()  # Redis down is an outage, not a stall: the consumer reconnects once it answers
         if not self._consumer_running():
@@ -97,3 +99,9 @@ class Watchdog:
         from celery.worker import state
 
         return len(state.active_requests) < max(1, int(getattr(self.worker, "concurrency", 1) or 1))
+
+
+def _shutting_down() -> bool:
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None

@@ -4,6 +4,7 @@ worker's queue is cancelled while the process lives on."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +49,22 @@ def test_a_busy_or_idle_worker_is_not_a_stalled_one(start_fleet: Callable[..., F
     time.sleep(5)  # longer than stall_s with nothing to do: idle, not stalled
     assert fleet.worker.process.poll() is None
     assert fleet.app.send_task("stepper.chat", kwargs=HELLO).get(timeout=30)["provider"] == "counting"
+
+
+def test_a_warm_shutdown_is_not_taken_for_a_stall(start_fleet: Callable[..., Fleet]) -> None:
+    """The consumer stops first in a warm shutdown while a long task finishes: the watchdog must let it."""
+    slow = {"class": "tests.support.providers:SlowChat", "options": {"delay_s": 8.0}}
+    settings = {
+        **SETTINGS,
+        "stepper_providers": {**TEST_PROVIDERS, "slow": slow},
+        "stepper_chains": {"chat": ["slow:m"]},
+    }
+    fleet = start_fleet(settings, name="warm", queues=["chat"])
+    running = fleet.app.send_task("stepper.chat", kwargs=HELLO)
+    deadline = time.monotonic() + 30
+    while running.state == "PENDING" and not fleet.redis.llen("test:order") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fleet.app.send_task("stepper.chat", kwargs=HELLO)  # work left waiting while the worker shuts down
+    fleet.worker.process.send_signal(signal.SIGTERM)
+    assert fleet.worker.process.wait(timeout=60) == 0  # warm shutdown, not exit 70 (stall_s is 3 s)
+    assert running.get(timeout=5)["output"]["message"]["content"].endswith("hello")
