@@ -53,6 +53,7 @@ class Watchdog:
         self.queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self.liveness_file = os.environ.get(LIVENESS_FILE_ENV)
         self._not_running_since: float | None = None
+        _last_received[0] = time.monotonic()  # the worker gets a whole stall_s to start consuming
 
     def tick(self) -> None:
         now = time.monotonic()
