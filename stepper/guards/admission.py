@@ -75,8 +75,8 @@ class RedisGuardBackend:
         if client.get_encoder().decode_responses:
             raise ValueError("the guard's Redis client must be made with decode_responses=False")
         self._client = client
-        self._admit = client.register_script(lua.source("admit"))
-        self._cool_down = client.register_script(lua.source("cool_down"))
+        self._admit = lua.script(client, "admit")
+        self._cool_down = lua.script(client, "cool_down")
 
     def admit(
         self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0

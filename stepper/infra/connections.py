@@ -59,6 +59,17 @@ def client_for(url: str) -> Redis:
     return _client(url, os.getpid(), 0.0)
 
 
+def redis_now_ms(client: Redis) -> int:
+    """Redis's clock in milliseconds: the one clock every host of the fleet agrees on."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (stepper's clients answer bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def cache_redis(wait_s: float = 0.0) -> Redis:
     """The result cache's Redis (``stepper_cache["url"]``, else the state Redis). ``wait_s``: how long a command
     waits for a restarting Redis: a worker waits (a result it computed is still stored, so a redelivery finds

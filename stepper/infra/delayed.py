@@ -17,6 +17,7 @@ from kombu.utils import json
 from redis import Redis
 
 from stepper.infra import keys, lua
+from stepper.infra.connections import as_text
 
 #: Entries one claim takes at most; the mover claims again while it gets full batches.
 CLAIM_BATCH = 500
@@ -46,7 +47,7 @@ class DelayedMessage:
 def schedule(client: Redis, message: DelayedMessage, delay_s: float) -> str:
     """Keep ``message`` until ``delay_s`` seconds from now (by Redis's clock); returns the entry's id."""
     entry = uuid.uuid4().hex
-    script = client.register_script(lua.source("delayed_schedule"))
+    script = lua.script(client, "delayed_schedule")
     script(
         keys=[keys.delayed_due(), keys.delayed_messages()], args=[entry, max(0, int(delay_s * 1000)), message.to_json()]
     )
@@ -55,10 +56,10 @@ def schedule(client: Redis, message: DelayedMessage, delay_s: float) -> str:
 
 def claim_due(client: Redis, limit: int = CLAIM_BATCH) -> list[tuple[str, DelayedMessage]]:
     """The due entries, each claimed for CLAIM_LEASE_S: publish them, then call :func:`done`."""
-    script = client.register_script(lua.source("delayed_claim"))
+    script = lua.script(client, "delayed_claim")
     flat = script(keys=[keys.delayed_due(), keys.delayed_messages()], args=[limit, int(CLAIM_LEASE_S * 1000)])
     pairs = zip(flat[::2], flat[1::2], strict=True)
-    return [(_text(entry), DelayedMessage.from_json(raw)) for entry, raw in pairs]
+    return [(as_text(entry), DelayedMessage.from_json(raw)) for entry, raw in pairs]
 
 
 def done(client: Redis, entries: list[str]) -> None:
@@ -73,7 +74,3 @@ def done(client: Redis, entries: list[str]) -> None:
 def pending(client: Redis) -> int:
     """How many delayed messages wait in Redis."""
     return int(client.zcard(keys.delayed_due()))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

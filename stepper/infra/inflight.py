@@ -16,13 +16,14 @@ from typing import cast
 from redis import Redis
 
 from stepper.infra import keys, lua
+from stepper.infra.connections import redis_now_ms
 from stepper.infra.delayed import DelayedMessage
 
 
 def record(client: Redis, task_id: str, message: DelayedMessage) -> None:
     """Journal ``message`` (what ``send_task`` publishes) under ``task_id``, stamped with Redis's clock: one
     round trip. Raises TypeError when an option is not JSON."""
-    script = client.register_script(lua.source("inflight_record"))
+    script = lua.script(client, "inflight_record")
     script(keys=[keys.inflight_since(), keys.inflight_messages()], args=[task_id, message.to_json()])
 
 
@@ -36,8 +37,7 @@ def forget(client: Redis, task_ids: list[str]) -> None:
 
 def older_than(client: Redis, age_s: float, limit: int = 1000) -> list[str]:
     """Journaled task ids published more than ``age_s`` ago (by Redis's clock), oldest first."""
-    seconds, micros = client.time()
-    cutoff = seconds * 1000 + micros // 1000 - int(age_s * 1000)
+    cutoff = redis_now_ms(client) - int(age_s * 1000)
     found = cast(list[bytes], client.zrangebyscore(keys.inflight_since(), "-inf", cutoff, start=0, num=limit))
     return [member.decode() for member in found]
 
@@ -45,8 +45,7 @@ def older_than(client: Redis, age_s: float, limit: int = 1000) -> list[str]:
 def touch(client: Redis, task_ids: list[str]) -> None:
     """Stamp ``task_ids`` as seen now: they are not looked at again before another grace period."""
     if task_ids:
-        seconds, micros = client.time()
-        client.zadd(keys.inflight_since(), dict.fromkeys(task_ids, seconds * 1000 + micros // 1000), xx=True)
+        client.zadd(keys.inflight_since(), dict.fromkeys(task_ids, redis_now_ms(client)), xx=True)
 
 
 def message(client: Redis, task_id: str) -> DelayedMessage | None:

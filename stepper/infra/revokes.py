@@ -14,6 +14,7 @@ from typing import cast
 from redis import Redis
 
 from stepper.infra import keys
+from stepper.infra.connections import redis_now_ms
 
 
 def record(client: Redis, task_ids: Iterable[str], keep_s: float) -> None:
@@ -21,8 +22,7 @@ def record(client: Redis, task_ids: Iterable[str], keep_s: float) -> None:
     ids = list(task_ids)
     if not ids:
         return
-    seconds, micros = client.time()
-    now_ms = seconds * 1000 + micros // 1000
+    now_ms = redis_now_ms(client)
     pipe = client.pipeline(transaction=True)
     pipe.zadd(keys.revoked(), dict.fromkeys(ids, now_ms))
     pipe.zremrangebyscore(keys.revoked(), "-inf", now_ms - int(keep_s * 1000))

@@ -18,6 +18,7 @@ from celery.exceptions import Retry
 from redis import Redis
 
 from stepper.infra import keys
+from stepper.infra.connections import as_text
 
 EventType = Literal["delta", "reset", "done", "error"]
 #: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
@@ -99,12 +100,8 @@ def read_stream(client: Redis, task_id: str, timeout_s: float = 300.0, block_ms:
         for _stream, entries in answer or ():
             for entry_id, fields in entries:
                 last_id = entry_id
-                event = StreamEvent(cast(EventType, _text(fields[b"type"])), _text(fields[b"text"]))
+                event = StreamEvent(cast(EventType, as_text(fields[b"type"])), as_text(fields[b"text"]))
                 yield event
                 if event.type in {"done", "error"}:
                     return
     raise TimeoutError(f"no end of stream for task {task_id} within {timeout_s:g}s")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -30,6 +30,7 @@ import redis
 from redis import Redis
 
 from stepper.infra import keys, lua
+from stepper.infra.connections import as_text
 from stepper.ops.fleet import FleetState, breaker_states, queue_depths
 from stepper.secrets import resolve_secret
 from stepper.settings import AlertSettings
@@ -194,7 +195,7 @@ class RedisAlertStore:
         return bool(self.client.hsetnx(keys.alerts_firing(), key, record))
 
     def firing(self) -> dict[str, str]:
-        return {_text(key): _text(record) for key, record in self.client.hgetall(keys.alerts_firing()).items()}
+        return {as_text(key): as_text(record) for key, record in self.client.hgetall(keys.alerts_firing()).items()}
 
     def clear(self, key: str) -> bool:
         return bool(self.client.hdel(keys.alerts_firing(), key))
@@ -367,10 +368,6 @@ def watch(
         done += 1
         if passes is None or done < passes:
             time.sleep(interval_s)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _slack_escape(text: str) -> str:

@@ -31,6 +31,7 @@ from redis import Redis
 
 from stepper.errors import InvalidRequest
 from stepper.infra import keys, lua
+from stepper.infra.connections import as_text
 from stepper.infra.redaction import contains_redacted, redact
 from stepper.schemas import KINDS, Kind
 from stepper.settings import DeadLetterSettings
@@ -125,9 +126,9 @@ class DeadLetterStore:
         self.clock = clock
         #: entries, index, by-task, replays (see stepper.infra.keys)
         self._keys = keys.dead_letters()
-        self._add = client.register_script(lua.source("dead_letters_drop", "dead_letters_add"))
-        self._remove = client.register_script(lua.source("dead_letters_drop", "dead_letters_remove"))
-        self._record_replay = client.register_script(lua.source("dead_letters_record_replay"))
+        self._add = lua.script(client, "dead_letters_drop", "dead_letters_add")
+        self._remove = lua.script(client, "dead_letters_drop", "dead_letters_remove")
+        self._record_replay = lua.script(client, "dead_letters_record_replay")
 
     def add(  # noqa: PLR0917  (one failure record, field by field)
         self,
@@ -160,7 +161,7 @@ class DeadLetterStore:
                 _EXPIRED_PER_ADD,
             ],
         )
-        return _text(entry_id)
+        return as_text(entry_id)
 
     def get(self, entry_id: str) -> Entry | None:
         pipe = self.client.pipeline(transaction=False)
@@ -300,8 +301,4 @@ def _iso(timestamp: float) -> str:
 
 
 def _members(found: Any) -> builtins.list[str]:
-    return [_text(member) for member in cast(builtins.list[bytes], found)]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return [as_text(member) for member in cast(builtins.list[bytes], found)]

@@ -124,7 +124,7 @@ class ResultCache:
         self.client = client
         self.settings = settings
         self.clock = clock
-        self._probe = client.register_script(lua.source("cache_probe"))
+        self._probe = lua.script(client, "cache_probe")
 
     def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
         """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""

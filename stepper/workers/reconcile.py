@@ -20,7 +20,7 @@ from typing import Any
 from celery import states
 
 from stepper.infra import inflight, keys, revokes
-from stepper.infra.connections import client_for
+from stepper.infra.connections import as_text, client_for, redis_now_ms
 from stepper.ops.fleet import queue_lists
 from stepper.schemas import KINDS
 
@@ -53,9 +53,8 @@ class ReconcileDuty:
         seen = self._in_the_broker(client) & unfinished
         inflight.touch(client, sorted(seen))
         missing = unfinished - seen
-        seconds, micros = client.time()
-        now_ms = seconds * 1000 + micros // 1000
-        suspects = {_text(key): int(value) for key, value in client.hgetall(keys.inflight_suspects()).items()}
+        now_ms = redis_now_ms(client)
+        suspects = {as_text(key): int(value) for key, value in client.hgetall(keys.inflight_suspects()).items()}
         due = sorted(task_id for task_id in missing if now_ms - suspects.get(task_id, now_ms) >= self.interval_s * 1000)
         revoked = revokes.revoked_among(client, due)  # dropped on purpose: never brought back
         inflight.forget(client, sorted(revoked))
@@ -106,7 +105,3 @@ def _task_id(raw: bytes | str, *, wrapped: bool = False) -> str:
         return str((message[0] if wrapped else message)["headers"]["id"])
     except (ValueError, KeyError, TypeError, IndexError):
         return ""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

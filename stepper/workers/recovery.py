@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stepper.infra import keys
+from stepper.infra.connections import as_text, redis_now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,11 @@ class Recovery:
         client = channel.client
         if not client.set(keys.recovery_sweep_lock(), self.hostname.encode(), nx=True, px=int(self.interval_s * 900)):
             return []
-        seconds, micros = client.time()  # Redis's clock: the fleet's hosts may disagree with each other
-        now = seconds + micros / 1e6
+        now = redis_now_ms(client) / 1000  # Redis's clock: the fleet's hosts may disagree with each other
         suspects_key = keys.recovery_suspects(client.info("server")["run_id"])
         leased = self._leased(client)
-        suspects = {_text(tag): float(first) for tag, first in client.hgetall(suspects_key).items()}
-        unacked = {_text(tag) for tag in client.hkeys(channel.unacked_key)}
+        suspects = {as_text(tag): float(first) for tag, first in client.hgetall(suspects_key).items()}
+        unacked = {as_text(tag) for tag in client.hkeys(channel.unacked_key)}
         restored: list[str] = []
         newly_suspect: dict[str, float] = {}
         for tag in unacked - leased:
@@ -111,11 +111,7 @@ class Recovery:
     @staticmethod
     def _leased(client: Any) -> set[str]:
         leases = list(client.scan_iter(match=keys.recovery_lease_pattern(), count=1000))
-        return {_text(tag) for tag in client.sunion(leases)} if leases else set()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return {as_text(tag) for tag in client.sunion(leases)} if leases else set()
 
 
 def _is_stepper_message(raw: bytes | None) -> bool:

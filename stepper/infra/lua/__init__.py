@@ -9,9 +9,19 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from redis import Redis
+from redis.commands.core import Script
+
 
 @cache
 def source(*names: str) -> str:
     """The text of the scripts ``names`` (file names without ``.lua``), joined in order."""
     folder = resources.files(__name__)
     return "\n".join(folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in names)
+
+
+@cache
+def script(client: Redis, *names: str) -> Script:
+    """The scripts ``names`` registered on ``client``, once per client: callers on a hot path (every
+    submission) must not hash the text again at each call. The script loads itself on first use."""
+    return client.register_script(source(*names))
