@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from stepper.batch import load_jobs, submit_many
     from stepper.outcomes.hooks import on_failure, on_success
     from stepper.outcomes.webhooks import verify as verify_webhook
-    from stepper.producer import stream, submit
+    from stepper.producer import cancel, stream, submit
 
 __version__ = "0.1.0"
 
@@ -48,10 +48,13 @@ __all__ = [
     "PRIORITIES",
     "AuthError",
     "BrokerUnavailable",
+    "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
     "ConfigError",
     "ContentRejected",
+    "ContextOverflow",
+    "DeadlineExceeded",
     "DeliveryFailed",
     "InvalidRequest",
     "Kind",
@@ -67,8 +70,10 @@ __all__ = [
     "Unavailable",
     "UnprocessableInput",
     "UnsupportedInput",
+    "UnsupportedParameter",
     "__version__",
     "app",
+    "cancel",
     "load_jobs",
     "on_failure",
     "on_success",
@@ -84,7 +89,7 @@ def __getattr__(name: str) -> Any:
         from stepper.celery import app
 
         return app
-    if name in {"submit", "stream"}:
+    if name in {"submit", "stream", "cancel"}:
         from stepper import producer
 
         return getattr(producer, name)

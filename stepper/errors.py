@@ -8,6 +8,7 @@
     ├── ProviderError                one provider failed one call
     │   ├── RetryableError           worth another try, here or on the next provider
     │   │   ├── Timeout
+    │   │   │   └── FirstTokenTimeout  no first byte within first_token_timeout_s: next provider at once
     │   │   ├── RateLimited          carries retry_after_s
     │   │   ├── Unavailable          5xx, resets, refused connections
     │   │   ├── CircuitOpen          the fleet-wide breaker rejects calls for now
@@ -15,10 +16,15 @@
     │   └── PermanentError           this provider will not serve this request as it is
     │       ├── AuthError            bad or missing credentials: next provider, no breaker trip
     │       ├── UnsupportedInput     this provider cannot do it: next provider
+    │       │   ├── ContextOverflow  too large for this model's context: next provider whose budget fits
+    │       │   └── UnsupportedParameter  the server refuses an optional parameter: retried without it
     │       ├── UnprocessableInput   an engine failed on this one input (crashed, or cannot take it): stops
     │       │                        the chain, and never counts against the provider's breaker
-    │       └── ContentRejected      a safety refusal of the content itself: stops the chain
+    │       └── ContentRejected      a safety refusal of the content itself: stops the chain (or not: a
+    │                                chain's stepper_on_content_filter)
     ├── ChainExhausted               every provider in the chain failed; carries each attempt
+    ├── DeadlineExceeded             the request's deadline_s was spent before an answer; carries each attempt
+    ├── Cancelled                    the task was revoked (stepper.cancel) while it ran; carries each attempt
     ├── PoisonMessage                the task's runs killed their worker max_deliveries times: not run again
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
     └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
@@ -36,9 +42,13 @@ __all__ = [
     "BrokerUnavailable",
     "ChainExhausted",
     "CircuitOpen",
+    "Cancelled",
     "ConfigError",
     "ContentRejected",
+    "ContextOverflow",
+    "DeadlineExceeded",
     "DeliveryFailed",
+    "FirstTokenTimeout",
     "InvalidRequest",
     "PermanentError",
     "PoisonMessage",
@@ -51,6 +61,7 @@ __all__ = [
     "Unavailable",
     "UnprocessableInput",
     "UnsupportedInput",
+    "UnsupportedParameter",
 ]
 
 
@@ -80,6 +91,8 @@ class ProviderError(StepperError):
     trips_breaker = True
     #: Whether the chain must stop here because another provider would fail the same way.
     stops_chain = False
+    #: Whether the same provider may be tried again for this request (else the chain moves on at once).
+    retry_here = True
 
 
 class RetryableError(ProviderError):
@@ -97,6 +110,13 @@ class RetryableError(ProviderError):
 
 class Timeout(RetryableError):
     """The provider did not answer within the configured timeout."""
+
+
+class FirstTokenTimeout(Timeout):
+    """Not one byte of the answer arrived within the provider's ``first_token_timeout_s``: nothing reached the
+    caller yet, so the chain moves on to the next provider at once instead of waiting on this one again."""
+
+    retry_here = False
 
 
 class Unavailable(RetryableError):
@@ -134,6 +154,36 @@ class UnsupportedInput(PermanentError):
     """This provider cannot handle this input (a model, a language, a format); another may."""
 
 
+class ContextOverflow(UnsupportedInput):
+    """The request is larger than this model's context window (the vendor said so, or stepper's estimate).
+    A provider with a larger budget may take it: the chain skips those whose budget is smaller than
+    ``requested_tokens`` (when known) and tries the rest."""
+
+    def __init__(self, message: str, requested_tokens: int | None = None) -> None:
+        super().__init__(message, requested_tokens)
+
+    @property
+    def requested_tokens(self) -> int | None:
+        """Tokens the request needs, as the vendor counted them (or stepper estimated), when known."""
+        value: int | None = self.args[1]
+        return value
+
+
+class UnsupportedParameter(UnsupportedInput):
+    """The server refused an optional parameter stepper sent (``stream_options`` on a strict server,
+    ``temperature`` on a reasoning model). The adapter remembers it fleet-wide and the chain tries the same
+    provider once more without it; a parameter the request cannot do without makes the chain move on."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message, param)
+
+    @property
+    def param(self) -> str:
+        """The top-level request field the server refused, e.g. ``stream_options``."""
+        value: str = self.args[1]
+        return value
+
+
 class UnprocessableInput(PermanentError):
     """An engine failed on this one input: it crashed on it (a segfault, an exception inside the engine) or
     cannot take it. The request fails here: another try would fail the same way, and the failure says nothing
@@ -148,11 +198,24 @@ class ContentRejected(PermanentError):
     stops_chain = True
 
 
-class ChainExhausted(StepperError):
+class _WithAttempts(StepperError):
+    """An end of a task that carries its attempts: one JSON object each (run, provider, model, outcome, error,
+    ms), from every broker run of the task, as in a successful result."""
+
+    def __init__(self, message: str, attempts: list[dict[str, Any]] | None = None, *rest: Any) -> None:
+        super().__init__(message, attempts or [], *rest)
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self.args[1]
+        return value
+
+
+class ChainExhausted(_WithAttempts):
     """Every provider in the chain failed.
 
-    ``attempts`` holds one JSON object per attempt (provider, model, outcome, error, ms); ``retryable`` says
-    whether at least one provider failed only transiently, so that a later try through the broker may succeed.
+    ``retryable`` says whether at least one provider failed only transiently, so that a later try through the
+    broker may succeed.
     """
 
     def __init__(
@@ -162,12 +225,7 @@ class ChainExhausted(StepperError):
         retryable: bool = False,
         retry_after_s: float | None = None,
     ) -> None:
-        super().__init__(message, attempts or [], retryable, retry_after_s)
-
-    @property
-    def attempts(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = self.args[1]
-        return value
+        super().__init__(message, attempts, retryable, retry_after_s)
 
     @property
     def retryable(self) -> bool:
@@ -177,6 +235,16 @@ class ChainExhausted(StepperError):
     def retry_after_s(self) -> float | None:
         value: float | None = self.args[3]
         return value
+
+
+class DeadlineExceeded(_WithAttempts):
+    """The request's ``deadline_s`` (the caller's budget, counted from submission) was spent: no attempt was
+    started that could not finish in time, and none is made through the broker after it."""
+
+
+class Cancelled(_WithAttempts):
+    """The task was revoked (``stepper.cancel``, a gateway client that hung up) while it ran: its vendor call
+    was closed and the task ends ``REVOKED``. The tokens used so far are settled against the rate limits."""
 
 
 class PoisonMessage(StepperError):

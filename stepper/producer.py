@@ -18,11 +18,11 @@ from stepper.families import FAMILIES
 from stepper.infra import tracing
 from stepper.infra.connections import state_redis
 from stepper.infra.logs import CORRELATION_HEADER
-from stepper.infra.streams import StreamEvent, read_stream
+from stepper.infra.streams import RedisStreamSink, StreamEvent, read_stream
 from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import PriorityName
 from stepper.reuse.submitting import cached_result, claim_idempotency_key
-from stepper.schemas import KINDS, Kind
+from stepper.schemas import KINDS, ChatRequest, Kind
 from stepper.schemas.common import TaskRequest
 
 
@@ -104,11 +104,44 @@ def _send(
             return AsyncResult(first, app=app)
         return app.send_task(name, kwargs=request, priority=priority, task_id=task_id, **options)
     if (cached := cached_result(family, parsed, app)) is not None:
-        return EagerResult(str(uuid.uuid4()), cached, "SUCCESS")
+        eager = EagerResult(str(uuid.uuid4()), cached, "SUCCESS")
+        if isinstance(parsed, ChatRequest) and parsed.stream:  # a streaming reader gets the answer at once
+            RedisStreamSink(state_redis(), eager.id).done(cached["output"]["message"]["content"])
+        return eager
     return app.send_task(name, kwargs=request, priority=priority, **options)
 
 
 def stream(task_id: str, timeout_s: float = 300.0) -> Iterator[StreamEvent]:
     """Yield the events of a chat task submitted with ``stream=True``: ``delta`` (text to append), ``reset``
-    (discard the text so far: the answer restarts on another provider), then ``done`` or ``error``."""
-    return read_stream(state_redis(), task_id, timeout_s)
+    (discard the text so far: the answer restarts on another provider), then ``done``, ``error`` or
+    ``cancelled``. A task that ended without writing its stream (revoked before it ran, say) ends it too.
+    Raises ``TimeoutError`` when nothing ends the stream within ``timeout_s``."""
+    from stepper.celery import app
+
+    return read_stream(state_redis(), task_id, timeout_s, ended=lambda: outcome_events(AsyncResult(task_id, app=app)))
+
+
+def outcome_events(result: AsyncResult) -> list[StreamEvent]:
+    """The events that end the stream of a task that has finished (``[]`` while it has not): its answer and
+    ``done``, ``error``, or ``cancelled`` for a revoked task. One read of the result backend."""
+    state = result.state
+    if state == "SUCCESS":
+        value = result.result
+        text = value["output"]["message"]["content"] if isinstance(value, dict) else ""
+        return [StreamEvent("delta", text), StreamEvent("done", "")]
+    if state == "REVOKED":
+        return [StreamEvent("cancelled", str(result.result or "revoked"))]
+    if state == "FAILURE":
+        return [StreamEvent("error", f"{type(result.result).__name__}: {result.result}")]
+    return []
+
+
+def cancel(task_id: str) -> None:
+    """Cancel a task: one that has not started never runs, and one that is running stops cooperatively within
+    about a second (its vendor call is closed; it ends ``REVOKED`` and a streaming reader gets ``cancelled``).
+    Celery's ``revoke``, recorded in Redis so that workers started later honour it too. Raises
+    ``BrokerUnavailable`` when Redis cannot be reached."""
+    from stepper.celery import app
+
+    with _broker_errors(app):
+        app.control.revoke(task_id)

@@ -1,14 +1,16 @@
 """Streaming chat deltas to producers through a Redis Stream keyed by the task id.
 
 The worker appends ``delta`` events as a provider produces text. A provider that fails after its first token
-makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. The
-stream ends with ``done`` or ``error``; the task's own result stays the complete answer or the error.
+makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. Every
+stream ends with ``done``, ``error`` or ``cancelled``; the task's own result stays the complete answer or the
+error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
+the task already finished without writing (revoked before it ran, expired, lost) and ends the stream with it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from redis import Redis
 from stepper.infra import keys
 from stepper.infra.connections import as_text
 
-EventType = Literal["delta", "reset", "done", "error"]
+EventType = Literal["delta", "reset", "done", "error", "cancelled"]
+FINAL_EVENTS: frozenset[EventType] = frozenset({"done", "error", "cancelled"})
 #: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
 MAX_EVENTS = 10_000
 TTL_S = 3600
@@ -65,6 +68,9 @@ class RedisStreamSink:
     def error(self, message: str) -> None:
         self._add("error", message)
 
+    def cancelled(self, reason: str) -> None:
+        self._add("cancelled", reason)
+
     def _add(self, event: EventType, text: str) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
@@ -90,18 +96,34 @@ def task_stream(client: Redis, task_id: str) -> Iterator[RedisStreamSink]:
         current_sink.reset(token)
 
 
-def read_stream(client: Redis, task_id: str, timeout_s: float = 300.0, block_ms: int = 1000) -> Iterator[StreamEvent]:
-    """Yield a task's events from the start until ``done`` or ``error`` (both yielded), or until timeout."""
+def read_stream(
+    client: Redis,
+    task_id: str,
+    timeout_s: float = 300.0,
+    block_ms: int = 1000,
+    ended: Callable[[], list[StreamEvent]] | None = None,
+) -> Iterator[StreamEvent]:
+    """Yield a task's events from the start until ``done``, ``error`` or ``cancelled`` (yielded too).
+
+    ``ended`` is asked after each ``block_ms`` of silence; it returns the events that end a task which finished
+    without writing its stream (``[]`` while it has not finished). Raises ``TimeoutError`` after ``timeout_s``.
+    """
     key = keys.stream(task_id)
     last_id = "0-0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         answer: Any = client.xread({key: last_id}, count=100, block=block_ms)
+        if not answer and ended is not None and (events := ended()):
+            # The task is over; a last read catches events written between the silence and that answer.
+            answer = client.xread({key: last_id}, count=100) or [(key, [])]
+            if not answer[0][1]:
+                yield from events
+                return
         for _stream, entries in answer or ():
             for entry_id, fields in entries:
                 last_id = entry_id
                 event = StreamEvent(cast(EventType, as_text(fields[b"type"])), as_text(fields[b"text"]))
                 yield event
-                if event.type in {"done", "error"}:
+                if event.type in FINAL_EVENTS:
                     return
     raise TimeoutError(f"no end of stream for task {task_id} within {timeout_s:g}s")
