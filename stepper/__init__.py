@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any
 from stepper.errors import (
     AuthError,
     BrokerUnavailable,
+    Cancelled,
     ChainExhausted,
     CircuitOpen,
     ConfigError,
     ContentRejected,
+    ContextOverflow,
+    DeadlineExceeded,
     DeliveryFailed,
+    FirstTokenTimeout,
     InvalidRequest,
     PermanentError,
     PoisonMessage,
@@ -29,6 +33,7 @@ from stepper.errors import (
     Unavailable,
     UnprocessableInput,
     UnsupportedInput,
+    UnsupportedParameter,
 )
 from stepper.priorities import PRIORITIES, PriorityName
 from stepper.schemas import KINDS, Kind
@@ -56,6 +61,7 @@ __all__ = [
     "ContextOverflow",
     "DeadlineExceeded",
     "DeliveryFailed",
+    "FirstTokenTimeout",
     "InvalidRequest",
     "Kind",
     "PermanentError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
@@ -50,7 +50,8 @@ class StepperCelery(Celery):  # type: ignore[misc]
     Every path (``submit``, ``task.delay``, ``send_task`` by name, Celery's own retries) ends in ``send_task``,
     so this is the one place that accepts priority names and gives a message without a priority the
     ``normal`` level (kombu would otherwise file it under 0, the most urgent), that keeps a stepper
-    task's message with a countdown or ETA in Redis until it is due (stepper.infra.delayed), and that journals
+    task's message with a countdown or ETA in Redis until it is due (stepper.infra.delayed), that turns a
+    request's ``deadline_s`` into the message's ``expires``, and that journals
     every family task's message before it is published, so one lost in flight comes back
     (stepper.infra.inflight).
     """
@@ -59,6 +60,11 @@ class StepperCelery(Celery):  # type: ignore[misc]
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         options["priority"] = priority_value(options.get("priority"))
+        deadline_s = (kwargs or {}).get("deadline_s") if name in FAMILY_TASKS else None
+        if isinstance(deadline_s, int | float) and deadline_s > 0 and options.get("expires") is None:
+            # The caller's budget counts from now: a message still queued when it is spent never runs (Celery
+            # marks it REVOKED as expired), and retries keep the same ``expires``.
+            options["expires"] = datetime.now(UTC) + timedelta(seconds=deadline_s)
         delay_s = _delay_s(options.get("countdown"), options.get("eta"))
         if name.startswith("stepper.") and delay_s is not None and delay_s >= MIN_KEPT_DELAY_S:
             kept = self._keep_until_due(name, args, kwargs, options, delay_s)

@@ -7,18 +7,32 @@ Around each provider call, from the outside in (written down once, here):
         -> pybreaker (counts transient failures, opens and closes the circuit)
           -> provider adapter, then validation of its output against the family's model
 
-A transient failure moves on to the next provider once the provider's inline tries are spent; an error
-caused by the request itself stops the chain; a provider that cannot run here is recorded as ``skipped``.
-When every provider failed, ``ChainExhausted`` carries every attempt and says whether a later try could
-succeed (the task then goes back to the broker).
+A transient failure moves on to the next provider once the provider's inline tries are spent (at once when
+no first byte came within ``first_token_timeout_s``); an error caused by the request itself stops the chain;
+a provider that cannot run here is recorded as ``skipped``. What a vendor's error means decides the rest:
+
+- a request too large for a model's context (``ContextOverflow``) moves on, skipping the providers whose
+  budget is smaller than what the vendor counted;
+- an optional parameter the server refused (``UnsupportedParameter``; the adapter remembers it fleet-wide)
+  is tried once more on the same provider without it;
+- a content-filter refusal stops the chain, unless ``stepper_on_content_filter`` says "next" for the kind.
+
+A task's scope (:class:`~stepper.infra.cancellation.TaskScope`) bounds the whole run: a cancelled task ends
+with ``Cancelled`` and a spent ``deadline_s`` with ``DeadlineExceeded``, both carrying the attempts; no
+attempt starts when the time left is shorter than the provider's usual answer time (its median over its
+recent successes in this process). When every provider failed, ``ChainExhausted`` carries every attempt
+and says whether a later try could succeed (the task then goes back to the broker).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
@@ -26,19 +40,25 @@ from pydantic import BaseModel, ValidationError
 from stepper.contracts import Provider, Reply
 from stepper.errors import (
     AuthError,
+    Cancelled,
     ChainExhausted,
     CircuitOpen,
+    ContentRejected,
+    ContextOverflow,
+    DeadlineExceeded,
     InvalidRequest,
     PermanentError,
     RateLimited,
     RetryableError,
     TruncatedOutput,
+    UnsupportedParameter,
 )
 from stepper.families import Family
 from stepper.guards.admission import Limits
 from stepper.guards.backoff import wait_before_retry
 from stepper.guards.breaker import ProviderGuard
 from stepper.infra import metrics, tracing
+from stepper.infra.cancellation import TaskScope, current_task
 from stepper.infra.logs import log_context
 from stepper.registry import Registry, unavailable_reason
 from stepper.schemas import Attempt, Kind, Outcome, TaskResult, describe_validation_error
@@ -49,6 +69,10 @@ log = logging.getLogger(__name__)
 MOCK = "mock"
 MOCK_SETTINGS = ProviderSettings.model_validate({"name": MOCK, "class": "stepper.providers.mock:MockProvider"})
 RETRYABLE_OUTCOMES: frozenset[Outcome] = frozenset({"retryable_error", "rate_limited", "circuit_open"})
+#: Optional parameters one provider may have refused in one task before the chain moves on.
+MAX_REFUSED_PARAMETERS = 3
+#: Successful answers per provider and model the usual answer time is the median of.
+LATENCY_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,31 @@ class Link:
     skip_reason: str | None = None
 
 
+@dataclass
+class _Run:
+    """One run of one chain: its scope and what it learnt so far."""
+
+    kind: Kind
+    scope: TaskScope
+    attempts: list[Attempt] = field(default_factory=list)
+    retry_after_hints: list[float] = field(default_factory=list)
+    #: Tokens the request needs, once a vendor counted them in a context-overflow error.
+    needs_tokens: int | None = None
+    skipped_for_deadline: bool = False
+
+    def dumped(self) -> list[dict[str, object]]:
+        return [attempt.model_dump(mode="json") for attempt in self.attempts]
+
+    def check_live(self) -> None:
+        """Raise ``Cancelled`` or ``DeadlineExceeded`` when the task must not start another attempt."""
+        if self.scope.cancelled:
+            raise Cancelled(f"the task was cancelled ({self.scope.reason or 'revoked'})", self.dumped())
+        if self.scope.remaining_s() == 0:
+            raise DeadlineExceeded(
+                f"the request's deadline_s was spent after {len(self.attempts)} attempt(s)", self.dumped()
+            )
+
+
 class ChainExecutor:
     """Resolves and runs chains for one worker process; provider instances are made once and reused."""
 
@@ -69,13 +118,14 @@ class ChainExecutor:
         settings: StepperSettings,
         registry: Registry,
         guard: ProviderGuard,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._guard = guard
         self._sleep = sleep
         self._instances: dict[tuple[Kind, str], Provider] = {}
+        self._latencies: dict[tuple[Kind, str, str], deque[float]] = {}
 
     def resolve_chain(self, kind: Kind, requested_model: str | None = None) -> list[Link]:
         """The links to try for ``kind`` in this mode, optionally only those serving ``requested_model``."""
@@ -88,82 +138,171 @@ class ChainExecutor:
             links.append(Link(MOCK, entries[0].model, self._mock_settings()))
         return links
 
-    def run(self, family: Family, request: BaseModel) -> TaskResult:
+    def run(self, family: Family, request: BaseModel, scope: TaskScope | None = None) -> TaskResult:
+        """The first valid answer along the chain.
+
+        ``scope`` is the task's (cancellation, deadline); none: a run that is never cancelled and has no
+        deadline. Raises ``InvalidRequest`` or a chain-stopping ``PermanentError``, ``Cancelled``,
+        ``DeadlineExceeded`` or ``ChainExhausted``, each of the last three carrying the attempts.
+        """
+        run = _Run(family.kind, scope or TaskScope())
+        token = current_task.set(run.scope)  # the HTTP layer cuts calls by it
+        try:
+            return self._run(family, request, run)
+        finally:
+            current_task.reset(token)
+
+    def _run(self, family: Family, request: BaseModel, run: _Run) -> TaskResult:
         started = time.monotonic()
-        attempts: list[Attempt] = []
-        retry_after_hints: list[float] = []
         for link in self.resolve_chain(family.kind, getattr(request, "model", None)):
-            if link.skip_reason is not None:
-                attempts.append(
-                    Attempt(provider=link.name, model=link.model, outcome="skipped", error=link.skip_reason, ms=0)
+            run.check_live()
+            skip_reason = link.skip_reason or self._too_small(link, run) or self._too_slow(link, run)
+            if skip_reason is not None:
+                run.attempts.append(
+                    Attempt(provider=link.name, model=link.model, outcome="skipped", error=skip_reason, ms=0)
                 )
                 continue
             context = log_context.set({**log_context.get(), "provider": link.name})
             try:
                 with tracing.span("stepper.provider", {"stepper.provider": link.name, "stepper.model": link.model}):
-                    reply = self._try_provider(family, request, link, attempts, retry_after_hints)
+                    reply = self._try_provider(family, request, link, run)
             finally:
                 log_context.reset(context)
             if reply is not None:
-                metrics.record_reply(family.kind, link.name, attempts[0].provider if attempts else None, reply.usage)
+                first = run.attempts[0].provider if run.attempts else None
+                metrics.record_reply(family.kind, link.name, first, reply.usage)
                 return TaskResult(
                     kind=family.kind,
                     output=reply.output.model_dump(mode="json"),
                     provider=link.name,
                     model=link.model,
-                    attempts=attempts,
+                    attempts=run.attempts,
                     elapsed_ms=round((time.monotonic() - started) * 1000, 3),
                     usage=reply.usage,
                 )
-        raise self._exhausted(family.kind, attempts, retry_after_hints)
+        if run.skipped_for_deadline or run.scope.remaining_s() == 0:
+            raise DeadlineExceeded(
+                f"no provider in the {family.kind} chain could answer within the request's deadline_s: "
+                f"{_summary(run.attempts)}",
+                run.dumped(),
+            )
+        raise self._exhausted(family.kind, run)
 
-    def _try_provider(
-        self, family: Family, request: BaseModel, link: Link, attempts: list[Attempt], retry_after_hints: list[float]
-    ) -> Reply[BaseModel] | None:
+    def _try_provider(self, family: Family, request: BaseModel, link: Link, run: _Run) -> Reply[BaseModel] | None:
         """Up to ``attempts_per_provider`` tries; the reply, or None to move on to the next provider."""
         retry = self._settings.retry
         limits = Limits(rpm=link.settings.rpm, tpm=link.settings.tpm)
         tokens = family.estimate_tokens(request) if link.settings.tpm else 0
-        for try_number in range(retry.attempts_per_provider):
+        tries = refused_parameters = 0
+        while tries < retry.attempts_per_provider:
+            run.check_live()
             started = time.monotonic()
-
-            def record(outcome: Outcome, error: BaseException | None = None, started: float = started) -> None:
-                attempts.append(_attempt(link, outcome, started, error))
-                metrics.record_attempt(family.kind, link.name, outcome, attempts[-1].ms)
-
             try:
                 reply = self._guard.call(link.name, limits, tokens, lambda: self._invoke(family, request, link))
             except SoftTimeLimitExceeded:
                 raise
-            except (InvalidRequest, PermanentError) as exc:
-                stops_chain = isinstance(exc, InvalidRequest) or exc.stops_chain
-                record("rejected" if stops_chain else "permanent_error", exc)
-                if stops_chain:
-                    raise
-                if isinstance(exc, AuthError):
-                    log.error("%s rejected our credentials: %s; check its key", link.name, exc)
-                return None
-            except CircuitOpen as exc:
-                record("circuit_open", exc)
-                retry_after_hints.append(self._settings.breaker.reset_timeout_s)
-                return None
-            except RetryableError as exc:
-                record("rate_limited" if isinstance(exc, RateLimited) else "retryable_error", exc)
-                if exc.retry_after_s is not None:
-                    retry_after_hints.append(exc.retry_after_s)
-                wait_s = wait_before_retry(try_number, exc.retry_after_s, retry.backoff_base_s, retry.backoff_cap_s)
-                if try_number + 1 == retry.attempts_per_provider or wait_s > retry.max_inline_wait_s:
+            except Exception as exc:  # noqa: BLE001  (judged: recorded, then raised, retried or moved on from)
+                verdict = self._judge(family, link, run, exc, started)
+                if verdict == "again":  # the adapter leaves the refused parameter out now: not a try of its own
+                    refused_parameters += 1
+                    if refused_parameters > MAX_REFUSED_PARAMETERS:
+                        return None
+                    continue
+                if verdict == "next":
                     return None
-                self._sleep(wait_s)
-            except Exception as exc:
-                # An adapter bug must not take the whole chain down: record it, log it, try the next one.
-                log.exception("provider %s failed unexpectedly", link.name)
-                record("permanent_error", exc)
-                return None
+                tries += 1
+                hint = exc.retry_after_s if isinstance(exc, RetryableError) else None
+                wait_s = wait_before_retry(tries - 1, hint, retry.backoff_base_s, retry.backoff_cap_s)
+                remaining_s = run.scope.remaining_s()
+                if (
+                    tries == retry.attempts_per_provider
+                    or wait_s > retry.max_inline_wait_s
+                    or (remaining_s is not None and wait_s >= remaining_s)
+                ):
+                    return None
+                (self._sleep or run.scope.sleep)(wait_s)
             else:
-                record("ok")
+                self._record(link, run, "ok", started)
+                self._latency(family.kind, link).append(run.attempts[-1].ms / 1000)
                 return reply
         return None
+
+    def _judge(
+        self, family: Family, link: Link, run: _Run, exc: Exception, started: float
+    ) -> Literal["retry", "again", "next"]:
+        """Record a failed attempt and decide: retry this provider, try it ``again`` at once (a refused
+        optional parameter), or move on to the ``next``. Raises what ends the chain here."""
+        if isinstance(exc, Cancelled | DeadlineExceeded):
+            self._record(link, run, "cancelled" if isinstance(exc, Cancelled) else "deadline", started, exc)
+            raise type(exc)(str(exc), run.dumped()) from None
+        if isinstance(exc, UnsupportedParameter):
+            self._record(link, run, "unsupported_parameter", started, exc)
+            return "again"
+        if isinstance(exc, ContextOverflow):
+            self._record(link, run, "too_large", started, exc)
+            if exc.requested_tokens:
+                run.needs_tokens = max(run.needs_tokens or 0, exc.requested_tokens)
+            return "next"
+        if isinstance(exc, InvalidRequest | PermanentError):
+            stops_chain = isinstance(exc, InvalidRequest) or (exc.stops_chain and not self._moves_on(family, exc))
+            self._record(link, run, "rejected" if stops_chain else "permanent_error", started, exc)
+            if stops_chain:
+                raise exc
+            if isinstance(exc, AuthError):
+                log.error("%s rejected our credentials: %s; check its key", link.name, exc)
+            return "next"
+        if isinstance(exc, CircuitOpen):
+            self._record(link, run, "circuit_open", started, exc)
+            run.retry_after_hints.append(self._settings.breaker.reset_timeout_s)
+            return "next"
+        if isinstance(exc, RetryableError):
+            outcome: Outcome = "rate_limited" if isinstance(exc, RateLimited) else "retryable_error"
+            self._record(link, run, outcome, started, exc)
+            if exc.retry_after_s is not None:
+                run.retry_after_hints.append(exc.retry_after_s)
+            return "retry" if exc.retry_here else "next"
+        # An adapter bug must not take the whole chain down: record it, log it, try the next one.
+        log.error("provider %s failed unexpectedly", link.name, exc_info=exc)
+        self._record(link, run, "permanent_error", started, exc)
+        return "next"
+
+    @staticmethod
+    def _record(link: Link, run: _Run, outcome: Outcome, started: float, error: BaseException | None = None) -> None:
+        run.attempts.append(_attempt(link, outcome, started, error))
+        metrics.record_attempt(run.kind, link.name, outcome, run.attempts[-1].ms)
+
+    def _moves_on(self, family: Family, exc: PermanentError) -> bool:
+        """Whether a chain-stopping refusal moves on instead, as the deployment chose for this kind."""
+        return isinstance(exc, ContentRejected) and self._settings.on_content_filter.get(family.kind) == "next"
+
+    def _too_small(self, link: Link, run: _Run) -> str | None:
+        """Why ``link`` cannot take a request a vendor already counted as too large, if it cannot."""
+        if run.needs_tokens is None:
+            return None
+        budget = link.settings.budget_for(link.model)
+        context = budget.input_tokens + budget.output_tokens
+        if context >= run.needs_tokens:
+            return None
+        return f"its budget of {context} tokens is smaller than the {run.needs_tokens} this request needs"
+
+    def _too_slow(self, link: Link, run: _Run) -> str | None:
+        """Why ``link`` cannot answer within the deadline left, judging by its recent answers, if it cannot."""
+        remaining_s = run.scope.remaining_s()
+        samples = self._latency(run.kind, link)
+        if remaining_s is None or not samples:
+            return None
+        usual_s = statistics.median(samples)
+        if usual_s <= remaining_s:
+            return None
+        run.skipped_for_deadline = True
+        return f"it usually answers in {usual_s:.2f}s and {remaining_s:.2f}s of deadline_s is left"
+
+    def _latency(self, kind: Kind, link: Link) -> deque[float]:
+        """Durations of ``link``'s last successful answers in this process (seconds)."""
+        key = (kind, link.name, link.model)
+        if key not in self._latencies:
+            self._latencies[key] = deque(maxlen=LATENCY_SAMPLES)
+        return self._latencies[key]
 
     def _invoke(self, family: Family, request: BaseModel, link: Link) -> Reply[BaseModel]:
         provider = self._instance(family.kind, link)
@@ -210,15 +349,18 @@ class ChainExecutor:
         return self._settings.providers.get(MOCK, MOCK_SETTINGS)
 
     @staticmethod
-    def _exhausted(kind: Kind, attempts: list[Attempt], retry_after_hints: list[float]) -> ChainExhausted:
-        retryable = any(attempt.outcome in RETRYABLE_OUTCOMES for attempt in attempts)
-        summary = "; ".join(f"{a.provider}:{a.model} {a.outcome} ({a.error})" for a in attempts) or "empty chain"
+    def _exhausted(kind: Kind, run: _Run) -> ChainExhausted:
+        retryable = any(attempt.outcome in RETRYABLE_OUTCOMES for attempt in run.attempts)
         return ChainExhausted(
-            f"every provider in the {kind} chain failed: {summary}",
-            [attempt.model_dump(mode="json") for attempt in attempts],
+            f"every provider in the {kind} chain failed: {_summary(run.attempts)}",
+            run.dumped(),
             retryable,
-            min(retry_after_hints) if retry_after_hints else None,
+            min(run.retry_after_hints) if run.retry_after_hints else None,
         )
+
+
+def _summary(attempts: list[Attempt]) -> str:
+    return "; ".join(f"{a.provider}:{a.model} {a.outcome} ({a.error})" for a in attempts) or "empty chain"
 
 
 def _attempt(link: Link, outcome: Outcome, started: float, error: BaseException | None) -> Attempt:

@@ -99,6 +99,7 @@ MERGED_SETTINGS = (
     "stepper_chains",
     "stepper_breaker",
     "stepper_retry",
+    "stepper_on_content_filter",
     "stepper_images",
     "stepper_artifacts",
     "stepper_cache",
@@ -135,7 +136,16 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
         }
         given = {
             field: config[f"stepper_{field}"]
-            for field in ("mode", "key_namespace", "state_url", "visibility_timeout_s", "breaker", "retry")
+            for field in (
+                "mode",
+                "key_namespace",
+                "state_url",
+                "visibility_timeout_s",
+                "breaker",
+                "retry",
+                "on_content_filter",
+                "capability_ttl_s",
+            )
             if config.get(f"stepper_{field}") is not None
         }
         settings = StepperSettings(

@@ -40,9 +40,9 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BrokerUnavailable",
+    "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
-    "Cancelled",
     "ConfigError",
     "ContentRejected",
     "ContextOverflow",
@@ -198,12 +198,11 @@ class ContentRejected(PermanentError):
     stops_chain = True
 
 
-class _WithAttempts(StepperError):
-    """An end of a task that carries its attempts: one JSON object each (run, provider, model, outcome, error,
-    ms), from every broker run of the task, as in a successful result."""
+class _CarriesAttempts:
+    """The ``attempts`` of an error that ends a task: one JSON object each (run, provider, model, outcome,
+    error, ms), from every broker run of the task, as in a successful result; kept in ``args[1]``."""
 
-    def __init__(self, message: str, attempts: list[dict[str, Any]] | None = None, *rest: Any) -> None:
-        super().__init__(message, attempts or [], *rest)
+    args: tuple[Any, ...]
 
     @property
     def attempts(self) -> list[dict[str, Any]]:
@@ -211,7 +210,7 @@ class _WithAttempts(StepperError):
         return value
 
 
-class ChainExhausted(_WithAttempts):
+class ChainExhausted(StepperError, _CarriesAttempts):
     """Every provider in the chain failed.
 
     ``retryable`` says whether at least one provider failed only transiently, so that a later try through the
@@ -225,7 +224,7 @@ class ChainExhausted(_WithAttempts):
         retryable: bool = False,
         retry_after_s: float | None = None,
     ) -> None:
-        super().__init__(message, attempts, retryable, retry_after_s)
+        super().__init__(message, attempts or [], retryable, retry_after_s)
 
     @property
     def retryable(self) -> bool:
@@ -237,14 +236,23 @@ class ChainExhausted(_WithAttempts):
         return value
 
 
-class DeadlineExceeded(_WithAttempts):
+class DeadlineExceeded(StepperError, _CarriesAttempts):
     """The request's ``deadline_s`` (the caller's budget, counted from submission) was spent: no attempt was
     started that could not finish in time, and none is made through the broker after it."""
 
+    def __init__(self, message: str, attempts: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, attempts or [])
 
-class Cancelled(_WithAttempts):
+
+class Cancelled(StepperError, _CarriesAttempts):
     """The task was revoked (``stepper.cancel``, a gateway client that hung up) while it ran: its vendor call
     was closed and the task ends ``REVOKED``. The tokens used so far are settled against the rate limits."""
+
+    def __init__(self, message: str, attempts: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, attempts or [])
+        #: Tokens the cut call used so far (``input_tokens``, ``output_tokens``), as the adapter estimated
+        #: them; settled against the provider's tokens-per-minute limit. In-process only: not serialised.
+        self.partial_usage: dict[str, int] = {}
 
 
 class PoisonMessage(StepperError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stepper.schemas import KINDS, Kind
 
@@ -65,7 +65,7 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "kinds": ["chat", "report"],
         "api_key_env": "HF_TOKEN",
         "models": ["space"],
-        "timeout_s": 120,  # a sleeping Space takes a while to wake
+        "first_token_timeout_s": 120,  # a sleeping Space takes a while to wake
     },
     "tesseract": {"class": "stepper.providers.tesseract:TesseractProvider", "kinds": ["ocr"]},
     "opencv": {"class": "stepper.providers.opencv:OpenCvProvider", "kinds": ["steps", "vision"]},
@@ -119,8 +119,12 @@ class ProviderSettings(_Settings):
     base_url: str | None = None
     api_key_env: str | None = None
     models: tuple[str, ...] = ()
-    timeout_s: float = Field(default=30.0, gt=0)
+    #: Deadlines of one call, in seconds: to connect; to the first byte of the answer (the headers of a plain
+    #: answer, the first text of a stream), which also bounds any silence after it; and for the whole call.
+    #: Missing the first-token deadline moves the chain on to the next provider at once.
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=120.0, gt=0)
     rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
     tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
     #: LLMs: the token budget of a model not listed in ``budgets``, and per-model budgets.
@@ -130,6 +134,16 @@ class ProviderSettings(_Settings):
 
     def budget_for(self, model: str) -> TokenBudget:
         return self.budgets.get(model, self.budget)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_s_was_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout_s" in data:
+            raise ValueError(
+                "timeout_s was split in two: first_token_timeout_s (the wait for the first byte of the answer, "
+                "and the longest silence after it) and total_timeout_s (the whole call); rename it"
+            )
+        return data
 
 
 class ChainEntry(_Settings):
@@ -337,6 +351,11 @@ class StepperSettings(_Settings):
     visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0)
     breaker: BreakerSettings = BreakerSettings()
     retry: RetrySettings = RetrySettings()
+    #: What a chain does when a provider refuses the content itself (a safety filter): "stop" (the next
+    #: provider would refuse too) or "next" (try it). Per kind; kinds left out stop.
+    on_content_filter: dict[Kind, Literal["stop", "next"]] = Field(default_factory=dict)
+    #: How long the fleet remembers that a provider's model refused an optional parameter (seconds).
+    capability_ttl_s: float = Field(default=24 * 3600, gt=0)
     images: ImageSettings = ImageSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     cache: CacheSettings = CacheSettings()

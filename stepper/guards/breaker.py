@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import pybreaker
@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.contracts import Reply
-from stepper.errors import CircuitOpen, ConfigError, ProviderError, RateLimited, StepperError
+from stepper.errors import Cancelled, CircuitOpen, ConfigError, ProviderError, RateLimited, StepperError
 from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
 from stepper.infra import metrics
 from stepper.settings import BreakerSettings
@@ -86,14 +86,21 @@ class ProviderGuard:
             if exc.retry_after_s:  # the vendor said how long: nobody in the fleet calls it before then
                 self._cool_down(provider, min(exc.retry_after_s, self._max_cooldown_s))
             raise
+        except Cancelled as exc:  # a call cut short used part of what it reserved
+            self._settle(provider, limits, tokens, exc.partial_usage)
+            raise
         finally:
             storage.unprime()
-        if limits.tpm:
-            used = reply.usage.get("input_tokens", 0) + reply.usage.get("output_tokens", 0)
-            if used:
-                with self._overspent_lock:
-                    self._overspent[provider] = self._overspent.get(provider, 0) + used - tokens
+        self._settle(provider, limits, tokens, reply.usage)
         return reply
+
+    def _settle(self, provider: str, limits: Limits, reserved: int, usage: Mapping[str, int]) -> None:
+        """Charge (or refund) the difference between the tokens reserved and those the vendor says it used;
+        settled in the next admission's script."""
+        used = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+        if limits.tpm and used:
+            with self._overspent_lock:
+                self._overspent[provider] = self._overspent.get(provider, 0) + used - reserved
 
     def _admit(self, provider: str, limits: Limits, tokens: int) -> Admission | None:
         """Ask the backend, waiting out short rate-limit waits. None: the backend is down, call unguarded."""

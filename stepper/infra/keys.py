@@ -7,11 +7,13 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:{<provider>}:probe                the half-open probe's lease (one trial call fleet-wide)
     <ns>:{<provider>}:rpm | :tpm           rate-limit token buckets (hash: tokens, ts)
     <ns>:{<provider>}:cooldown             set for as long as the provider's Retry-After asked the fleet to wait
+    <ns>:{<provider>}:refused:<model>      optional parameters the provider's model refused (set, expires)
     <ns>:cache:<kind>:<digest>             a cached result; +":flight" its computation's claim, +":refreshing"
     <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
     <ns>:dlq:entries | index | by-task | replays   the dead-letter store
     <ns>:deliveries:<task id>              redelivered runs of a task that did not end (poison messages)
+    <ns>:attempts:<task id>                the attempts of a task's earlier broker runs (list, one JSON per run)
     <ns>:delayed:due | messages            messages with a countdown or ETA, kept until due (entry id -> due ms, JSON)
     <ns>:revoked                           revoked task ids, scored by the time of the revoke (ms)
     <ns>:inflight:since | messages         published task messages not finished yet (task id -> ms, JSON)
@@ -57,6 +59,10 @@ def rate_bucket(provider: str, limit: str) -> str:
 
 def cooldown(provider: str) -> str:
     return f"{provider_base(provider)}:cooldown"
+
+
+def refused_parameters(provider: str, model: str) -> str:
+    return f"{provider_base(provider)}:refused:{model}"
 
 
 def breaker_state_pattern() -> str:
@@ -108,6 +114,10 @@ def dead_letters() -> tuple[str, str, str, str]:
 
 def dead_letter_index() -> str:
     return dead_letters()[1]
+
+
+def attempts(task_id: str) -> str:
+    return f"{namespace()}:attempts:{task_id}"
 
 
 def deliveries(task_id: str) -> str:

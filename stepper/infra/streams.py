@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
-from celery.exceptions import Retry
 from redis import Redis
 
 from stepper.infra import keys
@@ -76,24 +74,6 @@ class RedisStreamSink:
         pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
         pipe.expire(self._key, TTL_S)
         pipe.execute()
-
-
-@contextmanager
-def task_stream(client: Redis, task_id: str) -> Iterator[RedisStreamSink]:
-    """Stream the deltas of the chat task running inside this block; it ends with ``error`` if the task
-    fails, or with ``reset`` if the task goes back to the broker (the next run streams again)."""
-    sink = RedisStreamSink(client, task_id)
-    token = current_sink.set(sink)
-    try:
-        yield sink
-    except Retry:
-        sink.reset("every provider failed for now; the task will run again")
-        raise
-    except Exception as exc:
-        sink.error(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        current_sink.reset(token)
 
 
 def read_stream(

@@ -1,4 +1,5 @@
-"""Every final failure goes to the dead-letter store (:mod:`stepper.ops.deadletters`), its secrets redacted."""
+"""Every final failure goes to the dead-letter store (:mod:`stepper.ops.deadletters`), its secrets redacted;
+a cancelled task does not: its caller asked for the end."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stepper.errors import ChainExhausted
+from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded
 from stepper.infra.redaction import Redactor, configured_secrets
 from stepper.ops.deadletters import open_store
 from stepper.outcomes.base import OutcomeListener, RequestLike
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 class DeadLetterListener(OutcomeListener):
     def failed(self, task_id: str, kind: str, request: RequestLike, error: BaseException, retries: int) -> None:
-        attempts = error.attempts if isinstance(error, ChainExhausted) else []
+        if isinstance(error, Cancelled):
+            return
+        attempts = error.attempts if isinstance(error, ChainExhausted | DeadlineExceeded) else []
         dead_letter(task_id, kind, request, error, attempts, retries)
 
 

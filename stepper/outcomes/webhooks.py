@@ -6,7 +6,7 @@ POSTs this JSON body::
 
     {"event": "task.succeeded" | "task.failed",
      "task_id": "<the family task's id>", "kind": "chat",
-     "status": "SUCCESS" | "FAILURE",
+     "status": "SUCCESS" | "FAILURE" | "REVOKED",           # REVOKED: cancelled while it ran
      "result": <the task's result envelope> | null,          # on success
      "error": {"type": "ChainExhausted", "message": "..."} | null,  # on failure
      "sent_at": "2025-01-31T12:00:00.123Z"}                  # when the outcome was recorded (UTC)
@@ -50,7 +50,7 @@ import requests
 from pydantic import BaseModel
 
 from stepper.config import current_settings
-from stepper.errors import ConfigError, DeliveryFailed, InvalidRequest
+from stepper.errors import Cancelled, ConfigError, DeliveryFailed, InvalidRequest
 from stepper.guards.backoff import full_jitter
 from stepper.infra.net import BlockedAddress, Network, blocked_reason, parse_networks, process_session
 from stepper.outcomes.base import OutcomeListener, RequestLike
@@ -181,7 +181,7 @@ def outcome_payload(task_id: str, kind: str, result: Any = None, error: BaseExce
         "event": "task.failed" if failed else "task.succeeded",
         "task_id": task_id,
         "kind": kind,
-        "status": "FAILURE" if failed else "SUCCESS",
+        "status": "REVOKED" if isinstance(error, Cancelled) else "FAILURE" if failed else "SUCCESS",
         "result": None if failed else result,
         "error": {"type": type(error).__name__, "message": str(error)} if error is not None else None,
         "sent_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from stepper.errors import AuthError, InvalidRequest, ProviderError, TruncatedOutput, Unavailable
-from stepper.providers.http import HttpClient, vendor_message
+from stepper.errors import AuthError, ProviderError, TruncatedOutput, Unavailable
+from stepper.providers.http import HttpClient
 from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 
 #: ``ChatFinishReason`` of API v2. TOOL_CALL (we send no tools), ERROR and TIMEOUT mean no usable answer.
@@ -28,14 +28,14 @@ class CohereHttpClient(HttpClient):
     and SDK, 402 (billing) and 498 (invalid token) are about the account, and 499 (request cancelled) is
     worth retrying."""
 
-    def error_for(self, response: requests.Response) -> ProviderError | InvalidRequest:
+    def error_for(self, response: requests.Response) -> ProviderError:
+        error = super().error_for(response)
         status = response.status_code
-        message = f"{self.name} answered {status}: {self.redact(vendor_message(response))}"
         if status in {402, 498}:
-            return AuthError(f"{message}; check the key in {self.name}'s api_key_env and its billing")
+            return AuthError(f"{error}; check the key in {self.name}'s api_key_env and its billing")
         if status == 499:
-            return Unavailable(message)
-        return super().error_for(response)
+            return Unavailable(str(error))
+        return error
 
 
 class CohereProvider(LlmProvider):

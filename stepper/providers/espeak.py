@@ -59,11 +59,11 @@ class EspeakProvider(Provider):
                     [*arguments, "-w", str(path)],
                     input=request.text.encode("utf-8"),
                     capture_output=True,
-                    timeout=self.settings.timeout_s,
+                    timeout=self.settings.total_timeout_s,
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                raise Timeout(f"espeak-ng took longer than {self.settings.timeout_s:g}s") from None
+                raise Timeout(f"espeak-ng took longer than {self.settings.total_timeout_s:g}s") from None
             if done.returncode < 0:
                 # Killed by a signal (a segfault on this text): the next request is served as before.
                 crash = signal.Signals(-done.returncode).name

@@ -14,15 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-from stepper.errors import (
-    AuthError,
-    ContentRejected,
-    InvalidRequest,
-    ProviderError,
-    RetryableError,
-    TruncatedOutput,
-    UnsupportedInput,
-)
+from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
 from stepper.providers.http import HttpClient, parse_retry_after
 from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
 
@@ -39,21 +31,15 @@ ROLES = {"user": "user", "assistant": "model"}
 
 
 class GoogleHttpClient(HttpClient):
-    """Reads Google's structured error details, which the status code alone misreports for stepper."""
+    """Reads Google's retry hint: a 429 carries google.rpc.RetryInfo ``{"retryDelay": "36.5s"}`` in its
+    details rather than a Retry-After header. (What its errors mean, ``API_KEY_INVALID`` in a 400 included,
+    is read by :mod:`stepper.providers.vendor_errors`.)"""
 
-    def error_for(self, response: requests.Response) -> ProviderError | InvalidRequest:
+    def error_for(self, response: requests.Response) -> ProviderError:
         error = super().error_for(response)
-        body = _error_body(response)
-        details = [item for item in body.get("details") or () if isinstance(item, dict)]
-        if isinstance(error, InvalidRequest):
-            # Google answers a bad key with 400 INVALID_ARGUMENT; it is a credential problem, not the caller's input.
-            if any(item.get("reason") == "API_KEY_INVALID" for item in details):
-                return AuthError(f"{error}; check the key in {self.name}'s api_key_env")
-            if body.get("status") == "FAILED_PRECONDITION":  # e.g. "User location is not supported for the API use."
-                return UnsupportedInput(str(error))
+        details = [item for item in _error_body(response).get("details") or () if isinstance(item, dict)]
         delays = [item["retryDelay"] for item in details if isinstance(item.get("retryDelay"), str)]
         if delays and isinstance(error, RetryableError) and error.retry_after_s is None:
-            # 429s carry google.rpc.RetryInfo {"retryDelay": "36.5s"} rather than a Retry-After header.
             return type(error)(str(error), parse_retry_after(delays[0].removesuffix("s")))
         return error
 

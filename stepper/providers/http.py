@@ -1,11 +1,18 @@
-"""The HTTP plumbing every remote adapter shares: pooled sessions, timeouts, error mapping, SSE streams.
+"""The HTTP plumbing every remote adapter shares: pooled sessions, deadlines, error mapping, SSE streams.
 
 An adapter builds a vendor request and reads a vendor answer; everything between is here, written once:
 one ``requests.Session`` per worker process with a pool sized to the worker's concurrency, the environment's
-proxy, CA bundle and netrc settings read once per provider rather than on every call, connect and read
-timeouts from the provider's settings, and HTTP statuses, network failures and unreadable bodies mapped onto
-:mod:`stepper.errors`. The provider's key never appears in an error, because request URLs are not quoted
-and any text echoed by the vendor is redacted first.
+proxy, CA bundle and netrc settings read once per provider rather than on every call, and HTTP statuses,
+network failures and unreadable bodies mapped onto :mod:`stepper.errors`. The provider's key never appears
+in an error, because request URLs are not quoted and any text echoed by the vendor is redacted first.
+
+Deadlines, per provider: ``connect_timeout_s``; ``first_token_timeout_s``, the longest wait for the first
+byte of the answer (the response headers of a plain call, the first text of a stream, which the adapter
+reports with :meth:`HttpClient.answer_started`) and the longest silence after it; ``total_timeout_s`` for
+the whole call; and the task's own deadline and cancellation. Each call runs in a
+:class:`~stepper.infra.cancellation.CallScope`, so a call past a deadline or cancelled is cut at once
+(:mod:`stepper.providers.transport`) and raises ``FirstTokenTimeout``, ``Timeout``, ``DeadlineExceeded`` or
+``Cancelled``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cache
@@ -22,19 +30,28 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, get_netrc_auth
+from urllib3.exceptions import ReadTimeoutError
 
 from stepper.errors import (
     AuthError,
-    InvalidRequest,
+    Cancelled,
+    ContentRejected,
+    ContextOverflow,
+    DeadlineExceeded,
+    FirstTokenTimeout,
     ProviderError,
     RateLimited,
     Timeout,
     TruncatedOutput,
     Unavailable,
     UnsupportedInput,
+    UnsupportedParameter,
 )
 from stepper.infra import tracing
+from stepper.infra.cancellation import CallScope, TaskScope, current_call, current_task
 from stepper.infra.redaction import Redactor
+from stepper.providers.transport import CuttableAdapter
+from stepper.providers.vendor_errors import VendorError, read_vendor_error
 from stepper.settings import ProviderSettings
 
 #: Connections kept per host in each process; raised to the worker's concurrency at start-up.
@@ -54,7 +71,9 @@ def _session(pid: int, pool_size: int, trust_env: bool) -> requests.Session:
     del pid  # part of the cache key: a forked child makes its own session
     session = requests.Session()
     session.trust_env = trust_env
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    # Providers' calls can be cut from outside (cancellation, deadlines); other callers' cannot.
+    adapter_class = HTTPAdapter if trust_env else CuttableAdapter
+    adapter = adapter_class(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -108,12 +127,15 @@ class SseEvent:
 
 
 class HttpClient:
-    """One provider's view of the shared session: its base URL, timeouts, key and name for messages."""
+    """One provider's view of the shared session: its base URL, deadlines, key and name for messages."""
 
     def __init__(self, settings: ProviderSettings, default_base_url: str, api_key: str | None) -> None:
         self.name = settings.name
         self.base_url = (settings.base_url or default_base_url).rstrip("/")
-        self.timeout = (settings.connect_timeout_s, settings.timeout_s)
+        self.first_token_timeout_s = settings.first_token_timeout_s
+        self.total_timeout_s = settings.total_timeout_s
+        #: requests' (connect, read) timeouts; the read timeout bounds any silence of the server's.
+        self.timeout = (settings.connect_timeout_s, settings.first_token_timeout_s)
         self._environment = environment_settings(self.base_url)
         self.redact = Redactor([api_key] if api_key else []).redact
 
@@ -121,50 +143,115 @@ class HttpClient:
         self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str], params: Mapping[str, str] | None = None
     ) -> Any:
         """POST JSON, return the decoded JSON answer, or raise the mapped error."""
-        return self._json(self._send("POST", path, payload, headers, stream=False, params=params))
+        with self._call() as call:
+            response = self._send(call, "POST", path, payload, headers, params=params)
+            return self._json(response, self._body(response, call))
 
     def get_json(self, path: str, headers: Mapping[str, str], params: Mapping[str, str] | None = None) -> Any:
-        return self._json(self._send("GET", path, None, headers, stream=False, params=params))
+        with self._call() as call:
+            response = self._send(call, "GET", path, None, headers, params=params)
+            return self._json(response, self._body(response, call))
 
     def post_bytes(
         self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str], params: Mapping[str, str] | None = None
     ) -> tuple[bytes, str]:
         """POST JSON, return the raw answer (audio, images) and its Content-Type."""
-        response = self._send("POST", path, payload, headers, stream=False, params=params)
-        return response.content, response.headers.get("Content-Type", "")
+        with self._call() as call:
+            response = self._send(call, "POST", path, payload, headers, params=params)
+            return self._body(response, call), response.headers.get("Content-Type", "")
 
     def stream(
         self, method: str, path: str, payload: Mapping[str, Any] | None, headers: Mapping[str, str]
     ) -> Iterator[SseEvent]:
-        """Send a request and yield its server-sent events; a broken stream raises a retryable error."""
-        response = self._send(method, path, payload, headers, stream=True)
+        """Send a request and yield its server-sent events; a broken stream raises a retryable error. The
+        adapter calls :meth:`answer_started` at the first event that carries answer text."""
+        with self._call() as call:
+            response = self._send(call, method, path, payload, headers)
+            try:
+                yield from iter_sse(response.iter_lines(decode_unicode=True))
+            except requests.exceptions.ChunkedEncodingError:
+                raise TruncatedOutput(f"{self.name} closed its event stream in the middle") from None
+            except requests.exceptions.ConnectionError as exc:
+                if _is_read_timeout(exc):
+                    raise self._silence(call) from None
+                raise Unavailable(f"{self.name} dropped the connection during its event stream") from None
+            finally:
+                response.close()
+
+    def answer_started(self) -> None:
+        """The first byte of the answer arrived: the first-token deadline no longer applies to this call."""
+        if (call := current_call.get()) is not None:
+            call.first_byte()
+
+    @contextmanager
+    def _call(self) -> Iterator[CallScope]:
+        """One call inside the running task's scope (a scope of its own outside a task). However the call
+        ended, a cut (cancellation, a deadline) is reported as such rather than as the broken read it caused."""
+        task = current_task.get() or TaskScope()
+        with task.call(self.first_token_timeout_s, self.total_timeout_s) as call:
+            try:
+                yield call
+            except (requests.exceptions.RequestException, ProviderError):
+                cut = self._cut_error(call)
+                if cut is None:
+                    raise
+                raise cut from None
+            if (cut := self._cut_error(call)) is not None:  # a cut can also look like the server's clean close
+                raise cut
+
+    def _cut_error(self, call: CallScope) -> Exception | None:
+        if call.ended == "cancelled":
+            return Cancelled(f"the task was cancelled during its call to {self.name}; the connection was closed")
+        if call.ended == "first_token":
+            return self._no_answer()
+        if call.ended == "total":
+            return Timeout(f"{self.name} did not finish within total_timeout_s={self.total_timeout_s:g}")
+        if call.ended == "deadline":
+            return DeadlineExceeded(f"the request's deadline_s passed during its call to {self.name}")
+        return None
+
+    def _no_answer(self) -> FirstTokenTimeout:
+        return FirstTokenTimeout(
+            f"{self.name} sent no answer within first_token_timeout_s={self.first_token_timeout_s:g}"
+        )
+
+    def _silence(self, call: CallScope) -> Timeout:
+        """The server went silent for a whole read timeout: before the answer started, or in its middle."""
+        if not call.answered:
+            return self._no_answer()
+        return Timeout(f"{self.name} went silent for {self.first_token_timeout_s:g}s in the middle of its answer")
+
+    def _body(self, response: requests.Response, call: CallScope) -> bytes:
+        """Read a whole answer whose headers arrived (the first byte, as far as deadlines are concerned)."""
+        call.first_byte()
         try:
-            yield from iter_sse(response.iter_lines(decode_unicode=True))
+            return response.content
         except requests.exceptions.ChunkedEncodingError:
-            raise TruncatedOutput(f"{self.name} closed its event stream in the middle") from None
-        except requests.exceptions.ConnectionError:
-            raise Unavailable(f"{self.name} dropped the connection during its event stream") from None
-        except requests.exceptions.Timeout:
-            raise Timeout(f"{self.name} stopped sending events for {self.timeout[1]:g}s") from None
+            raise TruncatedOutput(f"{self.name} closed the connection in the middle of its answer") from None
+        except requests.exceptions.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise self._silence(call) from None
+            raise Unavailable(f"{self.name} dropped the connection in the middle of its answer") from None
         finally:
             response.close()
 
-    def _json(self, response: requests.Response) -> Any:
+    def _json(self, response: requests.Response, body: bytes) -> Any:
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError:
             raise TruncatedOutput(f"{self.name} answered {response.status_code} with a body that is not JSON") from None
 
     def _send(
         self,
+        call: CallScope,
         method: str,
         path: str,
         payload: Mapping[str, Any] | None,
         headers: Mapping[str, str],
         *,
-        stream: bool,
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
+        """Send the request and return once the response headers arrived (the body is read by the caller)."""
         url = f"{self.base_url}{path}"
         outgoing = dict(headers)
         tracing.inject(outgoing)  # the vendor call joins the task's trace, when tracing is on
@@ -177,62 +264,105 @@ class HttpClient:
                 json=payload,
                 headers=outgoing,
                 timeout=self.timeout,
-                stream=stream,
+                stream=True,
                 proxies=environment.proxies,
                 verify=environment.verify,
                 auth=environment.auth,
             )
+        except requests.exceptions.ConnectTimeout:
+            raise Timeout(f"{self.name} did not accept a connection within {self.timeout[0]:g}s") from None
         except requests.exceptions.Timeout:
-            raise Timeout(f"{self.name} did not answer within {self.timeout[1]:g}s") from None
+            raise self._no_answer() from None
         except requests.exceptions.ChunkedEncodingError:
             raise TruncatedOutput(f"{self.name} closed the connection in the middle of its answer") from None
         except requests.exceptions.ConnectionError as exc:
             raise Unavailable(f"{self.name} could not be reached ({_reason(exc)})") from None
         if response.status_code >= 400:
-            error = self.error_for(response)
-            response.close()
-            raise error
+            try:
+                response.content  # noqa: B018  (read the error body within the call's deadlines)
+            finally:
+                response.close()
+            raise self.error_for(response)
         return response
 
-    def error_for(self, response: requests.Response) -> ProviderError | InvalidRequest:
-        """Map an HTTP error answer onto the exception tree, quoting the vendor's reason (redacted)."""
-        status = response.status_code
-        detail = self.redact(vendor_message(response))
-        message = f"{self.name} answered {status}: {detail}"
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 429:
-            return RateLimited(message, retry_after)
-        if status in {408, 409} or status >= 500:
-            return Unavailable(message, retry_after)
-        if status in {401, 403}:
+    def error_for(self, response: requests.Response) -> ProviderError:
+        """Map an HTTP error answer onto the exception tree by what the vendor says it means (see
+        :mod:`stepper.providers.vendor_errors`), quoting its reason readably and redacted."""
+        meaning = read_vendor_error(response.status_code, _decoded(response))
+        return self.exception_for(meaning, f"{self.name} answered {response.status_code}", rate_limit_hint(response))
+
+    def stream_error(self, body: Mapping[str, Any]) -> ProviderError:
+        """The error object a server sent inside a 200 event stream (vLLM, llama.cpp, LiteLLM do), mapped
+        like an error answer."""
+        meaning = read_vendor_error(200, dict(body))
+        return self.exception_for(meaning, f"{self.name} failed mid-stream", None)
+
+    def exception_for(self, error: VendorError, prefix: str, retry_after_s: float | None) -> ProviderError:
+        """The exception for a classified vendor error. A request the vendor refused for a reason it does not
+        name (a 400 or 422) is this provider's limit, not the caller's fault: the chain moves on."""
+        message = f"{prefix}: {self.redact(error.message)}"
+        if error.meaning == "context_overflow":
+            return ContextOverflow(message, error.requested_tokens)
+        if error.meaning == "unsupported_parameter" and error.param:
+            return UnsupportedParameter(message, error.param)
+        if error.meaning in {"rate_limited", "overloaded", "server_error"}:
+            return (RateLimited if error.meaning == "rate_limited" else Unavailable)(message, retry_after_s)
+        if error.meaning == "quota_exhausted":
+            return AuthError(f"{message}; the account's quota or billing is exhausted: check it")
+        if error.meaning == "auth":
             return AuthError(f"{message}; check the key in {self.name}'s api_key_env")
-        if status in {404, 405, 501}:
-            return UnsupportedInput(message)
-        return InvalidRequest(message)
+        return ContentRejected(message) if error.meaning == "content_policy" else UnsupportedInput(message)
 
 
-def vendor_message(response: requests.Response) -> str:
-    """The vendor's own explanation: ``error.message``, ``message`` or ``detail`` of a JSON body, else text."""
+def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
+    """requests reports a read timeout while reading a body as a ConnectionError wrapping urllib3's."""
+    return bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
+
+
+def _decoded(response: requests.Response) -> Any:
+    """The body as JSON when it is JSON, else its text."""
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return response.text[:ERROR_DETAIL_CHARS].strip() or response.reason or "no details"
-    if isinstance(body, list) and body:
-        body = body[0]
-    if isinstance(body, dict):
-        for field in (body.get("error"), body.get("message"), body.get("detail")):
-            candidate = _message_in(field)
-            if candidate:
-                return candidate[:ERROR_DETAIL_CHARS]
-    return json.dumps(body)[:ERROR_DETAIL_CHARS]
+        return response.text[:ERROR_DETAIL_CHARS]
 
 
-def _message_in(field: Any) -> str | None:
-    if isinstance(field, dict):  # {"error": {"message": ...}}, ElevenLabs' {"detail": {"message": ...}}
-        field = field.get("message")
-    elif isinstance(field, list):  # FastAPI-style validation errors: [{"loc", "msg", "type"}]
-        field = "; ".join(str(item.get("msg")) for item in field if isinstance(item, dict))
-    return field if isinstance(field, str) else None
+def rate_limit_hint(response: requests.Response) -> float | None:
+    """Seconds the vendor asks us to wait: ``Retry-After`` (RFC 9110), else ``retry-after-ms`` (OpenAI, Azure),
+    else the later of OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` durations (``1s``, ``6m0s``, ``20ms``)."""
+    headers = response.headers
+    if (retry_after := parse_retry_after(headers.get("Retry-After"))) is not None:
+        return retry_after
+    try:
+        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    except (KeyError, ValueError):
+        pass
+    resets = [parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")]
+    known = [reset for reset in resets if reset is not None]
+    return max(known) if known else None
+
+
+def parse_duration(value: str | None) -> float | None:
+    """A Go-style duration as OpenAI's rate-limit headers write it (``1s``, ``6m0s``, ``1h2m3.5s``, ``20ms``),
+    in seconds; None when it is not one."""
+    if not value:
+        return None
+    total, number = 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    rest = value.strip()
+    while rest:
+        if rest[0].isdigit() or rest[0] == ".":
+            number, rest = number + rest[0], rest[1:]
+            continue
+        unit = "ms" if rest.startswith("ms") else rest[0]
+        if unit not in units or not number:
+            return None
+        try:
+            total += float(number) * units[unit]
+        except ValueError:
+            return None
+        number, rest = "", rest[len(unit) :]
+    return None if number else total
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

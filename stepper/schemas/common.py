@@ -24,7 +24,7 @@ class Strict(BaseModel):
 CacheMode = Literal["auto", "use", "bypass", "refresh"]
 
 #: Fields that say how to run a request, not what it asks: excluded from cache keys and mock seeds.
-OPTION_FIELDS = frozenset({"cache", "idempotency_key", "callback_url", "stream"})
+OPTION_FIELDS = frozenset({"cache", "idempotency_key", "callback_url", "stream", "deadline_s"})
 
 
 class TaskRequest(Strict):
@@ -37,6 +37,9 @@ class TaskRequest(Strict):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     #: Where the outcome (success or failure) is POSTed, signed; see stepper.outcomes.webhooks.
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    #: The caller's budget in seconds, counted from submission: no attempt starts that cannot finish in time,
+    #: and the task fails with DeadlineExceeded once it is spent (a message still queued then never runs).
+    deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600)
 
     def content(self) -> dict[str, Any]:
         """The request itself, as JSON, without the options that only say how to run it."""
@@ -78,13 +81,19 @@ Outcome = Literal[
     "rate_limited",  # the provider or our fleet-wide limit asked us to wait
     "circuit_open",  # the fleet-wide breaker rejected the call before it was made
     "permanent_error",  # auth or unsupported input: the next provider is tried
+    "too_large",  # the request exceeds this model's context window: providers with larger ones are tried
+    "unsupported_parameter",  # the server refused an optional parameter: the same provider is tried without it
     "rejected",  # the request itself was refused: the chain stops
+    "cancelled",  # the task was cancelled during this attempt; its call was closed
+    "deadline",  # the request's deadline_s passed during this attempt
 ]
 
 
 class Attempt(Strict):
-    """One try of one provider, successful or not."""
+    """One try of one provider, successful or not; ``run`` is the task's broker run it belongs to (1, then
+    one more for each retry through the broker)."""
 
+    run: int = Field(default=1, ge=1)
     provider: str
     model: str
     outcome: Outcome

@@ -1,32 +1,40 @@
 """What every family task does: validate, run the chain, retry through the broker when that could help.
 
-A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own.
+A task is thin on purpose: no provider logic, no HTTP, no retry loop of its own. It runs inside a scope
+(stepper.infra.cancellation) that a revoke cancels and the request's ``deadline_s`` bounds; a cancelled task
+ends ``REVOKED`` with ``Cancelled``. A streaming chat's stream ends however the task was answered (by the
+chain, the cache, single flight, an idempotency key or a stored result) and however it ended.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from celery import Task
-from celery.exceptions import Reject, Retry
+from celery import Task, states
+from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.config import current_settings
-from stepper.errors import ChainExhausted, InvalidRequest, PoisonMessage
+from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
 from stepper.infra import inflight, metrics, tracing
+from stepper.infra.cancellation import TaskScope, task_scope
 from stepper.infra.connections import state_redis
 from stepper.infra.logs import CORRELATION_HEADER, log_context
-from stepper.infra.streams import task_stream
+from stepper.infra.streams import RedisStreamSink, current_sink
 from stepper.outcomes import listeners as outcomes
 from stepper.reuse.serving import serve
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
+from stepper.tasks import history
 from stepper.tasks.deliveries import count_redelivery, forget_redeliveries, is_redelivery
 from stepper.tasks.wiring import current_executor
 
@@ -41,7 +49,7 @@ class FamilyTask(Task):  # type: ignore[misc]
     # from Celery's signature check in the producer.
     typing = False
     # Expected failures: logged as one line, without a traceback.
-    throws = (InvalidRequest, ChainExhausted, PoisonMessage)
+    throws = (InvalidRequest, ChainExhausted, DeadlineExceeded, PoisonMessage)
     # Celery formats each result into its "succeeded" log line; a short prefix says enough and costs less.
     resultrepr_maxsize = 256
     # A malformed message is rejected instead of crashing the consumer (which would redeliver it forever).
@@ -73,12 +81,19 @@ def _run_family(
         _finished(task)
         raise
     redelivery = is_redelivery(task.request)
+    family = FAMILIES[kind]
     try:
-        result = _stored_result(task) if redelivery else None
-        if result is None:
-            if redelivery:
-                count_redelivery(task.request.id, kind)
-            result = serve(FAMILIES[kind], request, task.request.id, lambda: _compute(task, FAMILIES[kind], request))
+        with (
+            task_scope(task.request.id, _deadline_at(task, request), task.app.state_client()) as scope,
+            _stream_for(task, request) as sink,
+        ):
+            result = _stored_result(task) if redelivery else None
+            if result is None:
+                if redelivery:
+                    count_redelivery(task.request.id, kind)
+                result = serve(family, request, task.request.id, lambda: _compute(task, family, request, scope))
+            if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
+                sink.done(result["output"]["message"]["content"])
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
         _finished(task)  # the retry is a message of its own, journaled when it is published
@@ -90,6 +105,13 @@ def _run_family(
         metrics.record_task(kind, "requeued", time.monotonic() - started)
         logger.warning("Redis is unreachable (%s): stepper.%s %s goes back on its queue", exc, kind, task.request.id)
         raise Reject(exc, requeue=True) from exc
+    except Cancelled as exc:
+        # Revoked while it ran: REVOKED, as Celery records a revoke, with the attempts; the message is acked.
+        metrics.record_task(kind, "cancelled", time.monotonic() - started)
+        task.backend.store_result(task.request.id, exc, states.REVOKED, request=task.request)
+        outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
+        _finished(task)
+        raise Ignore() from exc
     except Exception as exc:
         metrics.record_task(kind, "failure", time.monotonic() - started)
         outcomes.failed(task.request.id, kind, request, exc, task.request.retries)
@@ -125,25 +147,79 @@ def _stored_result(task: FamilyTask) -> dict[str, Any] | None:
     return stored.result if stored.state == "SUCCESS" and isinstance(stored.result, dict) else None
 
 
-def _compute(task: FamilyTask, family: Family, request: TaskRequest) -> dict[str, Any]:
-    if isinstance(request, ChatRequest) and request.stream:
-        with task_stream(state_redis(), task.request.id) as sink:
-            result = _run_chain(task, family, request)
-            sink.done(result.output["message"]["content"])
-    else:
-        result = _run_chain(task, family, request)
-    return result.model_dump(mode="json")
-
-
-def _run_chain(task: FamilyTask, family: Family, request: BaseModel) -> TaskResult:
+@contextmanager
+def _stream_for(task: FamilyTask, request: TaskRequest) -> Iterator[RedisStreamSink | None]:
+    """The task's event stream when its request asked to stream, as the sink providers write deltas to
+    (``current_sink``). If the block raises, the stream ends with ``cancelled`` or ``error``, or says
+    ``reset`` when the task goes back to the broker (its next run streams again)."""
+    if not (isinstance(request, ChatRequest) and request.stream):
+        yield None
+        return
+    sink = RedisStreamSink(state_redis(), task.request.id)
+    token = current_sink.set(sink)
     try:
-        return current_executor().run(family, request)
+        yield sink
+    except Retry:
+        sink.reset("every provider failed for now; the task will run again")
+        raise
+    except Cancelled as exc:
+        sink.cancelled(str(exc))
+        raise
+    except Exception as exc:
+        sink.error(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        current_sink.reset(token)
+
+
+def _deadline_at(task: FamilyTask, request: TaskRequest) -> float | None:
+    """The request's deadline on this process's monotonic clock: the message's ``expires``, which the
+    producer set to submission + ``deadline_s`` (StepperCelery.send_task), else ``deadline_s`` from now."""
+    if request.deadline_s is None:
+        return None
+    expires = task.request.expires
+    if expires is None:
+        return time.monotonic() + request.deadline_s
+    when = expires if isinstance(expires, datetime) else datetime.fromisoformat(str(expires))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return time.monotonic() + (when - datetime.now(UTC)).total_seconds()
+
+
+def _compute(task: FamilyTask, family: Family, request: TaskRequest, scope: TaskScope) -> dict[str, Any]:
+    result = _run_chain(task, family, request, scope).model_dump(mode="json")
+    result["attempts"] = history.whole(task.app.state_client(), task.request.id, _run_number(task), result["attempts"])
+    return result
+
+
+def _run_number(task: FamilyTask) -> int:
+    return int(task.request.retries or 0) + 1
+
+
+def _run_chain(task: FamilyTask, family: Family, request: BaseModel, scope: TaskScope) -> TaskResult:
+    """The chain's answer; its failure goes back to the broker when a later run could succeed in time, and
+    carries the attempts of every run when it is final."""
+    client = task.app.state_client()
+    try:
+        return current_executor().run(family, request, scope)
     except ChainExhausted as exc:
         retry = current_settings().retry
         if exc.retryable and task.request.retries < retry.task_max_retries:
-            raise task.retry(
-                exc=exc, countdown=broker_countdown(exc, task.request.retries), max_retries=retry.task_max_retries
+            countdown = broker_countdown(exc, task.request.retries)
+            remaining_s = scope.remaining_s()
+            if remaining_s is None or countdown < remaining_s:
+                expiry_s = float(task.app.conf.result_expires or 86400)
+                history.keep(client, task.request.id, history.numbered(exc.attempts, _run_number(task)), expiry_s)
+                raise task.retry(exc=exc, countdown=countdown, max_retries=retry.task_max_retries) from None
+            attempts = history.whole(client, task.request.id, _run_number(task), exc.attempts)
+            raise DeadlineExceeded(
+                f"{exc}; the next try would start {countdown:.1f}s from now, after the request's deadline_s",
+                attempts,
             ) from None
+        exc.args = (exc.args[0], history.whole(client, task.request.id, _run_number(task), exc.attempts), *exc.args[2:])
+        raise
+    except (Cancelled, DeadlineExceeded) as exc:
+        exc.args = (exc.args[0], history.whole(client, task.request.id, _run_number(task), exc.attempts))
         raise
 
 

@@ -28,13 +28,13 @@ LLM_SETTINGS: dict[str, Any] = {
             "class": ADAPTER,
             "kinds": ["chat", "report"],
             "api_key_env": "OPENAI_API_KEY",
-            "timeout_s": 2,
+            "first_token_timeout_s": 2,
         },
         "mistral": {
             "class": ADAPTER,
             "kinds": ["chat", "report"],
             "api_key_env": "MISTRAL_KEY",
-            "timeout_s": 2,
+            "first_token_timeout_s": 2,
         },
     },
     "stepper_chains": {
@@ -184,8 +184,8 @@ def test_breaker_opens_fleet_wide_on_a_failing_vendor(
     fleet = start_fleet(
         {
             "stepper_providers": {
-                "openai": {"class": adapter, "api_key_env": "OPENAI_API_KEY", "timeout_s": 2},
-                "mistral": {"class": adapter, "api_key_env": "MISTRAL_KEY", "timeout_s": 2},
+                "openai": {"class": adapter, "api_key_env": "OPENAI_API_KEY", "first_token_timeout_s": 2},
+                "mistral": {"class": adapter, "api_key_env": "MISTRAL_KEY", "first_token_timeout_s": 2},
             },
             "stepper_chains": {"chat": ["openai:gpt-4o-mini", "mistral:mistral-7b"]},
             "stepper_breaker": {"fail_max": 2, "reset_timeout_s": 300},

@@ -42,6 +42,7 @@ def stepper_settings(
     chains: Mapping[Kind, Sequence[str]] | None = None,
     breaker: BreakerSettings | None = None,
     retry: RetrySettings | None = None,
+    on_content_filter: Mapping[Kind, str] | None = None,
 ) -> StepperSettings:
     """Settings with a ``mock`` provider always declared and every kind not in ``chains`` served by it."""
     declared = {"mock": provider_settings("mock", **MOCK_SPEC)}
@@ -55,4 +56,5 @@ def stepper_settings(
         chains={kind: tuple(ChainEntry.parse(text) for text in texts) for kind, texts in chain_texts.items()},
         breaker=breaker or BreakerSettings(fail_max=100, reset_timeout_s=30.0),
         retry=retry or retry_settings(),
+        on_content_filter=dict(on_content_filter or {}),
     )

@@ -13,18 +13,24 @@ from stepper.chain import ChainExecutor
 from stepper.contracts import Provider, Reply
 from stepper.errors import (
     AuthError,
+    Cancelled,
     ChainExhausted,
     ContentRejected,
+    ContextOverflow,
+    DeadlineExceeded,
+    FirstTokenTimeout,
     InvalidRequest,
     RateLimited,
     Timeout,
     TruncatedOutput,
     Unavailable,
     UnsupportedInput,
+    UnsupportedParameter,
 )
 from stepper.families import FAMILIES
 from stepper.guards.admission import MemoryGuardBackend
 from stepper.guards.breaker import ProviderGuard
+from stepper.infra.cancellation import TaskScope
 from stepper.providers.mock import MockProvider
 from stepper.registry import Registry
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, TaskResult
@@ -75,6 +81,7 @@ class Executor:
         specs: dict[str, dict[str, Any]] | None = None,
         retry: RetrySettings | None = None,
         breaker: BreakerSettings | None = None,
+        on_content_filter: dict[Kind, str] | None = None,
     ) -> None:
         specs = specs or {}
         self.settings: StepperSettings = stepper_settings(
@@ -83,6 +90,7 @@ class Executor:
             chains={"chat": chain},
             retry=retry,
             breaker=breaker,
+            on_content_filter=on_content_filter,
         )
         self.registry = Registry()
         self.registry.register("chat", "mock", MockProvider)
@@ -94,9 +102,10 @@ class Executor:
         guard = ProviderGuard(backend, self.settings.breaker, max_wait_s=0)
         self.executor = ChainExecutor(self.settings, self.registry, guard, sleep=self.sleeps.append)
 
-    def run(self, **request: Any) -> TaskResult:
+    def run(self, scope: TaskScope | None = None, **request: Any) -> TaskResult:
         family = FAMILIES["chat"]
-        return self.executor.run(family, family.parse({"messages": [{"role": "user", "content": "hi"}], **request}))
+        parsed = family.parse({"messages": [{"role": "user", "content": "hi"}], **request})
+        return self.executor.run(family, parsed, scope)
 
     def exhausted(self, **request: Any) -> ChainExhausted:
         with pytest.raises(ChainExhausted) as raised:
@@ -419,3 +428,108 @@ def test_unserved_model_is_an_invalid_request() -> None:
 def test_mock_mode_answers_any_requested_model() -> None:
     result = Executor({"first": scripted(answer("never"))}, ["first:m1"], mode="mock").run(model="anything")
     assert (result.provider, result.model) == ("mock", "anything")
+
+
+def test_a_context_overflow_moves_on_and_skips_providers_whose_budget_is_smaller() -> None:
+    small, smaller, large = (
+        scripted(ContextOverflow("small answered 400: maximum context length is 8192 tokens", 9100)),
+        scripted(answer("never")),
+        scripted(answer("from large")),
+    )
+    specs = {
+        "small": {"budget": {"input_tokens": 6000, "output_tokens": 2048}},
+        "smaller": {"budget": {"input_tokens": 4000, "output_tokens": 1000}},
+        "large": {"budget": {"input_tokens": 32000, "output_tokens": 4096}},
+    }
+    providers = {"small": small, "smaller": smaller, "large": large}
+    chain = Executor(providers, ["small:m", "smaller:m", "large:m"], specs=specs)
+    result = chain.run()
+    assert result.provider == "large"
+    assert outcomes(result) == [("small", "too_large"), ("smaller", "skipped"), ("large", "ok")]
+    assert result.attempts[1].error == "its budget of 5000 tokens is smaller than the 9100 this request needs"
+    assert smaller.calls == [] and small.calls == ["m"]
+
+
+def test_a_refused_optional_parameter_is_tried_again_at_once_on_the_same_provider() -> None:
+    first = scripted(UnsupportedParameter("first answered 422: stream_options", "stream_options"), answer("ok"))
+    chain = Executor({"first": first}, ["first:m1"])
+    result = chain.run()
+    assert outcomes(result) == [("first", "unsupported_parameter"), ("first", "ok")]
+    assert chain.sleeps == []
+
+
+def test_a_provider_refusing_parameter_after_parameter_is_left() -> None:
+    refusal = UnsupportedParameter("refused", "temperature")
+    first, second = scripted(refusal), scripted(answer("second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"])
+    result = chain.run()
+    assert result.provider == "second"
+    assert len(first.calls) == 4  # the first call and three tries without a refused parameter
+
+
+def test_a_content_filter_moves_on_when_the_chain_says_so() -> None:
+    first, second = scripted(ContentRejected("first refused")), scripted(answer("second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"], on_content_filter={"chat": "next"})
+    result = chain.run()
+    assert outcomes(result) == [("first", "permanent_error"), ("second", "ok")]
+
+
+def test_a_missed_first_token_moves_on_without_retrying_the_provider() -> None:
+    first, second = scripted(FirstTokenTimeout("no first byte")), scripted(answer("second"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"], retry=retry_settings())
+    result = chain.run()
+    assert outcomes(result) == [("first", "retryable_error"), ("second", "ok")]
+    assert first.calls == ["m1"] and chain.sleeps == []
+
+
+def test_a_cancelled_call_ends_the_chain_with_its_attempts() -> None:
+    first, second = scripted(Unavailable("503")), scripted(Cancelled("cut"))
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"], retry=retry_settings())
+    with pytest.raises(Cancelled) as raised:
+        chain.run()
+    assert [a["outcome"] for a in raised.value.attempts] == ["retryable_error", "retryable_error", "cancelled"]
+
+
+def test_a_cancelled_scope_starts_no_attempt() -> None:
+    first = scripted(answer("never"))
+    scope = TaskScope("t")
+    scope.cancel("revoked")
+    with pytest.raises(Cancelled, match="revoked"):
+        Executor({"first": first}, ["first:m1"]).run(scope)
+    assert first.calls == []
+
+
+def test_a_spent_deadline_starts_no_attempt() -> None:
+    first = scripted(answer("never"))
+    with pytest.raises(DeadlineExceeded, match="deadline_s was spent after 0 attempt"):
+        Executor({"first": first}, ["first:m1"]).run(TaskScope(deadline_at=time.monotonic() - 1))
+    assert first.calls == []
+
+
+def test_no_backoff_wait_runs_past_the_deadline() -> None:
+    first, second = scripted(Unavailable("503", 3.0)), scripted(answer("second"))
+    retry = retry_settings(max_inline_wait_s=10.0)
+    chain = Executor({"first": first, "second": second}, ["first:m1", "second:m2"], retry=retry)
+    assert chain.run().provider == "second" and chain.sleeps == [3.0]  # Retry-After waited inline
+    result = chain.run(TaskScope(deadline_at=time.monotonic() + 0.5))  # but not past the deadline
+    assert result.provider == "second"
+    assert chain.sleeps == [3.0]
+
+
+def test_a_provider_too_slow_for_the_deadline_left_is_skipped() -> None:
+    class Slow(Scripted):
+        steps = (answer("slow"),)
+        calls: ClassVar[list[str]] = []
+
+        def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+            time.sleep(0.3)
+            return super().complete(request, model)
+
+    fast = scripted(answer("fast"))
+    providers: dict[str, type[Provider]] = {"slow": Slow, "fast": fast}
+    chain = Executor(providers, ["slow:m", "fast:m"])
+    assert chain.run().provider == "slow"  # learns how long slow takes
+    result = chain.run(TaskScope(deadline_at=time.monotonic() + 0.1))
+    assert result.provider == "fast"
+    assert outcomes(result) == [("slow", "skipped"), ("fast", "ok")]
+    assert "usually answers in" in str(result.attempts[0].error)

@@ -328,7 +328,7 @@ def test_typo_in_a_provider_spec_names_the_provider() -> None:
     [
         ({"class": "not a dotted path"}, "class"),
         ({"class": "pkg.mod:Cls", "rpm": -1}, "rpm"),
-        ({"class": "pkg.mod:Cls", "timeout_s": 0}, "timeout_s"),
+        ({"class": "pkg.mod:Cls", "first_token_timeout_s": 0}, "first_token_timeout_s"),
         ({"class": "pkg.mod:Cls", "kinds": ["chta"]}, "kinds.0"),
         ({}, "class"),
     ],
@@ -337,6 +337,12 @@ def test_bad_provider_values(spec: dict[str, Any], field: str) -> None:
     message = settings_error(valid_config(stepper_providers={**DEFAULT_PROVIDERS, "bad": spec}))
     assert message.startswith("invalid stepper_providers['bad']: ")
     assert f"{field}: " in message
+
+
+def test_the_old_timeout_s_names_its_replacements() -> None:
+    spec = {"class": "pkg.mod:Cls", "timeout_s": 30}
+    message = settings_error(valid_config(stepper_providers={**DEFAULT_PROVIDERS, "old": spec}))
+    assert "timeout_s was split in two: first_token_timeout_s" in message and "total_timeout_s" in message
 
 
 def test_bad_mode() -> None:

@@ -59,6 +59,15 @@ EXAMPLES: list[StepperError] = [
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
     ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
     ChainExhausted("empty chain"),
+    errors.FirstTokenTimeout("vllm sent no answer within first_token_timeout_s=10"),
+    errors.ContextOverflow("vllm answered 400: maximum context length is 8192 tokens", 9100),
+    errors.ContextOverflow("about 9000 tokens exceed the budget"),
+    errors.UnsupportedParameter(
+        "vllm answered 422: body.stream_options: Extra inputs are not permitted", "stream_options"
+    ),
+    errors.DeadlineExceeded("the request's deadline_s of 5 was spent", ATTEMPTS),
+    errors.Cancelled("the task was revoked while it ran", ATTEMPTS),
+    errors.Cancelled("revoked before any attempt"),
 ]
 
 
@@ -161,10 +170,17 @@ def test_str_of_an_error_without_arguments_is_its_class_name() -> None:
         (UnprocessableInput, PermanentError),
         (ContentRejected, PermanentError),
         (ChainExhausted, StepperError),
+        (errors.FirstTokenTimeout, Timeout),
+        (errors.ContextOverflow, UnsupportedInput),
+        (errors.UnsupportedParameter, UnsupportedInput),
+        (errors.DeadlineExceeded, StepperError),
+        (errors.Cancelled, StepperError),
     ],
 )
 def test_tree_matches_the_drawing(cls: type[StepperError], parent: type[StepperError]) -> None:
-    assert cls.__bases__ == (parent,)
+    # One parent in the tree; any other base is a mixin outside it (the attempts an error carries).
+    assert cls.__bases__[0] is parent
+    assert not any(issubclass(base, StepperError) for base in cls.__bases__[1:])
 
 
 def test_branches_do_not_overlap() -> None:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from stepper.errors import InvalidRequest
+from stepper.errors import ContextOverflow
 from stepper.providers.llm.tokens import estimate_message_tokens
 from stepper.schemas.chat import Message
 
 
-def fit_conversation(messages: list[Message], input_budget: int) -> tuple[list[Message], int]:
+def fit_conversation(messages: list[Message], input_budget: int, output_tokens: int) -> tuple[list[Message], int]:
     """Drop the oldest turns until the conversation fits; keep system messages and the latest user message.
 
     Returns the kept messages in their original order and how many were dropped. A single message larger
-    than the whole budget cannot be helped by dropping others: that is the caller's error.
+    than the whole budget cannot be helped by dropping others: ``ContextOverflow``, whose
+    ``requested_tokens`` counts the kept messages and the ``output_tokens`` asked for, as vendors count it,
+    so that the chain moves on to a provider with a larger budget.
     """
     for message in messages:
         size = estimate_message_tokens(message.content)
         if size > input_budget:
-            raise InvalidRequest(
-                f"a {message.role} message of about {size} tokens exceeds the model's input budget of "
-                f"{input_budget} tokens; shorten it or choose a model with a larger context"
+            raise ContextOverflow(
+                f"a {message.role} message of about {size} tokens exceeds the input budget of {input_budget} "
+                "tokens; shorten it or choose a model with a larger context",
+                size + output_tokens,
             )
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
     pinned = {i for i, m in enumerate(messages) if m.role == "system"} | {last_user}
@@ -31,8 +34,9 @@ def fit_conversation(messages: list[Message], input_budget: int) -> tuple[list[M
             dropped.add(index)
             total -= estimate_message_tokens(messages[index].content)
     if total > input_budget:
-        raise InvalidRequest(
+        raise ContextOverflow(
             f"the system messages and the latest user message alone take about {total} tokens, over the "
-            f"model's input budget of {input_budget}; shorten them"
+            f"input budget of {input_budget}; shorten them or choose a model with a larger context",
+            total + output_tokens,
         )
     return [m for i, m in enumerate(messages) if i not in dropped], len(dropped)

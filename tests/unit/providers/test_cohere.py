@@ -38,7 +38,7 @@ def provider(fake: FakeCohere, monkeypatch: pytest.MonkeyPatch) -> CohereProvide
             "class": "stepper.providers.cohere:CohereProvider",
             "base_url": fake.base_url,
             "api_key_env": "TEST_COHERE_KEY",
-            "timeout_s": 2,
+            "first_token_timeout_s": 2,
         }
     )
     return CohereProvider(settings)

@@ -31,7 +31,7 @@ def set_artifacts(artifact_dir: SetArtifacts) -> SetArtifacts:
 
 def make_provider(**fields: object) -> EspeakProvider:
     require_binary("espeak-ng", "espeak-ng")
-    spec = {"name": "espeak", "class": "stepper.providers.espeak:EspeakProvider", "timeout_s": 60, **fields}
+    spec = {"name": "espeak", "class": "stepper.providers.espeak:EspeakProvider", "total_timeout_s": 60, **fields}
     return EspeakProvider(ProviderSettings.model_validate(spec))
 
 
@@ -133,7 +133,7 @@ def test_small_audio_is_inline_and_large_audio_a_file(set_artifacts: SetArtifact
 
 
 def test_timeout_comes_from_settings(set_artifacts: SetArtifacts) -> None:
-    provider = make_provider(timeout_s=0.001)
+    provider = make_provider(total_timeout_s=0.001)
     with pytest.raises(Timeout, match="espeak-ng took longer than"):
         provider.synthesise(speech("A long text to speak. " * 500), "espeak-ng")
 

@@ -45,7 +45,7 @@ def provider(fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> GeminiProvide
             "class": "stepper.providers.gemini:GeminiProvider",
             "base_url": fake.base_url,
             "api_key_env": "TEST_GEMINI_KEY",
-            "timeout_s": 2,
+            "first_token_timeout_s": 2,
         }
     )
     return GeminiProvider(settings)

@@ -34,7 +34,7 @@ def settings_for(fake: FakeHfSpace | None, **extra: Any) -> ProviderSettings:
         "name": "hf_space",
         "class": "stepper.providers.hf_space:HfSpaceProvider",
         "api_key_env": "TEST_HF_TOKEN",
-        "timeout_s": 2,
+        "first_token_timeout_s": 2,
         **extra,
     }
     if fake is not None:

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from stepper.errors import (
     AuthError,
-    InvalidRequest,
+    FirstTokenTimeout,
     RateLimited,
-    Timeout,
     TruncatedOutput,
     Unavailable,
     UnsupportedInput,
@@ -41,7 +40,7 @@ def server() -> Iterator[FakeServer]:
 
 def client(server: FakeServer, timeout_s: float = 2.0) -> HttpClient:
     settings = ProviderSettings.model_validate(
-        {"name": "acme", "class": "x.y:Z", "timeout_s": timeout_s, "connect_timeout_s": 1.0}
+        {"name": "acme", "class": "x.y:Z", "first_token_timeout_s": timeout_s, "connect_timeout_s": 1.0}
     )
     return HttpClient(settings, server.url, SECRET)
 
@@ -72,11 +71,11 @@ def test_no_proxy_is_honoured(server: FakeServer, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("status", "error"),
     [
-        (400, InvalidRequest),
+        (400, UnsupportedInput),  # a refusal naming no known cause: this provider's limit, not the caller's fault
         (401, AuthError),
         (403, AuthError),
         (404, UnsupportedInput),
-        (422, InvalidRequest),
+        (422, UnsupportedInput),
         (429, RateLimited),
         (500, Unavailable),
         (502, Unavailable),
@@ -102,9 +101,9 @@ def test_retry_after_seconds_and_http_date_are_both_read(server: FakeServer) -> 
     assert 25 <= dated.value.retry_after_s <= 30
 
 
-def test_slow_answer_is_a_timeout(server: FakeServer) -> None:
+def test_slow_answer_is_a_first_token_timeout(server: FakeServer) -> None:
     server.inject(Fault(delay_s=1.0))
-    with pytest.raises(Timeout, match=r"within 0\.3s"):
+    with pytest.raises(FirstTokenTimeout, match=r"no answer within first_token_timeout_s=0\.3"):
         client(server, timeout_s=0.3).post_json("/echo", {}, {})
 
 

@@ -34,7 +34,7 @@ def provider(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> OpenAIProvide
             "class": "stepper.providers.openai:OpenAIProvider",
             "base_url": fake.base_url,
             "api_key_env": "TEST_OPENAI_KEY",
-            "timeout_s": 2,
+            "first_token_timeout_s": 2,
         }
     )
     return OpenAIProvider(settings)
