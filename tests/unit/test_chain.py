@@ -441,7 +441,7 @@ def test_a_context_overflow_moves_on_and_skips_providers_whose_budget_is_smaller
         "smaller": {"budget": {"input_tokens": 4000, "output_tokens": 1000}},
         "large": {"budget": {"input_tokens": 32000, "output_tokens": 4096}},
     }
-    providers = {"small": small, "smaller": smaller, "large": large}
+    providers: dict[str, type[Provider]] = {"small": small, "smaller": smaller, "large": large}
     chain = Executor(providers, ["small:m", "smaller:m", "large:m"], specs=specs)
     result = chain.run()
     assert result.provider == "large"
