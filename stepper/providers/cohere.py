@@ -16,11 +16,12 @@ import requests
 
 from stepper.errors import AuthError, ProviderError, TruncatedOutput, Unavailable
 from stepper.providers.http import HttpClient
-from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, finish_reason, usage_of
 
 #: ``ChatFinishReason`` of API v2. TOOL_CALL (we send no tools), ERROR and TIMEOUT mean no usable answer.
 #: v2 documents no safety finish (v1's ERROR_TOXIC is gone), so none maps to content_filter.
 FINISH_REASONS: dict[str, FinishReason] = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length"}
+NOT_AN_ANSWER = frozenset({None, "ERROR", "TIMEOUT", "TOOL_CALL"})
 
 
 class CohereHttpClient(HttpClient):
@@ -83,13 +84,14 @@ class CohereProvider(LlmProvider):
         return payload
 
     def _finish_reason(self, holder: dict[str, Any]) -> FinishReason:
-        """The finish of a response or a ``message-end`` delta; anything but a whole answer is retryable."""
+        """The finish of a response or a ``message-end`` delta: an error or a tool call is retryable, a reason
+        stepper does not know yet is served (and logged once)."""
         reason = holder.get("finish_reason")
-        if reason in FINISH_REASONS:
-            return FINISH_REASONS[reason]
-        error = holder.get("error")  # message-end carries the reason for an ERROR finish
-        detail = f" ({self.http.redact(str(error))[:200]})" if error else ""
-        raise TruncatedOutput(f"{self.settings.name} finished with {reason!r}{detail}")
+        if reason in NOT_AN_ANSWER:
+            error = holder.get("error")  # message-end carries the reason for an ERROR finish
+            detail = f" ({self.http.redact(str(error))[:200]})" if error else ""
+            raise TruncatedOutput(f"{self.settings.name} finished with {reason!r}{detail}")
+        return finish_reason(self.settings.name, reason, FINISH_REASONS, NOT_AN_ANSWER)
 
 
 def _dig(value: Any, *keys: str) -> Any:

@@ -16,7 +16,7 @@ import requests
 
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
 from stepper.providers.http import HttpClient, parse_retry_after
-from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, finish_reason, usage_of
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -25,6 +25,19 @@ FINISH_REASONS: dict[str, FinishReason] = {
         ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"), "content_filter"
     ),
 }
+#: Finishes that leave no usable answer (the ``FinishReason`` enum of the v1beta reference); any other
+#: reason stepper does not know yet is served, and logged once.
+NOT_AN_ANSWER = frozenset(
+    {
+        None,
+        "FINISH_REASON_UNSPECIFIED",
+        "OTHER",
+        "LANGUAGE",
+        "MALFORMED_FUNCTION_CALL",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+    }
+)
 #: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.
 SCHEMA_KEYWORDS = frozenset({"description", "enum", "format", "nullable", "required", "minItems", "maxItems"})
 ROLES = {"user": "user", "assistant": "model"}
@@ -112,9 +125,7 @@ class GeminiProvider(LlmProvider):
         return None
 
     def _finish_reason(self, reason: Any) -> FinishReason:
-        if reason not in FINISH_REASONS:
-            raise TruncatedOutput(f"{self.settings.name} finished with reason {reason!r}, not a complete answer")
-        return FINISH_REASONS[reason]
+        return finish_reason(self.settings.name, reason, FINISH_REASONS, NOT_AN_ANSWER)
 
 
 def gemini_schema(node: dict[str, Any]) -> dict[str, Any]:

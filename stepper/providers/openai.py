@@ -16,15 +16,11 @@ two token-limit fields) are left out from then on, fleet-wide (see ``LlmProvider
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 from stepper.errors import ContentRejected, TruncatedOutput
-from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, usage_of
-
-log = logging.getLogger(__name__)
+from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, finish_reason, usage_of
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -114,16 +110,7 @@ class OpenAIProvider(LlmProvider):
         return payload
 
     def _finish_reason(self, reason: Any) -> FinishReason:
-        if reason in FINISH_REASONS:
-            return FINISH_REASONS[reason]
-        _unknown_finish_reason(self.settings.name, str(reason))
-        return "stop"
-
-
-@cache
-def _unknown_finish_reason(provider: str, reason: str) -> None:
-    """Logged once per provider and reason: the answer is well-formed, so it is served."""
-    log.warning("%s finished with %r, which stepper does not know; the answer is served as complete", provider, reason)
+        return finish_reason(self.settings.name, reason, FINISH_REASONS, frozenset())
 
 
 def _usage(body: dict[str, Any]) -> dict[str, int]:

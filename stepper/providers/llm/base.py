@@ -12,6 +12,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 from stepper.contracts import Provider, Reply
@@ -168,6 +169,25 @@ class LlmProvider(Provider):
         if parts:
             sink.reset(f"{self.settings.name} ended its stream without finishing; restarting elsewhere")
         raise TruncatedOutput(f"{self.settings.name} ended its stream before the answer was complete")
+
+
+def finish_reason(
+    provider: str, reason: Any, known: Mapping[str, FinishReason], failed: frozenset[str | None]
+) -> FinishReason:
+    """A vendor's finish reason in stepper's terms. One in ``failed`` means no usable answer (retryable); one
+    stepper does not know, on an answer that is otherwise well-formed, is served as complete and logged once
+    per provider and reason: a server's new spelling is not a fault of the provider."""
+    if reason in known:
+        return known[reason]
+    if reason in failed:
+        raise TruncatedOutput(f"{provider} finished with {reason!r}, not a complete answer")
+    _log_unknown_finish(provider, str(reason))
+    return "stop"
+
+
+@cache
+def _log_unknown_finish(provider: str, reason: str) -> None:
+    log.warning("%s finished with %r, which stepper does not know; the answer is served as complete", provider, reason)
 
 
 def _prompt_tokens(call: LlmCall) -> int:

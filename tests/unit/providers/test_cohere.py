@@ -112,11 +112,24 @@ def test_max_tokens_is_a_length_finish_for_chat(provider: CohereProvider, fake: 
     assert provider.complete(chat(), MODEL).output.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("reason", ["ERROR", "TIMEOUT", "TOOL_CALL", "SOMETHING_NEW"])
-def test_other_finishes_are_truncated_output(provider: CohereProvider, fake: FakeCohere, reason: str) -> None:
+@pytest.mark.parametrize("reason", ["ERROR", "TIMEOUT", "TOOL_CALL"])
+def test_finishes_without_an_answer_are_truncated_output(
+    provider: CohereProvider, fake: FakeCohere, reason: str
+) -> None:
     fake.script.finish_reasons.append(reason)
     with pytest.raises(TruncatedOutput, match=reason):
         provider.complete(chat(), MODEL)
+
+
+def test_a_finish_stepper_does_not_know_serves_the_answer_and_is_logged_once(
+    provider: CohereProvider, fake: FakeCohere, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.script.finish_reasons.extend(["SOMETHING_NEW", "SOMETHING_NEW"])
+    with caplog.at_level("WARNING"):
+        first, second = provider.complete(chat(), MODEL), provider.complete(chat(), MODEL)
+    assert first.output.finish_reason == second.output.finish_reason == "stop"
+    assert first.output.message.content
+    assert sum("'SOMETHING_NEW'" in record.getMessage() for record in caplog.records) == 1
 
 
 def test_wrong_key_is_auth_error_without_the_key(provider: CohereProvider, fake: FakeCohere) -> None:
