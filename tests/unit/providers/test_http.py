@@ -19,7 +19,7 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
-from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_retry_after
+from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_duration, parse_retry_after
 from stepper.settings import ProviderSettings
 from tests.support.fake_http import FakeServer, Fault, Reply, running
 
@@ -163,3 +163,29 @@ def test_sse_multiline_data_comments_and_cut_off_event() -> None:
 def test_sse_round_trips_any_data_lines(values: list[str]) -> None:
     lines = [line for value in values for line in (f"data: {value}", "")]
     assert [event.data for event in iter_sse(iter(lines))] == [value for value in values]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5s", 0.5), ("", None), ("soon", None)],
+)
+def test_openai_rate_limit_durations_are_read(text: str, seconds: float | None) -> None:
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait_s"),
+    [
+        ({"Retry-After": "3", "retry-after-ms": "100"}, 3.0),  # the standard header wins
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"x-ratelimit-reset-requests": "2s", "x-ratelimit-reset-tokens": "6m0s"}, 360.0),
+        ({}, None),
+    ],
+)
+def test_a_429_carries_the_vendors_wait_in_whichever_header_it_used(
+    server: FakeServer, headers: dict[str, str], wait_s: float | None
+) -> None:
+    server.inject(Fault(status=429, body={"error": {"message": "Rate limit reached"}}, headers=headers))
+    with pytest.raises(RateLimited) as raised:
+        client(server).post_json("/echo", {}, {})
+    assert raised.value.retry_after_s == wait_s
