@@ -54,6 +54,19 @@ def fleet(start_fleet: Callable[..., Fleet], vendor: FakeOpenAI) -> Fleet:
     return start_fleet(SETTINGS, name="semantics", concurrency=2, env=env)
 
 
+@pytest.fixture(scope="module")
+def prefork_fleet(start_fleet: Callable[..., Fleet], vendor: FakeOpenAI) -> Fleet:
+    env = {"OPENAI_API_KEY": KEY, "STEPPER_OPENAI_BASE_URL": vendor.base_url}
+    return start_fleet(SETTINGS, name="semantics-prefork", concurrency=2, pool="prefork", env=env)
+
+
+@pytest.fixture(params=["threads", "prefork"])
+def any_pool_fleet(request: pytest.FixtureRequest) -> Fleet:
+    """Each pool cancels differently: the enforcer thread lives in the worker, or in each pool child."""
+    fleet: Fleet = request.getfixturevalue("fleet" if request.param == "threads" else "prefork_fleet")
+    return fleet
+
+
 @pytest.fixture(autouse=True)
 def clean(vendor: FakeOpenAI) -> None:
     vendor.requests.clear()
@@ -103,7 +116,8 @@ def test_a_message_queued_past_its_deadline_never_runs(fleet: Fleet, vendor: Fak
     assert vendor.requests == []
 
 
-def test_revoking_a_running_task_cancels_it_and_its_stream(fleet: Fleet, vendor: FakeOpenAI) -> None:
+def test_revoking_a_running_task_cancels_it_and_its_stream(any_pool_fleet: Fleet, vendor: FakeOpenAI) -> None:
+    fleet = any_pool_fleet
     vendor.inject(Fault(delay_s=10))
     result = fleet.app.send_task("stepper.chat", kwargs=ask("cancel me", cache="bypass", stream=True))
     deadline = time.monotonic() + 20
