@@ -58,7 +58,9 @@ def test_transient_chain_failure_retries_through_the_broker(start_fleet: Callabl
         result.get(timeout=60)
     error = caught.value
     assert error.retryable
-    assert [a["outcome"] for a in error.attempts] == ["retryable_error", "retryable_error"]
+    # One first run and two retries through the broker, each trying the provider twice inline: all listed.
+    assert [(a["run"], a["outcome"]) for a in error.attempts] == [
+        (run, "retryable_error") for run in (1, 1, 2, 2, 3, 3)
+    ]
     assert "503" in str(error)
-    # One first run and two retries through the broker, each trying the provider twice inline.
     assert calls(fleet.redis, "failing") == 3 * 2
