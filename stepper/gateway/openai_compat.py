@@ -8,7 +8,8 @@ no ``[DONE]``; if none did, the reset is invisible and the next provider's answe
 
 Every stream ends: with ``[DONE]`` after the finish chunk, or with an error event. A task that finished without
 writing its stream (answered by the worker's cache, revoked before it ran) ends it with its outcome; a cancelled
-task ends it with an error event of code ``cancelled`` (a plain request gets 499 ``cancelled``).
+task ends it with an error event of code ``cancelled`` (a plain request gets 499 ``cancelled``). A client that
+hangs up before its answer ended cancels its task (see :mod:`stepper.gateway.cancellation`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ from typing import Annotated, Any, Literal
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult, EagerResult
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
 from stepper.errors import Cancelled, ChainExhausted, ContentRejected, InvalidRequest, StepperError
 from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
-from stepper.gateway.cancellation import CANCELLED_STATUS, revoked
+from stepper.gateway.cancellation import (
+    CANCELLED_STATUS,
+    ClientGone,
+    EventStream,
+    Relay,
+    hang_up,
+    revoked,
+    wait_watching,
+)
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited
 from stepper.infra.streams import StreamEvent, read_stream
@@ -123,10 +131,11 @@ async def list_models(
     "/v1/chat/completions", summary="an OpenAI-compatible chat completion, plain or streamed", response_model=None
 )
 async def chat_completions(
+    request: Request,
     body: ChatCompletionRequest,
     state: Annotated[Gateway, Depends(gateway)],
     who: Annotated[Caller, Depends(caller)],
-) -> dict[str, Any] | StreamingResponse:
+) -> dict[str, Any] | EventStream:
     if body.model not in _accepted_models(state):
         raise ApiError(404, f"the model {body.model!r} does not exist or is not served here", "model_not_found")
     arguments = to_chat_request(body)
@@ -137,15 +146,21 @@ async def chat_completions(
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        relay = Relay()
         chunks = _stream(
-            state, result, completion_id=completion_id, created=created, model=body.model, include_usage=include_usage
+            state,
+            result,
+            relay,
+            completion_id=completion_id,
+            created=created,
+            model=body.model,
+            include_usage=include_usage,
         )
-        return StreamingResponse(
-            iterate_in_threadpool(chunks),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    value = await run_in_threadpool(_wait, state, result)
+        return EventStream(chunks, relay, partial(hang_up, state, request, result))
+    timeout_s = state.settings.gateway.chat_timeout_s
+    value = await wait_watching(request, state, result, partial(_result, state, result), timeout_s)
+    if value is None:
+        raise _timed_out()
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -220,13 +235,16 @@ def _usage(value: dict[str, Any]) -> dict[str, int]:
 def _stream(
     state: Gateway,
     result: AsyncResult | EagerResult,
+    relay: Relay,
     *,
     completion_id: str,
     created: int,
     model: str,
     include_usage: bool,
 ) -> Iterator[str]:
-    """Server-sent events; runs in a worker thread (each step may block on Redis for up to a second)."""
+    """Server-sent events; runs in worker threads (each step may block on Redis for up to a second). Sets
+    ``relay.over`` once the task's outcome is known, and stops within a second of silence once the client is gone.
+    """
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None) -> str:
         choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
@@ -242,18 +260,21 @@ def _stream(
         return f"data: {json.dumps(event)}\n\n"
 
     def error(message: str, code: str) -> str:
+        relay.over = True
         body = {
             "error": {"message": state.redactor.redact(message), "type": "server_error", "param": None, "code": code}
         }
         return f"data: {json.dumps(body)}\n\n"
 
+    def ended() -> list[StreamEvent]:
+        relay.check_client()
+        return _outcome(state, result.id)
+
     yield chunk({"role": "assistant", "content": ""})
     if not isinstance(result, EagerResult):  # a cached answer has no stream: it is sent whole below
         sent_text = False
         try:
-            for event in read_stream(
-                state.redis, result.id, state.settings.gateway.chat_timeout_s, ended=partial(_outcome, state, result.id)
-            ):
+            for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s, ended=ended):
                 if event.type == "delta" and event.text:
                     sent_text = True
                     yield chunk({"content": event.text})
@@ -261,7 +282,10 @@ def _stream(
                     yield error(*ending)
                     return
                 elif event.type == "done":
+                    relay.over = True  # its result is being stored: nothing left to cancel
                     break
+        except ClientGone:
+            return
         except TimeoutError:
             yield error("no answer within the gateway's chat timeout", "timeout")
             return
@@ -273,6 +297,7 @@ def _stream(
     except InvalidRequest as exc:
         yield error(str(exc), "invalid_request")
         return
+    relay.over = True
     if isinstance(result, EagerResult):
         yield chunk({"content": value["output"]["message"]["content"]})
     yield chunk({}, finish_reason=value["output"]["finish_reason"])

@@ -1,32 +1,37 @@
-"""Streams always end: the gateway's half, through a real gateway process, real workers and the official
-openai SDK.
+"""Streams always end, and a client that hangs up cancels its task: the gateway's half, through a real gateway
+process, real workers and the official openai SDK.
 
-The trickling fleet's chat provider streams its answer a word at a time for a few seconds, so a second request
-can arrive while the first is computed; the idle fleet's only worker consumes no chat queue, so a chat task
-there never runs.
+The trickling fleet's chat provider streams its answer a word at a time for a few seconds, so a client can hang
+up while its task is still running; the idle fleet's only worker consumes no chat queue, so a chat task there
+never runs.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import openai
 import pytest
 import requests
 from openai import OpenAI, Stream
 from openai.types.chat import ChatCompletionChunk
+from prometheus_client.parser import text_string_to_metric_families
 
 from stepper.gateway.auth import key_digest
 from stepper.infra import keys
 from stepper.infra.connections import as_text
+from stepper.infra.revokes import revoked_among
 from tests.integration.conftest import COUNTING_CHAINS, GATEWAY_KEY, MOCK_SETTINGS, TEST_PROVIDERS, Fleet
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.providers import calls
+from tests.support.providers import calls, serving_task
 
 T = TypeVar("T")
 
@@ -101,6 +106,16 @@ def finishes(chunks: list[ChatCompletionChunk]) -> list[str]:
     return [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
 
 
+def disconnects(gateway: RunningGateway) -> float:
+    """The gateway's ``stepper_gateway_client_disconnects_total`` for the chat route."""
+    text = requests.get(f"{gateway.url}/metrics", headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "stepper_gateway_client_disconnects_total" and sample.labels.get("route") == ROUTE:
+                return float(sample.value)
+    return 0.0
+
+
 def eventually(probe: Callable[[], T | None], what: str, timeout_s: float = 30) -> T:
     """``probe()``'s first truthy answer within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -109,6 +124,63 @@ def eventually(probe: Callable[[], T | None], what: str, timeout_s: float = 30) 
             return answer
         time.sleep(0.1)
     raise AssertionError(f"not within {timeout_s:g}s: {what}")
+
+
+def revoked(fleet: Fleet, task_id: str) -> bool:
+    return task_id in revoked_among(fleet.redis, [task_id])
+
+
+def hung_up(gateway: RunningGateway, fleet: Fleet, task_id: str, *, disconnects_before: float) -> None:
+    """Assert that the gateway counts one more client that hung up, and revokes its task."""
+    eventually(lambda: revoked(fleet, task_id), "the gateway revokes the task of a client that hung up")
+    assert disconnects(gateway) == disconnects_before + 1
+
+
+def test_a_client_that_hangs_up_mid_stream_cancels_its_task(
+    trickling_gateway: RunningGateway, trickling_fleet: Fleet
+) -> None:
+    before = disconnects(trickling_gateway)
+    client = sdk(trickling_gateway)
+    with streamed(client, fresh("hang up mid-stream")) as stream:
+        chunks = iter(stream)
+        task_id = task_of(next(chunks).id)
+        assert next(chunks).choices[0].delta.content  # the answer is streaming
+        assert not revoked(trickling_fleet, task_id)
+    # Leaving the block closed the connection with the answer half sent.
+    hung_up(trickling_gateway, trickling_fleet, task_id, disconnects_before=before)
+
+
+def test_a_client_that_hangs_up_while_waiting_cancels_its_task(
+    trickling_gateway: RunningGateway, trickling_fleet: Fleet
+) -> None:
+    before = disconnects(trickling_gateway)
+    content = fresh("hang up while waiting")
+    body = {"model": "trickle-model", "messages": [{"role": "user", "content": content}]}
+    address = urlsplit(trickling_gateway.url)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
+    connection.request("POST", ROUTE, json.dumps(body), headers)
+    task_id = eventually(lambda: serving_task(trickling_fleet.redis, content), "the task starts")
+    assert not revoked(trickling_fleet, task_id)
+    connection.close()  # before any answer
+    hung_up(trickling_gateway, trickling_fleet, task_id, disconnects_before=before)
+
+
+def test_a_task_whose_answer_was_delivered_is_not_revoked(
+    trickling_gateway: RunningGateway, trickling_fleet: Fleet
+) -> None:
+    before = disconnects(trickling_gateway)
+    client = sdk(trickling_gateway)
+    plain = client.chat.completions.create(
+        model="trickle-model", messages=[{"role": "user", "content": fresh("answered plainly")}]
+    )
+    with streamed(client, fresh("answered in a stream")) as stream:
+        chunks = list(stream)  # to [DONE]; leaving the block closes the connection right after it
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    task_ids = [task_of(plain.id), task_of(chunks[0].id)]
+    time.sleep(2)  # a revoke on the connection's close would have landed by now
+    assert revoked_among(trickling_fleet.redis, task_ids) == set()
+    assert disconnects(trickling_gateway) == before
 
 
 def test_a_streamed_answer_from_the_gateways_cache_ends_normally(
