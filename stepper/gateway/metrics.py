@@ -40,11 +40,22 @@ class GatewayMetrics:
             ["key", "reason"],
             registry=self.registry,
         )
+        self.client_disconnects = Counter(
+            "stepper_gateway_client_disconnects_total",
+            "Clients that hung up before their answer ended; the task they were waiting for is cancelled",
+            ["route"],
+            registry=self.registry,
+        )
         if celery is not None and redis is not None:
             self.registry.register(FleetCollector(celery, redis))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def route_label(scope: Scope) -> str:
+    """The route template a request matched (``/api/v1/tasks/{task_id}``), or ``unmatched``."""
+    return str(getattr(scope.get("route"), "path", None) or "unmatched")
 
 
 class RequestMetrics:
@@ -70,7 +81,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_label(scope)
             method = str(scope.get("method", "?"))
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.seconds.labels(route, method).observe(time.perf_counter() - started)

@@ -5,6 +5,11 @@ as server-sent ``chat.completion.chunk`` events ending with ``data: [DONE]``. Wh
 ``reset`` (a provider failed mid-answer and the next one restarts), OpenAI's protocol has no way to take back
 text already sent: if any text went out, the stream ends with an error event (the SDK raises ``APIError``) and
 no ``[DONE]``; if none did, the reset is invisible and the next provider's answer streams as usual.
+
+Every stream ends: with ``[DONE]`` after the finish chunk, or with an error event. A task that finished without
+writing its stream (answered by the worker's cache, revoked before it ran) ends it with its outcome; a cancelled
+task ends it with an error event of code ``cancelled`` (a plain request gets 499 ``cancelled``). A client that
+hangs up before its answer ended cancels its task (see :mod:`stepper.gateway.cancellation`).
 """
 
 from __future__ import annotations
@@ -12,22 +17,32 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
+from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult, EagerResult
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
-from stepper.errors import ChainExhausted, ContentRejected, InvalidRequest, StepperError
+from stepper.errors import Cancelled, ChainExhausted, ContentRejected, InvalidRequest, StepperError
 from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
+from stepper.gateway.cancellation import (
+    CANCELLED_STATUS,
+    ClientGone,
+    EventStream,
+    Relay,
+    hang_up,
+    revoked,
+    wait_watching,
+)
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited
-from stepper.infra.streams import read_stream
-from stepper.producer import submit
+from stepper.infra.streams import StreamEvent, read_stream
+from stepper.producer import outcome_events, submit
 
 router = APIRouter(tags=["openai"])
 
@@ -116,10 +131,11 @@ async def list_models(
     "/v1/chat/completions", summary="an OpenAI-compatible chat completion, plain or streamed", response_model=None
 )
 async def chat_completions(
+    request: Request,
     body: ChatCompletionRequest,
     state: Annotated[Gateway, Depends(gateway)],
     who: Annotated[Caller, Depends(caller)],
-) -> dict[str, Any] | StreamingResponse:
+) -> dict[str, Any] | EventStream:
     if body.model not in _accepted_models(state):
         raise ApiError(404, f"the model {body.model!r} does not exist or is not served here", "model_not_found")
     arguments = to_chat_request(body)
@@ -130,15 +146,21 @@ async def chat_completions(
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        relay = Relay()
         chunks = _stream(
-            state, result, completion_id=completion_id, created=created, model=body.model, include_usage=include_usage
+            state,
+            result,
+            relay,
+            completion_id=completion_id,
+            created=created,
+            model=body.model,
+            include_usage=include_usage,
         )
-        return StreamingResponse(
-            iterate_in_threadpool(chunks),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    value = await run_in_threadpool(_wait, state, result)
+        return EventStream(chunks, relay, partial(hang_up, state, request, result))
+    timeout_s = state.settings.gateway.chat_timeout_s
+    value = await wait_watching(request, state, result, partial(_result, state, result), timeout_s)
+    if value is None:
+        raise _timed_out()
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -156,14 +178,19 @@ async def chat_completions(
     }
 
 
-def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:
-    """The task's result, or the error answer its failure deserves (redacted, typed for the SDK)."""
+def _result(state: Gateway, result: AsyncResult | EagerResult, timeout_s: float) -> dict[str, Any] | None:
+    """The task's result within ``timeout_s`` (None if it has not come), or the error answer its failure
+    deserves (redacted, typed for the SDK); a revoked task is 499 ``cancelled`` even before a worker saw it."""
     try:
-        value: dict[str, Any] = result.get(timeout=state.settings.gateway.chat_timeout_s)
+        value: dict[str, Any] = result.get(timeout=timeout_s)
     except CeleryTimeout:
-        raise ApiError(504, "no answer within the gateway's chat timeout; try again", "timeout") from None
+        if revoked(state, result.id):
+            raise _cancelled("the task was cancelled") from None
+        return None
     except InvalidRequest:
         raise
+    except (Cancelled, TaskRevokedError) as exc:
+        raise _cancelled(state.redactor.redact(f"the task was cancelled: {exc}")) from None
     except ContentRejected as exc:
         raise ApiError(400, state.redactor.redact(str(exc)), "content_filter") from None
     except ChainExhausted as exc:
@@ -171,6 +198,32 @@ def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:
     except StepperError as exc:
         raise ApiError(502, state.redactor.redact(f"{type(exc).__name__}: {exc}"), "upstream_error") from None
     return value
+
+
+def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:
+    """The task's result within the chat timeout, or the error answer (504 ``timeout`` when none came)."""
+    value = _result(state, result, state.settings.gateway.chat_timeout_s)
+    if value is None:
+        raise _timed_out()
+    return value
+
+
+def _timed_out() -> ApiError:
+    return ApiError(504, "no answer within the gateway's chat timeout; try again", "timeout")
+
+
+def _cancelled(message: str) -> ApiError:
+    return ApiError(CANCELLED_STATUS, message, "cancelled")
+
+
+def _outcome(state: Gateway, task_id: str) -> list[StreamEvent]:
+    """The events ending the stream of a task that finished without writing it (``[]`` while it runs): its
+    outcome from the result backend, or ``cancelled`` for a revoked task no worker has ended (one queued behind
+    busy workers, or on a queue no worker consumes, would otherwise keep its client until the chat timeout)."""
+    events = outcome_events(AsyncResult(task_id, app=state.celery))
+    if not events and revoked(state, task_id):
+        return [StreamEvent("cancelled", "revoked")]
+    return events
 
 
 def _usage(value: dict[str, Any]) -> dict[str, int]:
@@ -182,13 +235,16 @@ def _usage(value: dict[str, Any]) -> dict[str, int]:
 def _stream(
     state: Gateway,
     result: AsyncResult | EagerResult,
+    relay: Relay,
     *,
     completion_id: str,
     created: int,
     model: str,
     include_usage: bool,
 ) -> Iterator[str]:
-    """Server-sent events; runs in a worker thread (each step may block on Redis for up to a second)."""
+    """Server-sent events; runs in worker threads (each step may block on Redis for up to a second). Sets
+    ``relay.over`` once the task's outcome is known, and stops within a second of silence once the client is gone.
+    """
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None) -> str:
         choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
@@ -204,27 +260,32 @@ def _stream(
         return f"data: {json.dumps(event)}\n\n"
 
     def error(message: str, code: str) -> str:
+        relay.over = True
         body = {
             "error": {"message": state.redactor.redact(message), "type": "server_error", "param": None, "code": code}
         }
         return f"data: {json.dumps(body)}\n\n"
 
+    def ended() -> list[StreamEvent]:
+        relay.check_client()
+        return _outcome(state, result.id)
+
     yield chunk({"role": "assistant", "content": ""})
     if not isinstance(result, EagerResult):  # a cached answer has no stream: it is sent whole below
         sent_text = False
         try:
-            for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s):
+            for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s, ended=ended):
                 if event.type == "delta" and event.text:
                     sent_text = True
                     yield chunk({"content": event.text})
-                elif event.type == "reset" and sent_text:
-                    yield error(f"the answer was interrupted and restarted on another provider: {event.text}", "reset")
-                    return
-                elif event.type == "error":
-                    yield error(event.text, "upstream_error")
+                elif (ending := _ending(event, sent_text)) is not None:
+                    yield error(*ending)
                     return
                 elif event.type == "done":
+                    relay.over = True  # its result is being stored: nothing left to cancel
                     break
+        except ClientGone:
+            return
         except TimeoutError:
             yield error("no answer within the gateway's chat timeout", "timeout")
             return
@@ -236,9 +297,22 @@ def _stream(
     except InvalidRequest as exc:
         yield error(str(exc), "invalid_request")
         return
+    relay.over = True
     if isinstance(result, EagerResult):
         yield chunk({"content": value["output"]["message"]["content"]})
     yield chunk({}, finish_reason=value["output"]["finish_reason"])
     if include_usage:
         yield chunk({}, usage=_usage(value))
     yield "data: [DONE]\n\n"
+
+
+def _ending(event: StreamEvent, sent_text: bool) -> tuple[str, str] | None:
+    """The error (message, code) that ``event`` ends the SSE with, if it does. A reset before any text went out
+    is invisible: the next provider's answer streams as usual."""
+    if event.type == "reset" and sent_text:
+        return f"the answer was interrupted and restarted on another provider: {event.text}", "reset"
+    if event.type == "error":
+        return event.text, "upstream_error"
+    if event.type == "cancelled":
+        return f"the task was cancelled: {event.text}", "cancelled"
+    return None

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import redis
+from celery import current_task
 
 from stepper.contracts import Provider, Reply
 from stepper.errors import Unavailable
+from stepper.infra.streams import current_sink
 from stepper.providers.mock import MockProvider
 from stepper.schemas import (
     KINDS,
@@ -39,6 +41,7 @@ from stepper.settings import ProviderSettings
 
 CALLS_KEY = "test:calls:{name}"
 ORDER_KEY = "test:order"
+TASK_KEY = "test:task:{message}"
 
 
 def _redis() -> redis.Redis:
@@ -109,6 +112,34 @@ class SlowChat(CountingProvider):
         self._client.rpush(ORDER_KEY, request.messages[-1].content)
         time.sleep(float(self.settings.options.get("delay_s", 0.2)))
         return super().complete(request, model)
+
+
+def serving_task(client: redis.Redis, message: str) -> str | None:
+    """The id of the task TricklingChat is serving (or served) for the chat message ``message``."""
+    found = client.get(TASK_KEY.format(message=message))
+    return found.decode() if isinstance(found, bytes) else found
+
+
+class TricklingChat(CountingProvider):
+    """The mock's answer followed by ``options.words`` more words (default 20), streamed a word at a time
+    ``options.delay_s`` apart (default 0.1) when the request streams, else returned after the same time. It
+    records the id of the task it serves under ``test:task:<last message>`` (see :func:`serving_task`)."""
+
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+
+    def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        self._client.set(TASK_KEY.format(message=request.messages[-1].content), current_task.request.id, ex=3600)
+        reply = super().complete(request, model)
+        extra = [f"word{number}" for number in range(int(self.settings.options.get("words", 20)))]
+        words = [*reply.output.message.content.split(" "), *extra]
+        delay_s = float(self.settings.options.get("delay_s", 0.1))
+        sink = current_sink.get() if request.stream else None
+        for position, word in enumerate(words):
+            time.sleep(delay_s)
+            if sink is not None:
+                sink.delta(word if position == 0 else f" {word}")
+        message = reply.output.message.model_copy(update={"content": " ".join(words)})
+        return Reply(reply.output.model_copy(update={"message": message}), reply.usage)
 
 
 class LeakyChat(CountingProvider):
