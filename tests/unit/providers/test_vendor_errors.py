@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stepper.providers.llm.vendor_errors import MESSAGE_CHARS, Meaning, VendorError, read_vendor_error
+from stepper.providers.vendor_errors import MESSAGE_CHARS, Meaning, VendorError, read_vendor_error
 
 
 def case(
