@@ -25,16 +25,14 @@ NOT_AN_ANSWER = frozenset({None, "ERROR", "TIMEOUT", "TOOL_CALL"})
 
 
 class CohereHttpClient(HttpClient):
-    """Cohere answers with statuses the shared mapping would call the caller's fault: per its error reference
-    and SDK, 402 (billing) and 498 (invalid token) are about the account, and 499 (request cancelled) is
-    worth retrying."""
+    """Two statuses of Cohere's own, per its error reference and SDK: 498 (invalid token) is about the key, and
+    499 (request cancelled) is worth retrying. (402, billing, is read as an exhausted quota by vendor_errors.)"""
 
     def error_for(self, response: requests.Response) -> ProviderError:
         error = super().error_for(response)
-        status = response.status_code
-        if status in {402, 498}:
-            return AuthError(f"{error}; check the key in {self.name}'s api_key_env and its billing")
-        if status == 499:
+        if response.status_code == 498:
+            return AuthError(f"{error}; check the key in {self.name}'s api_key_env")
+        if response.status_code == 499:
             return Unavailable(str(error))
         return error
 

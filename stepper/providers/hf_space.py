@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 from stepper.errors import TruncatedOutput, Unavailable, UnsupportedInput
-from stepper.providers.http import ERROR_DETAIL_CHARS
 from stepper.providers.llm.base import LlmAnswer, LlmCall, LlmProvider
+from stepper.providers.vendor_errors import MESSAGE_CHARS
 from stepper.schemas.chat import Message
 from stepper.settings import ProviderSettings
 
@@ -123,4 +123,4 @@ class HfSpaceProvider(LlmProvider):
             value = data
         if isinstance(value, dict):
             value = value.get("error")
-        return self.http.redact(str(value))[:ERROR_DETAIL_CHARS] if value else "no details (the Space hides errors)"
+        return self.http.redact(str(value))[:MESSAGE_CHARS] if value else "no details (the Space hides errors)"

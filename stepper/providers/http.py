@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -56,8 +57,10 @@ from stepper.settings import ProviderSettings
 
 #: Connections kept per host in each process; raised to the worker's concurrency at start-up.
 _pool_size = 10
-#: How much of a vendor's error body is quoted in an error message.
-ERROR_DETAIL_CHARS = 300
+#: How much of a vendor's error body that is not JSON is read to classify it.
+ERROR_BODY_CHARS = 8192
+#: A wait a vendor states in its message rather than a header.
+TRY_AGAIN_IN = re.compile(r"try again in (\d+(?:\.\d+)?)(ms|s)\b", re.IGNORECASE)
 
 
 def configure_pool(size: int) -> None:
@@ -289,7 +292,10 @@ class HttpClient:
         """Map an HTTP error answer onto the exception tree by what the vendor says it means (see
         :mod:`stepper.providers.vendor_errors`), quoting its reason readably and redacted."""
         meaning = read_vendor_error(response.status_code, _decoded(response))
-        return self.exception_for(meaning, f"{self.name} answered {response.status_code}", rate_limit_hint(response))
+        wait_s = rate_limit_hint(response)
+        if wait_s is None and (said := TRY_AGAIN_IN.search(meaning.message)):  # OpenAI: "Please try again in 9.8s"
+            wait_s = float(said.group(1)) / (1000 if said.group(2) == "ms" else 1)
+        return self.exception_for(meaning, f"{self.name} answered {response.status_code}", wait_s)
 
     def stream_error(self, body: Mapping[str, Any]) -> ProviderError:
         """The error object a server sent inside a 200 event stream (vLLM, llama.cpp, LiteLLM do), mapped
@@ -305,12 +311,17 @@ class HttpClient:
             return ContextOverflow(message, error.requested_tokens)
         if error.meaning == "unsupported_parameter" and error.param:
             return UnsupportedParameter(message, error.param)
-        if error.meaning in {"rate_limited", "overloaded", "server_error"}:
-            return (RateLimited if error.meaning == "rate_limited" else Unavailable)(message, retry_after_s)
-        if error.meaning == "quota_exhausted":
-            return AuthError(f"{message}; the account's quota or billing is exhausted: check it")
-        if error.meaning == "auth":
-            return AuthError(f"{message}; check the key in {self.name}'s api_key_env")
+        if error.meaning == "rate_limited" or (error.meaning == "overloaded" and error.status == 429):
+            return RateLimited(message, retry_after_s)  # busy is not broken: no breaker failure (TGI sheds load so)
+        if error.meaning in {"overloaded", "server_error"}:
+            return Unavailable(message, retry_after_s)
+        if error.meaning in {"quota_exhausted", "auth"}:
+            advice = (
+                "the account's quota or billing is exhausted: check it"
+                if error.meaning == "quota_exhausted"
+                else f"check the key in {self.name}'s api_key_env"
+            )
+            return AuthError(f"{message}; {advice}")
         return ContentRejected(message) if error.meaning == "content_policy" else UnsupportedInput(message)
 
 
@@ -320,11 +331,12 @@ def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
 
 
 def _decoded(response: requests.Response) -> Any:
-    """The body as JSON when it is JSON, else its text."""
+    """The body as JSON when it is JSON, else its text (enough of it to find the words that say what it means;
+    vendor_errors shortens the message it keeps)."""
     try:
         return response.json()
     except ValueError:
-        return response.text[:ERROR_DETAIL_CHARS]
+        return response.text[:ERROR_BODY_CHARS]
 
 
 def rate_limit_hint(response: requests.Response) -> float | None:

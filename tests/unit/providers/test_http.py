@@ -189,3 +189,26 @@ def test_a_429_carries_the_vendors_wait_in_whichever_header_it_used(
     with pytest.raises(RateLimited) as raised:
         client(server).post_json("/echo", {}, {})
     assert raised.value.retry_after_s == wait_s
+
+
+def test_a_wait_stated_in_the_message_is_honoured_when_no_header_states_one(server: FakeServer) -> None:
+    body = {
+        "error": {
+            "message": "Rate limit reached for gpt-4o-mini on tokens per min (TPM): Limit 200000, Used 199852. "
+            "Please try again in 986ms.",
+            "type": "tokens",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    server.inject(Fault(status=429, body=body))
+    with pytest.raises(RateLimited) as raised:
+        client(server).post_json("/echo", {}, {})
+    assert raised.value.retry_after_s == pytest.approx(0.986)
+
+
+def test_load_shedding_with_429_is_busy_not_broken(server: FakeServer) -> None:
+    server.inject(Fault(status=429, body={"error": "Model is overloaded", "error_type": "overloaded"}))
+    with pytest.raises(RateLimited, match="Model is overloaded") as raised:
+        client(server).post_json("/echo", {}, {})
+    assert not raised.value.trips_breaker

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from stepper.providers.llm.vendor_errors import read_vendor_error
+from stepper.providers.vendor_errors import read_vendor_error
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible, Flavour, prompt_tokens
 
 FLAVOURS: list[Flavour] = ["openai", "vllm", "tgi", "llamacpp", "ollama", "litellm"]
