@@ -14,7 +14,14 @@ from stepper.cli.demo import demo_command
 from stepper.cli.dlq import dlq_group
 from stepper.cli.gateway import gateway_group
 from stepper.cli.ops import alerts_group, flower_command, health_command, metrics_command, status_command
-from stepper.cli.work import fleet_command, providers_command, submit_command, voices_command, worker_command
+from stepper.cli.work import (
+    cancel_command,
+    fleet_command,
+    providers_command,
+    submit_command,
+    voices_command,
+    worker_command,
+)
 from stepper.errors import StepperError
 
 __all__ = ["main", "stepper"]
@@ -25,6 +32,7 @@ stepper = click.Group(
     commands=[
         providers_command,
         submit_command,
+        cancel_command,
         voices_command,
         worker_command,
         fleet_command,

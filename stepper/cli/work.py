@@ -1,4 +1,4 @@
-"""``stepper providers``, ``voices``, ``submit``, ``worker`` and ``fleet``: what can run, and running it."""
+"""``stepper providers``, ``voices``, ``submit``, ``cancel``, ``worker`` and ``fleet``: what can run, and running it."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def submit_command(kind: Kind, request: Any, priority: str, no_wait: bool, timeo
         click.echo(result.id)
         return 0
     echo_json(result.get(timeout=timeout_s))
+    return 0
+
+
+@click.command("cancel")
+@click.argument("task_ids", nargs=-1, required=True)
+def cancel_command(task_ids: tuple[str, ...]) -> int:
+    """cancel tasks: queued ones never run, running ones stop within a second
+
+    The revoke is recorded in Redis, so workers started later honour it too.
+    """
+    from stepper.producer import cancel
+
+    for task_id in task_ids:
+        cancel(task_id)
+        click.echo(f"cancelled {task_id}")
     return 0
 
 

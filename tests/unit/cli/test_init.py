@@ -18,6 +18,7 @@ from stepper.cli import stepper as root_command
 COMMANDS = [
     "providers",
     "submit",
+    "cancel",
     "voices",
     "worker",
     "fleet",

@@ -63,3 +63,13 @@ def test_an_unknown_priority_is_an_invalid_request(
 
     assert capsys.readouterr().err.startswith("stepper: InvalidRequest: unknown priority 'urgent'")
     assert submitted == []
+
+
+def test_cancel_records_each_revoke_where_every_worker_reads_it(
+    redis_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stepper.infra import revokes
+
+    assert main(["cancel", "task-a", "task-b"]) == 0
+    assert capsys.readouterr().out == "cancelled task-a\ncancelled task-b\n"
+    assert revokes.revoked_among(redis_client, ["task-a", "task-b", "task-c"]) == {"task-a", "task-b"}
