@@ -248,7 +248,10 @@ def test_a_gateway_client_hanging_up_closes_the_vendor_stream(
     (log,) = vllm.streams
     assert hung_up(log, left_at) < 10
     assert not log.completed
-    assert fleet.app.AsyncResult(task_id).state == "REVOKED"
+    task = fleet.app.AsyncResult(task_id)
+    with pytest.raises(Cancelled):
+        task.get(timeout=30)
+    assert task.state == "REVOKED"
 
 
 def test_a_vendor_error_midway_through_a_stream_is_classified_and_the_chain_moves_on(
