@@ -10,12 +10,14 @@ from typing import Any
 import pybreaker
 import pytest
 import redis
+from pydantic import BaseModel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from stepper.contracts import Reply
 from stepper.errors import (
     AuthError,
+    Cancelled,
     CircuitOpen,
     ConfigError,
     ContentRejected,
@@ -324,6 +326,34 @@ def test_reported_usage_settles_the_token_estimate(harness: Harness) -> None:
     guard.call("p", limits, 500, lambda: used_little)
     # 500 were reserved, 100 used: 500 are free again, so another reservation of 500 fits.
     assert guard.call("p", limits, 500, Calls()) is OK
+
+
+def test_a_cancelled_call_settles_the_tokens_it_used(harness: Harness) -> None:
+    limits = Limits(tpm=600)
+    guard = guard_over(harness, max_wait_s=0)
+
+    def cut_short() -> Reply[BaseModel]:
+        cancelled = Cancelled("revoked mid-stream")
+        cancelled.partial_usage = {"input_tokens": 50, "output_tokens": 50}
+        raise cancelled
+
+    with pytest.raises(Cancelled):
+        guard.call("p", limits, 500, cut_short)
+    # 500 were reserved, 100 used before the cut: 500 are free again.
+    assert guard.call("p", limits, 500, Calls()) is OK
+    assert harness.state("p") == pybreaker.STATE_CLOSED  # a cancellation says nothing about the provider
+
+
+def test_a_cancelled_call_without_an_estimate_keeps_its_reservation(harness: Harness) -> None:
+    guard = guard_over(harness, max_wait_s=0)
+
+    def cut_short() -> Reply[BaseModel]:
+        raise Cancelled("revoked before any usage was known")
+
+    with pytest.raises(Cancelled):
+        guard.call("p", Limits(tpm=600), 500, cut_short)
+    with pytest.raises(RateLimited):
+        guard.call("p", Limits(tpm=600), 500, Calls())
 
 
 def test_a_probe_that_is_rate_limited_does_not_keep_the_lease(harness: Harness) -> None:
