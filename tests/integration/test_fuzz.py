@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stepper.errors import InvalidRequest
+from stepper.infra import keys
 from stepper.samples import sample_requests
 from stepper.schemas import KINDS, Kind
 from tests.integration.conftest import Fleet
@@ -23,6 +24,7 @@ from tests.support.binaries import require_binary
 from tests.support.fuzzing import mutate
 
 IMAGE_KINDS: tuple[Kind, ...] = ("ocr", "steps", "vision")
+ENGINES = ("tesseract", "opencv", "espeak")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,9 @@ def test_mutated_requests_end_in_a_result_or_invalid_request(
     kwargs["cache"] = "bypass"  # each example reaches the engine
     outcome(engine_fleet, kind, kwargs)
     assert "retry: Retry in" not in engine_fleet.worker.log()  # no input is worth retrying
+    # An input-specific failure never counts against an engine: no breaker opens, whatever was sent.
+    states = {engine: engine_fleet.redis.get(f"{keys.breaker(engine)}:pybreaker:state") for engine in ENGINES}
+    assert all(state in (None, b"closed") for state in states.values()), states
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
