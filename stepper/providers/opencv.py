@@ -5,7 +5,9 @@ adapter loads the images (or the video) within the configured limits, one frame 
 with what OCR reads in its changed region when tesseract is installed, and stores each step's thumbnail as an
 artifact.
 The engines import OpenCV, so they are imported on first call: without OpenCV this module still imports and
-says why it cannot run. Options: ``ocr_lang`` (``eng``), ``max_video_frames`` (300).
+says why it cannot run. Options: ``ocr_lang`` (``eng``); for videos ``max_video_frames`` (3000 frames sampled),
+``max_video_seconds`` (600 seconds read) and ``video_sample_fps`` (10 frames sampled a second of video), see
+:class:`stepper.settings.VideoSettings`.
 """
 
 from __future__ import annotations
@@ -13,20 +15,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from pydantic import ValidationError
+
 from stepper.config import current_settings
 from stepper.contracts import Provider, Reply
+from stepper.errors import ConfigError
 from stepper.infra.artifacts import artifact_store
 from stepper.providers.engines.failures import input_specific
 from stepper.providers.media.images import load_image, read_image
 from stepper.schemas import Kind, StepsOutput, StepsRequest, VisionOutput, VisionRequest
+from stepper.schemas.common import describe_validation_error
 from stepper.schemas.steps import Step, Thumbnail
-from stepper.settings import ImageSettings, ProviderSettings
+from stepper.settings import ImageSettings, ProviderSettings, VideoSettings
 
 if TYPE_CHECKING:
     from stepper.providers.engines.ocr import OcrEngine
     from stepper.providers.engines.steps import DetectedStep, Frame, StepThresholds
 
 DEFAULT_OCR_LANG = "eng"
+#: VideoSettings fields by the provider option that overrides them.
+VIDEO_OPTIONS = {"max_frames": "max_video_frames", "max_seconds": "max_video_seconds", "sample_fps": "video_sample_fps"}
 
 
 class OpenCvProvider(Provider):
@@ -57,11 +65,43 @@ class OpenCvProvider(Provider):
         ocr = reader(self.ocr_lang)
         if request.video is None:
             with input_specific("OpenCV"):
-                return Reply(StepsOutput(steps=self._steps(_decoded(request, images), thresholds, ocr)))
-        max_frames = int(self.settings.options.get("max_video_frames", engine.MAX_VIDEO_FRAMES))
+                steps = self._steps(_decoded(request, images), thresholds, ocr)
+                return Reply(StepsOutput(steps=steps, frames_read=len(request.frames)))
+        limits = self.video_limits(request)
         video = load_image(request.video, images)
-        with input_specific("OpenCV"), engine.open_video(video, max_frames, images.max_pixels) as frames:
-            return Reply(StepsOutput(steps=self._steps(frames, thresholds, ocr)))
+        with (
+            input_specific("OpenCV"),
+            engine.open_video(
+                video, limits.max_frames, images.max_pixels, limits.max_seconds, limits.sample_fps
+            ) as frames,
+        ):
+            steps = self._steps(iter(frames), thresholds, ocr)
+            return Reply(
+                StepsOutput(
+                    steps=steps,
+                    frames_read=frames.frames_read,
+                    seconds_read=frames.seconds_read,
+                    truncated=frames.truncated,
+                )
+            )
+
+    def video_limits(self, request: StepsRequest) -> VideoSettings:
+        """The provider's video options over the defaults, lowered by the request's own bounds.
+
+        Raises ConfigError when an option is out of range.
+        """
+        options = self.settings.options
+        given = {field: options[option] for field, option in VIDEO_OPTIONS.items() if options.get(option) is not None}
+        try:
+            limits = VideoSettings.model_validate(given)
+        except ValidationError as exc:
+            raise ConfigError(f"opencv video options: {describe_validation_error(exc)}") from None
+        return limits.model_copy(
+            update={
+                "max_frames": min(limits.max_frames, request.max_frames or limits.max_frames),
+                "max_seconds": min(limits.max_seconds, request.max_seconds or limits.max_seconds),
+            }
+        )
 
     def _steps(
         self, frames: Iterator[tuple[int, Frame]], thresholds: StepThresholds, ocr: OcrEngine | None
