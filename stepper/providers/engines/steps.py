@@ -325,12 +325,16 @@ class VideoFrames:
         interval_s = 1 / self.sample_fps
         next_sample_s = 0.0
         last_s = -math.inf
+        origin_s = 0.0  # the first frame's timestamp: a stream cut out of a longer one may not start at 0
         number = 0
         while self.capture.grab():
             if self.frames_read >= self.max_frames:
                 self.truncated = True  # another frame exists past the last one sampled
                 break
-            seconds = self._timestamp_s(number, fps, last_s)
+            if number == 0:
+                first_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+                origin_s = first_s if math.isfinite(first_s) and first_s > 0 else 0.0
+            seconds = self._timestamp_s(number, fps, last_s, origin_s)
             if seconds > self.max_seconds:
                 self.truncated = True
                 break
@@ -346,9 +350,10 @@ class VideoFrames:
         if number == 0:
             raise InvalidRequest("the video has no frame that decodes")
 
-    def _timestamp_s(self, number: int, fps: float | None, last_s: float) -> float:
-        """The frame's time in seconds: its timestamp when the container gives increasing ones, else number / fps."""
-        stamp_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+    def _timestamp_s(self, number: int, fps: float | None, last_s: float, origin_s: float) -> float:
+        """The frame's time in seconds since the first: its timestamp when the container gives increasing ones,
+        else its number over the declared frame rate, else the last frame's time."""
+        stamp_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 - origin_s
         if math.isfinite(stamp_s) and stamp_s >= 0 and (stamp_s > last_s or number == 0):
             return float(stamp_s)
         if fps is not None:
