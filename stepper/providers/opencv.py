@@ -48,6 +48,10 @@ class OpenCvProvider(Provider):
             return f"OpenCV does not import ({exc}); install opencv-python-headless>=4.8,<5"
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "HOGDescriptor"):
             return f"OpenCV {cv2.__version__} has no Haar cascades or HOG (OpenCV 5 dropped them); pin <5"
+        try:
+            video_options(settings)
+        except ConfigError as exc:
+            return str(exc)
         return super().unavailable_reason(settings)
 
     @property
@@ -90,12 +94,7 @@ class OpenCvProvider(Provider):
 
         Raises ConfigError when an option is out of range.
         """
-        options = self.settings.options
-        given = {field: options[option] for field, option in VIDEO_OPTIONS.items() if options.get(option) is not None}
-        try:
-            limits = VideoSettings.model_validate(given)
-        except ValidationError as exc:
-            raise ConfigError(f"opencv video options: {describe_validation_error(exc)}") from None
+        limits = video_options(self.settings)
         return limits.model_copy(
             update={
                 "max_frames": min(limits.max_frames, request.max_frames or limits.max_frames),
@@ -132,6 +131,17 @@ class OpenCvProvider(Provider):
         pixels = read_image(request.image, images, "image")
         with input_specific("OpenCV"):
             return Reply(analyse_image(pixels, request.features, self.ocr_lang))
+
+
+def video_options(settings: ProviderSettings) -> VideoSettings:
+    """The provider's ``max_video_frames``, ``max_video_seconds`` and ``video_sample_fps`` over VideoSettings'
+    defaults. Raises ConfigError naming the option out of range."""
+    options = settings.options
+    given = {field: options[option] for field, option in VIDEO_OPTIONS.items() if options.get(option) is not None}
+    try:
+        return VideoSettings.model_validate(given)
+    except ValidationError as exc:
+        raise ConfigError(f"{settings.name} video options: {describe_validation_error(exc)}") from None
 
 
 def _decoded(request: StepsRequest, images: ImageSettings) -> Iterator[tuple[int, Frame]]:

@@ -99,6 +99,7 @@ def test_a_bound_of_the_worker_is_never_raised_by_a_request(webms: dict[str, Pat
     )
     with pytest.raises(ConfigError, match="sample_fps"):
         broken.video_limits(StepsRequest.model_validate({"video": video}))
+    assert "sample_fps" in (OpenCvProvider.unavailable_reason(broken.settings) or "")  # the chain skips it, saying why
 
 
 def test_open_video_reads_the_streamed_webm_frame_by_frame(webms: dict[str, Path]) -> None:
