@@ -303,7 +303,8 @@ class VideoFrames:
     Iterate once. The declared frame count and duration are never used: a WebM streamed by a browser
     (MediaRecorder) states neither, and other containers may state them wrongly. A frame is sampled when its
     timestamp (``CAP_PROP_POS_MSEC``) reaches the next sampling time, one every ``1 / sample_fps`` seconds;
-    without timestamps, time is the frame's number over the declared frame rate (or every frame is sampled).
+    without timestamps, time is the frame's number over the declared frame rate (without one, every frame is
+    sampled).
     Reading stops at the video's end, after ``max_frames`` samples, or at the first frame past ``max_seconds``;
     afterwards ``frames_read`` (frames sampled), ``seconds_read`` (the last sample's timestamp, seconds) and
     ``truncated`` (a bound stopped the reading while the video went on) describe what was read.
@@ -352,13 +353,14 @@ class VideoFrames:
 
     def _timestamp_s(self, number: int, fps: float | None, last_s: float, origin_s: float) -> float:
         """The frame's time in seconds since the first: its timestamp when the container gives increasing ones,
-        else its number over the declared frame rate, else the last frame's time."""
+        else its number over the declared frame rate, else its number over ``sample_fps``."""
         stamp_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 - origin_s
         if math.isfinite(stamp_s) and stamp_s >= 0 and (stamp_s > last_s or number == 0):
             return float(stamp_s)
-        if fps is not None:
-            return max(number / fps, last_s)
-        return last_s if math.isfinite(last_s) else 0.0
+        # Neither timestamps nor a frame rate: frames are taken as one sampling interval apart, so every frame
+        # is sampled and max_seconds counts sampling intervals (with sample_fps infinite, time stays at 0).
+        rate = fps if fps is not None else self.sample_fps
+        return max(number / rate, last_s)
 
     def _retrieve(self, number: int) -> Frame:
         ok, frame = self.capture.retrieve()

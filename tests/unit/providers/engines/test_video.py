@@ -7,13 +7,15 @@ import base64
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
+import numpy as np
 import pytest
 
 from stepper.config import current_settings
 from stepper.errors import ConfigError, InvalidRequest
-from stepper.providers.engines.steps import open_video
+from stepper.providers.engines.steps import VideoFrames, open_video
 from stepper.providers.opencv import OpenCvProvider
 from stepper.schemas import StepsOutput, StepsRequest
 from stepper.settings import ImageSettings, ProviderSettings
@@ -136,3 +138,28 @@ def test_a_frame_over_the_pixel_limit_is_refused_before_decoding(
     monkeypatch.setattr("stepper.providers.opencv.current_settings", lambda: small)
     with pytest.raises(InvalidRequest, match=r"480x320 = 153,600 pixels a frame; the limit is 1,000"):
         steps_of(webms["streamed"])
+
+
+class Stampless:
+    """A capture whose container gives neither timestamps nor a frame rate, as some damaged files do."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def grab(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+    def retrieve(self) -> tuple[bool, np.ndarray[Any, Any]]:
+        return True, np.zeros((4, 4, 3), np.uint8)
+
+    def get(self, prop: int) -> float:
+        return 0.0  # CAP_PROP_POS_MSEC and CAP_PROP_FPS alike: unknown
+
+
+def test_without_timestamps_or_frame_rate_every_frame_is_sampled() -> None:
+    frames = VideoFrames(cast(cv2.VideoCapture, Stampless(30)), max_frames=100, max_pixels=16, sample_fps=10)
+    assert [number for number, _ in frames] == list(range(30))
+    assert (frames.frames_read, frames.seconds_read, frames.truncated) == (30, 2.9, False)
+    bounded = VideoFrames(cast(cv2.VideoCapture, Stampless(30)), 100, 16, max_seconds=1.0, sample_fps=10)
+    assert len(list(bounded)) == 11 and bounded.truncated
