@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
-SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
+SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng ffmpeg
 
 .PHONY: run test bench chaos lint typecheck check system-deps venv clean
 

@@ -172,6 +172,20 @@ class ImageSettings(_Settings):
     max_redirects: int = Field(default=3, ge=0)
 
 
+class VideoSettings(_Settings):
+    """How much of a screen recording ``stepper.steps`` reads; the opencv provider's options
+    ``max_video_frames``, ``max_video_seconds`` and ``video_sample_fps`` override these, and a request may
+    only lower the two bounds. Reading stops at the first bound reached, and the result says so (``truncated``).
+    """
+
+    #: Frames sampled (decoded and compared) from one video at most.
+    max_frames: int = Field(default=3000, ge=1)
+    #: Seconds of video, by the frames' timestamps, read at most.
+    max_seconds: float = Field(default=600.0, gt=0)
+    #: Frames sampled per second of video (by timestamp); a video with fewer gives every frame.
+    sample_fps: float = Field(default=10.0, gt=0, le=240)
+
+
 class ArtifactSettings(_Settings):
     """Where audio and thumbnails go; see stepper.infra.artifacts."""
 

@@ -18,6 +18,12 @@ class StepsRequest(TaskRequest):
         default=None, description="a screen recording (MP4/MOV, AVI, WebM/Matroska) instead of frames"
     )
     threshold: float | None = Field(default=None, gt=0, le=1, description="share of changed pixels that makes a step")
+    max_frames: int | None = Field(
+        default=None, ge=1, description="video: frames to sample at most; lowers the worker's limit, never raises it"
+    )
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="video: seconds to read at most; lowers the worker's limit, never raises it"
+    )
 
     @model_validator(mode="after")
     def _frames_or_video(self) -> StepsRequest:
@@ -48,4 +54,12 @@ class Step(Strict):
 
 
 class StepsOutput(Strict):
+    """The steps, and how much of the input they come from: a video read only in part says ``truncated``."""
+
     steps: list[Step]
+    #: Frames compared: every screenshot given, or the frames sampled from the video.
+    frames_read: int = Field(default=0, ge=0)
+    #: Video only: the timestamp of the last frame read (seconds from the start); None for screenshots.
+    seconds_read: float | None = Field(default=None, ge=0)
+    #: True when a bound (max_frames, max_seconds) stopped the reading before the video's end.
+    truncated: bool = False

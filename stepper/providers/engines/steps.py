@@ -28,8 +28,10 @@ Frame = np.ndarray[Any, Any]
 Box = tuple[int, int, int, int]
 Action = Literal["click", "type", "scroll", "navigate"]
 
-#: Frames sampled from one video unless the provider's ``max_video_frames`` option says otherwise.
-MAX_VIDEO_FRAMES = 300
+#: Frame rates beyond this are taken for a broken header, not believed (frames per second).
+MAX_PLAUSIBLE_FPS = 1000.0
+#: Timestamps are rounded milliseconds: a frame this close before a sampling time is taken as on it (seconds).
+TIMESTAMP_SLACK_S = 1e-3
 #: Containers a video may come in, by their first bytes. Anything else is refused before FFmpeg sees it: FFmpeg
 #: probes content, and a playlist format (HLS) would make it open URLs on the worker's network.
 VIDEO_CONTAINERS = {"mp4": "MP4/MOV", "avi": "AVI", "mkv": "WebM/Matroska"}
@@ -294,41 +296,114 @@ def video_container(data: bytes) -> str | None:
     return None
 
 
+@dataclass
+class VideoFrames:
+    """Numbered BGR frames of a video sampled at a steady rate by their timestamps, read to its end or to a bound.
+
+    Iterate once. The declared frame count and duration are never used: a WebM streamed by a browser
+    (MediaRecorder) states neither, and other containers may state them wrongly. A frame is sampled when its
+    timestamp (``CAP_PROP_POS_MSEC``) reaches the next sampling time, one every ``1 / sample_fps`` seconds;
+    without timestamps, time is the frame's number over the declared frame rate (without one, every frame is
+    sampled).
+    Reading stops at the video's end, after ``max_frames`` samples, or at the first frame past ``max_seconds``;
+    afterwards ``frames_read`` (frames sampled), ``seconds_read`` (the last sample's timestamp, seconds) and
+    ``truncated`` (a bound stopped the reading while the video went on) describe what was read.
+    Raises InvalidRequest when a frame does not decode, is over ``max_pixels`` or when no frame decodes.
+    """
+
+    capture: cv2.VideoCapture
+    max_frames: int
+    max_pixels: int
+    max_seconds: float = math.inf
+    sample_fps: float = math.inf
+    frames_read: int = 0
+    seconds_read: float = 0.0
+    truncated: bool = False
+
+    def __iter__(self) -> Iterator[tuple[int, Frame]]:
+        declared_fps = self.capture.get(cv2.CAP_PROP_FPS)
+        fps = declared_fps if 0 < declared_fps <= MAX_PLAUSIBLE_FPS else None
+        interval_s = 1 / self.sample_fps
+        next_sample_s = 0.0
+        last_s = -math.inf
+        origin_s = 0.0  # the first frame's timestamp: a stream cut out of a longer one may not start at 0
+        number = 0
+        while self.capture.grab():
+            if self.frames_read >= self.max_frames:
+                self.truncated = True  # another frame exists past the last one sampled
+                break
+            if number == 0:
+                first_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+                origin_s = first_s if math.isfinite(first_s) and first_s > 0 else 0.0
+            seconds = self._timestamp_s(number, fps, last_s, origin_s)
+            if seconds > self.max_seconds:
+                self.truncated = True
+                break
+            last_s = seconds
+            if seconds >= next_sample_s - TIMESTAMP_SLACK_S:
+                yield number, self._retrieve(number)
+                self.frames_read += 1
+                self.seconds_read = round(seconds, 3)  # timestamps are whole milliseconds
+                # The next point of a steady grid: a gap in the video resumes sampling on the grid after it.
+                ticks = math.floor(seconds / interval_s + TIMESTAMP_SLACK_S) + 1 if interval_s > 0 else 0
+                next_sample_s = ticks * interval_s if interval_s > 0 else seconds
+            number += 1
+        if number == 0:
+            raise InvalidRequest("the video has no frame that decodes")
+
+    def _timestamp_s(self, number: int, fps: float | None, last_s: float, origin_s: float) -> float:
+        """The frame's time in seconds since the first: its timestamp when the container gives increasing ones,
+        else its number over the declared frame rate, else its number over ``sample_fps``."""
+        stamp_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 - origin_s
+        if math.isfinite(stamp_s) and stamp_s >= 0 and (stamp_s > last_s or number == 0):
+            return float(stamp_s)
+        # Neither timestamps nor a frame rate: frames are taken as one sampling interval apart, so every frame
+        # is sampled and max_seconds counts sampling intervals (with sample_fps infinite, time stays at 0).
+        rate = fps if fps is not None else self.sample_fps
+        return max(number / rate, last_s)
+
+    def _retrieve(self, number: int) -> Frame:
+        ok, frame = self.capture.retrieve()
+        if not ok or frame is None:
+            raise InvalidRequest(f"frame {number} of the video cannot be decoded")
+        _check_pixels(frame.shape[1], frame.shape[0], self.max_pixels)
+        return frame
+
+
 @contextmanager
-def open_video(data: bytes, max_frames: int, max_pixels: int) -> Iterator[Iterator[tuple[int, Frame]]]:
-    """Numbered frames of a video, at most ``max_frames`` of them, evenly spaced over its length."""
+def open_video(
+    data: bytes,
+    max_frames: int,
+    max_pixels: int,
+    max_seconds: float = math.inf,
+    sample_fps: float = math.inf,
+) -> Iterator[VideoFrames]:
+    """The video's frames (see VideoFrames): at most ``max_frames`` samples over at most ``max_seconds`` seconds,
+    ``sample_fps`` a second (every frame when infinite), each at most ``max_pixels`` pixels.
+
+    Raises InvalidRequest, before FFmpeg sees the bytes, when they are not a known container, and before any
+    frame is decoded when the video cannot be opened or declares frames over ``max_pixels``.
+    """
     container = video_container(data)
     if container is None:
-        raise InvalidRequest(f"the video is not {', '.join(VIDEO_CONTAINERS.values())} (by its first bytes)")
+        raise InvalidRequest(
+            f"the video is not {', '.join(VIDEO_CONTAINERS.values())} (by its first bytes; {len(data):,} bytes given)"
+        )
     with tempfile.NamedTemporaryFile(prefix="stepper-video-", suffix=f".{container}") as file:
         file.write(data)
         file.flush()
         capture = cv2.VideoCapture(file.name, cv2.CAP_FFMPEG)
         try:
             if not capture.isOpened():
-                raise InvalidRequest(f"the {VIDEO_CONTAINERS[container]} video cannot be opened (damaged?)")
+                raise InvalidRequest(
+                    f"the {VIDEO_CONTAINERS[container]} video cannot be opened ({len(data):,} bytes; damaged or "
+                    "not a video?)"
+                )
             declared = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
             _check_pixels(*declared, max_pixels)  # before any frame is decoded; each decoded one is checked again
-            yield _sample(capture, max_frames, max_pixels)
+            yield VideoFrames(capture, max_frames, max_pixels, max_seconds, sample_fps)
         finally:
             capture.release()
-
-
-def _sample(capture: cv2.VideoCapture, max_frames: int, max_pixels: int) -> Iterator[tuple[int, Frame]]:
-    length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    interval = max(1, math.ceil(length / max_frames)) if length > 0 else 1
-    number = sampled = 0
-    while sampled < max_frames and capture.grab():
-        if number % interval == 0:
-            ok, frame = capture.retrieve()
-            if not ok:
-                raise InvalidRequest(f"frame {number} of the video cannot be decoded")
-            _check_pixels(frame.shape[1], frame.shape[0], max_pixels)
-            yield number, frame
-            sampled += 1
-        number += 1
-    if number == 0:
-        raise InvalidRequest("the video has no frame that decodes")
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:

@@ -103,8 +103,13 @@ def test_steps_from_a_video(artifact_dir: SetArtifacts, tmp_path: Path) -> None:
     request = StepsRequest.model_validate({"video": b64(video)})
     steps = make_provider().detect_steps(request, "opencv").output.steps
     assert [(s.frame, s.action) for s in steps] == [(s.frame, s.action) for s in script]
-    sampled = make_provider(options={"max_video_frames": 5}).detect_steps(request, "opencv")
-    assert sampled.output.steps and all(step.frame % 4 == 0 for step in sampled.output.steps)  # frames 0, 4, 8, 12
+    whole = make_provider().detect_steps(request, "opencv").output
+    assert (whole.frames_read, whole.seconds_read, whole.truncated) == (16, 3.0, False)  # 16 frames at 5 a second
+    sampled = make_provider(options={"video_sample_fps": 1.25}).detect_steps(request, "opencv").output
+    assert sampled.steps and all(step.frame % 4 == 0 for step in sampled.steps)  # frames 0, 4, 8, 12
+    assert (sampled.frames_read, sampled.truncated) == (4, False)
+    cut = make_provider(options={"max_video_frames": 5}).detect_steps(request, "opencv").output
+    assert (cut.frames_read, cut.seconds_read, cut.truncated) == (5, 0.8, True)
 
 
 def test_frames_go_through_the_image_limits(artifact_dir: SetArtifacts, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -274,13 +274,21 @@ def test_video_frames_give_the_same_steps(tmp_path: Path, fourcc: str, suffix: s
         assert_follows(list(detect_steps(numbered)), script)
 
 
-def test_video_is_sampled_evenly(tmp_path: Path) -> None:
-    frames, _ = recording()  # 16 frames
+def test_video_is_sampled_by_time_and_cut_at_a_bound(tmp_path: Path) -> None:
+    frames, _ = recording()  # 16 frames, 5 a second
     data = write_video(tmp_path / "recording.mp4", frames)
-    with open_video(data, max_frames=5, max_pixels=WIDTH * HEIGHT) as numbered:
+    with open_video(data, max_frames=100, max_pixels=WIDTH * HEIGHT, sample_fps=1.25) as numbered:
         assert [number for number, _ in numbered] == [0, 4, 8, 12]
+        assert (numbered.frames_read, numbered.seconds_read, numbered.truncated) == (4, 2.4, False)
     with open_video(data, max_frames=100, max_pixels=WIDTH * HEIGHT) as numbered:
         assert [number for number, _ in numbered] == list(range(16))
+        assert (numbered.frames_read, numbered.truncated) == (16, False)
+    with open_video(data, max_frames=5, max_pixels=WIDTH * HEIGHT) as numbered:
+        assert [number for number, _ in numbered] == list(range(5))
+        assert (numbered.frames_read, numbered.truncated) == (5, True)
+    with open_video(data, max_frames=100, max_pixels=WIDTH * HEIGHT, max_seconds=1.0) as numbered:
+        assert [number for number, _ in numbered] == list(range(6))  # 0.0 to 1.0 seconds
+        assert (numbered.seconds_read, numbered.truncated) == (1.0, True)
 
 
 def test_videos_are_checked(tmp_path: Path) -> None:
