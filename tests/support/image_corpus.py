@@ -86,11 +86,11 @@ def cmyk_jpeg() -> bytes:
 
 
 def palette_png_with_transparency() -> bytes:
-    """Mode P: index 0 transparent (its colour black), index 1 black ink: transparent paper reads as white."""
-    ink = page().point(lambda value: 1 if value < 128 else 0)
-    paletted = ink.convert("P")
-    paletted.putpalette([0, 0, 0, 0, 0, 0] + [0, 0, 0] * 254)
-    return encode(paletted, "PNG", transparency=0)
+    """Mode P: a gray palette with index 255 (white paper) transparent, its colour black: antialiased ink on
+    transparent paper, which reads as white paper only when composited."""
+    paletted = page().convert("P")  # index = gray level, ink and antialiased edges kept
+    paletted.putpalette([value for gray in range(255) for value in (gray, gray, gray)] + [0, 0, 0])
+    return encode(paletted, "PNG", transparency=255)
 
 
 def la_png() -> bytes:
