@@ -43,6 +43,8 @@ CHUNK = 64 * 1024
 #: Alpha-weighted mean luminance (0-255) above which visible content counts as light, and transparency is
 #: composited onto black instead of white.
 LIGHT_CONTENT_ABOVE = 127.5
+#: ...measured on a copy at most this many pixels a side.
+LUMINANCE_SAMPLE_PX = 512
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,10 @@ def visible_pixels(image: PILImage.Image, grayscale: bool = False) -> np.ndarray
     """
     import numpy as np
 
-    upright = ImageOps.exif_transpose(image) or image
+    try:
+        upright = ImageOps.exif_transpose(image) or image
+    except (SyntaxError, ValueError, TypeError, KeyError):  # EXIF Pillow cannot parse: shown as stored
+        upright = image
     rgb = _composited(_eight_bit(upright))
     if grayscale:
         gray: np.ndarray[Any, Any] = np.asarray(rgb.convert("L"))
@@ -143,16 +148,17 @@ def _eight_bit(image: PILImage.Image) -> PILImage.Image:
     """Modes with more than 8 bits a channel (``I;16*``, ``I``, ``F``: 16-bit PNG and TIFF) scaled to ``L``.
 
     Pillow's own ``convert("L")`` clips such values at 255 instead of scaling them: a 16-bit scan turns white.
+    Integer values are taken as 16-bit (their high byte kept); floats as 0-1, or 0-255 when larger.
     """
     import numpy as np
 
     if image.mode.startswith("I;16") or image.mode == "I":
-        values = np.asarray(image, dtype=np.float64)
-        return PILImage.fromarray(np.clip(values / 257.0, 0, 255).round().astype(np.uint8))
+        values = np.asarray(image)
+        return PILImage.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8))
     if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        peak = 1.0 if values.size and float(values.max()) <= 1.0 else 255.0  # floats in 0-1 or in 0-255
-        return PILImage.fromarray(np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8))
+        floats = np.asarray(image, dtype=np.float32)
+        peak = 1.0 if floats.size and float(floats.max()) <= 1.0 else 255.0
+        return PILImage.fromarray(np.clip(floats * (255.0 / peak), 0, 255).round().astype(np.uint8))
     return image
 
 
@@ -165,12 +171,17 @@ def _composited(image: PILImage.Image) -> PILImage.Image:
     if not has_alpha:
         return image.convert("RGB")  # 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, LAB...
     rgba = image.convert("RGBA")
-    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
-    if alpha.min() == 255:
+    lowest_alpha, _ = rgba.getchannel("A").getextrema()
+    if lowest_alpha == 255:
         return rgba.convert("RGB")
-    luminance = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float64)
-    weight = alpha.sum()
-    light_content = weight > 0 and float((luminance * alpha).sum() / weight) > LIGHT_CONTENT_ABOVE
+    # The rule's mean is measured on a small copy: Pillow resizes RGBA premultiplied, so the copy keeps the
+    # alpha-weighted sums (up to rounding) without a full-size float array of a 40-megapixel image.
+    sample = rgba.copy()
+    sample.thumbnail((LUMINANCE_SAMPLE_PX, LUMINANCE_SAMPLE_PX), PILImage.Resampling.BOX)
+    alpha = np.asarray(sample.getchannel("A"), dtype=np.float64)
+    luminance = np.asarray(sample.convert("RGB").convert("L"), dtype=np.float64)
+    weight = float(alpha.sum())
+    light_content = weight > 0 and float((luminance * alpha).sum()) / weight > LIGHT_CONTENT_ABOVE
     background = PILImage.new("RGBA", rgba.size, (0, 0, 0, 255) if light_content else (255, 255, 255, 255))
     return PILImage.alpha_composite(background, rgba).convert("RGB")
 
