@@ -80,3 +80,16 @@ def test_steps_see_one_picture_whatever_its_mode_and_format(artifact_dir: SetArt
     ]
     request = StepsRequest.model_validate({"frames": [b64(frame) for frame in frames]})
     assert opencv().detect_steps(request, "opencv").output.steps == []
+
+
+def test_an_image_too_small_for_a_glyph_is_refused_by_ocr_and_has_no_text_for_vision() -> None:
+    speck = corpus.Sample("4x4", corpus.encode(corpus.page().resize((4, 4)), "PNG"), ())
+    with pytest.raises(InvalidRequest, match="4x4 pixels; reading text needs at least 6 pixels a side"):
+        ocr(speck)
+    request = VisionRequest.model_validate({"image": b64(speck.data), "features": ["text"]})
+    assert opencv().analyse(request, "opencv").output.has_text is False
+
+
+def test_a_blank_page_is_a_success_with_no_text() -> None:
+    blank = corpus.Sample("blank", corpus.encode(corpus.page(text=""), "PNG"), ())
+    assert ocr(blank) == [""]
