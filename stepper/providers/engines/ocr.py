@@ -1,5 +1,7 @@
 """Tesseract, kept loaded: tesserocr in-process when it imports, the tesseract command through pytesseract
-otherwise. Both return the same shape.
+otherwise. Both return the same shape, and both read any image within tesseract's limits (see
+:func:`within_limits`): a page longer than tesseract accepts is read in strips, a tiny crop is enlarged, an
+image too small to hold a glyph is refused, and an empty page is a page with no words.
 
 pytesseract starts a process and reloads the language model for every image (about 250 ms for a small
 screenshot here); tesserocr keeps one loaded engine per thread and language (about 25 ms for the same image).
@@ -7,10 +9,12 @@ screenshot here); tesserocr keeps one loaded engine per thread and language (abo
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +28,28 @@ TESSDATA_DIRS = (
     "/usr/share/tessdata",
     "/usr/local/share/tessdata",
 )
+
+#: Tesseract refuses a page with a side over MAX_INT16 (32767) pixels: ``TessBaseAPI::FindLines`` in
+#: src/api/baseapi.cpp prints "Image too large: (w, h)" and fails (tesserocr then has no result iterator,
+#: the tesseract command exits 1).
+TESSERACT_MAX_SIDE_PX = 32767
+#: A page taller than the limit is read in strips this tall that overlap by more than a line of text; each
+#: word is kept from the one strip whose middle part (all but half the overlap at each inner edge) holds its
+#: centre, so a line cut by one strip's edge is read whole in the next and never twice. Strips keep every
+#: glyph at its own size, where downscaling a 600x40000 page to fit would shrink its text by a fifth or more.
+#: A page wider than the limit is downscaled to fit instead: strips side by side would cut every line.
+STRIP_HEIGHT_PX = 8192
+STRIP_OVERLAP_PX = 512
+#: Fewer pixels than this on a side cannot hold a legible glyph: such an image is refused.
+MIN_SIDE_PX = 6
+#: A crop whose shorter side is below this is enlarged (at most UPSCALE_MAX_FACTOR times) so its text reaches
+#: the 20-30 px that tesseract's models read best, and given a margin of its background colour: glyphs
+#: that touch the edge are missed.
+UPSCALE_BELOW_PX = 48
+UPSCALE_MAX_FACTOR = 8
+MARGIN_PX = 10
+#: Block numbers of strip ``i`` start at ``i * STRIP_BLOCKS``: strips never share a line or a paragraph.
+STRIP_BLOCKS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -77,14 +103,23 @@ class TesserocrEngine:
         self._local = threading.local()
 
     def recognise(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
+        return within_limits(lambda part: self._read(part, lang, psm, oem), pixels)
+
+    def _read(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
         import tesserocr
         from PIL import Image
 
         api = self._api(lang, 3 if psm is None else psm, 3 if oem is None else oem)
         api.SetImage(Image.fromarray(pixels))
-        api.Recognize()
+        if not api.Recognize():
+            api.Clear()
+            height, width = pixels.shape[:2]
+            raise RuntimeError(f"tesseract could not recognise the {width}x{height} page")
         words = []
         iterator = api.GetIterator()
+        if iterator is None:  # recognised, and nothing there
+            api.Clear()
+            return page_from_words([])
         level = tesserocr.RIL.WORD
         block = paragraph = line = 0
         for word in tesserocr.iterate_level(iterator, level):
@@ -125,6 +160,9 @@ class PytesseractEngine:
     name = "pytesseract"
 
     def recognise(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
+        return within_limits(lambda part: self._read(part, lang, psm, oem), pixels)
+
+    def _read(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
         import pytesseract
 
         config = " ".join(
@@ -162,6 +200,82 @@ def page_from_words(words: list[OcrWord]) -> OcrPage:
         previous = word.line
     confidence = sum(word.confidence for word in words) / len(words) if words else 0.0
     return OcrPage("".join(parts), round(confidence, 2), words)
+
+
+def within_limits(read: Callable[[Any], OcrPage], pixels: Any) -> OcrPage:
+    """``read`` (one tesseract call on a numpy page, ``(h, w)`` gray or ``(h, w, 3)`` RGB, uint8) applied so
+    that any page within the pixel limit reads: too wide downscaled, too tall read in strips, tiny enlarged
+    with a margin. Word boxes come back in ``pixels``' own coordinates.
+
+    Raises InvalidRequest when a side is under MIN_SIDE_PX, naming the size and the limit.
+    """
+    import cv2
+
+    height, width = pixels.shape[:2]
+    if min(height, width) < MIN_SIDE_PX:
+        raise InvalidRequest(
+            f"the image is {width}x{height} pixels; reading text needs at least {MIN_SIDE_PX} pixels a side"
+        )
+    if width > TESSERACT_MAX_SIDE_PX:
+        scale = TESSERACT_MAX_SIDE_PX / width
+        smaller = cv2.resize(
+            pixels, (TESSERACT_MAX_SIDE_PX, max(MIN_SIDE_PX, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
+        return _mapped(within_limits(read, smaller), scale, 0, 0)
+    if height > TESSERACT_MAX_SIDE_PX:
+        return _in_strips(read, pixels)
+    if min(height, width) < UPSCALE_BELOW_PX:
+        factor = min(UPSCALE_MAX_FACTOR, math.ceil(UPSCALE_BELOW_PX / min(height, width)))
+        larger = cv2.resize(pixels, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        return _mapped(read(_with_margin(larger)), factor, MARGIN_PX, 0)
+    return read(pixels)
+
+
+def _in_strips(read: Callable[[Any], OcrPage], pixels: Any) -> OcrPage:
+    """A tall page read strip by strip, top to bottom (see STRIP_HEIGHT_PX)."""
+    height = pixels.shape[0]
+    step = STRIP_HEIGHT_PX - STRIP_OVERLAP_PX
+    words: list[OcrWord] = []
+    for index, top in enumerate(range(0, height - STRIP_OVERLAP_PX, step)):
+        bottom = min(top + STRIP_HEIGHT_PX, height)
+        own_top = top + STRIP_OVERLAP_PX // 2 if top > 0 else 0
+        own_bottom = bottom - STRIP_OVERLAP_PX // 2 if bottom < height else height
+        strip = _mapped(read(pixels[top:bottom]), 1.0, 0, top)
+        words += [
+            replace(word, line=(word.line[0] + index * STRIP_BLOCKS, *word.line[1:]))
+            for word in strip.words
+            if own_top <= word.box[1] + word.box[3] / 2 < own_bottom
+        ]
+    return page_from_words(words)
+
+
+def _with_margin(pixels: Any) -> Any:
+    """MARGIN_PX more on every side, in the median colour of the image's edge (its background, usually)."""
+    import cv2
+    import numpy as np
+
+    edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    colour = np.median(edge, axis=0)
+    value = [float(colour)] * 3 if pixels.ndim == 2 else [float(c) for c in colour]
+    return cv2.copyMakeBorder(pixels, MARGIN_PX, MARGIN_PX, MARGIN_PX, MARGIN_PX, cv2.BORDER_CONSTANT, value=value)
+
+
+def _mapped(page: OcrPage, scale: float, margin_px: int, top_px: int) -> OcrPage:
+    """The page's boxes from a copy (``scale`` times larger, with ``margin_px`` around it, cut ``top_px`` down
+    the original) back to the original's coordinates."""
+    if scale == 1.0 and margin_px == 0 and top_px == 0:
+        return page
+    words = []
+    for word in page.words:
+        x, y, w, h = word.box
+        box = (
+            max(0, round((x - margin_px) / scale)),
+            max(0, round((y - margin_px) / scale)) + top_px,
+            max(1, round(w / scale)),
+            max(1, round(h / scale)),
+        )
+        words.append(replace(word, box=box))
+    return OcrPage(page.text, page.confidence, words)
 
 
 @cache

@@ -19,7 +19,7 @@ import cv2.data
 import numpy as np
 
 from stepper.errors import UnsupportedInput
-from stepper.providers.engines.ocr import OcrEngine, best_engine, installed_languages
+from stepper.providers.engines.ocr import MIN_SIDE_PX, OcrEngine, best_engine, installed_languages
 from stepper.schemas.vision import Code, Color, Detection, Quality, VisionOutput
 
 Pixels = np.ndarray[Any, Any]
@@ -196,6 +196,8 @@ def has_text(pixels: Pixels, lang: str = "eng") -> bool:
     if engine is None:
         return looks_like_text(pixels)
     small, _ = _at_most(_gray(pixels), TEXT_MAX_SIDE_PX, cv2.INTER_AREA)
+    if min(small.shape[:2]) < MIN_SIDE_PX:  # too small to hold a glyph: OCR would refuse the request
+        return False
     words = engine.recognise(small, lang, None, None).words
     return any(word.confidence > TEXT_MIN_CONFIDENCE and sum(c.isalnum() for c in word.text) >= 2 for word in words)
 

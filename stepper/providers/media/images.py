@@ -2,7 +2,13 @@
 
 Every failure is an ``InvalidRequest`` saying what was wrong and what the limit is. Order matters: bytes are
 counted while they arrive, the header is read for the format and the pixel count before anything is
-decoded (a small PNG can declare a billion pixels), and only then does OpenCV decode it.
+decoded (a small PNG can declare a billion pixels), and only then does Pillow decode it.
+
+Decoding gives what a person sees (:func:`visible_pixels`): phone photos turned upright by their EXIF
+orientation, transparency composited onto a background (a dark-text PNG on a transparent background decoded
+by OpenCV alone turns black on black), 16-bit, CMYK, palette and 1-bit images brought to 8-bit BGR or gray.
+HEIC (iPhone photos) decodes when pillow-heif is installed (``pip install stepper-fleet[heic]``); otherwise
+it is refused with a message saying to convert it.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 
 from stepper.errors import InvalidRequest, Timeout, Unavailable
 from stepper.infra.net import BlockedAddress, parse_networks, process_session
@@ -28,9 +35,16 @@ from stepper.settings import ImageSettings
 if TYPE_CHECKING:
     import numpy as np
 
-#: Formats OpenCV decodes and Pillow can size from the header alone.
+#: Formats Pillow sizes from the header alone and decodes (GIF and TIFF: the first frame or page).
 FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"}
+#: ISO base media ``ftyp`` brands of HEIF/HEIC images (iPhone photos), at bytes 8-12.
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 CHUNK = 64 * 1024
+#: Alpha-weighted mean luminance (0-255) above which visible content counts as light, and transparency is
+#: composited onto black instead of white.
+LIGHT_CONTENT_ABOVE = 127.5
+#: ...measured on a copy at most this many pixels a side.
+LUMINANCE_SAMPLE_PX = 512
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,12 @@ def load_image(image: Image, settings: ImageSettings) -> bytes:
 
 def inspect_image(data: bytes, settings: ImageSettings) -> ImageInfo:
     """Format and size from the header, refusing non-images and decompression bombs before decoding."""
+    heif = is_heif(data)
+    if heif and not heif_available():
+        raise InvalidRequest(
+            "HEIC/HEIF images are not supported on this worker (pillow-heif is not installed); convert the image "
+            "to PNG or JPEG, or install stepper-fleet[heic] on the worker"
+        )
     try:
         with warnings.catch_warnings():
             # Opening reads only the header; the pixel limit is ours (below), not Pillow's global one.
@@ -74,7 +94,7 @@ def inspect_image(data: bytes, settings: ImageSettings) -> ImageInfo:
         raise InvalidRequest(
             f"the data is not an image ({len(data)} bytes; use {', '.join(sorted(FORMATS))})"
         ) from None
-    if info.format not in FORMATS:
+    if info.format not in FORMATS and not (heif and info.format == "HEIF"):
         raise InvalidRequest(f"{info.format} images are not supported; use {', '.join(sorted(FORMATS))}")
     if info.width * info.height > settings.max_pixels:
         raise InvalidRequest(
@@ -85,17 +105,101 @@ def inspect_image(data: bytes, settings: ImageSettings) -> ImageInfo:
 
 
 def decode_image(data: bytes, settings: ImageSettings, grayscale: bool = False) -> np.ndarray[Any, Any]:
-    """Checked bytes to an OpenCV array (BGR, or grayscale)."""
-    import cv2
+    """Checked bytes to what a person sees, as an OpenCV array: ``(height, width, 3)`` uint8 BGR, or
+    ``(height, width)`` uint8 gray. The header is checked (format, pixel limit) before anything is decoded;
+    the first frame of a GIF or page of a TIFF is taken. Raises InvalidRequest for a damaged image."""
+    info = inspect_image(data, settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our limit was checked above
+        try:
+            with PILImage.open(io.BytesIO(data)) as image:
+                image.seek(0)
+                return visible_pixels(image, grayscale)
+        except (OSError, ValueError, SyntaxError, EOFError):
+            # Pillow's decoders report truncated or corrupt data as OSError (or ValueError/SyntaxError in some
+            # plugins), after the header already passed.
+            raise InvalidRequest(f"the {info.format} image is damaged and cannot be decoded") from None
+
+
+def visible_pixels(image: PILImage.Image, grayscale: bool = False) -> np.ndarray[Any, Any]:
+    """One Pillow image (a frame or a page) as a person sees it, as an OpenCV array (BGR ``(h, w, 3)`` or gray
+    ``(h, w)``, uint8): the EXIF orientation applied, any mode brought to 8 bits, transparency composited.
+
+    Transparency rule: transparent pixels show the background a viewer would draw, white, unless the visible
+    content is itself light (alpha-weighted mean luminance of the content above 127.5 of 255, e.g. white text on
+    a transparent PNG), when it is composited onto black so it stays readable. Reused for document pages.
+    Raises OSError/ValueError from Pillow when the pixel data is damaged.
+    """
     import numpy as np
 
-    info = inspect_image(data, settings)
-    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-    if pixels is None:
-        raise InvalidRequest(f"the {info.format} image is damaged and cannot be decoded")
-    result: np.ndarray[Any, Any] = pixels
-    return result
+    try:
+        upright = ImageOps.exif_transpose(image) or image
+    except (SyntaxError, ValueError, TypeError, KeyError):  # EXIF Pillow cannot parse: shown as stored
+        upright = image
+    rgb = _composited(_eight_bit(upright))
+    if grayscale:
+        gray: np.ndarray[Any, Any] = np.asarray(rgb.convert("L"))
+        return gray
+    bgr: np.ndarray[Any, Any] = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+    return bgr
+
+
+def _eight_bit(image: PILImage.Image) -> PILImage.Image:
+    """Modes with more than 8 bits a channel (``I;16*``, ``I``, ``F``: 16-bit PNG and TIFF) scaled to ``L``.
+
+    Pillow's own ``convert("L")`` clips such values at 255 instead of scaling them: a 16-bit scan turns white.
+    Integer values are taken as 16-bit (their high byte kept); floats as 0-1, or 0-255 when larger.
+    """
+    import numpy as np
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image)
+        return PILImage.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8))
+    if image.mode == "F":
+        floats = np.asarray(image, dtype=np.float32)
+        peak = 1.0 if floats.size and float(floats.max()) <= 1.0 else 255.0
+        return PILImage.fromarray(np.clip(floats * (255.0 / peak), 0, 255).round().astype(np.uint8))
+    return image
+
+
+def _composited(image: PILImage.Image) -> PILImage.Image:
+    """RGB, with any transparency (an alpha band, or a palette's or a colour's ``transparency``) composited
+    onto the background the module's rule picks (see :func:`visible_pixels`)."""
+    import numpy as np
+
+    has_alpha = image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in image.info
+    if not has_alpha:
+        return image.convert("RGB")  # 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, LAB...
+    rgba = image.convert("RGBA")
+    lowest_alpha, _ = rgba.getchannel("A").getextrema()
+    if lowest_alpha == 255:
+        return rgba.convert("RGB")
+    # The rule's mean is measured on a small copy: Pillow resizes RGBA premultiplied, so the copy keeps the
+    # alpha-weighted sums (up to rounding) without a full-size float array of a 40-megapixel image.
+    sample = rgba.copy()
+    sample.thumbnail((LUMINANCE_SAMPLE_PX, LUMINANCE_SAMPLE_PX), PILImage.Resampling.BOX)
+    alpha = np.asarray(sample.getchannel("A"), dtype=np.float64)
+    luminance = np.asarray(sample.convert("RGB").convert("L"), dtype=np.float64)
+    weight = float(alpha.sum())
+    light_content = weight > 0 and float((luminance * alpha).sum()) / weight > LIGHT_CONTENT_ABOVE
+    background = PILImage.new("RGBA", rgba.size, (0, 0, 0, 255) if light_content else (255, 255, 255, 255))
+    return PILImage.alpha_composite(background, rgba).convert("RGB")
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether the bytes start like a HEIF/HEIC file: an ISO base media ``ftyp`` box with a HEIF brand."""
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
+@cache
+def heif_available() -> bool:
+    """Registers pillow-heif's opener with Pillow once, when it is installed; False when it is not."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _check_size(size: int, settings: ImageSettings, what: str) -> None:
