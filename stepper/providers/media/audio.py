@@ -68,11 +68,6 @@ def wav_duration_s(data: bytes, source: str) -> float:
     return round(wav_to_pcm(data, source).duration_s, 3)
 
 
-def pcm_to_wav(pcm: bytes, rate_hz: int) -> bytes:
-    """Wrap raw 16-bit little-endian mono PCM in a WAV container (an odd trailing byte is dropped)."""
-    return encode_wav(Pcm(pcm[: len(pcm) - len(pcm) % SAMPLE_BYTES], rate_hz))
-
-
 def join_pcm(pieces: Sequence[Pcm], pause_s: float = PAUSE_BETWEEN_PIECES_S) -> Pcm:
     """One track of ``pieces`` in order, ``pause_s`` seconds of silence between them.
 
