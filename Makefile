@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
-SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng ffmpeg
+SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
+# Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector.
+TEST_PACKAGES := ffmpeg
+# Tesseract languages (its codes: eng, deu, chi_sim, ...) installed as tesseract-ocr-<code> for OCR's `lang`;
+# English and the major European languages unless told otherwise: make run OCR_LANGUAGES="eng deu jpn".
+OCR_LANGUAGES ?= eng deu fra ita spa por
 
 .PHONY: run test bench chaos lint typecheck check system-deps venv clean
 
@@ -18,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-deps:
-	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
+	@OCR_LANGUAGES="$(OCR_LANGUAGES)" scripts/system-deps.sh $(SYSTEM_PACKAGES) $(TEST_PACKAGES)
 
 run: venv system-deps
 	@scripts/run-local.sh

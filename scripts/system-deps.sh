@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Install the Debian packages stepper needs when their binaries are missing.
-# Usage: scripts/system-deps.sh PACKAGE...   (binary names are looked up from the package names below)
+# Install the Debian packages stepper needs when they are missing.
+# Usage: [OCR_LANGUAGES="eng deu ..."] scripts/system-deps.sh [--list] PACKAGE...
+#   A package counts as installed when its binary answers (binary names are looked up below). Each tesseract
+#   language code in OCR_LANGUAGES (eng, deu, chi_sim: tesseract's names) adds the package tesseract-ocr-<code>
+#   (lowercase, _ as -), installed when `tesseract --list-langs` names the code.
+#   --list prints every package wanted, one a line, installed or not, and installs nothing.
 set -euo pipefail
+
+list_only=false
+if [ "${1:-}" = "--list" ]; then
+  list_only=true
+  shift
+fi
 
 binary_of() {
   case "$1" in
@@ -12,10 +22,28 @@ binary_of() {
   esac
 }
 
+language_package() {
+  local code="${1,,}"
+  echo "tesseract-ocr-${code//_/-}"
+}
+
+read -r -a languages <<< "${OCR_LANGUAGES:-}"
+if $list_only; then
+  for package in "$@"; do echo "$package"; done
+  for code in "${languages[@]}"; do language_package "$code"; done
+  exit 0
+fi
+
 missing=()
 for package in "$@"; do
   command -v "$(binary_of "$package")" >/dev/null 2>&1 || missing+=("$package")
 done
+if [ ${#languages[@]} -gt 0 ]; then
+  installed_languages="$(tesseract --list-langs 2>/dev/null || true)"
+  for code in "${languages[@]}"; do
+    grep -qx -- "$code" <<< "$installed_languages" || missing+=("$(language_package "$code")")
+  done
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -4,7 +4,8 @@ The text goes in on stdin (``--stdin``), never on the command line, so text star
 not parsed as an option. The WAV is written to a temporary file (``-w``): with ``--stdout`` espeak-ng cannot
 seek back, and its header then claims a size of about 2 GB. Voices are checked against ``espeak-ng --voices``
 first, because an unknown name fails late and a variant name alone (``adam``) crashes espeak-ng 1.51.
-Options: ``default_voice`` (``en`` unless set).
+Long text is spoken in pieces of whole sentences (:data:`MAX_BYTES_PER_CALL`), joined into one track and
+encoded as WAV, MP3 or Ogg Vorbis. Options: ``default_voice`` (``en`` unless set).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
 from stepper.contracts import Provider, Reply
 from stepper.errors import Timeout, Unavailable, UnprocessableInput, UnsupportedInput
-from stepper.providers.media.audio import store_audio, wav_duration_s
+from stepper.providers.media.audio import Pcm, join_pcm, store_pcm, wav_to_pcm
+from stepper.providers.media.sentences import split_for_engine
 from stepper.schemas import Kind, SpeechOutput, SpeechRequest
 from stepper.settings import ProviderSettings
 
@@ -31,6 +34,11 @@ DEFAULT_VOICE = "en"
 COMMON_VOICES = ("en", "en-US", "fr", "de", "es", "it", "pt", "cmn")
 #: ``(en-gb 3)`` in the last column of ``--voices``: another language code this voice answers to.
 _OTHER_LANGUAGE = re.compile(r"\(([^\s()]+) \d+\)")
+#: espeak-ng reads any length on stdin (20 000 characters in about 2 s here), but translates one clause at a
+#: time in a buffer of 800 UTF-8 bytes (``N_TR_SOURCE`` in its translate.h) and breaks a longer clause wherever
+#: the buffer fills. Pieces of at most 800 bytes reach it with every clause whole; 25 calls of 800 bytes cost
+#: about what one call of 20 000 does.
+MAX_BYTES_PER_CALL = 800
 
 
 class EspeakProvider(Provider):
@@ -43,8 +51,6 @@ class EspeakProvider(Provider):
         return super().unavailable_reason(settings)
 
     def synthesise(self, request: SpeechRequest, model: str) -> Reply[SpeechOutput]:
-        if request.format != "wav":
-            raise UnsupportedInput(f"espeak-ng makes WAV only, not {request.format}; ask for format 'wav'")
         voice = request.voice or str(self.settings.options.get("default_voice", DEFAULT_VOICE))
         check_voice(voice)
         arguments = [BINARY, "--stdin", "-b", "1", "-v", voice]  # -b 1: the text is UTF-8, whatever the locale
@@ -52,28 +58,41 @@ class EspeakProvider(Provider):
             arguments += ["-s", str(request.speed)]
         if request.pitch is not None:
             arguments += ["-p", str(request.pitch)]
+        pieces = split_for_engine(request.text, MAX_BYTES_PER_CALL, utf8_length) or [request.text]
+        deadline = time.monotonic() + self.settings.total_timeout_s
         with tempfile.TemporaryDirectory(prefix="stepper-espeak-") as directory:
             path = Path(directory) / "speech.wav"
-            try:
-                done = subprocess.run(  # noqa: S603  (a fixed binary, no shell, the text on stdin)
-                    [*arguments, "-w", str(path)],
-                    input=request.text.encode("utf-8"),
-                    capture_output=True,
-                    timeout=self.settings.total_timeout_s,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise Timeout(f"espeak-ng took longer than {self.settings.total_timeout_s:g}s") from None
-            if done.returncode < 0:
-                # Killed by a signal (a segfault on this text): the next request is served as before.
-                crash = signal.Signals(-done.returncode).name
-                raise UnprocessableInput(f"espeak-ng crashed ({crash}) on this text; it cannot be spoken by espeak-ng")
-            if done.returncode != 0:
-                problem = done.stderr.decode("utf-8", "replace").strip()[:300] or "no message"
-                raise Unavailable(f"espeak-ng failed (exit {done.returncode}): {problem}")
-            data = path.read_bytes() if path.exists() else b""
-        output = SpeechOutput(audio=store_audio(data, "wav", wav_duration_s(data, BINARY)), voice=voice)
+            pcm = join_pcm([self._speak(piece, arguments, path, deadline) for piece in pieces])
+        output = SpeechOutput(audio=store_pcm(pcm, request.format, BINARY), voice=voice)
         return Reply(output, {"characters": len(request.text)})
+
+    def _speak(self, text: str, arguments: list[str], path: Path, deadline: float) -> Pcm:
+        """One call of espeak-ng on ``text`` (at most MAX_BYTES_PER_CALL bytes), its WAV written to ``path``.
+
+        Raises Timeout past ``deadline`` (time.monotonic() seconds, shared by all the pieces of a request),
+        UnprocessableInput when espeak-ng crashes on the text, Unavailable when it fails otherwise.
+        """
+        remaining_s = deadline - time.monotonic()
+        try:
+            if remaining_s <= 0:
+                raise subprocess.TimeoutExpired(arguments, 0)
+            done = subprocess.run(  # noqa: S603  (a fixed binary, no shell, the text on stdin)
+                [*arguments, "-w", str(path)],
+                input=text.encode("utf-8"),
+                capture_output=True,
+                timeout=remaining_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"espeak-ng took longer than {self.settings.total_timeout_s:g}s") from None
+        if done.returncode < 0:
+            # Killed by a signal (a segfault on this text): the next request is served as before.
+            crash = signal.Signals(-done.returncode).name
+            raise UnprocessableInput(f"espeak-ng crashed ({crash}) on this text; it cannot be spoken by espeak-ng")
+        if done.returncode != 0:
+            problem = done.stderr.decode("utf-8", "replace").strip()[:300] or "no message"
+            raise Unavailable(f"espeak-ng failed (exit {done.returncode}): {problem}")
+        return wav_to_pcm(path.read_bytes() if path.exists() else b"", BINARY)
 
     def voices(self) -> list[dict[str, str | None]]:
         """Every installed voice: ``id`` (what ``voice`` accepts), ``name`` and ``language``."""
@@ -99,6 +118,11 @@ def installed_voices() -> tuple[tuple[dict[str, str], frozenset[str]], ...]:
             aliases = {voice["id"], language, name, *_OTHER_LANGUAGE.findall(" ".join(fields[5:]))}
             voices.append((voice, frozenset(alias.lower() for alias in aliases)))
     return tuple(voices)
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: espeak-ng's buffers count bytes, not characters."""
+    return len(text.encode("utf-8"))
 
 
 def check_voice(voice: str) -> None:

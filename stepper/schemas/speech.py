@@ -8,10 +8,13 @@ from pydantic import Field
 
 from stepper.schemas.common import Strict, TaskRequest
 
-AudioFormat = Literal["wav", "mp3"]
+#: ``ogg`` is Ogg Vorbis.
+AudioFormat = Literal["wav", "mp3", "ogg"]
 
 
 class SpeechRequest(TaskRequest):
+    #: Any length up to 20 000 characters: providers split it at sentence boundaries within their per-call
+    #: limit and join the pieces' audio into one file.
     text: str = Field(min_length=1, max_length=20_000)
     voice: str | None = Field(default=None, min_length=1, max_length=200)
     format: AudioFormat = "wav"
@@ -27,6 +30,7 @@ class Audio(Strict):
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     format: AudioFormat
+    #: Seconds of audio, measured from the file produced (decoded frames / sample rate), not estimated.
     duration_s: float = Field(ge=0)
 
 

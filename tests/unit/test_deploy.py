@@ -48,8 +48,11 @@ def test_dockerfile_installs_what_the_makefile_installs() -> None:
     makefile = (ROOT / "Makefile").read_text()
     wanted = set(re.search(r"^SYSTEM_PACKAGES := (.*)$", makefile, re.MULTILINE).group(1).split())  # type: ignore[union-attr]
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    installed = set(re.search(r"apt-get install -y --no-install-recommends ([^&\\]+)", dockerfile).group(1).split())  # type: ignore[union-attr]
+    installed = set(re.search(r"/tmp/system-deps.sh ([^&\\]+)", dockerfile).group(1).split())  # type: ignore[union-attr]
     assert installed == wanted - {"redis-server"}  # Redis runs as its own service
+    languages = re.search(r"^OCR_LANGUAGES \?= (.*)$", makefile, re.MULTILINE).group(1).split()  # type: ignore[union-attr]
+    assert languages == ["eng", "deu", "fra", "ita", "spa", "por"]
+    assert re.search(r'^ARG OCR_LANGUAGES="(.*)"$', dockerfile, re.MULTILINE).group(1).split() == languages  # type: ignore[union-attr]
     assert "USER stepper" in dockerfile
 
 

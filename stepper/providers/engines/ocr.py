@@ -80,19 +80,28 @@ def tessdata_dir() -> Path | None:
 
 
 def installed_languages() -> set[str]:
+    """Tesseract's codes (``eng``, ``deu``, ``chi_sim``) of the traineddata files in :func:`tessdata_dir`."""
     directory = tessdata_dir()
     return {path.stem for path in directory.glob("*.traineddata")} if directory else set()
 
 
+def language_package(code: str) -> str:
+    """The Debian package holding a tesseract language: ``chi_sim`` is ``tesseract-ocr-chi-sim``."""
+    return f"tesseract-ocr-{code.lower().replace('_', '-')}"
+
+
 def check_languages(lang: str) -> None:
-    """Raise InvalidRequest naming each language of ``lang`` (``eng+deu``) that is not installed, and its package."""
-    missing = [code for code in lang.split("+") if code not in installed_languages()]
+    """Raise InvalidRequest naming each language of ``lang`` (``eng+deu``) that is not installed, its Debian
+    package, and the languages that are installed."""
+    installed = installed_languages()
+    missing = list(dict.fromkeys(code for code in lang.split("+") if code not in installed))
     if missing:
-        packages = " ".join(f"tesseract-ocr-{code.lower().replace('_', '-')}" for code in missing)
+        packages = " ".join(language_package(code) for code in missing)
         raise InvalidRequest(
             f"tesseract language(s) {', '.join(missing)} not installed on this worker "
-            f"(installed: {', '.join(sorted(installed_languages())) or 'none'}); "
-            f"use an installed one, or install the Debian package(s) {packages}"
+            f"(installed: {', '.join(sorted(installed)) or 'none'}); "
+            f"use an installed one, or install the Debian package(s) {packages} "
+            "(make and the image take them from OCR_LANGUAGES)"
         )
 
 

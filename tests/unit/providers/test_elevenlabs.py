@@ -11,9 +11,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import soundfile
 
 from stepper.errors import AuthError, RateLimited, Unavailable, UnsupportedInput
 from stepper.providers.elevenlabs import ElevenLabsProvider
+from stepper.providers.media.audio import PAUSE_BETWEEN_PIECES_S
 from stepper.schemas import SpeechRequest
 from stepper.schemas.speech import Audio
 from stepper.settings import ProviderSettings
@@ -66,18 +68,43 @@ def audio_bytes(audio: Audio) -> bytes:
     return Path(unquote(urlsplit(audio.uri).path)).read_bytes()
 
 
-def test_mp3_request_shape_and_bitrate_duration(provider: ElevenLabsProvider, fake: FakeElevenLabs) -> None:
+def test_mp3_request_shape_and_measured_duration(provider: ElevenLabsProvider, fake: FakeElevenLabs) -> None:
     reply = provider.synthesise(speech("Hi there.", format="mp3"), MODEL)
     sent = fake.requests[0]
     assert sent.method == "POST" and sent.path == f"/v1/text-to-speech/{RACHEL}"
-    assert sent.query == {"output_format": ["mp3_44100_128"]}
+    assert sent.query == {"output_format": ["wav_16000"]}  # PCM in, encoded here: pieces join exactly
     assert sent.headers["xi-api-key"] == KEY
     assert sent.json() == {"text": "Hi there.", "model_id": MODEL}
     audio = reply.output.audio
     data = audio_bytes(audio)
-    assert data.startswith(b"ID3") and audio.format == "mp3" and audio.uri.startswith("data:audio/mpeg;base64,")
-    assert audio.duration_s == pytest.approx(len(data) * 8 / 128_000, abs=0.001)
+    assert audio.format == "mp3" and audio.uri.startswith("data:audio/mpeg;base64,")
+    assert soundfile.info(io.BytesIO(data)).format == "MP3"
+    assert audio.duration_s == pytest.approx(seconds_for("Hi there."), abs=0.001)
     assert reply.output.voice == RACHEL and reply.usage == {"characters": len("Hi there.")}
+
+
+def test_text_over_the_limit_is_sent_in_sentences_and_joined(
+    fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch, artifacts: Path
+) -> None:
+    provider = make_provider(fake, monkeypatch, max_characters=200)
+    text = " ".join(["This sentence, e.g. about Dr. Who, costs 3.5 pounds."] * 12)
+    reply = provider.synthesise(speech(text, format="ogg"), MODEL)
+    sent = [request.json()["text"] for request in fake.requests]
+    assert len(sent) == 4 and all(len(piece) <= 200 for piece in sent)
+    assert " ".join(sent) == text and all(piece.endswith("pounds.") for piece in sent)
+    expected_s = sum(seconds_for(piece) for piece in sent) + PAUSE_BETWEEN_PIECES_S * (len(sent) - 1)
+    assert reply.output.audio.duration_s == pytest.approx(expected_s, abs=0.01)
+    assert soundfile.info(io.BytesIO(audio_bytes(reply.output.audio))).format == "OGG"
+    assert reply.usage == {"characters": len(text)}
+
+
+@pytest.mark.parametrize(
+    ("model", "limit"),
+    [(MODEL, 10_000), ("eleven_v3", 5_000), ("eleven_flash_v2_5", 40_000), ("eleven_turbo_v2", 30_000)],
+)
+def test_each_model_gets_its_documented_per_request_limit(provider: ElevenLabsProvider, model: str, limit: int) -> None:
+    assert provider.max_characters(model) == limit
+    assert provider.max_characters("a-model-not-listed") == 5_000  # the smallest current limit
 
 
 def test_wav_uses_the_wav_output_format_and_measures_the_header(
