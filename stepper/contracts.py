@@ -8,7 +8,7 @@ limits, retries and attempt records wrap it from outside (:mod:`stepper.chain`);
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -59,6 +59,14 @@ class Provider:
         if settings.api_key_env and resolve_secret(settings.api_key_env) is None:
             return f"{settings.api_key_env} is not set (nor {settings.api_key_env}_FILE)"
         return None
+
+    @classmethod
+    def details(cls, settings: ProviderSettings) -> dict[str, Any]:
+        """What a local engine has installed, cheap to ask (``{"languages": [...]}`` for OCR, say), for
+        ``stepper providers`` and the capabilities API; ``{}`` unless the adapter says more. May raise
+        ``StepperError`` when the engine cannot say."""
+        del settings
+        return {}
 
     @property
     def api_key(self) -> str | None:

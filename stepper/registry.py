@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -30,6 +30,8 @@ class Capability:
     models: tuple[str, ...]
     available: bool
     reason: str | None
+    #: What the provider has installed, when it says (``Provider.details``): OCR languages, speech voices.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Registry:
@@ -109,8 +111,16 @@ def capabilities(registry: Registry, settings: StepperSettings) -> list[Capabili
     for name, provider_settings in sorted(settings.providers.items()):
         kinds = tuple(kind for kind in KINDS if (kind, name) in registry.entries)
         reason = unavailable_reason(registry, kinds[0], provider_settings) if kinds else "serves no kind"
-        rows.append(Capability(name, kinds, provider_settings.models, reason is None, reason))
+        details = _details(registry, kinds[0], provider_settings) if reason is None else {}
+        rows.append(Capability(name, kinds, provider_settings.models, reason is None, reason, details))
     return rows
+
+
+def _details(registry: Registry, kind: Kind, settings: ProviderSettings) -> dict[str, Any]:
+    try:
+        return registry.load(kind, settings.name).details(settings)
+    except StepperError as exc:
+        return {"error": str(exc)}
 
 
 def unavailable_reason(registry: Registry, kind: Kind, settings: ProviderSettings) -> str | None:

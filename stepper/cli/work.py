@@ -23,16 +23,15 @@ def providers_command(as_json: bool) -> int:
 
     settings = current_settings()
     rows = capabilities(build_registry(settings), settings)
-    details = {row.name: engine_details(settings.providers[row.name].target) if row.available else {} for row in rows}
     if as_json:
-        echo_json([{**row.__dict__, "details": details[row.name]} for row in rows])
+        echo_json([row.__dict__ for row in rows])
         return 0
     click.echo(f"mode: {settings.mode}")
     for row in rows:
         status = "ready" if row.available else f"unavailable: {row.reason}"
         extra = "".join(
             f"  {key}={','.join(value) if isinstance(value, list) else value}"
-            for key, value in details[row.name].items()
+            for key, value in row.details.items()
         )
         click.echo(
             f"  {row.name:<12} kinds={','.join(row.kinds):<36} models={','.join(row.models) or '-'}  {status}{extra}"
@@ -41,26 +40,6 @@ def providers_command(as_json: bool) -> int:
     for kind, chain in settings.chains.items():
         click.echo(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")
     return 0
-
-
-def engine_details(target: str) -> dict[str, Any]:
-    """What a local engine has installed, cheap to ask: ``{"languages": [code, ...]}`` for tesseract (what OCR's
-    ``lang`` accepts, ``+``-combined), ``{"voices": count}`` for espeak-ng; ``{}`` for any other provider, or
-    ``{"error": message}`` when the engine cannot say."""
-    from stepper.errors import StepperError
-
-    try:
-        if target == "stepper.providers.tesseract:TesseractProvider":
-            from stepper.providers.engines.ocr import installed_languages
-
-            return {"languages": sorted(installed_languages())}
-        if target == "stepper.providers.espeak:EspeakProvider":
-            from stepper.providers.espeak import installed_voices
-
-            return {"voices": len(installed_voices())}
-    except StepperError as exc:
-        return {"error": str(exc)}
-    return {}
 
 
 @click.command("voices")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from stepper.contracts import Provider, Reply
 from stepper.errors import Timeout, Unavailable, UnprocessableInput, UnsupportedInput
@@ -49,6 +49,11 @@ class EspeakProvider(Provider):
         if shutil.which(BINARY) is None:
             return "espeak-ng is not installed (Debian: apt-get install espeak-ng)"
         return super().unavailable_reason(settings)
+
+    @classmethod
+    def details(cls, settings: ProviderSettings) -> dict[str, Any]:
+        """``{"voices": count}``: how many voices ``espeak-ng --voices`` lists (``stepper voices`` names them)."""
+        return {"voices": len(installed_voices())}
 
     def synthesise(self, request: SpeechRequest, model: str) -> Reply[SpeechOutput]:
         voice = request.voice or str(self.settings.options.get("default_voice", DEFAULT_VOICE))
