@@ -1,4 +1,6 @@
-"""OCR with tesseract: many images per task, optional preprocessing, words with boxes and confidences."""
+"""OCR with tesseract: many images per task, optional preprocessing, words with boxes and confidences. A PDF
+or TIFF among the images gives one page per page read; a PDF page's text layer is used as it is, unless the
+request says ``text_layer: "ignore"``."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ from typing import Any, ClassVar
 
 from stepper.config import current_settings
 from stepper.contracts import Provider, Reply
+from stepper.errors import InvalidRequest
 from stepper.providers.engines.failures import input_specific
-from stepper.providers.engines.ocr import best_engine, check_languages
-from stepper.providers.media.images import read_image
+from stepper.providers.engines.ocr import OcrEngine, best_engine, check_languages
+from stepper.providers.media.documents import DocumentPage, PageOptions, read_pages
+from stepper.providers.media.images import load_image
 from stepper.schemas import Kind, OcrOutput, OcrRequest
 from stepper.schemas.ocr import Preprocessing
 from stepper.settings import ProviderSettings
@@ -32,24 +36,42 @@ class TesseractProvider(Provider):
         engine = best_engine()
         assert engine is not None  # unavailable_reason keeps the chain from calling us otherwise
         check_languages(request.lang)
-        images = current_settings().images
-        pages = []
-        for number, image in enumerate(request.images):
-            pixels = read_image(image, images, f"images.{number}")
+        settings = current_settings()
+        options = PageOptions(request.dpi or settings.documents.default_dpi, request.pages, request.text_layer)
+        pages: list[dict[str, Any]] = []
+        for index, image in enumerate(request.images):
+            try:
+                data = load_image(image, settings.images)
+                for page in read_pages(data, options, settings.documents, settings.images):
+                    pages.append({**self._read_page(page, request, engine), "image": index})
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"images.{index}: {exc}") from None
+        from_text_layer = sum(page["source"] == "text_layer" for page in pages)
+        usage = {"images": len(request.images), "pages": len(pages), "text_layer_pages": from_text_layer}
+        return Reply(OcrOutput.model_validate({"pages": pages}), usage)
+
+    @staticmethod
+    def _read_page(page: DocumentPage, request: OcrRequest, engine: OcrEngine) -> dict[str, Any]:
+        """One output page (without its ``image`` index): the text layer as it is, or tesseract's reading."""
+        scale = 1.0
+        if page.text is not None:
+            read = page.text
+        else:
             with input_specific(f"tesseract ({engine.name})"):
-                pixels, scale = preprocess(pixels, request.preprocess)
-                page = engine.recognise(pixels, request.lang, request.psm, request.oem)
-            pages.append(
-                {
-                    "text": page.text,
-                    "confidence": page.confidence,
-                    "words": [
-                        {"text": w.text, "confidence": w.confidence, "box": [round(v / scale) for v in w.box]}
-                        for w in page.words
-                    ],
-                }
-            )
-        return Reply(OcrOutput(pages=pages), {"images": len(pages)})
+                pixels, scale = preprocess(page.pixels, request.preprocess)
+                read = engine.recognise(pixels, request.lang, request.psm, request.oem)
+        return {
+            "text": read.text,
+            "confidence": read.confidence,
+            "words": [
+                {"text": w.text, "confidence": w.confidence, "box": [round(v / scale) for v in w.box]}
+                for w in read.words
+            ],
+            "page": page.number,
+            "source": page.source,
+            "dpi": page.dpi,
+            "note": page.note,
+        }
 
 
 def preprocess(pixels: Any, steps: list[Preprocessing]) -> tuple[Any, float]:
