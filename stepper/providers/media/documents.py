@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -136,7 +137,11 @@ def _open_pdf(data: bytes) -> pdfium.PdfDocument:
         except pdfium.PdfiumError as exc:
             if exc.err_code == PDFIUM_PASSWORD_ERROR:
                 raise InvalidRequest("the PDF is password-protected; send it decrypted") from None
-            raise InvalidRequest(f"the PDF is damaged and cannot be opened ({exc})") from None
+            # PDFium says "Failed to load document (PDFium: Data format error)."; the cause is what matters.
+            found = re.search(r"\(PDFium: ([^)]+)\)", str(exc))
+            raise InvalidRequest(
+                f"the PDF is damaged and cannot be opened (PDFium: {found[1] if found else str(exc).strip()})"
+            ) from None
 
 
 def _read_pdf_page(
@@ -156,8 +161,9 @@ def _read_pdf_page(
 
 
 def _size_px(size_pt: tuple[float, float], dpi: int) -> tuple[int, int]:
+    """The page's pixels at ``dpi``, rounded up as PDFium's rendering does."""
     width_pt, height_pt = size_pt
-    return round(width_pt * dpi / POINTS_PER_INCH), round(height_pt * dpi / POINTS_PER_INCH)
+    return math.ceil(width_pt * dpi / POINTS_PER_INCH), math.ceil(height_pt * dpi / POINTS_PER_INCH)
 
 
 def _fitting_dpi(
