@@ -4,6 +4,7 @@ request says ``text_layer: "ignore"``."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any, ClassVar
 
 from stepper.config import current_settings
@@ -11,7 +12,7 @@ from stepper.contracts import Provider, Reply
 from stepper.errors import InvalidRequest
 from stepper.providers.engines.failures import input_specific
 from stepper.providers.engines.ocr import OcrEngine, best_engine, check_languages
-from stepper.providers.media.documents import DocumentPage, PageOptions, read_pages
+from stepper.providers.media.documents import DocumentPage, PageOptions, document_kind, read_pages
 from stepper.providers.media.images import load_image
 from stepper.schemas import Kind, OcrOutput, OcrRequest
 from stepper.schemas.ocr import Preprocessing
@@ -42,8 +43,12 @@ class TesseractProvider(Provider):
         for index, image in enumerate(request.images):
             try:
                 data = load_image(image, settings.images)
-                for page in read_pages(data, options, settings.documents, settings.images):
-                    pages.append({**self._read_page(page, request, engine), "image": index})
+                is_document = document_kind(data) is not None
+                # closing: a page that fails closes its document now, not when the generator is collected.
+                with closing(read_pages(data, options, settings.documents, settings.images)) as document:
+                    for page in document:
+                        where = f", page {page.number}" if is_document else ""
+                        pages.append({**self._read_page(page, request, engine, where), "image": index})
             except InvalidRequest as exc:
                 raise InvalidRequest(f"images.{index}: {exc}") from None
         from_text_layer = sum(page["source"] == "text_layer" for page in pages)
@@ -51,13 +56,14 @@ class TesseractProvider(Provider):
         return Reply(OcrOutput.model_validate({"pages": pages}), usage)
 
     @staticmethod
-    def _read_page(page: DocumentPage, request: OcrRequest, engine: OcrEngine) -> dict[str, Any]:
-        """One output page (without its ``image`` index): the text layer as it is, or tesseract's reading."""
+    def _read_page(page: DocumentPage, request: OcrRequest, engine: OcrEngine, where: str) -> dict[str, Any]:
+        """One output page (without its ``image`` index): the text layer as it is, or tesseract's reading; a
+        failure of tesseract names ``where`` (", page 3" in a document)."""
         scale = 1.0
         if page.text is not None:
             read = page.text
         else:
-            with input_specific(f"tesseract ({engine.name})"):
+            with input_specific(f"tesseract ({engine.name}{where})"):
                 pixels, scale = preprocess(page.pixels, request.preprocess)
                 read = engine.recognise(pixels, request.lang, request.psm, request.oem)
         return {

@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,7 +76,7 @@ def document_kind(data: bytes) -> Literal["pdf", "tiff"] | None:
 
 def read_pages(
     data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings
-) -> Iterator[DocumentPage]:
+) -> Generator[DocumentPage, None, None]:
     """The pages of ``data`` in order, one at a time (a rendered page is dropped before the next is made): a
     PDF's or TIFF's selected pages, or an image as page 1. Raises InvalidRequest before the first page when the
     document is damaged, password-protected, or over stepper_documents max_pages / max_dpi."""
@@ -107,7 +107,7 @@ def _selected(spec: str | None, count: int, what: str, documents: DocumentSettin
 
 def _pdf_pages(
     data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings
-) -> Iterator[DocumentPage]:
+) -> Generator[DocumentPage, None, None]:
     if options.dpi > documents.max_dpi:
         raise InvalidRequest(f"dpi {options.dpi} is over the limit of {documents.max_dpi} (stepper_documents max_dpi)")
     document = _open_pdf(data)
@@ -237,7 +237,7 @@ def _word(units: list[int], box: list[float], line: int) -> OcrWord:
 
 def _tiff_pages(
     data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings
-) -> Iterator[DocumentPage]:
+) -> Generator[DocumentPage, None, None]:
     from PIL import Image as PILImage
 
     try:

@@ -13,6 +13,7 @@ import pytest
 from stepper.config import current_settings
 from stepper.errors import InvalidRequest, UnprocessableInput
 from stepper.providers import tesseract
+from stepper.providers.engines.ocr import OcrPage
 from stepper.providers.tesseract import TesseractProvider
 from stepper.schemas import OcrOutput, OcrRequest
 from stepper.settings import DocumentSettings, ProviderSettings
@@ -122,3 +123,39 @@ def test_pdfium_failing_on_a_page_fails_that_input_naming_the_page(monkeypatch: 
     expected = r"^PDFium \(page 1\) failed on this input \(PdfiumError: Failed to render\)$"
     with pytest.raises(UnprocessableInput, match=expected):
         read(image_pdf(PHRASES[:1]))
+
+
+class FailingOnSecondPage:
+    """tesseract failing on the second page it is given, reading nothing from the first."""
+
+    name = "tesserocr"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def recognise(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("Failed to recognise")
+        return OcrPage("", 0.0, [])
+
+
+def test_tesseract_failing_on_a_page_names_the_page_and_closes_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FailingOnSecondPage()
+    monkeypatch.setattr(tesseract, "best_engine", lambda: engine)
+    closed: list[int] = []
+    close = pdfium.PdfDocument.close
+
+    def counted_close(self: pdfium.PdfDocument) -> None:
+        closed.append(1)
+        close(self)
+
+    monkeypatch.setattr(pdfium.PdfDocument, "close", counted_close)
+    try:
+        read(image_pdf(PHRASES))
+    except UnprocessableInput as exc:
+        assert str(exc).startswith("tesseract (tesserocr, page 2) failed on this input (RuntimeError")
+        assert exc.__traceback__ is not None and closed  # at once, not when the traceback's frames go
+    else:
+        pytest.fail("the failing page did not fail the request")
+    assert engine.calls == 2  # the third page was never rendered
