@@ -11,6 +11,8 @@ from stepper.schemas.common import Box, Image, Strict, TaskRequest
 Preprocessing = Literal["grayscale", "upscale", "binarize"]
 #: Where a page's text came from: the PDF's own text layer, or tesseract reading its pixels.
 PageSource = Literal["text_layer", "ocr"]
+#: use: a PDF page's text layer, where it has one, is its text; ignore: every page is rendered and read.
+TextLayer = Literal["use", "ignore"]
 
 #: "1-3,5,9-": pages and ranges, 1-based, a range open at its end running to the last page.
 PAGES_PATTERN = r"^\s*\d+\s*(-\s*\d*\s*)?(,\s*\d+\s*(-\s*\d*\s*)?)*$"
@@ -40,7 +42,7 @@ class OcrRequest(TaskRequest):
         pattern=PAGES_PATTERN,
         description='pages of each document to read, 1-based: "1-3,5,9-" (9- runs to the last page); default all',
     )
-    text_layer: Literal["use", "ignore"] = Field(
+    text_layer: TextLayer = Field(
         default="use",
         description="use: a PDF page with a text layer gives that text, unrendered; ignore: render and OCR every page",
     )

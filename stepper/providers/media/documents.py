@@ -22,7 +22,7 @@ from stepper.errors import InvalidRequest
 from stepper.providers.engines.failures import input_specific
 from stepper.providers.engines.ocr import OcrPage, OcrWord
 from stepper.providers.media.images import decode_image
-from stepper.schemas.ocr import PageSource, select_pages
+from stepper.schemas.ocr import PageSource, TextLayer, select_pages
 from stepper.settings import DocumentSettings, ImageSettings
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class PageOptions:
 
     dpi: int
     pages: str | None = None
-    text_layer: Literal["use", "ignore"] = "use"
+    text_layer: TextLayer = "use"
 
 
 @dataclass(frozen=True)
