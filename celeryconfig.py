@@ -55,6 +55,10 @@ stepper_artifacts = {"directory": "/tmp/stepper-artifacts"}  # noqa: S108  (a de
 # resolve to public addresses, unless a network is allowed ("allowed_networks": ["10.0.0.0/8"]).
 stepper_images = {"roots": []}
 
+# PDFs and TIFFs given to OCR: pages per document (or selected from one), and the render DPI's default and
+# bounds; a page over stepper_images max_pixels is rendered lower, down to min_dpi, then refused.
+# stepper_documents = {"max_pages": 50, "default_dpi": 300, "max_dpi": 600, "min_dpi": 100}
+
 # The HTTP gateway's keys, as SHA-256 digests (`stepper gateway new-key` prints a key and its digest; give
 # the key to the caller, put the digest here or in STEPPER_GATEWAY_KEY_HASHES).
 stepper_gateway = {"key_hashes": []}

@@ -186,6 +186,31 @@ class VideoSettings(_Settings):
     sample_fps: float = Field(default=10.0, gt=0, le=240)
 
 
+class DocumentSettings(_Settings):
+    """Limits on documents (PDF, multi-page TIFF) given to OCR; see stepper.providers.media.documents.
+
+    A document's bytes count against ``stepper_images`` max_bytes and each rendered page against its max_pixels.
+    """
+
+    #: Pages one document may have, or (when the request selects pages) have selected; more is refused at once.
+    max_pages: int = Field(default=50, ge=1)
+    #: Dots per inch a PDF page is rendered at when the request names none, and the most a request may ask.
+    default_dpi: int = Field(default=300, ge=1)
+    max_dpi: int = Field(default=600, ge=1)
+    #: A page too large for max_pixels at the requested DPI is rendered at a lower one, down to this; below
+    #: it the page is refused. Tesseract reads 10-point text poorly under about 100 dpi.
+    min_dpi: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _dpis_in_order(self) -> DocumentSettings:
+        if not self.min_dpi <= self.default_dpi <= self.max_dpi:
+            raise ValueError(
+                f"min_dpi ({self.min_dpi}) <= default_dpi ({self.default_dpi}) <= max_dpi ({self.max_dpi}) "
+                "must hold; raise max_dpi or lower the others"
+            )
+        return self
+
+
 class ArtifactSettings(_Settings):
     """Where audio and thumbnails go; see stepper.infra.artifacts."""
 
@@ -371,6 +396,7 @@ class StepperSettings(_Settings):
     #: How long the fleet remembers that a provider's model refused an optional parameter (seconds).
     capability_ttl_s: float = Field(default=24 * 3600, gt=0)
     images: ImageSettings = ImageSettings()
+    documents: DocumentSettings = DocumentSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     cache: CacheSettings = CacheSettings()
     webhooks: WebhookSettings = WebhookSettings()

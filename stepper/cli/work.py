@@ -30,8 +30,7 @@ def providers_command(as_json: bool) -> int:
     for row in rows:
         status = "ready" if row.available else f"unavailable: {row.reason}"
         extra = "".join(
-            f"  {key}={','.join(value) if isinstance(value, list) else value}"
-            for key, value in row.details.items()
+            f"  {key}={','.join(value) if isinstance(value, list) else value}" for key, value in row.details.items()
         )
         click.echo(
             f"  {row.name:<12} kinds={','.join(row.kinds):<36} models={','.join(row.models) or '-'}  {status}{extra}"

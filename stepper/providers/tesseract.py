@@ -1,14 +1,19 @@
-"""OCR with tesseract: many images per task, optional preprocessing, words with boxes and confidences."""
+"""OCR with tesseract: many images per task, optional preprocessing, words with boxes and confidences. A PDF
+or TIFF among the images gives one page per page read; a PDF page's text layer is used as it is, unless the
+request says ``text_layer: "ignore"``."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any, ClassVar
 
 from stepper.config import current_settings
 from stepper.contracts import Provider, Reply
+from stepper.errors import InvalidRequest
 from stepper.providers.engines.failures import input_specific
-from stepper.providers.engines.ocr import best_engine, check_languages
-from stepper.providers.media.images import read_image
+from stepper.providers.engines.ocr import OcrEngine, best_engine, check_languages, installed_languages
+from stepper.providers.media.documents import DocumentPage, PageOptions, document_kind, read_pages
+from stepper.providers.media.images import load_image
 from stepper.schemas import Kind, OcrOutput, OcrRequest
 from stepper.schemas.ocr import Preprocessing
 from stepper.settings import ProviderSettings
@@ -28,28 +33,57 @@ class TesseractProvider(Provider):
             return "tesseract is not installed (Debian: apt-get install tesseract-ocr)"
         return super().unavailable_reason(settings)
 
+    @classmethod
+    def details(cls, settings: ProviderSettings) -> dict[str, Any]:
+        """``{"languages": [code, ...]}``: what ``lang`` accepts here, alone or ``+``-combined (tessdata's
+        ``*.traineddata``; ``OCR_LANGUAGES`` in the Makefile and the image installs more)."""
+        return {"languages": sorted(installed_languages())}
+
     def read(self, request: OcrRequest, model: str) -> Reply[OcrOutput]:
         engine = best_engine()
         assert engine is not None  # unavailable_reason keeps the chain from calling us otherwise
         check_languages(request.lang)
-        images = current_settings().images
-        pages = []
-        for number, image in enumerate(request.images):
-            pixels = read_image(image, images, f"images.{number}")
-            with input_specific(f"tesseract ({engine.name})"):
-                pixels, scale = preprocess(pixels, request.preprocess)
-                page = engine.recognise(pixels, request.lang, request.psm, request.oem)
-            pages.append(
-                {
-                    "text": page.text,
-                    "confidence": page.confidence,
-                    "words": [
-                        {"text": w.text, "confidence": w.confidence, "box": [round(v / scale) for v in w.box]}
-                        for w in page.words
-                    ],
-                }
-            )
-        return Reply(OcrOutput(pages=pages), {"images": len(pages)})
+        settings = current_settings()
+        options = PageOptions(request.dpi or settings.documents.default_dpi, request.pages, request.text_layer)
+        pages: list[dict[str, Any]] = []
+        for index, image in enumerate(request.images):
+            try:
+                data = load_image(image, settings.images)
+                is_document = document_kind(data) is not None
+                # closing: a page that fails closes its document now, not when the generator is collected.
+                with closing(read_pages(data, options, settings.documents, settings.images)) as document:
+                    for page in document:
+                        where = f", page {page.number}" if is_document else ""
+                        pages.append({**self._read_page(page, request, engine, where), "image": index})
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"images.{index}: {exc}") from None
+        from_text_layer = sum(page["source"] == "text_layer" for page in pages)
+        usage = {"images": len(request.images), "pages": len(pages), "text_layer_pages": from_text_layer}
+        return Reply(OcrOutput.model_validate({"pages": pages}), usage)
+
+    @staticmethod
+    def _read_page(page: DocumentPage, request: OcrRequest, engine: OcrEngine, where: str) -> dict[str, Any]:
+        """One output page (without its ``image`` index): the text layer as it is, or tesseract's reading; a
+        failure of tesseract names ``where`` (", page 3" in a document)."""
+        scale = 1.0
+        if page.text is not None:
+            read = page.text
+        else:
+            with input_specific(f"tesseract ({engine.name}{where})"):
+                pixels, scale = preprocess(page.pixels, request.preprocess)
+                read = engine.recognise(pixels, request.lang, request.psm, request.oem)
+        return {
+            "text": read.text,
+            "confidence": read.confidence,
+            "words": [
+                {"text": w.text, "confidence": w.confidence, "box": [round(v / scale) for v in w.box]}
+                for w in read.words
+            ],
+            "page": page.number,
+            "source": page.source,
+            "dpi": page.dpi,
+            "note": page.note,
+        }
 
 
 def preprocess(pixels: Any, steps: list[Preprocessing]) -> tuple[Any, float]:

@@ -15,6 +15,7 @@ from stepper.errors import InvalidRequest
 from stepper.samples import sample_requests
 from tests.integration.conftest import Fleet
 from tests.support.binaries import require_binary
+from tests.support.documents import image_pdf, text_pdf
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,18 @@ def test_ocr_refuses_a_decompression_bomb(engine_fleet: Fleet) -> None:
     bomb = {"images": [{"b64": base64.b64encode(png).decode()}]}
     with pytest.raises(InvalidRequest, match="pixels"):
         engine_fleet.app.send_task("stepper.ocr", kwargs=bomb).get(timeout=60)
+
+
+def test_ocr_reads_documents_page_by_page(engine_fleet: Fleet) -> None:
+    documents = [text_pdf([["Hello from page one"], ["Page two"]]), image_pdf(["Quiet harbour lights"])]
+    request = {"images": [{"b64": base64.b64encode(data).decode()} for data in documents], "pages": "1"}
+    result = engine_fleet.app.send_task("stepper.ocr", kwargs=request).get(timeout=60)
+    text_page, image_page = result["output"]["pages"]
+    assert (text_page["image"], text_page["page"], text_page["source"]) == (0, 1, "text_layer")
+    assert text_page["text"] == "Hello from page one"
+    assert (image_page["image"], image_page["page"], image_page["source"], image_page["dpi"]) == (1, 1, "ocr", 300)
+    assert "Quiet harbour lights" in image_page["text"]
+    assert result["usage"] == {"images": 2, "pages": 2, "text_layer_pages": 1}
 
 
 def test_speech_is_stored_as_an_artifact(engine_fleet: Fleet) -> None:
