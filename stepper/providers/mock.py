@@ -90,6 +90,7 @@ class MockProvider(Provider):
             words = ["mock", "page", str(number + 1), seed[:6]]
             pages.append(
                 {
+                    "image": number,
                     "text": " ".join(words),
                     "confidence": 90.0,
                     "words": [
@@ -102,7 +103,8 @@ class MockProvider(Provider):
 
     def detect_steps(self, request: StepsRequest, model: str) -> Reply[StepsOutput]:
         seed = fingerprint(request, model)
-        frames = len(request.frames) if request.video is None else 3  # a video: as if three frames were sampled
+        # A video: as if three frames were sampled, one a second.
+        frames = len(request.frames) if request.video is None else 3
         steps = [
             {
                 "index": index,
@@ -114,7 +116,7 @@ class MockProvider(Provider):
             }
             for index, frame in enumerate(range(1, frames))
         ]
-        return Reply(StepsOutput(steps=steps))
+        return Reply(StepsOutput(steps=steps, frames_read=frames, seconds_read=None if request.video is None else 2.0))
 
     def analyse(self, request: VisionRequest, model: str) -> Reply[VisionOutput]:
         seed = fingerprint(request, model)
