@@ -170,16 +170,8 @@ class HttpClient:
         adapter calls :meth:`answer_started` at the first event that carries answer text."""
         with self._call() as call:
             response = self._send(call, method, path, payload, headers)
-            try:
+            with self._reading(call, response, "its event stream"):
                 yield from iter_sse(response.iter_lines(decode_unicode=True))
-            except requests.exceptions.ChunkedEncodingError:
-                raise TruncatedOutput(f"{self.name} closed its event stream in the middle") from None
-            except requests.exceptions.ConnectionError as exc:
-                if _is_read_timeout(exc):
-                    raise self._silence(call) from None
-                raise Unavailable(f"{self.name} dropped the connection during its event stream") from None
-            finally:
-                response.close()
 
     def answer_started(self) -> None:
         """The first byte of the answer arrived: the first-token deadline no longer applies to this call."""
@@ -227,14 +219,21 @@ class HttpClient:
     def _body(self, response: requests.Response, call: CallScope) -> bytes:
         """Read a whole answer whose headers arrived (the first byte, as far as deadlines are concerned)."""
         call.first_byte()
-        try:
+        with self._reading(call, response, "its answer"):
             return response.content
+
+    @contextmanager
+    def _reading(self, call: CallScope, response: requests.Response, what: str) -> Iterator[None]:
+        """Reading a response's body: a cut-off body, a dropped connection and a silence past the read timeout
+        mapped onto the exception tree; the response closed however the reading ended."""
+        try:
+            yield
         except requests.exceptions.ChunkedEncodingError:
-            raise TruncatedOutput(f"{self.name} closed the connection in the middle of its answer") from None
+            raise TruncatedOutput(f"{self.name} closed the connection in the middle of {what}") from None
         except requests.exceptions.ConnectionError as exc:
             if _is_read_timeout(exc):
                 raise self._silence(call) from None
-            raise Unavailable(f"{self.name} dropped the connection in the middle of its answer") from None
+            raise Unavailable(f"{self.name} dropped the connection in the middle of {what}") from None
         finally:
             response.close()
 
