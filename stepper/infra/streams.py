@@ -7,11 +7,12 @@ error. A reader never waits on a stream nobody writes: while the stream is silen
 the task already finished without writing (revoked before it ran, expired, lost) and ends the stream with it.
 
 Deltas are written in batches: a vendor streaming a token every few milliseconds would otherwise cost a Redis
-round trip per token, for every stream in flight. The first delta of an answer (of a stream, and of the next provider's
-after a ``reset``) is written at once, since time to first token is what a reader waits on; later ones are held until ``BATCH_WINDOW_S`` after the first one held, or
-``BATCH_MAX_CHARS`` of text, or the next event of another type, and written as one ``delta`` whose text is
-theirs joined. A reader joins deltas anyway, so it sees the same text in fewer, larger pieces. One thread
-per process (:class:`Flusher`) writes what a paused stream holds when its window ends.
+round trip per token, for every stream in flight. The first delta of an answer (of a stream, and of the next
+provider's after a ``reset``) is written at once, since time to first token is what a reader waits on; later
+ones are held until ``BATCH_WINDOW_S`` after the first one held, or ``BATCH_MAX_CHARS`` of text, or the next
+event of another type, and written as one ``delta`` whose text is theirs joined. A reader joins deltas
+anyway, so it sees the same text in fewer, larger pieces. One thread per process (:class:`Flusher`) writes
+what a paused stream holds when its window ends.
 """
 
 from __future__ import annotations

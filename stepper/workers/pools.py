@@ -55,4 +55,4 @@ def poll_without_fd_limit() -> None:
     gevent's cooperative one, and kombu's own ``_poll`` wrapper drives it unchanged."""
     if detect_environment() != "gevent":
         return
-    eventio._get_poller = lambda: eventio._poll  # type: ignore[attr-defined]  # noqa: SLF001
+    eventio._get_poller = lambda: eventio._poll

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -78,10 +79,8 @@ def test_a_paused_stream_gets_its_held_deltas_written_by_the_flusher(redis_clien
 
 
 def events_so_far(client: redis.Redis, task_id: str) -> list[StreamEvent]:
-    return [
-        StreamEvent(fields[b"type"].decode(), fields[b"text"].decode())  # type: ignore[arg-type]
-        for _id, fields in client.xrange(keys.stream(task_id))
-    ]
+    entries: Any = client.xrange(keys.stream(task_id))
+    return [StreamEvent(fields[b"type"].decode(), fields[b"text"].decode()) for _id, fields in entries]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
