@@ -22,7 +22,7 @@ FAKE_URL_ENV = "BENCH_FAKE_URL"
 KEY_ENV = "BENCH_FAKE_KEY"
 #: The worker's concurrency, when above Celery's defaults: its pools are sized for it as a careful team would
 #: (kombu's broker pool holds 10 connections and redis-py's 100; a gevent worker of 1,000 fails to ack without).
-CONCURRENCY_ENV = "BENCH_CONCURRENCY"
+CONCURRENCY_ENV = "BENCH_BARE_CONCURRENCY"
 #: The model the benchmark names on both sides.
 MODEL = "bench-model"
 
