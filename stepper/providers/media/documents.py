@@ -89,6 +89,26 @@ def read_pages(
         yield DocumentPage(1, "ocr", pixels=decode_image(data, images))
 
 
+def count_pages(data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings) -> int:
+    """How many pages :func:`read_pages` would give for ``data`` (an image: 1), read from the document's
+    page count alone; raises what :func:`read_pages` raises before its first page for a document that is
+    damaged, password-protected or over stepper_documents max_pages."""
+    kind = document_kind(data)
+    if kind == "pdf":
+        document = _open_pdf(data)
+        try:
+            with _pdfium_lock, input_specific("PDFium"):
+                count = len(document)
+        finally:
+            with _pdfium_lock:
+                document.close()
+        return len(_selected(options.pages, count, "PDF", documents))
+    if kind == "tiff":
+        with _open_tiff(data, images) as tiff:
+            return len(_selected(options.pages, getattr(tiff, "n_frames", 1), "TIFF", documents))
+    return 1
+
+
 def _selected(spec: str | None, count: int, what: str, documents: DocumentSettings) -> list[int]:
     if count == 0:
         raise InvalidRequest(f"the {what} has no pages")
@@ -133,7 +153,12 @@ def _open_pdf(data: bytes) -> pdfium.PdfDocument:
     with input_specific("PDFium"):
         try:
             with _pdfium_lock:
-                return pdfium.PdfDocument(data)
+                document = pdfium.PdfDocument(data)
+                with warnings.catch_warnings():
+                    # PDFium warns when a document's XFA forms fail to load; its AcroForm fields still draw.
+                    warnings.simplefilter("ignore", pdfium.PdfiumWarning)
+                    document.init_forms()  # before any page is loaded, so that rendering draws form fields
+                return document
         except pdfium.PdfiumError as exc:
             if exc.err_code == PDFIUM_PASSWORD_ERROR:
                 raise InvalidRequest("the PDF is password-protected; send it decrypted") from None
@@ -238,18 +263,8 @@ def _word(units: list[int], box: list[float], line: int) -> OcrWord:
 def _tiff_pages(
     data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings
 ) -> Generator[DocumentPage, None, None]:
-    from PIL import Image as PILImage
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our pixel limit, per page
-            tiff = PILImage.open(io.BytesIO(data))
-            count = getattr(tiff, "n_frames", 1)
-    except PILImage.DecompressionBombError:
-        raise InvalidRequest(f"the TIFF declares too many pixels (limit {images.max_pixels:,})") from None
-    except PILLOW_FAILURES as exc:
-        raise InvalidRequest(f"the TIFF is damaged and cannot be opened ({type(exc).__name__})") from None
-    with tiff:
+    with _open_tiff(data, images) as tiff:
+        count = getattr(tiff, "n_frames", 1)
         numbers = _selected(options.pages, count, "TIFF", documents)
         for number in numbers:
             # One page: the bytes as they came, decoded as any image; more: each page on its own.
@@ -259,6 +274,22 @@ def _tiff_pages(
             except InvalidRequest as exc:
                 raise InvalidRequest(f"page {number} of the TIFF: {exc}") from None
             yield DocumentPage(number, "ocr", pixels=pixels)
+
+
+def _open_tiff(data: bytes, images: ImageSettings) -> PILImage.Image:
+    """The TIFF opened by Pillow with its page count read; InvalidRequest when Pillow cannot."""
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our pixel limit, per page
+            tiff = PILImage.open(io.BytesIO(data))
+            getattr(tiff, "n_frames", 1)  # walks the page directory: a damaged one fails here
+    except PILImage.DecompressionBombError:
+        raise InvalidRequest(f"the TIFF declares too many pixels (limit {images.max_pixels:,})") from None
+    except PILLOW_FAILURES as exc:
+        raise InvalidRequest(f"the TIFF is damaged and cannot be opened ({type(exc).__name__})") from None
+    return tiff
 
 
 def _tiff_page(tiff: PILImage.Image, number: int, images: ImageSettings) -> bytes:
