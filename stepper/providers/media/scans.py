@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stepper.providers.engines.ocr import TESSERACT_MAX_SIDE_PX, UPSCALE_BELOW_PX
 from stepper.settings import OcrSettings
 
 if TYPE_CHECKING:
@@ -29,8 +30,12 @@ GLYPH_MIN_PX = 3
 #: as wide as tall (underlines, merged words).
 GLYPH_MAX_PAGE_FRACTION = 0.1
 GLYPH_MAX_ASPECT = 3.0
-#: A page is never enlarged more than this many times, whatever its glyphs measure.
+#: A page is never enlarged more than this many times, whatever its glyphs measure, nor beyond tesseract's
+#: side limit (a longer page would be read in strips or shrunk back).
 GLYPH_MAX_FACTOR = 8.0
+#: OpenCV's warpAffine asserts that both images' sides are below SHRT_MAX (32767): a page that would turn
+#: into a larger one is left leaning (tesseract reads it in strips anyway, see engines.ocr.within_limits).
+WARP_MAX_SIDE_PX = 32766
 WHITE = 255
 
 
@@ -92,8 +97,7 @@ def rotated(pixels: np.ndarray[Any, Any], angle_deg: float) -> tuple[np.ndarray[
 
     height, width = pixels.shape[:2]
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle_deg, 1.0)
-    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-    new_width, new_height = math.ceil(height * sin + width * cos), math.ceil(height * cos + width * sin)
+    new_height, new_width = turned_size((height, width), angle_deg)
     matrix[0, 2] += new_width / 2 - width / 2
     matrix[1, 2] += new_height / 2 - height / 2
     fill = WHITE if pixels.ndim == 2 else (WHITE, WHITE, WHITE)
@@ -106,6 +110,13 @@ def rotated(pixels: np.ndarray[Any, Any], angle_deg: float) -> tuple[np.ndarray[
         borderValue=fill,
     )
     return turned, matrix
+
+
+def turned_size(shape: tuple[int, ...], angle_deg: float) -> tuple[int, int]:
+    """``(height, width)`` of the canvas that holds a ``(height, width)`` page turned by ``angle_deg``."""
+    height, width = shape[:2]
+    cos, sin = abs(math.cos(math.radians(angle_deg))), abs(math.sin(math.radians(angle_deg)))
+    return math.ceil(height * cos + width * sin), math.ceil(height * sin + width * cos)
 
 
 def glyph_height_px(gray: np.ndarray[Any, Any]) -> float:
@@ -138,24 +149,31 @@ def binarised(gray: np.ndarray[Any, Any], block_px: int, offset: float) -> np.nd
 
 def prepare(pixels: np.ndarray[Any, Any], settings: OcrSettings) -> Prepared:
     """The steps stepper_ocr turns on, in order: deskew, enlarge small glyphs, adaptive binarisation (which
-    leaves the page gray). ``pixels`` stay colour unless binarised."""
+    leaves the page gray). ``pixels`` stay colour unless binarised; an image under the engine's tiny-crop
+    size (engines.ocr.UPSCALE_BELOW_PX a side) is left as it is."""
     import cv2
     import numpy as np
 
     transform = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    if min(pixels.shape[:2]) < UPSCALE_BELOW_PX:
+        # A crop this small holds a word or two: the engine enlarges it itself (or refuses a speck), and a
+        # lean measured on it means nothing.
+        return Prepared(pixels, transform)
     skew = 0.0
     if settings.deskew:
         angle = skew_angle(gray_of(pixels), settings.max_skew_deg)
-        if abs(angle) >= settings.min_skew_deg:
+        if abs(angle) >= settings.min_skew_deg and max(turned_size(pixels.shape[:2], angle)) <= WARP_MAX_SIDE_PX:
             pixels, transform = rotated(pixels, angle)
             skew = angle
     scale = 1.0
     if settings.enlarge_glyphs_below_px > 0:
         glyphs = glyph_height_px(gray_of(pixels))
         if 0 < glyphs < settings.enlarge_glyphs_below_px:
-            scale = min(GLYPH_MAX_FACTOR, settings.glyph_target_px / glyphs)
-            pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-            transform = transform * scale
+            fitting = TESSERACT_MAX_SIDE_PX / max(pixels.shape[:2])
+            scale = max(1.0, min(GLYPH_MAX_FACTOR, fitting, settings.glyph_target_px / glyphs))
+            if scale > 1.0:
+                pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                transform = transform * scale
     if settings.adaptive_binarisation:
         pixels = binarised(gray_of(pixels), settings.binarisation_block_px, settings.binarisation_offset)
     return Prepared(pixels, transform, skew, scale)

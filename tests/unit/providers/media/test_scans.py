@@ -119,3 +119,13 @@ def test_settings_refuse_an_even_block_and_skew_bounds_out_of_order() -> None:
         OcrSettings(binarisation_block_px=30)
     with pytest.raises(ValidationError, match=r"min_skew_deg \(5.0\) must be below max_skew_deg \(2.0\)"):
         OcrSettings(min_skew_deg=5.0, max_skew_deg=2.0)
+
+
+def test_a_page_too_tall_to_turn_and_a_tiny_crop_are_left_as_they_are() -> None:
+    tall = np.full((33_000, 700), 255, np.uint8)
+    tall[:300] = gray(tilted(text_page(), 4.0))[:300, :700]
+    assert skew_angle(tall, 10.0) != 0.0  # it leans, but turned it would outgrow OpenCV's warp
+    prepared = prepare(tall, OcrSettings())
+    assert prepared.skew_deg == 0.0 and prepared.pixels is tall
+    crop = gray(shrunk(text_page(), 1 / 8))[:40, :200]
+    assert prepare(crop, OcrSettings()).pixels is crop
