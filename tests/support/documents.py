@@ -79,18 +79,22 @@ def _pdf(pages: list[list[str]], user_password: str | None = None) -> bytes:
     return _written(objects, trailer)
 
 
-def form_pdf(value: str) -> bytes:
-    """A one-page PDF whose only content is a filled AcroForm text field showing ``value`` in Helvetica 28 pt,
-    without an appearance stream (``/NeedAppearances``): only a viewer that runs the form draws it."""
+def form_pdf(value: str, label: str | None = None) -> bytes:
+    """A one-page PDF with a filled AcroForm text field showing ``value`` in Helvetica 28 pt, without an
+    appearance stream (``/NeedAppearances``: only a viewer that runs the form draws it); ``label``, when
+    given, is real text above the field (a text layer that does not hold the value)."""
+    content = b"BT /F1 24 Tf 72 700 Td (%s) Tj ET" % label.encode("latin-1") if label else b""
     return _written(
         [
             b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [4 0 R] /NeedAppearances true "
             b"/DA (/Helv 0 Tf 0 g) /DR << /Font << /Helv 5 0 R >> >> >> >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Annots [4 0 R] /Resources << >> >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Annots [4 0 R] "
+            b"/Resources << /Font << /F1 5 0 R >> >> /Contents 6 0 R >>",
             b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (name) /V (%s) /Rect [72 600 540 660] /F 4 /P 3 0 R "
             b"/DA (/Helv 28 Tf 0 g) >>" % value.encode("latin-1"),
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+            b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
         ]
     )
 

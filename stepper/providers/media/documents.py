@@ -1,5 +1,9 @@
 """Documents given to OCR: a PDF's pages (their text layer, or rendered by PDFium) and a TIFF's pages.
 
+A PDF is rendered as a viewer shows it: upright as its ``/Rotate`` says, with its AcroForm fields drawn
+(``init_forms``). A filled text field is no part of the page's text layer, so a page that has one is
+rendered and read instead, and its note says why.
+
 An ``images`` entry is a document when its first bytes say so (``%PDF-``; ``II*\\0`` or ``MM\\0*``); anything
 else is an image and is decoded as one. The page count and the DPI are checked when a document is opened,
 before any page is read, and each page's pixel count before it is rendered or decoded. PDFium's and Pillow's
@@ -35,6 +39,8 @@ TIFF_MAGICS = (b"II*\0", b"MM\0*")
 POINTS_PER_INCH = 72
 #: PDFium's FPDF_ERR_PASSWORD: the document needs a password we do not have.
 PDFIUM_PASSWORD_ERROR = 4
+#: PDFium's FPDF_FORMFIELD_TEXTFIELD, _COMBOBOX and _LISTBOX: form fields whose value is text.
+TEXT_FIELD_TYPES = frozenset({6, 4, 5})
 #: Pillow's ways of saying that data is not what it claims (truncated, bad tags, a bad frame index).
 PILLOW_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError)
 
@@ -172,17 +178,46 @@ def _open_pdf(data: bytes) -> pdfium.PdfDocument:
 def _read_pdf_page(
     page: pdfium.PdfPage, number: int, options: PageOptions, documents: DocumentSettings, images: ImageSettings
 ) -> DocumentPage:
+    fields_note = None
     if options.text_layer == "use":
         text = _text_layer(page, options.dpi)
-        if text is not None:
+        fields = _filled_fields(page)
+        if text is not None and not fields:
             return DocumentPage(number, "text_layer", text=text, dpi=options.dpi)
+        if text is not None:
+            fields_note = f"rendered and read: its {fields} filled form field(s) are not in its text layer"
     dpi, note = _fitting_dpi(page.get_size(), options.dpi, number, documents, images)
+    note = "; ".join(part for part in (fields_note, note) if part) or None
     bitmap = page.render(scale=dpi / POINTS_PER_INCH)
     try:
         pixels = bitmap.to_numpy()[:, :, :3].copy()  # BGR (PDFium's order); the copy outlives the bitmap
     finally:
         bitmap.close()
     return DocumentPage(number, "ocr", pixels=pixels, dpi=dpi, note=note)
+
+
+def _filled_fields(page: pdfium.PdfPage) -> int:
+    """How many of the page's form fields hold text (text fields, combo and list boxes with a value): their
+    values are drawn when the page is rendered but are no part of its text layer."""
+    import pypdfium2.raw as pdfium_c
+
+    formenv = page.pdf.formenv
+    if formenv is None:
+        return 0
+    filled = 0
+    for index in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
+        annot = pdfium_c.FPDFPage_GetAnnot(page, index)
+        try:
+            if (
+                pdfium_c.FPDFAnnot_GetSubtype(annot) == pdfium_c.FPDF_ANNOT_WIDGET
+                and pdfium_c.FPDFAnnot_GetFormFieldType(formenv, annot) in TEXT_FIELD_TYPES
+                # The value's length in bytes, UTF-16LE with its terminating NUL: 2 for an empty one.
+                and pdfium_c.FPDFAnnot_GetFormFieldValue(formenv, annot, None, 0) > 2
+            ):
+                filled += 1
+        finally:
+            pdfium_c.FPDFPage_CloseAnnot(annot)
+    return filled
 
 
 def _size_px(size_pt: tuple[float, float], dpi: int) -> tuple[int, int]:

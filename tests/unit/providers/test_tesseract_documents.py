@@ -147,6 +147,12 @@ def test_a_filled_form_field_is_drawn_and_read() -> None:
     assert "Margaret Hamilton" in page.text
 
 
+def test_a_page_whose_text_layer_lacks_its_filled_fields_reads_both() -> None:
+    (page,) = read(form_pdf("Margaret Hamilton", label="Applicant name"))[0].pages
+    assert page.source == "ocr" and page.note is not None
+    assert "Applicant name" in page.text and "Margaret Hamilton" in page.text
+
+
 def test_a_password_protected_pdf_is_an_invalid_request() -> None:
     with pytest.raises(InvalidRequest, match=r"^images\.0: the PDF is password-protected; send it decrypted$"):
         read(encrypted_pdf(["Locked words"], "secret"))

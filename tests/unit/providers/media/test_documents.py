@@ -102,6 +102,14 @@ def test_form_fields_are_drawn_where_pdfium_alone_draws_nothing() -> None:
     assert rows.size and rows.min() >= 183 and rows.max() <= 267
 
 
+def test_a_text_layer_page_with_filled_fields_is_rendered_and_says_why() -> None:
+    (page,) = pages_of(form_pdf("Margaret Hamilton", label="Applicant name"), dpi=100)
+    assert page.source == "ocr" and page.pixels is not None
+    assert page.note == "rendered and read: its 1 filled form field(s) are not in its text layer"
+    (empty,) = pages_of(form_pdf("", label="Applicant name"), dpi=100)
+    assert empty.source == "text_layer" and empty.text is not None and empty.text.text == "Applicant name"
+
+
 def test_a_page_with_rotate_is_rendered_as_shown() -> None:
     (page,) = pages_of(rotated_pdf("a", 90), dpi=72)
     stored = phrase_image("a")  # stored turned, shown upright: the rendering is as wide as the phrase image
