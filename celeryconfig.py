@@ -57,7 +57,11 @@ stepper_images = {"roots": []}
 
 # PDFs and TIFFs given to OCR: pages per document (or selected from one), and the render DPI's default and
 # bounds; a page over stepper_images max_pixels is rendered lower, down to min_dpi, then refused.
-# stepper_documents = {"max_pages": 50, "default_dpi": 300, "max_dpi": 600, "min_dpi": 100}
+# stepper_documents = {"max_pages": 50, "max_request_pages": 200, "default_dpi": 300, "max_dpi": 600, "min_dpi": 100}
+
+# How OCR prepares a page: straighten a lean (deskew), enlarge glyphs under 10 px towards 30 px, adaptive
+# binarisation (off: it lowered accuracy on low-resolution scans). Measured defaults: see OcrSettings.
+# stepper_ocr = {"deskew": True, "enlarge_glyphs_below_px": 10, "adaptive_binarisation": False}
 
 # The HTTP gateway's keys, as SHA-256 digests (`stepper gateway new-key` prints a key and its digest; give
 # the key to the caller, put the digest here or in STEPPER_GATEWAY_KEY_HASHES).
