@@ -1,0 +1,213 @@
+"""The ``howto`` workflow through real workers: OpenCV finds the steps of a recorded screencast, tesseract
+captions them, a loopback OpenAI-compatible server writes the instructions, espeak-ng speaks them.
+
+A piece that failed for good leaves the workflow waiting, with the other pieces kept; ``resume`` computes
+only what is missing, which the writer's request count proves. The HTML guide is opened in Debian's chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import time
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery.result import AsyncResult
+
+from stepper.errors import Cancelled, WorkflowFailed
+from stepper.infra.artifacts import load_artifact
+from stepper.ops.deadletters import DeadLetterStore
+from stepper.settings import DeadLetterSettings
+from stepper.workflows.api import WorkflowHandle, workflow
+from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
+from stepper.workflows.schemas import Guide, WorkflowStatus
+from tests.integration.conftest import Fleet
+from tests.support.binaries import require_binary
+from tests.support.fake_http import running
+from tests.support.screencasts import TOOLBAR_LABELS, encode_webm, toolbar_screencast
+from tests.support.vendors.writer import FakeGuideWriter
+
+WAIT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def writer() -> Iterator[FakeGuideWriter]:
+    yield from running(FakeGuideWriter())  # type: ignore[misc]
+
+
+@pytest.fixture(autouse=True)
+def healthy(writer: FakeGuideWriter) -> None:
+    writer.requests.clear()
+    writer.failing_step = None
+    writer.first_byte_delay_s = 0.0
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def fleet(start_fleet: Callable[..., Fleet], writer: FakeGuideWriter, artifacts: Path) -> Fleet:
+    for binary, package in (("tesseract", "tesseract-ocr"), ("espeak-ng", "espeak-ng")):
+        require_binary(binary, package)
+    writing = {
+        "class": "stepper.providers.openai:OpenAIProvider",
+        "kinds": ["chat"],
+        "base_url": writer.base_url,
+        "models": ["guide-7b"],
+    }
+    return start_fleet(
+        {
+            "stepper_providers": {"writer": writing},
+            "stepper_chains": {"steps": ["opencv:opencv"], "chat": ["writer:guide-7b"], "speech": ["espeak:espeak-ng"]},
+            "stepper_artifacts": {"directory": str(artifacts), "inline_max_bytes": 1024},
+            "stepper_retry": {"attempts_per_provider": 1, "task_max_retries": 0, "backoff_base_s": 0.05},
+            "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
+        },
+        name="workflows",
+        concurrency=4,
+        env={"OMP_THREAD_LIMIT": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    path = tmp_path_factory.mktemp("recording") / "toolbar.webm"
+    return {"b64": base64.b64encode(encode_webm(toolbar_screencast(), path, streamed=False)).decode()}
+
+
+@pytest.fixture(scope="module")
+def guide(fleet: Fleet, recording: dict[str, str]) -> Guide:
+    return workflow("howto", {"video": recording}, app=fleet.app).get(timeout=WAIT_S)
+
+
+def test_a_recording_becomes_a_guide_of_its_steps_in_order(guide: Guide, artifacts: Path) -> None:
+    assert len(guide.steps) == len(TOOLBAR_LABELS)
+    for step, label in zip(guide.steps, TOOLBAR_LABELS, strict=True):
+        assert step.action == "click"
+        assert label in (step.caption or "")
+        assert f"**{label}**" in step.instruction  # the writer named the element the caption gave it
+        assert step.thumbnail is not None and step.thumbnail.startswith("data:image/png;base64,")
+    assert guide.title == "How to share a document"
+    assert [f"**{label}**" in guide.markdown for label in TOOLBAR_LABELS] == [True] * len(TOOLBAR_LABELS)
+
+
+def test_the_narration_is_every_steps_audio_joined(guide: Guide, artifacts: Path) -> None:
+    spoken = [step.audio.duration_s for step in guide.steps]
+    assert all(duration > 0.5 for duration in spoken)
+    with wave.open(io.BytesIO(load_artifact(guide.narration.uri, artifacts))) as joined:
+        measured_s = joined.getnframes() / joined.getframerate()
+    expected_s = sum(spoken) + PAUSE_BETWEEN_STEPS_S * (len(spoken) - 1)
+    assert measured_s == pytest.approx(expected_s, abs=0.01)
+    assert guide.narration.duration_s == pytest.approx(measured_s, abs=0.001)
+
+
+def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
+    fleet: Fleet, recording: dict[str, str], writer: FakeGuideWriter
+) -> None:
+    writer.failing_step = 2
+    handle = workflow("howto", {"video": recording}, app=fleet.app)
+    with pytest.raises(WorkflowFailed, match="write:1"):
+        handle.get(timeout=WAIT_S)
+    stopped = _settled(handle)
+    assert stopped.state == "WAITING" and stopped.stage == "write"
+    assert stopped.pieces["steps"].state == "done" and stopped.pieces["write:0"].state == "done"
+    assert stopped.pieces["write:1"].state == "failed" and "ChainExhausted" in (stopped.pieces["write:1"].error or "")
+    assert all(stopped.pieces[f"narrate:{i}"].state == "pending" for i in range(3))
+    pointer = _dead_letter_of(fleet, handle.id)
+    assert pointer["piece"] == "write:1" and pointer["resume"] == f"stepper workflow resume {handle.id}"
+
+    missing = sorted(p for p, s in stopped.pieces.items() if p.startswith(("write", "title")) and s.state != "done")
+    asked_before = len(writer.requests)
+    writer.failing_step = None
+    guide = handle.resume().get(timeout=WAIT_S)
+    asked = [request.json()["messages"][-1]["content"] for request in writer.requests[asked_before:]]
+    assert len(asked) == len(missing)  # exactly one more call per missing piece: step 1's is never sent again
+    assert sum("Write the instruction for step 2:" in prompt for prompt in asked) == 1
+    assert not any("Write the instruction for step 1:" in prompt for prompt in asked)
+    assert [f"**{label}**" in step.instruction for step, label in zip(guide.steps, TOOLBAR_LABELS, strict=True)] == [
+        True
+    ] * 3
+    assert handle.status().state == "SUCCESS"
+
+
+def test_a_cancelled_workflow_stops_its_pieces(
+    fleet: Fleet, recording: dict[str, str], writer: FakeGuideWriter
+) -> None:
+    writer.first_byte_delay_s = 5.0  # the writing stage is under way when the cancel comes
+    handle = workflow("howto", {"video": recording}, app=fleet.app)
+    status = _wait_for(handle, lambda s: s.stage == "write" and any(p.state == "running" for p in s.pieces.values()))
+    pieces = {name: piece.task_id for name, piece in status.pieces.items() if piece.state == "running"}
+    handle.cancel()
+    for task_id in pieces.values():
+        _wait_until(lambda: AsyncResult(task_id, app=fleet.app).state == "REVOKED")  # noqa: B023  (waited here)
+    with pytest.raises(Cancelled):
+        handle.get(timeout=5)
+    after = handle.status()
+    assert after.state == "CANCELLED"
+    assert all(after.pieces[f"narrate:{i}"].state == "pending" for i in range(3))  # nothing dispatched after it
+    assert all(after.pieces[name].state != "done" for name in pieces)
+
+
+def test_the_html_guide_opens_in_a_real_browser_with_three_steps(guide: Guide, artifacts: Path, tmp_path: Path) -> None:
+    chromium = require_binary("chromium", "chromium")
+    page = tmp_path / "guide.html"
+    page.write_bytes(load_artifact(guide.html, artifacts))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert dom.count('<li class="step"') == 3
+    for label in TOOLBAR_LABELS:
+        assert f"<strong>{label}</strong>" in dom
+    assert dom.count("<audio") == 3 and dom.count('<img src="data:image/png;base64,') == 3
+    shot = tmp_path / "guide.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri()],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _assert_not_blank(shot)
+
+
+def _assert_not_blank(png: Path) -> None:
+    import cv2
+
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100
+    assert int(image.std()) > 5  # text and thumbnails drawn, not an empty page
+
+
+def _dead_letter_of(fleet: Fleet, workflow_id: str) -> dict[str, str]:
+    store = DeadLetterStore(fleet.redis, DeadLetterSettings())
+    entries = [entry for entry in store.entries() if entry.task_id == workflow_id]
+    assert len(entries) == 1 and entries[0].kind == "workflow.howto"
+    return entries[0].request
+
+
+def _settled(handle: WorkflowHandle) -> WorkflowStatus:
+    """The status once no piece runs any more (the pieces beside the failed one finish their own work)."""
+    return _wait_for(handle, lambda s: not any(p.state == "running" for p in s.pieces.values()))
+
+
+def _wait_for(handle: WorkflowHandle, condition: Callable[[WorkflowStatus], bool]) -> WorkflowStatus:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        status = handle.status()
+        if condition(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"workflow {handle.id} never got there: {handle.status()}")
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.1)
