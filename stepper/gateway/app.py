@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from stepper import __version__
 from stepper.config import current_settings
 from stepper.errors import ConfigError
-from stepper.gateway import health, jobs, openai_compat
+from stepper.gateway import health, jobs, openai_compat, workflows
 from stepper.gateway.auth import KeyLimiter
 from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
@@ -40,7 +40,9 @@ def create_app(
     app = FastAPI(
         title="stepper gateway",
         version=__version__,
-        description="HTTP in front of stepper's task queues: jobs of every kind, OpenAI-compatible chat, health.",
+        description=(
+            "HTTP in front of stepper's task queues: jobs of every kind, workflows, OpenAI-compatible chat, health."
+        ),
     )
     app.state.gateway = Gateway(
         settings=settings,
@@ -56,6 +58,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(openai_compat.router)
+    app.include_router(workflows.router)
     # Outermost last: the size limit answers before anything else runs, then CORS, then the request metrics.
     app.add_middleware(RequestMetrics, metrics=metrics)
     if options.cors_origins:

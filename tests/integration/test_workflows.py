@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import time
 import wave
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from celery.result import AsyncResult
 
 from stepper.errors import Cancelled, WorkflowFailed
@@ -24,9 +26,11 @@ from stepper.settings import DeadLetterSettings
 from stepper.workflows.api import WorkflowHandle, workflow
 from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
 from stepper.workflows.schemas import Guide, WorkflowStatus
-from tests.integration.conftest import Fleet
+from stepper.gateway.auth import key_digest
+from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.binaries import require_binary
 from tests.support.fake_http import running
+from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.screencasts import TOOLBAR_LABELS, encode_webm, toolbar_screencast
 from tests.support.vendors.writer import FakeGuideWriter
 
@@ -174,6 +178,43 @@ def test_the_html_guide_opens_in_a_real_browser_with_three_steps(guide: Guide, a
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _assert_not_blank(shot)
+
+
+@pytest.fixture(scope="module")
+def gateway(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    settings = {"stepper_gateway": {"key_hashes": [key_digest(GATEWAY_KEY)]}}
+    with running_gateway(fleet.url, tmp_path_factory.mktemp("gateway"), settings) as running_:
+        yield running_
+
+
+def test_the_gateway_starts_a_workflow_and_streams_its_progress(
+    gateway: RunningGateway, recording: dict[str, str]
+) -> None:
+    auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    accepted = requests.post(
+        f"{gateway.url}/api/v1/workflows/howto", json={"video": recording}, headers=auth, timeout=30
+    )
+    assert accepted.status_code == 202, accepted.text
+    links = accepted.json()
+    events = []
+    with requests.get(links["eventsUrl"], headers=auth, stream=True, timeout=WAIT_S) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    assert events[-1] == ("end", {"state": "SUCCESS"})
+    stages = [data["stage"] for name, data in events if name == "status"]
+    assert stages == sorted(stages, key=["steps", "write", "narrate", "assemble", "done"].index)  # forward only
+    assert stages[-1] == "done"
+    status = requests.get(links["statusUrl"], headers=auth, timeout=30).json()
+    assert status["state"] == "SUCCESS" and len(status["result"]["steps"]) == len(TOOLBAR_LABELS)
+    missing = requests.get(f"{gateway.url}/api/v1/workflows/no-such-workflow", headers=auth, timeout=30)
+    assert missing.status_code == 404
+    refused = requests.post(f"{gateway.url}/api/v1/workflows/howto", json={"frames": []}, headers=auth, timeout=30)
+    assert refused.status_code in {400, 422} and "video" in refused.text
 
 
 def _assert_not_blank(png: Path) -> None:
