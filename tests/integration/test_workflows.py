@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import sys
 import json
 import subprocess
 import time
@@ -33,6 +35,7 @@ from tests.support.fake_http import running
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.screencasts import TOOLBAR_LABELS, encode_webm, toolbar_screencast
 from tests.support.vendors.writer import FakeGuideWriter
+from tests.support.workers import REPO_ROOT, write_config
 
 WAIT_S = 240.0
 
@@ -215,6 +218,35 @@ def test_the_gateway_starts_a_workflow_and_streams_its_progress(
     assert missing.status_code == 404
     refused = requests.post(f"{gateway.url}/api/v1/workflows/howto", json={"frames": []}, headers=auth, timeout=30)
     assert refused.status_code in {400, 422} and "video" in refused.text
+
+
+def test_the_cli_runs_a_workflow_with_a_bar_per_stage_and_writes_the_guide(
+    fleet: Fleet, recording: dict[str, str], artifacts: Path, tmp_path: Path
+) -> None:
+    video = tmp_path / "toolbar.webm"
+    video.write_bytes(base64.b64decode(recording["b64"]))
+    module = write_config(tmp_path, {"stepper_artifacts": {"directory": str(artifacts)}})
+    env = {**os.environ, "STEPPER_REDIS_URL": fleet.url, "CELERY_CONFIG_MODULE": module}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO_ROOT)])
+    out = tmp_path / "guide"
+    command = [sys.executable, "-m", "stepper", "workflow", "run", "howto", str(video), "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=WAIT_S, check=False)
+    assert run.returncode == 0, run.stderr
+    for stage in ("steps", "write", "narrate", "assemble"):
+        assert stage in run.stdout
+    assert f"HTML guide: {out / 'guide.html'}" in run.stdout
+    written = sorted(path.name for path in out.iterdir())
+    assert written == sorted(
+        ["guide.html", "guide.json", "guide.md", "narration.wav"]
+        + [f"step-{n}.{ext}" for n in (1, 2, 3) for ext in ("png", "wav")]
+    )
+    assert "(step-2.png)" in (out / "guide.md").read_text()
+    workflow_id = run.stdout.split()[1]
+    status = subprocess.run(
+        [sys.executable, "-m", "stepper", "workflow", "status", workflow_id],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert f"workflow {workflow_id} (howto): SUCCESS, stage done" in status
 
 
 def _assert_not_blank(png: Path) -> None:
