@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 
 from stepper.infra.artifacts import artifact_store, load_artifact
-from stepper.providers.media.audio import join_pcm, store_pcm, wav_to_pcm
+from stepper.providers.media.audio import SAMPLE_BYTES, Pcm, join_pcm, store_pcm, wav_to_pcm
 from stepper.schemas.speech import Audio
 from stepper.schemas.steps import Step
 from stepper.workflows.schemas import Guide, GuideStep, Heading
@@ -18,6 +18,9 @@ from stepper.workflows.schemas import Guide, GuideStep, Heading
 #: Silence between two steps' narration in the joined file.
 PAUSE_BETWEEN_STEPS_S = 0.6
 _BOLD = re.compile(r"\*\*([^*\n]+)\*\*")
+#: The mock speech provider's references (mock and hybrid modes): no file behind them, silence of their length.
+MOCK_AUDIO = "mock://"
+MOCK_RATE_HZ = 22_050
 
 
 def assemble(
@@ -35,7 +38,7 @@ def assemble(
         )
         for step, instruction, spoken in zip(steps, instructions, audio, strict=True)
     ]
-    narration = join_pcm([wav_to_pcm(load_artifact(a.uri), "the narration") for a in audio], PAUSE_BETWEEN_STEPS_S)
+    narration = join_pcm([_pcm(spoken) for spoken in audio], PAUSE_BETWEEN_STEPS_S)
     page = render_html(heading, language, guide_steps).encode()
     return Guide(
         title=heading.title,
@@ -113,6 +116,12 @@ def _language_tag(language: str) -> str:
     return {"english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it"}.get(
         language.lower(), language if len(language) <= 3 else "en"
     )
+
+
+def _pcm(audio: Audio) -> Pcm:
+    if audio.uri.startswith(MOCK_AUDIO):
+        return Pcm(bytes(round(audio.duration_s * MOCK_RATE_HZ) * SAMPLE_BYTES), MOCK_RATE_HZ)
+    return wav_to_pcm(load_artifact(audio.uri), "the narration")
 
 
 def _data_uri(uri: str, mime_type: str) -> str:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from stepper.infra.artifacts import load_artifact
+from stepper.workflows.assemble import MOCK_AUDIO
 from stepper.workflows.schemas import Guide
 
 
@@ -21,6 +22,7 @@ def write_guide(guide: Guide, directory: Path) -> Path:
     for number, step in enumerate(guide.steps, 1):
         if step.thumbnail is not None:
             (directory / f"step-{number}.png").write_bytes(base64.b64decode(step.thumbnail.partition(",")[2]))
-        (directory / f"step-{number}.{step.audio.format}").write_bytes(load_artifact(step.audio.uri))
+        if not step.audio.uri.startswith(MOCK_AUDIO):  # the mock speaks no file
+            (directory / f"step-{number}.{step.audio.format}").write_bytes(load_artifact(step.audio.uri))
     (directory / "guide.json").write_text(json.dumps(guide.model_dump(mode="json"), indent=2))
     return directory / "guide.html"

@@ -24,6 +24,7 @@ from celery.result import AsyncResult
 from stepper.errors import Cancelled, WorkflowFailed
 from stepper.infra.artifacts import load_artifact
 from stepper.ops.deadletters import DeadLetterStore
+from stepper.samples import HOWTO_CLICKS, howto_request
 from stepper.settings import DeadLetterSettings
 from stepper.workflows.api import WorkflowHandle, workflow
 from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
@@ -101,6 +102,13 @@ def test_a_recording_becomes_a_guide_of_its_steps_in_order(guide: Guide, artifac
         assert step.thumbnail is not None and step.thumbnail.startswith("data:image/png;base64,")
     assert guide.title == "How to share a document"
     assert [f"**{label}**" in guide.markdown for label in TOOLBAR_LABELS] == [True] * len(TOOLBAR_LABELS)
+
+
+def test_the_shipped_sample_recording_gives_its_three_clicks(fleet: Fleet) -> None:
+    guide = workflow("howto", howto_request(), app=fleet.app).get(timeout=WAIT_S)
+    assert [step.action for step in guide.steps] == ["click"] * len(HOWTO_CLICKS)
+    for step, label in zip(guide.steps, HOWTO_CLICKS, strict=True):
+        assert label in (step.caption or "") and f"**{label}**" in step.instruction
 
 
 def test_the_narration_is_every_steps_audio_joined(guide: Guide, artifacts: Path) -> None:
