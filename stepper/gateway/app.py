@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
 
 from stepper import __version__
@@ -37,7 +38,9 @@ def create_app(
         from stepper.celery import app as celery
     redis = state_redis()
     metrics = GatewayMetrics(celery, redis)
-    app = FastAPI(
+    # FastAPI's /docs and /redoc load their scripts from a CDN: blank without internet. FastAPIOffline serves
+    # the same pages with Swagger UI and ReDoc from its package (under /static-offline-docs).
+    app = FastAPIOffline(
         title="stepper gateway",
         version=__version__,
         description=(

@@ -97,7 +97,7 @@ async def cancel_workflow(
 @router.get(
     "/api/v1/workflows/{workflow_id}/events",
     summary="a workflow's progress as server-sent events",
-    response_class=EventStream,
+    response_model=None,
     responses={200: {"content": {"text/event-stream": {}}, "description": "status events, then end"}},
 )
 async def workflow_events(
