@@ -29,14 +29,14 @@ def main(output: Path = DEFAULT_OUTPUT) -> None:
         shots = Path(work)
         for state in range(STATES):
             page = f"{(HERE / 'howto_form.html').as_uri()}?pressed={state}"
-            subprocess.run(
+            subprocess.run(  # noqa: S603  (binaries found on PATH, arguments built here)
                 [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                  f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={shots / f'state-{state}.png'}", page],
                 check=True, capture_output=True, timeout=120,
             )  # fmt: skip
         # The last state once more, so that it is held for its second too (ffmpeg ends at the last image).
         shutil.copy(shots / f"state-{STATES - 1}.png", shots / f"state-{STATES}.png")
-        subprocess.run(
+        subprocess.run(  # noqa: S603  (as above)
             [ffmpeg, "-v", "error", "-y", "-framerate", f"1/{SECONDS_PER_STATE}", "-i", str(shots / "state-%d.png"),
              "-vf", f"fps={FPS}", "-c:v", "libvpx", "-b:v", "400k", "-pix_fmt", "yuv420p", "-f", "webm", str(output)],
             check=True, capture_output=True, timeout=120,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import sys
 import json
+import os
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -22,6 +22,7 @@ import requests
 from celery.result import AsyncResult
 
 from stepper.errors import Cancelled, WorkflowFailed
+from stepper.gateway.auth import key_digest
 from stepper.infra.artifacts import load_artifact
 from stepper.ops.deadletters import DeadLetterStore
 from stepper.samples import HOWTO_CLICKS, howto_request
@@ -29,7 +30,6 @@ from stepper.settings import DeadLetterSettings
 from stepper.workflows.api import WorkflowHandle, workflow
 from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
 from stepper.workflows.schemas import Guide, WorkflowStatus
-from stepper.gateway.auth import key_digest
 from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.binaries import require_binary
 from tests.support.fake_http import running
