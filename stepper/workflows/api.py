@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from celery.result import AsyncResult
 from pydantic import ValidationError
 
-from stepper.config import current_settings
+from stepper.config import current_settings, parse_stepper_settings
 from stepper.errors import Cancelled, InvalidRequest, WorkflowFailed
 from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import PriorityName, priority_value
@@ -78,8 +78,9 @@ def workflow(
         parsed = HowtoRequest.model_validate(request)
     except ValidationError as exc:
         raise InvalidRequest(f"invalid {name} request: {describe_validation_error(exc)}") from None
+    settings = current_settings() if app is None else parse_stepper_settings(app.conf)
     if parsed.callback_url is not None:
-        check_callback_url(parsed.callback_url, current_settings().webhooks)
+        check_callback_url(parsed.callback_url, settings.webhooks)
     workflow_id = str(uuid.uuid4())
     meta = Meta(name, parsed.model_dump(mode="json", exclude_none=True), priority_value(priority), parsed.callback_url)
     app = _app(app)

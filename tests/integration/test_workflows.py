@@ -30,13 +30,16 @@ from stepper.settings import DeadLetterSettings
 from stepper.workflows.api import WorkflowHandle, workflow
 from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
 from stepper.workflows.schemas import Guide, WorkflowStatus
-from tests.integration.conftest import GATEWAY_KEY, Fleet
+from tests.integration.conftest import GATEWAY_KEY, Fleet, producer_app
+from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver, wait_for
 from tests.support.binaries import require_binary
-from tests.support.fake_http import running
+from tests.support.fake_http import FakeServer, running
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.screencasts import TOOLBAR_LABELS, encode_webm, toolbar_screencast
 from tests.support.vendors.writer import FakeGuideWriter
 from tests.support.workers import REPO_ROOT, write_config
+
+__all__ = ["receiver"]  # a fixture, used by name
 
 WAIT_S = 240.0
 
@@ -75,10 +78,11 @@ def fleet(start_fleet: Callable[..., Fleet], writer: FakeGuideWriter, artifacts:
             "stepper_artifacts": {"directory": str(artifacts), "inline_max_bytes": 1024},
             "stepper_retry": {"attempts_per_provider": 1, "task_max_retries": 0, "backoff_base_s": 0.05},
             "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
+            "stepper_webhooks": WEBHOOK_SETTINGS,
         },
         name="workflows",
         concurrency=4,
-        env={"OMP_THREAD_LIMIT": "1"},
+        env={"OMP_THREAD_LIMIT": "1", "STEPPER_WEBHOOK_SECRET": SECRET},
     )
 
 
@@ -122,10 +126,12 @@ def test_the_narration_is_every_steps_audio_joined(guide: Guide, artifacts: Path
 
 
 def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
-    fleet: Fleet, recording: dict[str, str], writer: FakeGuideWriter
+    fleet: Fleet, recording: dict[str, str], writer: FakeGuideWriter, receiver: FakeServer
 ) -> None:
     writer.failing_step = 2
-    handle = workflow("howto", {"video": recording}, app=fleet.app)
+    producer = producer_app(fleet.url)
+    producer.conf.stepper_webhooks = WEBHOOK_SETTINGS  # the producer checks callback URLs as the workers do
+    handle = workflow("howto", {"video": recording, "callback_url": f"{receiver.url}/hook"}, app=producer)
     with pytest.raises(WorkflowFailed, match="write:1"):
         handle.get(timeout=WAIT_S)
     stopped = _settled(handle)
@@ -135,6 +141,7 @@ def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
     assert all(stopped.pieces[f"narrate:{i}"].state == "pending" for i in range(3))
     pointer = _dead_letter_of(fleet, handle.id)
     assert pointer["piece"] == "write:1" and pointer["resume"] == f"stepper workflow resume {handle.id}"
+    wait_for(lambda: len(receiver.requests) == 1, "the failure's callback")
 
     missing = sorted(p for p, s in stopped.pieces.items() if p.startswith(("write", "title")) and s.state != "done")
     asked_before = len(writer.requests)
@@ -148,6 +155,15 @@ def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
         True
     ] * 3
     assert handle.status().state == "SUCCESS"
+    wait_for(lambda: len(receiver.requests) == 2, "the success's callback")
+    for request, event in zip(receiver.requests, ("workflow.failed", "workflow.succeeded"), strict=True):
+        assert_signed(request)
+        body = json.loads(request.body)
+        assert request.headers["stepper-event"] == event and body["event"] == event
+        assert body["workflow_id"] == handle.id
+    failed, succeeded = (json.loads(request.body) for request in receiver.requests)
+    assert failed["error"]["type"] == "WorkflowFailed" and "write:1" in failed["error"]["message"]
+    assert succeeded["status"] == "SUCCESS" and len(succeeded["result"]["steps"]) == len(TOOLBAR_LABELS)
 
 
 def test_a_cancelled_workflow_stops_its_pieces(
