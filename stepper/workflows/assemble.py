@@ -38,8 +38,8 @@ def assemble(
         )
         for step, instruction, spoken in zip(steps, instructions, audio, strict=True)
     ]
-    narration = join_pcm([_pcm(spoken) for spoken in audio], PAUSE_BETWEEN_STEPS_S)
-    page = render_html(heading, language, guide_steps).encode()
+    narration = store_pcm(join_pcm([_pcm(spoken) for spoken in audio], PAUSE_BETWEEN_STEPS_S), "wav", "the narration")
+    page = render_html(heading, language, guide_steps, narration).encode()
     return Guide(
         title=heading.title,
         summary=heading.summary,
@@ -47,7 +47,7 @@ def assemble(
         steps=guide_steps,
         markdown=render_markdown(heading, guide_steps),
         html=artifact_store().save(page, "html", "text/html").uri,
-        narration=store_pcm(narration, "wav", "the narration"),
+        narration=narration,
     )
 
 
@@ -62,8 +62,9 @@ def render_markdown(heading: Heading, steps: Sequence[GuideStep]) -> str:
     return "\n".join(lines)
 
 
-def render_html(heading: Heading, language: str, steps: Sequence[GuideStep]) -> str:
-    """One page with everything inlined: ``<ol id="steps">`` holds one ``<li class="step">`` per step."""
+def render_html(heading: Heading, language: str, steps: Sequence[GuideStep], narration: Audio) -> str:
+    """One page with everything inlined: the whole narration's player (``<audio id="narration">``), then
+    ``<ol id="steps">`` with one ``<li class="step">`` per step: its instruction, picture and audio."""
     items = []
     for number, step in enumerate(steps, 1):
         picture = (
@@ -71,10 +72,10 @@ def render_html(heading: Heading, language: str, steps: Sequence[GuideStep]) -> 
             if step.thumbnail is not None
             else ""
         )
-        sound = _data_uri(step.audio.uri, f"audio/{step.audio.format}")
+        sound = _player(step.audio, 'class="narration"')
         items.append(
             f'<li class="step" id="step-{number}">\n<p class="instruction">{_inline(step.instruction)}</p>\n'
-            f'{picture}\n<audio controls preload="none" src="{sound}"></audio>\n</li>'
+            f"{picture}\n{sound}\n</li>"
         )
     title = html.escape(heading.title)
     return "\n".join(
@@ -90,6 +91,7 @@ def render_html(heading: Heading, language: str, steps: Sequence[GuideStep]) -> 
             "<body>",
             f"<h1>{title}</h1>",
             f'<p class="summary">{html.escape(heading.summary)}</p>',
+            _player(narration, 'id="narration"'),
             '<ol id="steps">',
             *items,
             "</ol>",
@@ -116,6 +118,13 @@ def _language_tag(language: str) -> str:
     return {"english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it"}.get(
         language.lower(), language if len(language) <= 3 else "en"
     )
+
+
+def _player(audio: Audio, attributes: str) -> str:
+    """An inlined ``<audio>`` element; nothing for the mock's audio, which has no file."""
+    if audio.uri.startswith(MOCK_AUDIO):
+        return ""
+    return f'<audio {attributes} controls preload="none" src="{_data_uri(audio.uri, f"audio/{audio.format}")}"></audio>'
 
 
 def _pcm(audio: Audio) -> Pcm:

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -195,7 +196,8 @@ def test_the_html_guide_opens_in_a_real_browser_with_three_steps(guide: Guide, a
     assert dom.count('<li class="step"') == 3
     for label in TOOLBAR_LABELS:
         assert f"<strong>{label}</strong>" in dom
-    assert dom.count("<audio") == 3 and dom.count('<img src="data:image/png;base64,') == 3
+    assert dom.count('class="narration"') == 3 and dom.count('id="narration"') == 1, re.findall("<audio[^>]{0,60}", dom)
+    assert dom.count('<img src="data:image/png;base64,') == 3
     shot = tmp_path / "guide.png"
     subprocess.run(
         [chromium, *flags, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri()],
