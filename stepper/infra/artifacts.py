@@ -112,7 +112,7 @@ def set_artifact_store(store: ArtifactStore | None) -> None:
 
 def load_artifact(uri: str, directory: str | Path | None = None) -> bytes:
     """The bytes behind an artifact reference: a ``data:`` URI's payload, or a ``file:`` URI's file, which must
-    lie in the artifact ``directory`` (the configured one by default). ``ValueError`` for any other URI,
+    lie in the artifact ``directory`` (by default this process's store's, else the configured one). ``ValueError`` for any other URI,
     ``FileNotFoundError`` when the file expired."""
     if uri.startswith("data:"):
         header, _, payload = uri.partition(",")
@@ -121,7 +121,10 @@ def load_artifact(uri: str, directory: str | Path | None = None) -> bytes:
         return base64.b64decode(payload)
     if not uri.startswith("file://"):
         raise ValueError(f"not an artifact reference (data: or file: URI): {uri[:80]!r}")
-    root = Path(directory if directory is not None else current_settings().artifacts.directory).resolve()
+    if directory is None:
+        store = artifact_store()
+        directory = store.directory if isinstance(store, LocalArtifactStore) else current_settings().artifacts.directory
+    root = Path(directory).resolve()
     path = Path(unquote(urlsplit(uri).path)).resolve()
     if not path.is_relative_to(root):
         raise ValueError(f"{path} is outside the artifact directory {root}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Task, group
 from celery.canvas import Signature
+from pydantic import ValidationError
 
 from stepper.celery import app
 from stepper.errors import StepperError, WorkflowFailed
@@ -73,7 +74,7 @@ def record_task(self: Task, result: dict[str, Any], workflow_id: str, piece: str
         return
     try:
         output = howto.validated(snapshot, piece, result)
-    except StepperError as exc:
+    except (StepperError, ValidationError) as exc:
         piece_failed(store, snapshot, piece, exc, str(self.request.parent_id or self.request.id))
         return
     store.done(workflow_id, piece, output)

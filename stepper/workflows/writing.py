@@ -98,10 +98,12 @@ def parse_heading(result: dict[str, Any], steps: list[Step]) -> Heading:
 
 
 def template_instruction(step: Step) -> str:
-    """A sentence from the step's facts alone: what the mock writer gives instead of an LLM's answer."""
-    if not step.caption:
+    """A sentence from the step's facts alone: what the mock writer gives instead of an LLM's answer. The
+    caption's lines (OCR keeps them) become one, and asterisks are dropped so the bold stays bold."""
+    label = " ".join((step.caption or "").replace("*", " ").split())
+    if not label:
         return f"{_VERBS[step.action]} the highlighted area."
-    return f"{_VERBS[step.action]} **{step.caption}**."
+    return f"{_VERBS[step.action]} **{label}**."
 
 
 def _parse(result: dict[str, Any], model: type[M]) -> M:
