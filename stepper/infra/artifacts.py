@@ -112,8 +112,8 @@ def set_artifact_store(store: ArtifactStore | None) -> None:
 
 def load_artifact(uri: str, directory: str | Path | None = None) -> bytes:
     """The bytes behind an artifact reference: a ``data:`` URI's payload, or a ``file:`` URI's file, which must
-    lie in the artifact ``directory`` (by default this process's store's, else the configured one). ``ValueError`` for any other URI,
-    ``FileNotFoundError`` when the file expired."""
+    lie in the artifact ``directory`` (by default this process's store's, else the configured one).
+    ``ValueError`` for any other URI, ``FileNotFoundError`` when the file expired."""
     if uri.startswith("data:"):
         header, _, payload = uri.partition(",")
         if not header.endswith(";base64"):
