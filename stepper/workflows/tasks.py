@@ -45,13 +45,15 @@ def advance(store: WorkflowStore, workflow_id: str) -> None:
         return
     if stage != snapshot.stage:
         store.set_stage(workflow_id, stage)
-    pieces = []
-    for piece in missing:
-        task_id = str(uuid.uuid4())
-        if store.claim(workflow_id, piece, task_id):
-            pieces.append(_piece(snapshot, piece, task_id))
-    if pieces:
-        group(pieces).apply_async()
+    claimed = {piece: str(uuid.uuid4()) for piece in missing}
+    claimed = {piece: task_id for piece, task_id in claimed.items() if store.claim(workflow_id, piece, task_id)}
+    # Claimed, then checked: a cancel that came in between either is seen here, or sees the claims and
+    # revokes their task ids (a revoke is recorded, so a message sent after it still never runs).
+    if store.load(workflow_id).state != "RUNNING":
+        store.release(workflow_id, list(claimed))
+        return
+    if claimed:
+        group(_piece(snapshot, piece, task_id) for piece, task_id in claimed.items()).apply_async()
 
 
 def _piece(snapshot: Snapshot, piece: str, task_id: str) -> Signature:
