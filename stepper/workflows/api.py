@@ -141,10 +141,12 @@ def resume_workflow(workflow_id: str, *, app: Celery | None = None) -> WorkflowH
 
 def cancel_workflow(workflow_id: str, *, app: Celery | None = None) -> None:
     """Stop the workflow: nothing more is dispatched, and its queued and running pieces are revoked (a running
-    vendor call is closed, as ``stepper.cancel`` does). ``resume_workflow`` can start it again."""
+    vendor call is closed, as ``stepper.cancel`` does). ``resume_workflow`` can start it again. A finished
+    workflow is left as it is."""
     app = _app(app)
     store = open_store(app)
-    store.load(workflow_id)  # InvalidRequest for an unknown id, before anything is written
+    if store.load(workflow_id).state == "SUCCESS":  # InvalidRequest for an unknown id, before anything is written
+        return  # nothing left to stop: the guide stays
     store.set_state(workflow_id, "CANCELLED")
     running = store.load(workflow_id).running
     if running:

@@ -240,6 +240,10 @@ def test_the_gateway_starts_a_workflow_and_streams_its_progress(
     assert stages[-1] == "done"
     status = requests.get(links["statusUrl"], headers=auth, timeout=30).json()
     assert status["state"] == "SUCCESS" and len(status["result"]["steps"]) == len(TOOLBAR_LABELS)
+    resumed = requests.post(f"{links['statusUrl']}/resume", headers=auth, timeout=30)
+    cancelled = requests.delete(links["statusUrl"], headers=auth, timeout=30)
+    assert (resumed.status_code, cancelled.status_code) == (202, 202)
+    assert requests.get(links["statusUrl"], headers=auth, timeout=30).json()["state"] == "SUCCESS"  # a done guide stays
     missing = requests.get(f"{gateway.url}/api/v1/workflows/no-such-workflow", headers=auth, timeout=30)
     assert missing.status_code == 404
     refused = requests.post(f"{gateway.url}/api/v1/workflows/howto", json={"frames": []}, headers=auth, timeout=30)
