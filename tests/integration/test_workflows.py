@@ -53,7 +53,7 @@ def writer() -> Iterator[FakeGuideWriter]:
 @pytest.fixture(autouse=True)
 def healthy(writer: FakeGuideWriter) -> None:
     writer.requests.clear()
-    writer.failing_step = None
+    writer.failing_step = writer.failures_left = None
     writer.first_byte_delay_s = 0.0
 
 
@@ -77,7 +77,8 @@ def fleet(start_fleet: Callable[..., Fleet], writer: FakeGuideWriter, artifacts:
             "stepper_providers": {"writer": writing},
             "stepper_chains": {"steps": ["opencv:opencv"], "chat": ["writer:guide-7b"], "speech": ["espeak:espeak-ng"]},
             "stepper_artifacts": {"directory": str(artifacts), "inline_max_bytes": 1024},
-            "stepper_retry": {"attempts_per_provider": 1, "task_max_retries": 0, "backoff_base_s": 0.05},
+            # One more broker run after a failure: a blip is retried, an outage fails the piece for good.
+            "stepper_retry": {"attempts_per_provider": 1, "task_max_retries": 1, "backoff_base_s": 0.05},
             "stepper_breaker": {"fail_max": 50, "reset_timeout_s": 300},
             "stepper_webhooks": WEBHOOK_SETTINGS,
         },
@@ -165,6 +166,17 @@ def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
     failed, succeeded = (json.loads(request.body) for request in receiver.requests)
     assert failed["error"]["type"] == "WorkflowFailed" and "write:1" in failed["error"]["message"]
     assert succeeded["status"] == "SUCCESS" and len(succeeded["result"]["steps"]) == len(TOOLBAR_LABELS)
+
+
+def test_a_piece_that_failed_once_is_retried_like_any_task(
+    fleet: Fleet, recording: dict[str, str], writer: FakeGuideWriter
+) -> None:
+    writer.failing_step, writer.failures_left = 2, 1
+    guide = workflow("howto", {"video": recording}, app=fleet.app).get(timeout=WAIT_S)
+    assert "**Save**" in guide.steps[1].instruction
+    asked = [request.json()["messages"][-1]["content"] for request in writer.requests]
+    assert sum("Write the instruction for step 2:" in prompt for prompt in asked) == 2  # the blip, then the retry
+    assert len(asked) == len(TOOLBAR_LABELS) + 2  # every other piece once, the title included
 
 
 def test_a_cancelled_workflow_stops_its_pieces(

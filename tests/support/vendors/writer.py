@@ -1,6 +1,7 @@
 """An OpenAI-compatible chat server that writes how-to guides as an instructed model would: it reads the element
 named in the workflow's prompt and answers the JSON asked for. ``failing_step`` (1-based) makes it answer 503
-to the instruction request of that step, as a vendor outage would; every request is counted in ``requests``."""
+to the instruction request of that step, as a vendor outage would: always, or ``failures_left`` times (a
+blip); every request is counted in ``requests``."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ class FakeGuideWriter(FakeOpenAICompatible):
     def __init__(self) -> None:
         super().__init__("openai")
         self.failing_step: int | None = None
+        self.failures_left: int | None = None
 
     def _completions(self, request: Request) -> Reply:
         prompt = _prompt(request.json())
         step = _STEP.search(prompt)
-        if step is not None and self.failing_step == int(step.group(1)):
+        if step is not None and self.failing_step == int(step.group(1)) and self.failures_left != 0:
+            if self.failures_left is not None:
+                self.failures_left -= 1
             error = {"message": "The server is overloaded", "type": "server_error", "param": None, "code": None}
             return Reply(503, {"error": error})
         return super()._completions(request)
