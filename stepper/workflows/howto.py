@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepper.errors import UnprocessableInput
 from stepper.schemas.steps import Step, StepsOutput
 from stepper.workflows import writing
-from stepper.workflows.schemas import Stage, StageProgress
+from stepper.workflows.schemas import HowtoRequest, Stage, StageProgress
 from stepper.workflows.store import Snapshot
-
-#: Where a piece's family task goes, and what the stage is called in progress reports.
-STAGE_OF_PREFIX: dict[str, Stage] = {"steps": "steps", "title": "write", "write": "write", "narrate": "narrate"}
 
 
 def steps_of(snapshot: Snapshot) -> list[Step]:
@@ -59,8 +57,6 @@ def progress(snapshot: Snapshot) -> dict[Stage, StageProgress]:
 
 def family_request(snapshot: Snapshot, piece: str) -> tuple[str, dict[str, Any]]:
     """The family task computing ``piece`` and its JSON request."""
-    from stepper.workflows.schemas import HowtoRequest
-
     request = HowtoRequest.model_validate(snapshot.meta.request)
     if piece == "steps":
         if request.video is not None:
@@ -80,8 +76,6 @@ def family_request(snapshot: Snapshot, piece: str) -> tuple[str, dict[str, Any]]
 def validated(snapshot: Snapshot, piece: str, result: dict[str, Any]) -> Any:
     """The part of a family task's result that the workflow keeps for ``piece``; TruncatedOutput or
     UnprocessableInput when it cannot be used."""
-    from stepper.errors import UnprocessableInput
-
     if piece == "steps":
         output = StepsOutput.model_validate(result["output"])
         if not output.steps:
