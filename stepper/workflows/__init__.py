@@ -8,4 +8,5 @@ failed one resumes where it stopped.
     assemble.py  the guide: JSON, Markdown, a self-contained HTML page and one narration file
     tasks.py     the small Celery tasks that record pieces and advance a workflow (queue ``workflows``)
     api.py       the producer side: start, status, resume, cancel
+    export.py    a finished guide written out as files (the CLI's --out, make run)
 """
