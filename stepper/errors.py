@@ -27,6 +27,7 @@
     ├── Cancelled                    the task was revoked (stepper.cancel) while it ran; carries each attempt
     ├── PoisonMessage                the task's runs killed their worker max_deliveries times: not run again
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
+    ├── WorkflowFailed               a workflow's piece failed for good: the workflow waits for resume
     └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
 
 Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
@@ -62,6 +63,7 @@ __all__ = [
     "UnprocessableInput",
     "UnsupportedInput",
     "UnsupportedParameter",
+    "WorkflowFailed",
 ]
 
 
@@ -263,3 +265,16 @@ class PoisonMessage(StepperError):
 class DeliveryFailed(StepperError):
     """The webhook receiver did not accept the callback and stepper stopped trying (the outcome itself is in
     the result backend)."""
+
+
+class WorkflowFailed(StepperError):
+    """A piece of a workflow (a step's instruction, its narration...) failed for good. The pieces that
+    succeeded are kept: fix the cause (a vendor back, a key set) and ``stepper.resume_workflow(id)`` runs only
+    what is missing. ``args``: (message, workflow id)."""
+
+    def __init__(self, message: str, workflow_id: str = "") -> None:
+        super().__init__(message, workflow_id)
+
+    @property
+    def workflow_id(self) -> str:
+        return str(self.args[1])

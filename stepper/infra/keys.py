@@ -24,6 +24,7 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:recovery:sweep                    the sweep's lock
     <ns>:alerts:firing | dlq | exhausted:<minute>   alert state
     <ns>:gateway:task:<task id>            which kind a gateway-issued task is
+    <ns>:workflow:<workflow id>            a workflow's state: its request, stage and each piece (hash)
 """
 
 from __future__ import annotations
@@ -182,3 +183,8 @@ def alerts_exhausted(minute: int) -> str:
 
 def gateway_task(task_id: str) -> str:
     return f"{namespace()}:gateway:task:{task_id}"
+
+
+def workflow(workflow_id: str) -> str:
+    """A workflow's state (hash): ``meta``, ``state``, ``stage`` and ``done:``/``running:``/``failed:`` per piece."""
+    return f"{namespace()}:workflow:{workflow_id}"

@@ -56,6 +56,7 @@ EXAMPLES: list[StepperError] = [
     errors.PoisonMessage("stepper.chat 3f2a was not run again: its last 3 runs killed their worker process"),
     errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
     errors.BrokerUnavailable("Redis at 127.0.0.1:6379 is unreachable (Connection refused); nothing was submitted"),
+    errors.WorkflowFailed("piece write:1 failed: ChainExhausted: every provider failed", "3b0c7f0e-5d6a"),
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
     ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
     ChainExhausted("empty chain"),
