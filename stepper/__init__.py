@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from stepper.errors import (
     AuthError,
     BrokerUnavailable,
+    BudgetExhausted,
     Cancelled,
     ChainExhausted,
     CircuitOpen,
@@ -53,6 +54,7 @@ __all__ = [
     "PRIORITIES",
     "AuthError",
     "BrokerUnavailable",
+    "BudgetExhausted",
     "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
