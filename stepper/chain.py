@@ -188,8 +188,8 @@ class ChainExecutor:
                     Attempt(provider=link.name, model=link.model, outcome="skipped", error=skip_reason, ms=0)
                 )
                 continue
-            if (spent := self._budgets.refusal(self._budget_lines(link))) is not None:
-                self._record(link, run, "budget_exhausted", time.monotonic(), BudgetExhausted(spent))
+            if (spent := self._budgets.exhausted(self._budget_lines(link))) is not None:
+                self._record(link, run, "budget_exhausted", time.monotonic(), BudgetExhausted(spent.message()))
                 continue
             context = log_context.set({**log_context.get(), "provider": link.name})
             try:

@@ -16,6 +16,7 @@ from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
 from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
 from stepper.gateway.state import Gateway
+from stepper.guards.spend import Budgets, RedisSpendLedger
 from stepper.infra.redaction import Redactor, configured_secrets
 from stepper.settings import StepperSettings
 
@@ -50,6 +51,7 @@ def create_app(
         limiter=KeyLimiter(redis, options.rpm, options.tpm),
         redactor=Redactor(configured_secrets()),
         metrics=metrics,
+        budgets=Budgets(RedisSpendLedger(redis), settings),
     )
     install_error_handlers(app)
     app.include_router(health.probes)

@@ -36,7 +36,7 @@ class GatewayMetrics:
         )
         self.refused = Counter(
             "stepper_gateway_refused_total",
-            "Requests refused for a key, by reason (unauthorised, rate_limited)",
+            "Requests refused for a key, by reason (unauthorised, rate_limited, budget_exhausted)",
             ["key", "reason"],
             registry=self.registry,
         )

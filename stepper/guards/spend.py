@@ -67,13 +67,10 @@ class BudgetLine:
     window: Window
     limit: float
 
-    def describe(self) -> str:
-        return f"the {'daily' if self.window == 'day' else 'monthly'} budget of {SCOPE_WORDS[self.scope]} {self.name}"
-
 
 @dataclass(frozen=True)
 class BudgetUse:
-    """What one budget line has spent in its current window."""
+    """What one budget line has spent in its current window, and when that window ends (UTC)."""
 
     scope: Scope
     name: str
@@ -82,10 +79,19 @@ class BudgetUse:
     spent: float
     currency: str
     resets_at: str
+    resets_in_s: float
 
     @property
     def fraction(self) -> float:
         return self.spent / self.limit
+
+    def describe(self) -> str:
+        """``the daily budget of provider openai (20 USD)``"""
+        which = "daily" if self.window == "day" else "monthly"
+        return f"the {which} budget of {SCOPE_WORDS[self.scope]} {self.name} ({self.limit:g} {self.currency})"
+
+    def message(self) -> str:
+        return f"{self.describe()} is spent ({self.spent:.6g} {self.currency}); it resets at {self.resets_at}"
 
 
 class SpendLedger(Protocol):
@@ -161,6 +167,11 @@ def configured_lines(settings: StepperSettings) -> list[BudgetLine]:
     return lines
 
 
+def budget_uses(client: Redis, settings: StepperSettings) -> list[BudgetUse]:
+    """Spend against every configured budget (``stepper status``, alerts). Raises RedisError when unreachable."""
+    return Budgets(RedisSpendLedger(client), settings).uses(configured_lines(settings))
+
+
 class Budgets:
     """Checks budgets before calls and charges spend after them, for one process."""
 
@@ -174,7 +185,8 @@ class Budgets:
 
     def uses(self, lines: Sequence[BudgetLine]) -> list[BudgetUse]:
         """What each line spent in its current window. Raises RedisError when the ledger is unreachable."""
-        current = periods(self._clock())
+        now = self._clock()
+        current = periods(now)
         spent = self._ledger.spent([(line.scope, line.name, line.window, current[line.window].name) for line in lines])
         return [
             BudgetUse(
@@ -185,12 +197,13 @@ class Budgets:
                 round(amount, 9),
                 self._currency,
                 current[line.window].resets_at.isoformat().replace("+00:00", "Z"),
+                (current[line.window].resets_at - now).total_seconds(),
             )
             for line, amount in zip(lines, spent, strict=True)
         ]
 
-    def refusal(self, lines: Sequence[BudgetLine]) -> str | None:
-        """Why a call must not be made (the first budget of ``lines`` that is spent), or None."""
+    def exhausted(self, lines: Sequence[BudgetLine]) -> BudgetUse | None:
+        """The first budget of ``lines`` that is spent, or None (also when the ledger is unreachable)."""
         if not lines:
             return None
         try:
@@ -201,13 +214,7 @@ class Budgets:
                 log.warning("spend ledger unreachable (%s); budgets are not enforced until it is back", exc)
             return None
         self._failing_open.clear()
-        for line, use in zip(lines, uses, strict=True):
-            if use.spent >= line.limit:
-                return (
-                    f"{line.describe()} ({line.limit:g} {self._currency}) is spent ({use.spent:.6g} {self._currency}); "
-                    f"it resets at {use.resets_at}"
-                )
-        return None
+        return next((use for use in uses if use.spent >= use.limit), None)
 
     def charge(self, scopes: Sequence[tuple[Scope, str]], amount: float) -> None:
         """Add one call's cost to each scope; a lost charge is logged, never raised."""
