@@ -73,7 +73,7 @@ from stepper.guards.spend import BudgetLine, Budgets, MemorySpendLedger, Scope, 
 from stepper.infra import metrics, tracing
 from stepper.infra.cancellation import TaskScope, current_task
 from stepper.infra.logs import log_context
-from stepper.registry import Registry, unavailable_reason
+from stepper.registry import Registry, deployment_reasons
 from stepper.schemas import Attempt, Kind, Outcome, TaskResult, describe_validation_error
 from stepper.schemas.common import Usage
 from stepper.settings import ChainEntry, DeploymentTarget, ProviderSettings, StepperSettings
@@ -418,11 +418,9 @@ class ChainExecutor:
     def _link(self, kind: Kind, entry: ChainEntry) -> Link:
         """The provider's deployments that can run here; when none can, the first one's reason to skip it."""
         settings = self._settings.providers[entry.provider]
-        targets = settings.targets()
-        reasons = [unavailable_reason(self._registry, kind, target.settings) for target in targets]
-        usable = tuple(target for target, reason in zip(targets, reasons, strict=True) if reason is None)
-        skip_reason = None if usable else reasons[0]
-        return Link(entry.provider, entry.model, settings, skip_reason, usable)
+        targets = deployment_reasons(self._registry, kind, settings)
+        usable = tuple(target for target, reason in targets if reason is None)
+        return Link(entry.provider, entry.model, settings, None if usable else targets[0][1], usable)
 
     def _mock_link(self, model: str) -> Link:
         settings = self._settings.providers.get(MOCK, MOCK_SETTINGS)
