@@ -35,7 +35,9 @@ UNAVAILABLE = (503, {"error": {"message": "replica overloaded", "type": "Service
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[list[FakeOpenAICompatible]]:
-    fakes = [FakeOpenAICompatible("vllm").start() for _ in range(3)]
+    fakes = [FakeOpenAICompatible("vllm") for _ in range(3)]
+    for fake in fakes:
+        fake.start()
     yield fakes
     for fake in fakes:
         fake.stop()
@@ -153,7 +155,7 @@ def test_a_deployment_answering_503_is_skipped_and_its_breaker_is_its_own(
 ) -> None:
     _, b, c = replicas
     b.next_errors.extend([UNAVAILABLE] * 100)
-    results = []
+    results: list[dict[str, Any]] = []
     state_b = keys.breaker("failing#b") + ":pybreaker:state"
     while fleet.redis.get(state_b) != b"open":
         results.append(chat(fleet, "f-7b", f"failover {len(results)}").get(timeout=30))  # none raises
