@@ -6,6 +6,9 @@ worker's chain reaches them through the OpenAI-compatible adapter exactly as it 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from tests.support.fake_http import running
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible
+from tests.support.workers import REPO_ROOT, write_config
 
 ADAPTER = "stepper.providers.openai:OpenAIProvider"
 #: Dear enough that one short chat (a few dozen tokens) costs more than the tiny budgets below.
@@ -211,7 +215,7 @@ def two_fleets(
 
 
 def test_a_spent_budget_moves_the_chain_on_across_the_fleet(
-    two_fleets: tuple[Fleet, Fleet, dict[str, Any]], paid: FakeOpenAICompatible, spare: FakeOpenAICompatible
+    two_fleets: tuple[Fleet, Fleet, dict[str, Any]], paid: FakeOpenAICompatible, tmp_path: Path
 ) -> None:
     first, second, settings = two_fleets
     spent = chat(first, "m-7b", "spend it").get(timeout=30)
@@ -230,6 +234,21 @@ def test_a_spent_budget_moves_the_chain_on_across_the_fleet(
     uses = budget_uses(state, parse_stepper_settings(settings))
     assert [(use.scope, use.name, use.window) for use in uses] == [("provider", "paid", "day")]
     assert uses[0].spent == pytest.approx(spent["usage"]["cost"])
+    shown = stepper_status(first.url, settings, tmp_path)
+    assert f"provider paid                     day   spent {uses[0].spent:.4f} of 0.01 USD" in shown
+
+
+def stepper_status(url: str, settings: dict[str, Any], directory: Path) -> str:
+    """What an operator sees: ``stepper status`` with the fleet's config module."""
+    env = {
+        **os.environ,
+        "STEPPER_REDIS_URL": url,
+        "CELERY_CONFIG_MODULE": write_config(directory, settings),
+        "PYTHONPATH": os.pathsep.join([str(directory), str(REPO_ROOT)]),
+    }
+    command = [sys.executable, "-m", "stepper", "status"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
 
 
 def test_a_gateway_key_over_budget_gets_429_saying_which_budget_and_when_it_resets(
