@@ -470,6 +470,18 @@ class GatewaySettings(_Settings):
     def budget_for(self, identity: str) -> SpendBudget:
         return self.budgets.get(identity, self.budget)
 
+    @field_validator("budgets")
+    @classmethod
+    def _identities_only(cls, budgets: dict[str, SpendBudget]) -> dict[str, SpendBudget]:
+        for identity in budgets:
+            if not re.fullmatch(r"[0-9a-f]{8}", identity):
+                # Never echo it: it may be a key pasted where its identity belongs.
+                raise ValueError(
+                    f"budgets: a key ({len(identity)} characters) is not a key's identity; name keys by the first 8 "
+                    "hex characters of their digest (`stepper gateway new-key` prints it as the identity)"
+                )
+        return budgets
+
     @field_validator("key_hashes", mode="before")
     @classmethod
     def _split_and_normalise(cls, value: Any) -> Any:

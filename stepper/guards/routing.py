@@ -112,10 +112,6 @@ class MemoryRouteBackend:
         with self._lock:
             self._in_flight[(provider, label)].discard(call_id)
 
-    def in_flight(self, provider: str, label: str) -> int:
-        with self._lock:
-            return len(self._in_flight[(provider, label)])
-
     def latencies(self, provider: str, labels: Sequence[str]) -> list[list[float]]:
         with self._lock:
             return [list(self._latencies[(provider, label)]) for label in labels]

@@ -168,3 +168,9 @@ def test_configured_lines_list_providers_models_and_named_keys() -> None:
     assert BudgetLine("model", "openai:gpt-4o", "day", 5.0) in lines
     assert BudgetLine("key", "ab12cd34", "month", 10.0) in lines
     assert config.gateway.budget_for("ffffffff").per_day == 1.0
+
+
+def test_gateway_budgets_are_named_by_identity_never_by_key() -> None:
+    with pytest.raises(Exception, match="not a key's identity") as raised:
+        settings(stepper_gateway={"budgets": {"stp_secret-key-value": {"per_day": 1.0}}})
+    assert "stp_secret" not in str(raised.value)
