@@ -148,6 +148,9 @@ class ChainExecutor:
         self._router = router or Router(MemoryRouteBackend())
         self._budgets = budgets or Budgets(MemorySpendLedger(), settings)
         self._instances: dict[tuple[Kind, str], Provider] = {}
+        # Per provider (and model): settings never change in a process, so these are worked out once.
+        self._targets: dict[str, tuple[DeploymentTarget, ...]] = {}
+        self._budget_lines_of: dict[tuple[str, str], list[BudgetLine]] = {}
         self._latencies: dict[tuple[Kind, str, str], deque[float]] = {}
 
     def resolve_chain(self, kind: Kind, requested_model: str | None = None) -> list[Link]:
@@ -328,7 +331,11 @@ class ChainExecutor:
         metrics.record_attempt(run.kind, link.name, outcome, run.attempts[-1].ms, deployment)
 
     def _budget_lines(self, link: Link) -> list[BudgetLine]:
-        return provider_lines(self._settings, link.name, link.model) if link.name in self._settings.providers else []
+        key = (link.name, link.model)
+        if key not in self._budget_lines_of:
+            declared = link.name in self._settings.providers
+            self._budget_lines_of[key] = provider_lines(self._settings, link.name, link.model) if declared else []
+        return self._budget_lines_of[key]
 
     def _priced(self, link: Link, run: _Run, usage: dict[str, int]) -> Usage:
         """``usage`` with the call's ``cost`` and ``currency`` when the model has a price, charged to the provider,
@@ -418,13 +425,18 @@ class ChainExecutor:
     def _link(self, kind: Kind, entry: ChainEntry) -> Link:
         """The provider's deployments that can run here; when none can, the first one's reason to skip it."""
         settings = self._settings.providers[entry.provider]
-        targets = deployment_reasons(self._registry, kind, settings)
+        targets = deployment_reasons(self._registry, kind, self._targets_of(settings))
         usable = tuple(target for target, reason in targets if reason is None)
         return Link(entry.provider, entry.model, settings, None if usable else targets[0][1], usable)
 
     def _mock_link(self, model: str) -> Link:
         settings = self._settings.providers.get(MOCK, MOCK_SETTINGS)
-        return Link(MOCK, model, settings, targets=settings.targets())
+        return Link(MOCK, model, settings, targets=self._targets_of(settings))
+
+    def _targets_of(self, settings: ProviderSettings) -> tuple[DeploymentTarget, ...]:
+        if settings.name not in self._targets:
+            self._targets[settings.name] = settings.targets()
+        return self._targets[settings.name]
 
     @staticmethod
     def _exhausted(kind: Kind, run: _Run) -> ChainExhausted:

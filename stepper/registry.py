@@ -8,7 +8,7 @@ what to install. ``register`` refuses to overwrite an entry unless told to (``cl
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -114,7 +114,7 @@ def capabilities(registry: Registry, settings: StepperSettings) -> list[Capabili
     rows = []
     for name, provider_settings in sorted(settings.providers.items()):
         kinds = tuple(kind for kind in KINDS if (kind, name) in registry.entries)
-        targets = deployment_reasons(registry, kinds[0], provider_settings) if kinds else []
+        targets = deployment_reasons(registry, kinds[0], provider_settings.targets()) if kinds else []
         usable = [target for target, reason in targets if reason is None]
         reason = None if usable else targets[0][1] if targets else "serves no kind"
         details = _details(registry, kinds[0], usable[0].settings) if usable else {}
@@ -131,10 +131,11 @@ def capabilities(registry: Registry, settings: StepperSettings) -> list[Capabili
 
 
 def deployment_reasons(
-    registry: Registry, kind: Kind, settings: ProviderSettings
+    registry: Registry, kind: Kind, targets: Sequence[DeploymentTarget]
 ) -> list[tuple[DeploymentTarget, str | None]]:
-    """Each of the provider's deployments, with why it cannot serve ``kind`` here (None when it can)."""
-    return [(target, unavailable_reason(registry, kind, target.settings)) for target in settings.targets()]
+    """Each of a provider's deployments (``ProviderSettings.targets()``), with why it cannot serve ``kind`` here
+    (None when it can)."""
+    return [(target, unavailable_reason(registry, kind, target.settings)) for target in targets]
 
 
 def _details(registry: Registry, kind: Kind, settings: ProviderSettings) -> dict[str, Any]:
