@@ -29,8 +29,8 @@ with ``Cancelled`` and a spent ``deadline_s`` with ``DeadlineExceeded``, both ca
 attempt starts when the time left is shorter than the provider's usual answer time (its median over its
 recent successes in this process). A successful answer's ``usage`` gets its ``cost`` and ``currency`` when
 the model has a price, and that cost is charged to the provider, the model and the submitting gateway key.
-When every provider failed, ``ChainExhausted`` carries every attempt
-and says whether a later try could succeed (the task then goes back to the broker).
+When every provider failed, ``ChainExhausted`` carries every attempt and says whether a later try could
+succeed (the task then goes back to the broker).
 """
 
 from __future__ import annotations
