@@ -77,12 +77,13 @@ def _fleet_state() -> FleetState:
 def metrics_command(port: int) -> int:
     """serve Prometheus metrics of this host's workers and the fleet"""
     from stepper.celery import app
+    from stepper.config import current_settings
     from stepper.infra.connections import state_redis
     from stepper.infra.metrics import process_registry, serve
     from stepper.ops.exporter import FleetCollector
 
     registry = process_registry()
-    registry.register(FleetCollector(app, state_redis()))
+    registry.register(FleetCollector(app, state_redis(), current_settings()))
     serve(port, registry)
     click.echo(f"serving metrics on http://0.0.0.0:{port}/metrics (Ctrl-C to stop)")
     while True:

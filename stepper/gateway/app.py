@@ -37,7 +37,7 @@ def create_app(
     if celery is None:
         from stepper.celery import app as celery
     redis = state_redis()
-    metrics = GatewayMetrics(celery, redis)
+    metrics = GatewayMetrics(celery, redis, settings)
     app = FastAPI(
         title="stepper gateway",
         version=__version__,

@@ -18,11 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 
 from stepper.config import parse_stepper_settings
 from stepper.gateway.auth import key_digest
 from stepper.guards.spend import budget_uses
 from stepper.infra import keys
+from stepper.ops.exporter import FleetCollector
 from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.fake_http import running
 from tests.support.gateway import running_gateway
@@ -234,6 +236,11 @@ def test_a_spent_budget_moves_the_chain_on_across_the_fleet(
     uses = budget_uses(state, parse_stepper_settings(settings))
     assert [(use.scope, use.name, use.window) for use in uses] == [("provider", "paid", "day")]
     assert uses[0].spent == pytest.approx(spent["usage"]["cost"])
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(first.app, state, parse_stepper_settings(settings)))
+    scraped = generate_latest(registry).decode()
+    assert 'stepper_budget_limit{currency="USD",name="paid",scope="provider",window="day"} 0.01' in scraped
+    assert 'stepper_budget_spent{currency="USD",name="paid",scope="provider",window="day"}' in scraped
     shown = stepper_status(first.url, settings, tmp_path)
     assert f"provider paid                     day   spent {uses[0].spent:.4f} of 0.01 USD" in shown
 
