@@ -123,10 +123,11 @@ class MemoryRouteBackend:
 
 @dataclass(frozen=True)
 class Pick:
-    """The deployment one call goes to, and its in-flight claim (``least-busy`` only)."""
+    """The deployment one call goes to, how it was chosen, and its in-flight claim (``least-busy`` only)."""
 
     provider: str
     target: DeploymentTarget
+    strategy: Strategy = "weighted"
     claim: str | None = None
 
 
@@ -141,12 +142,12 @@ class Router:
     def pick(self, provider: str, strategy: Strategy, targets: Sequence[DeploymentTarget]) -> Pick:
         """One of ``targets`` (not empty) for the next call to ``provider``; give it back with :meth:`done`."""
         if len(targets) == 1 or targets[0].label is None:
-            return Pick(provider, targets[0])
+            return Pick(provider, targets[0], strategy)
         try:
             if strategy == "least-busy":
                 return self._least_busy(provider, targets)
             if strategy == "latency":
-                return Pick(provider, self._fastest(provider, targets))
+                return Pick(provider, self._fastest(provider, targets), strategy)
         except RedisError as exc:
             if not self._failing_open.is_set():
                 self._failing_open.set()
@@ -156,14 +157,15 @@ class Router:
         return Pick(provider, self.weighted(targets))
 
     def done(self, pick: Pick, latency_s: float | None) -> None:
-        """The call ended: release its claim and, when it succeeded, record how long its answer took to start."""
+        """The call ended: release its claim and, when it succeeded under ``latency``, record how long its answer
+        took to start (the samples only that strategy reads)."""
         label = pick.target.label
         if label is None:
             return
         try:
             if pick.claim is not None:
                 self._backend.release(pick.provider, label, pick.claim)
-            if latency_s is not None:
+            if latency_s is not None and pick.strategy == "latency":
                 self._backend.observe(pick.provider, label, latency_s)
         except RedisError as exc:
             log.warning("could not record the end of a call to %s (%s)", pick.target.guard, exc)
@@ -178,7 +180,7 @@ class Router:
         lease_s = max(target.settings.total_timeout_s for target in order) + LEASE_MARGIN_S
         labels = [cast(str, target.label) for target in order]
         chosen = self._backend.claim_least_busy(provider, labels, call_id, lease_s)
-        return Pick(provider, order[chosen], call_id)
+        return Pick(provider, order[chosen], "least-busy", call_id)
 
     def _fastest(self, provider: str, targets: Sequence[DeploymentTarget]) -> DeploymentTarget:
         samples = self._backend.latencies(provider, [cast(str, target.label) for target in targets])
