@@ -69,7 +69,7 @@ async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
     OpenAI answers an account out of credit), then charge one request and ``tokens`` to the key's rate limits
     (429 ``rate_limit_exceeded``)."""
     lines = lines_of("key", who.identity, state.settings.gateway.budget_for(who.identity))
-    if (spent := await run_in_threadpool(state.budgets.exhausted, lines)) is not None:
+    if lines and (spent := await run_in_threadpool(state.budgets.exhausted, lines)) is not None:
         state.metrics.refused.labels(who.identity, "budget_exhausted").inc()
         retry_after = str(max(1, math.ceil(spent.resets_in_s)))
         raise ApiError(429, f"{spent.message()}", "insufficient_quota", headers={"Retry-After": retry_after})
