@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stepper.errors import (
     AuthError,
     BrokerUnavailable,
+    BudgetExhausted,
     Cancelled,
     ChainExhausted,
     CircuitOpen,
@@ -56,6 +57,7 @@ __all__ = [
     "PRIORITIES",
     "AuthError",
     "BrokerUnavailable",
+    "BudgetExhausted",
     "Cancelled",
     "ChainExhausted",
     "CircuitOpen",

@@ -110,6 +110,7 @@ MERGED_SETTINGS = (
     "stepper_alerts",
     "stepper_recovery",
     "stepper_gateway",
+    "stepper_prices",
 )
 
 
@@ -164,6 +165,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             alerts=config.get("stepper_alerts", {}),
             recovery=config.get("stepper_recovery", {}),
             gateway=config.get("stepper_gateway", {}),
+            prices=config.get("stepper_prices", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None

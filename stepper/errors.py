@@ -28,6 +28,7 @@
     ├── PoisonMessage                the task's runs killed their worker max_deliveries times: not run again
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
     ├── WorkflowFailed               a workflow's piece failed for good: the workflow waits for resume
+    ├── BudgetExhausted              a spend budget (provider, model, gateway key; day or month) is spent
     └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
 
 Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
@@ -41,6 +42,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BrokerUnavailable",
+    "BudgetExhausted",
     "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
@@ -260,6 +262,11 @@ class Cancelled(StepperError, _CarriesAttempts):
 class PoisonMessage(StepperError):
     """The task's last runs each killed their worker process (``stepper_recovery["max_deliveries"]`` of them):
     it is failed and dead-lettered instead of being redelivered forever."""
+
+
+class BudgetExhausted(StepperError):
+    """A spend budget is spent (stepper.guards.spend): the message names it and when it resets. The chain records
+    it as a provider's ``budget_exhausted`` attempt and moves on; the gateway answers a key's with 429."""
 
 
 class DeliveryFailed(StepperError):

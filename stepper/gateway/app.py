@@ -17,6 +17,7 @@ from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
 from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
 from stepper.gateway.state import Gateway
+from stepper.guards.spend import Budgets, RedisSpendLedger
 from stepper.infra.redaction import Redactor, configured_secrets
 from stepper.settings import StepperSettings
 
@@ -37,7 +38,7 @@ def create_app(
     if celery is None:
         from stepper.celery import app as celery
     redis = state_redis()
-    metrics = GatewayMetrics(celery, redis)
+    metrics = GatewayMetrics(celery, redis, settings)
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank without internet. FastAPIOffline serves
     # the same pages with Swagger UI and ReDoc from its package (under /static-offline-docs).
     app = FastAPIOffline(
@@ -55,6 +56,7 @@ def create_app(
         limiter=KeyLimiter(redis, options.rpm, options.tpm),
         redactor=Redactor(configured_secrets()),
         metrics=metrics,
+        budgets=Budgets(RedisSpendLedger(redis), settings),
     )
     install_error_handlers(app)
     app.include_router(health.probes)

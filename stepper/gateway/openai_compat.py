@@ -40,7 +40,7 @@ from stepper.gateway.cancellation import (
     wait_watching,
 )
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit, caller, gateway, limited
+from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
 from stepper.infra.streams import StreamEvent, read_stream
 from stepper.producer import outcome_events, submit
 
@@ -141,7 +141,7 @@ async def chat_completions(
     arguments = to_chat_request(body)
     parsed = FAMILIES["chat"].parse(arguments)  # InvalidRequest (422) names the field
     await admit(state, who, FAMILIES["chat"].estimate_tokens(parsed))
-    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive")
+    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive", headers=submitted_by(who))
     completion_id = f"chatcmpl-{result.id}"
     created = int(time.time())
     if body.stream:
