@@ -61,7 +61,7 @@ class Family:
 
 def _chat_tokens(request: ChatRequest) -> int:
     """Reserved against a provider's tokens-per-minute limit; the vendor's usage figures settle it."""
-    prompt = sum(estimate_message_tokens(message.content) for message in request.messages)
+    prompt = sum(estimate_message_tokens(message.budget_text()) for message in request.messages)
     return prompt + (request.max_tokens or 0)
 
 

@@ -4,10 +4,20 @@ The key travels in the ``x-goog-api-key`` header, never as ``?key=``: URLs end u
 ``responseSchema``, the OpenAPI subset every Gemini model accepts (``responseJsonSchema`` takes full JSON
 Schema but only on newer models), so JSON Schema keywords outside that subset are dropped on the way out.
 A stream has no ``[DONE]``: it simply ends, and only a chunk carrying ``finishReason`` says it was complete.
+
+Chat features are mapped per the v1beta reference (ai.google.dev/api/generate-content, /api/caching#Tool):
+``tools`` become ``functionDeclarations``, ``tool_choice`` ``toolConfig.functionCallingConfig`` (``auto`` AUTO,
+``none`` NONE, ``required`` ANY, a named function ANY with ``allowedFunctionNames``), an assistant's
+``tool_calls`` ``functionCall`` parts of a ``model`` turn, and ``tool`` messages ``functionResponse`` parts of
+a ``user`` turn (a result that is a JSON object is the response itself, any other text ``{"output": text}``).
+A ``functionCall`` comes back whole (streamed too) with its arguments parsed; one without an ``id`` gets a
+stable one. ``stop``, ``top_p``, ``seed`` and the penalties go into ``generationConfig``; ``user`` has no
+counterpart and is left out; ``logprobs`` is not mapped (a request needing it passes Gemini by).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +26,18 @@ import requests
 
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
 from stepper.providers.http import HttpClient, parse_retry_after
-from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, finish_reason, usage_of
+from stepper.providers.llm.base import (
+    FinishReason,
+    LlmAnswer,
+    LlmCall,
+    LlmProvider,
+    ToolCallDelta,
+    finish_reason,
+    tool_call_id,
+    tool_choice_function,
+    usage_of,
+)
+from stepper.schemas.chat import FunctionDefinition, Message, ToolCall, arguments_object
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -40,7 +61,12 @@ NOT_AN_ANSWER = frozenset(
 )
 #: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.
 SCHEMA_KEYWORDS = frozenset({"description", "enum", "format", "nullable", "required", "minItems", "maxItems"})
-ROLES = {"user": "user", "assistant": "model"}
+ROLES = {"user": "user", "assistant": "model", "tool": "user"}
+#: ``tool_choice`` as ``functionCallingConfig.mode``.
+CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+#: Sampling fields of ``generationConfig``, by stepper's (OpenAI's) names.
+GENERATION_FIELDS = {"top_p": "topP", "seed": "seed", "presence_penalty": "presencePenalty",
+                     "frequency_penalty": "frequencyPenalty", "stop": "stopSequences"}  # fmt: skip
 
 
 class GoogleHttpClient(HttpClient):
@@ -61,17 +87,20 @@ class GeminiProvider(LlmProvider):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     http_client = GoogleHttpClient
     key_header, key_prefix = "x-goog-api-key", ""  # a header, never ?key=: URLs end up in logs
+    features = frozenset({"tools", "response_format", "stop"})
 
     def send(self, call: LlmCall) -> LlmAnswer:
         body = self.http.post_json(self._path(call, "generateContent"), self._payload(call), self.auth_headers())
         candidate = self._candidate(body)
         if candidate is None:
             raise TruncatedOutput(f"{self.settings.name} answered without candidates")
-        return LlmAnswer(_text(candidate), self._finish_reason(candidate.get("finishReason")), _usage(body))
+        calls = [self._tool_call(index, part) for index, part in enumerate(_function_calls(candidate))]
+        return LlmAnswer(_text(candidate), self._finish_reason(candidate.get("finishReason")), _usage(body), calls)
 
-    def send_streaming(self, call: LlmCall) -> Iterator[str | LlmAnswer]:
+    def send_streaming(self, call: LlmCall) -> Iterator[str | ToolCallDelta | LlmAnswer]:
         path = self._path(call, "streamGenerateContent") + "?alt=sse"
         parts: list[str] = []
+        calls: list[ToolCall] = []
         finish: FinishReason | None = None
         usage: dict[str, int] = {}
         for event in self.http.stream("POST", path, self._payload(call), self.auth_headers()):
@@ -83,11 +112,14 @@ class GeminiProvider(LlmProvider):
             if text := _text(candidate):
                 parts.append(text)
                 yield text
+            for part in _function_calls(candidate):  # each arrives whole: one fragment per call
+                calls.append(self._tool_call(len(calls), part))
+                yield ToolCallDelta(len(calls) - 1, calls[-1].id, calls[-1].function.name, calls[-1].function.arguments)
             if candidate.get("finishReason"):
                 finish = self._finish_reason(candidate["finishReason"])
         if finish is None:
             raise TruncatedOutput(f"{self.settings.name} ended its stream before a chunk with finishReason")
-        yield LlmAnswer("".join(parts), finish, usage)
+        yield LlmAnswer("".join(parts), finish, usage, calls)
 
     def _payload(self, call: LlmCall) -> dict[str, Any]:
         contents: list[dict[str, Any]] = []
@@ -95,22 +127,42 @@ class GeminiProvider(LlmProvider):
             if message.role == "system":
                 continue
             role = ROLES[message.role]
+            parts = _parts(message, call.messages)
             if contents and contents[-1]["role"] == role:  # one turn per speaker, as multi-turn chat expects
-                contents[-1]["parts"].append({"text": message.content})
+                contents[-1]["parts"].extend(parts)
             else:
-                contents.append({"role": role, "parts": [{"text": message.content}]})
+                contents.append({"role": role, "parts": parts})
         if not contents:
             raise UnsupportedInput(f"{self.settings.name} needs at least one user or assistant message")
         config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
         if call.temperature is not None:
             config["temperature"] = call.temperature
-        if call.json_schema is not None:
+        for name, wire in GENERATION_FIELDS.items():
+            if getattr(call, name) is not None:
+                config[wire] = getattr(call, name)
+        if call.response_format is not None:
             config["responseMimeType"] = "application/json"
-            config["responseSchema"] = gemini_schema(call.json_schema)
+            if call.response_format.json_schema is not None:
+                config["responseSchema"] = gemini_schema(call.response_format.json_schema.json_schema)
         payload: dict[str, Any] = {"contents": contents, "generationConfig": config}
         if system := "\n\n".join(m.content for m in call.messages if m.role == "system"):
             payload["systemInstruction"] = {"parts": [{"text": system}]}
+        if call.tools:
+            payload["tools"] = [{"functionDeclarations": [_declaration(tool.function) for tool in call.tools]}]
+            payload["toolConfig"] = {"functionCallingConfig": _calling_config(call)}
         return payload
+
+    def _tool_call(self, index: int, call: dict[str, Any]) -> ToolCall:
+        """A ``functionCall`` part as an OpenAI tool call: its ``args`` object as JSON text."""
+        name, args = call.get("name"), call.get("args") or {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise TruncatedOutput(f"{self.settings.name} answered a malformed functionCall")
+        arguments = json.dumps(args, separators=(",", ":"))
+        call_id = call.get("id") if isinstance(call.get("id"), str) else None
+        return ToolCall(
+            id=call_id or tool_call_id(self.settings.name, index, name, arguments),
+            function={"name": name, "arguments": arguments},
+        )
 
     def _path(self, call: LlmCall, method: str) -> str:
         return f"/models/{quote(call.model.removeprefix('models/'), safe='')}:{method}"
@@ -144,6 +196,47 @@ def gemini_schema(node: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _parts(message: Message, messages: list[Message]) -> list[dict[str, Any]]:
+    """One turn's parts: its text, its function calls, or the function response it carries."""
+    if message.role == "tool":
+        name = next(c.function.name for m in messages for c in m.tool_calls or () if c.id == message.tool_call_id)
+        try:
+            result = json.loads(message.content)
+        except ValueError:
+            result = None
+        response = result if isinstance(result, dict) else {"output": message.content}
+        return [{"functionResponse": {"name": name, "response": response}}]
+    parts: list[dict[str, Any]] = [{"text": message.content}] if message.content or not message.tool_calls else []
+    for call in message.tool_calls or ():
+        parts.append({"functionCall": {"name": call.function.name, "args": arguments_object(call)}})
+    return parts
+
+
+def _calling_config(call: LlmCall) -> dict[str, Any]:
+    """``tool_choice`` as ``functionCallingConfig``: a named function is ANY, allowed that function alone."""
+    forced = tool_choice_function(call.tool_choice)
+    if forced:
+        return {"mode": "ANY", "allowedFunctionNames": [forced]}
+    return {"mode": CALLING_MODES.get(str(call.tool_choice or "auto"), "AUTO")}
+
+
+def _declaration(function: FunctionDefinition) -> dict[str, Any]:
+    """A ``FunctionDeclaration``; parameters without properties are left out (Gemini refuses an empty OBJECT)."""
+    declaration: dict[str, Any] = {"name": function.name}
+    if function.description:
+        declaration["description"] = function.description
+    if function.parameters and function.parameters.get("properties"):
+        declaration["parameters"] = gemini_schema(function.parameters)
+    return declaration
+
+
+def _function_calls(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = (candidate.get("content") or {}).get("parts") or ()
+    return [
+        part["functionCall"] for part in parts if isinstance(part, dict) and isinstance(part.get("functionCall"), dict)
+    ]
+
+
 def _text(candidate: dict[str, Any]) -> str:
     """The answer's text; thought summaries (``"thought": true``) are the model's notes, not its answer."""
     parts = (candidate.get("content") or {}).get("parts") or ()
@@ -154,7 +247,7 @@ def _usage(body: dict[str, Any]) -> dict[str, int]:
     """Output tokens include thinking tokens: Google bills them as output."""
     meta = body.get("usageMetadata") or {}
     output = [meta[key] for key in ("candidatesTokenCount", "thoughtsTokenCount") if isinstance(meta.get(key), int)]
-    return usage_of(meta.get("promptTokenCount"), sum(output) if output else None)
+    return usage_of(meta.get("promptTokenCount"), sum(output) if output else None, meta.get("cachedContentTokenCount"))
 
 
 def _error_body(response: requests.Response) -> dict[str, Any]:

@@ -16,6 +16,9 @@ class Sink:
     def delta(self, text: str) -> None:
         self.events.append(StreamEvent("delta", text))
 
+    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> None:
+        self.events.append(StreamEvent.tool_call(index, call_id, name, arguments))
+
     def reset(self, reason: str) -> None:
         self.events.append(StreamEvent("reset", reason))
 
@@ -24,6 +27,6 @@ def streamed(provider: LlmProvider, request: ChatRequest, sink: Sink, model: str
     """Complete ``request`` with ``sink`` as the task's stream; the final answer's text."""
     token = current_sink.set(sink)
     try:
-        return provider.complete(request, model).output.message.content
+        return provider.complete(request, model).output.message.content or ""
     finally:
         current_sink.reset(token)

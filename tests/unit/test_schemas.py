@@ -230,10 +230,10 @@ VALID_CHAT = st.fixed_dictionaries({"messages": MESSAGES}, optional=OPTIONAL_CHA
 def test_valid_chat_requests_parse_and_round_trip(kwargs: dict[str, Any]) -> None:
     request = parse("chat", kwargs)
     assert isinstance(request, ChatRequest)
-    assert [message.model_dump() for message in request.messages] == kwargs["messages"]
+    assert [message.model_dump(exclude_none=True) for message in request.messages] == kwargs["messages"]
     for name in OPTIONAL_CHAT_FIELDS:
         assert getattr(request, name) == kwargs.get(name, ChatRequest.model_fields[name].default)
-    dumped = request.model_dump(mode="json")
+    dumped = request.model_dump(mode="json", exclude_none=True)
     assert parse("chat", json.loads(json.dumps(dumped))) == request
     assert {key: value for key, value in dumped.items() if key in kwargs} == kwargs
 

@@ -2,11 +2,18 @@
 
 A vendor module implements ``send`` (one request, one answer) and ``send_streaming`` (deltas, then the final
 answer); everything else (budgets, the report prompt and its strict parsing, finish reasons, streaming to
-producers, optional parameters a server refused, the usage of a cancelled call) is written once here.
+producers, optional parameters a server refused, request features a vendor lacks, the usage of a cancelled
+call) is written once here.
+
+Features of a chat request the answer depends on (``tools``, a JSON ``response_format``, ``logprobs``,
+``stop``) are served only by an adapter that declares them in ``features``; any other makes this provider
+pass (``UnsupportedInput``: the chain moves on). Optional parameters a server refused are left out from then
+on, unless the request needs them (then the provider passes too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
@@ -31,12 +38,14 @@ from stepper.providers.llm.budget import fit_conversation
 from stepper.providers.llm.report_prompt import build_report_prompt, parse_report, report_schema
 from stepper.providers.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, ReportRequest
-from stepper.schemas.chat import Message
+from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat, Tool, ToolCall, ToolChoice
 from stepper.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+#: Chat features a vendor may lack, each a top-level request field the answer depends on.
+Feature = Literal["tools", "response_format", "logprobs", "stop"]
 #: Defaults for reports, as the commit-report service used them; ``options`` may override both.
 REPORT_TEMPERATURE = 1.0
 REPORT_MAX_TOKENS = 4096
@@ -50,7 +59,76 @@ class LlmCall:
     messages: list[Message]
     max_tokens: int
     temperature: float | None = None
-    json_schema: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    stop: list[str] | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    user: str | None = None
+    #: Top-level request fields this call cannot do without: a server that refused one lately is passed over.
+    required: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_chat(cls, request: ChatRequest, model: str, messages: list[Message], max_tokens: int) -> LlmCall:
+        return cls(
+            model,
+            messages,
+            max_tokens,
+            request.temperature,
+            request.response_format if request.response_format and request.response_format.type != "text" else None,
+            request.tools,
+            request.tool_choice,
+            request.stop,
+            request.top_p,
+            request.seed,
+            request.presence_penalty,
+            request.frequency_penalty,
+            request.logprobs,
+            request.top_logprobs,
+            request.user,
+            frozenset(wire for feature in needed_features(request) for wire in REQUIRED_FIELDS[feature]),
+        )
+
+
+#: The wire fields each feature travels in (OpenAI's names; adapters map them).
+REQUIRED_FIELDS: dict[Feature, tuple[str, ...]] = {
+    "tools": ("tools", "tool_choice"),
+    "response_format": ("response_format",),
+    "logprobs": ("logprobs", "top_logprobs"),
+    "stop": ("stop",),
+}
+
+
+def needed_features(request: ChatRequest) -> frozenset[Feature]:
+    """The features of ``request`` its answer depends on. Tools with ``tool_choice: none`` need none."""
+    needed: set[Feature] = set()
+    if request.tools and request.tool_choice != "none":
+        needed.add("tools")
+    if any(m.role == "tool" or m.tool_calls for m in request.messages):
+        needed.add("tools")  # a conversation with tool turns is sent as such
+    if request.response_format is not None and request.response_format.type != "text":
+        needed.add("response_format")
+    if request.logprobs:
+        needed.add("logprobs")
+    if request.stop:
+        needed.add("stop")
+    return frozenset(needed)
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A fragment of a streamed tool call, in the terms of OpenAI's chunks: the first fragment of call ``index``
+    carries its ``id`` and ``name``, later ones more of its ``arguments`` text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +136,9 @@ class LlmAnswer:
     text: str
     finish_reason: FinishReason
     usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    #: OpenAI's ``choices[].logprobs`` object, when asked for and given.
+    logprobs: dict[str, Any] | None = None
 
 
 class LlmProvider(Provider):
@@ -71,6 +152,8 @@ class LlmProvider(Provider):
     key_prefix: ClassVar[str] = "Bearer "
     #: Top-level request fields the adapter can do without when a server refuses them (see :meth:`refused`).
     optional_parameters: ClassVar[frozenset[str]] = frozenset()
+    #: The chat features this adapter maps to its vendor; a request needing another passes this provider by.
+    features: ClassVar[frozenset[Feature]] = frozenset()
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
@@ -81,22 +164,32 @@ class LlmProvider(Provider):
         key = self.api_key
         return {self.key_header: f"{self.key_prefix}{key}"} if key else {}
 
-    def refused(self, model: str) -> frozenset[str]:
-        """The optional parameters this provider's ``model`` refused lately, fleet-wide: leave them out."""
-        return capabilities().refused(self.settings.name, model) & self.optional_parameters
+    def refused(self, call: LlmCall) -> frozenset[str]:
+        """The optional parameters this provider's model refused lately, fleet-wide: leave them out. One the
+        call cannot do without makes this provider pass (``UnsupportedInput``) before anything is sent."""
+        refused = capabilities().refused(self.settings.name, call.model) & self.optional_parameters
+        if needed := refused & call.required:
+            raise UnsupportedInput(
+                f"{self.settings.name} refused {', '.join(sorted(needed))} for {call.model} lately, "
+                "and this request needs it"
+            )
+        return refused
 
     @contextmanager
-    def refusals(self, model: str, sent: Mapping[str, Any]) -> Iterator[None]:
+    def refusals(self, call: LlmCall, sent: Mapping[str, Any]) -> Iterator[None]:
         """Around one vendor call with payload ``sent``: a refused optional parameter is remembered fleet-wide
         (the chain then tries once more, without it); a refused parameter the call cannot do without means
         this provider cannot serve the request (``UnsupportedInput``: the chain moves on)."""
         try:
             yield
         except UnsupportedParameter as exc:
-            if exc.param not in self.optional_parameters or exc.param not in sent:
+            optional = exc.param in self.optional_parameters and exc.param in sent
+            if not optional:
                 raise UnsupportedInput(str(exc)) from None
-            log.warning("%s refused %r for %s; leaving it out from now on", self.settings.name, exc.param, model)
-            capabilities().remember(self.settings.name, model, exc.param)
+            log.warning("%s refused %r for %s; leaving it out from now on", self.settings.name, exc.param, call.model)
+            capabilities().remember(self.settings.name, call.model, exc.param)
+            if exc.param in call.required:
+                raise UnsupportedInput(f"{exc}; this request needs it") from None
             raise
 
     @abstractmethod
@@ -104,19 +197,34 @@ class LlmProvider(Provider):
         """One request to the vendor, one complete answer."""
 
     @abstractmethod
-    def send_streaming(self, call: LlmCall) -> Iterator[str | LlmAnswer]:
-        """Yield text deltas as they arrive, then the complete answer; a stream that ends early raises."""
+    def send_streaming(self, call: LlmCall) -> Iterator[str | ToolCallDelta | LlmAnswer]:
+        """Yield text deltas and tool-call fragments as they arrive, then the complete answer; a stream that
+        ends early raises."""
 
     def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        if lacking := needed_features(request) - self.features:
+            raise UnsupportedInput(
+                f"{self.settings.name} cannot serve {', '.join(sorted(lacking))}; a provider that can is needed"
+            )
         budget = self.settings.budget_for(model)
         max_tokens = min(request.max_tokens or budget.output_tokens, budget.output_tokens)
         messages, dropped = fit_conversation(request.messages, budget.input_tokens, max_tokens)
-        call = LlmCall(model, messages, max_tokens, request.temperature)
+        call = LlmCall.for_chat(request, model, messages, max_tokens)
         sink = current_sink.get() if request.stream else None
         answer = self._send(call) if sink is None else self._stream_to(sink, call)
         if answer.finish_reason == "content_filter":
             raise ContentRejected(f"{self.settings.name} refused the conversation (content filter)")
-        output = ChatOutput(message={"role": "assistant", "content": answer.text}, finish_reason=answer.finish_reason)
+        if answer.finish_reason == "tool_calls" and not answer.tool_calls and not answer.text:
+            raise TruncatedOutput(f"{self.settings.name} finished with tool calls but sent neither calls nor text")
+        output = ChatOutput(
+            message={
+                "role": "assistant",
+                "content": answer.text if answer.text or not answer.tool_calls else None,
+                "tool_calls": answer.tool_calls or None,
+            },
+            finish_reason=_finish_of(answer),
+            logprobs=answer.logprobs,
+        )
         return Reply(output, {**answer.usage, "truncated_messages": dropped})
 
     def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
@@ -127,7 +235,10 @@ class LlmProvider(Provider):
             [Message(role="system", content=prompt.system), Message(role="user", content=prompt.user)],
             int(self.settings.options.get("report_max_tokens", REPORT_MAX_TOKENS)),
             float(self.settings.options.get("report_temperature", REPORT_TEMPERATURE)),
-            report_schema(),
+            ResponseFormat(
+                type="json_schema",
+                json_schema=JsonSchemaFormat(name="commit_report", json_schema=report_schema(), strict=True),
+            ),
         )
         answer = self._send(call)
         if answer.finish_reason == "content_filter":
@@ -154,9 +265,12 @@ class LlmProvider(Provider):
             for piece in self.send_streaming(call):
                 if isinstance(piece, LlmAnswer):
                     return piece
-                if piece:
-                    if not parts:
-                        self.http.answer_started()
+                if not parts and piece:
+                    self.http.answer_started()
+                if isinstance(piece, ToolCallDelta):
+                    sink.tool_call(piece.index, piece.id, piece.name, piece.arguments)
+                    parts.append(piece.arguments)
+                elif piece:
                     sink.delta(piece)
                     parts.append(piece)
         except Cancelled as exc:  # the task ends here: no other provider restarts the answer
@@ -169,6 +283,14 @@ class LlmProvider(Provider):
         if parts:
             sink.reset(f"{self.settings.name} ended its stream without finishing; restarting elsewhere")
         raise TruncatedOutput(f"{self.settings.name} ended its stream before the answer was complete")
+
+
+def _finish_of(answer: LlmAnswer) -> Literal["stop", "length", "tool_calls"]:
+    """An answer's finish as OpenAI states it: ``tool_calls`` when it calls tools (Gemini says STOP then),
+    ``stop`` for text a server said was tool calls but sent as text."""
+    if answer.finish_reason == "length":
+        return "length"
+    return "tool_calls" if answer.tool_calls else "stop"
 
 
 def finish_reason(
@@ -191,10 +313,34 @@ def _log_unknown_finish(provider: str, reason: str) -> None:
 
 
 def _prompt_tokens(call: LlmCall) -> int:
-    return sum(estimate_message_tokens(message.content) for message in call.messages)
+    return sum(estimate_message_tokens(message.budget_text()) for message in call.messages)
 
 
-def usage_of(input_tokens: Any, output_tokens: Any) -> dict[str, int]:
-    """Usage in stepper's terms, from whatever the vendor reported (missing figures are left out)."""
-    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+def usage_of(input_tokens: Any, output_tokens: Any, cached_input_tokens: Any = None) -> dict[str, int]:
+    """Usage in stepper's terms, from whatever the vendor reported (missing figures are left out).
+    ``cached_input_tokens`` are the part of ``input_tokens`` the vendor served from its prompt cache."""
+    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens}
     return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
+
+
+def tool_call_id(provider: str, index: int, name: str, arguments: str) -> str:
+    """An id for a vendor's call that came without one (Gemini's usually do): stable for the same answer, so
+    the caller's ``tool`` message can name it."""
+    digest = hashlib.sha256(f"{provider}/{index}/{name}/{arguments}".encode()).hexdigest()
+    return f"call_{digest[:24]}"
+
+
+def tool_call_of(provider: str, item: Any) -> ToolCall:
+    """A tool call in OpenAI's shape (``{"id", "function": {"name", "arguments"}}``, which Cohere's v2 shares)
+    as stepper's; a malformed one is no usable answer."""
+    try:
+        function = item["function"]
+        arguments = function.get("arguments") or "{}"
+        return ToolCall(id=item["id"], function={"name": function["name"], "arguments": arguments})
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise TruncatedOutput(f"{provider} answered a malformed tool call") from None
+
+
+def tool_choice_function(choice: ToolChoice | None) -> str | None:
+    """The function a named ``tool_choice`` forces, if it names one."""
+    return None if choice is None or isinstance(choice, str) else choice.function.name
