@@ -53,13 +53,21 @@ def test_an_openai_request_maps_to_a_chat_request() -> None:
             "max_completion_tokens": 20,
             "max_tokens": 99,
             "stream": True,
-            "top_p": 0.5,  # accepted, ignored
+            "top_p": 0.5,
+            "stop": "END",
+            "seed": 7,
+            "user": "u-1",
+            "parallel_tool_calls": False,  # accepted, ignored
         }
     )
     assert to_chat_request(body) == {
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
         "model": "gpt-4o-mini",
         "temperature": 0,
+        "top_p": 0.5,
+        "stop": "END",
+        "seed": 7,
+        "user": "u-1",
         "max_tokens": 20,
         "stream": True,
     }
