@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from stepper.gateway.auth import key_digest
 from tests.integration.conftest import GATEWAY_KEY, Fleet
@@ -33,6 +34,13 @@ QUESTION: Any = {"role": "user", "content": "What is the weather in Paris?"}
 KEYS = {"OPENAI_API_KEY": "sk-t-openai-123456", "GEMINI_API_KEY": "AIza-t-gemini-123456",
         "COHERE_API_KEY": "co-t-cohere-123456"}  # fmt: skip
 MODELS = {"openai": "gpt-4o-mini", "gemini": "gemini-2.0-flash", "cohere": "command-r-plus-08-2024"}
+
+
+def function_call(calls: Any) -> ChatCompletionMessageFunctionToolCall:
+    """The one function call of an answer (the SDK's union also has custom tool calls)."""
+    [call] = calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    return call
 
 
 def sdk(gateway: RunningGateway) -> OpenAI:
@@ -69,13 +77,14 @@ def test_the_mock_calls_a_tool_then_answers_from_its_result(gateway: RunningGate
     first = client.chat.completions.create(model="gpt-4o-mini", messages=[QUESTION], tools=[WEATHER])
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
-    [call] = choice.message.tool_calls or []
+    call = function_call(choice.message.tool_calls)
     assert call.type == "function" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "What is the weather in Paris?"}
     result = {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}
+    conversation: list[Any] = [QUESTION, choice.message, result]
     second = client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=[QUESTION, choice.message, result],  # the SDK's own message object, as its docs show
+        messages=conversation,  # the SDK's own message object, as its docs show
         tools=[WEATHER],
     )
     assert second.choices[0].finish_reason == "stop"
@@ -90,7 +99,7 @@ def test_the_mocks_streamed_tool_call_matches_its_plain_one(gateway: RunningGate
     plain = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER])
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER], stream=True)
     calls, finishes, text = streamed_tool_calls(stream)
-    [expected] = plain.choices[0].message.tool_calls or []
+    expected = function_call(plain.choices[0].message.tool_calls)
     assert calls == [{"id": expected.id, "name": "get_weather", "arguments": expected.function.arguments}]
     assert finishes == ["tool_calls"] and text == ""
 
@@ -102,17 +111,18 @@ def test_the_sdks_stream_helper_assembles_the_tool_call(gateway: RunningGateway)
     ) as stream:
         done = [event for event in stream if event.type == "tool_calls.function.arguments.done"]
         final = stream.get_final_completion()
-    [call] = final.choices[0].message.tool_calls or []
+    call = function_call(final.choices[0].message.tool_calls)
     assert [event.name for event in done] == ["get_weather"] and call.function.name == "get_weather"
     assert final.choices[0].finish_reason == "tool_calls"
 
 
 def test_a_json_response_format_gets_json(gateway: RunningGateway) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema}}
     completion = sdk(gateway).chat.completions.create(
         model="gpt-4o-mini",
         messages=[QUESTION],
-        response_format={"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema}},
+        response_format=response_format,
     )
     assert json.loads(completion.choices[0].message.content or "") == {
         "city": "What is the weather in Paris?",
@@ -187,14 +197,13 @@ def test_the_sdk_tool_flow_through_each_vendor(
     seen = len(fake.requests)
     first = client.chat.completions.create(model=MODELS[vendor], messages=[QUESTION], tools=[WEATHER])
     choice = first.choices[0]
-    [call] = choice.message.tool_calls or []
+    call = function_call(choice.message.tool_calls)
     assert choice.finish_reason == "tool_calls" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "city value"}
     assert wire_tools(vendor, fake.requests[seen].json()) == ["get_weather"]
     result = {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}
-    second = client.chat.completions.create(
-        model=MODELS[vendor], messages=[QUESTION, choice.message, result], tools=[WEATHER]
-    )
+    conversation: list[Any] = [QUESTION, choice.message, result]
+    second = client.chat.completions.create(model=MODELS[vendor], messages=conversation, tools=[WEATHER])
     assert second.choices[0].finish_reason == "stop"
     assert "21" in (second.choices[0].message.content or "")
     assert len(fake.requests) == seen + 2  # each answered by this vendor, which accepted its wire format
