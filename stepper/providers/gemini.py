@@ -12,7 +12,8 @@ Chat features are mapped per the v1beta reference (ai.google.dev/api/generate-co
 a ``user`` turn (a result that is a JSON object is the response itself, any other text ``{"output": text}``).
 A ``functionCall`` comes back whole (streamed too) with its arguments parsed; one without an ``id`` gets a
 stable one. ``stop``, ``top_p``, ``seed`` and the penalties go into ``generationConfig``; ``user`` has no
-counterpart and is left out; ``logprobs`` is not mapped (a request needing it passes Gemini by).
+counterpart and is left out. ``logprobs`` is ``responseLogprobs`` (``top_logprobs`` is ``logprobs``), and the
+candidate's ``logprobsResult`` (``chosenCandidates``, ``topCandidates``) comes back in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class GeminiProvider(LlmProvider):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     http_client = GoogleHttpClient
     key_header, key_prefix = "x-goog-api-key", ""  # a header, never ?key=: URLs end up in logs
-    features = frozenset({"tools", "response_format", "stop"})
+    features = frozenset({"tools", "response_format", "stop", "logprobs"})
 
     def send(self, call: LlmCall) -> LlmAnswer:
         body = self.http.post_json(self._path(call, "generateContent"), self._payload(call), self.auth_headers())
@@ -95,12 +96,15 @@ class GeminiProvider(LlmProvider):
         if candidate is None:
             raise TruncatedOutput(f"{self.settings.name} answered without candidates")
         calls = [self._tool_call(index, part) for index, part in enumerate(_function_calls(candidate))]
-        return LlmAnswer(_text(candidate), self._finish_reason(candidate.get("finishReason")), _usage(body), calls)
+        finish = self._finish_reason(candidate.get("finishReason"))
+        tokens = _logprobs(candidate) if call.logprobs else None
+        return LlmAnswer(_text(candidate), finish, _usage(body), calls, {"content": tokens} if call.logprobs else None)
 
     def send_streaming(self, call: LlmCall) -> Iterator[str | ToolCallDelta | LlmAnswer]:
         path = self._path(call, "streamGenerateContent") + "?alt=sse"
         parts: list[str] = []
         calls: list[ToolCall] = []
+        tokens: list[dict[str, Any]] = []
         finish: FinishReason | None = None
         usage: dict[str, int] = {}
         for event in self.http.stream("POST", path, self._payload(call), self.auth_headers()):
@@ -112,6 +116,7 @@ class GeminiProvider(LlmProvider):
             if text := _text(candidate):
                 parts.append(text)
                 yield text
+            tokens.extend(_logprobs(candidate))
             for part in _function_calls(candidate):  # each arrives whole: one fragment per call
                 calls.append(self._tool_call(len(calls), part))
                 yield ToolCallDelta(len(calls) - 1, calls[-1].id, calls[-1].function.name, calls[-1].function.arguments)
@@ -119,7 +124,7 @@ class GeminiProvider(LlmProvider):
                 finish = self._finish_reason(candidate["finishReason"])
         if finish is None:
             raise TruncatedOutput(f"{self.settings.name} ended its stream before a chunk with finishReason")
-        yield LlmAnswer("".join(parts), finish, usage, calls)
+        yield LlmAnswer("".join(parts), finish, usage, calls, {"content": tokens} if call.logprobs else None)
 
     def _payload(self, call: LlmCall) -> dict[str, Any]:
         contents: list[dict[str, Any]] = []
@@ -134,17 +139,7 @@ class GeminiProvider(LlmProvider):
                 contents.append({"role": role, "parts": parts})
         if not contents:
             raise UnsupportedInput(f"{self.settings.name} needs at least one user or assistant message")
-        config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
-        if call.temperature is not None:
-            config["temperature"] = call.temperature
-        for name, wire in GENERATION_FIELDS.items():
-            if getattr(call, name) is not None:
-                config[wire] = getattr(call, name)
-        if call.response_format is not None:
-            config["responseMimeType"] = "application/json"
-            if call.response_format.json_schema is not None:
-                config["responseSchema"] = gemini_schema(call.response_format.json_schema.json_schema)
-        payload: dict[str, Any] = {"contents": contents, "generationConfig": config}
+        payload: dict[str, Any] = {"contents": contents, "generationConfig": _generation_config(call)}
         if system := "\n\n".join(m.content for m in call.messages if m.role == "system"):
             payload["systemInstruction"] = {"parts": [{"text": system}]}
         if call.tools:
@@ -212,6 +207,24 @@ def _parts(message: Message, messages: list[Message]) -> list[dict[str, Any]]:
     return parts
 
 
+def _generation_config(call: LlmCall) -> dict[str, Any]:
+    config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
+    if call.temperature is not None:
+        config["temperature"] = call.temperature
+    for name, wire in GENERATION_FIELDS.items():
+        if getattr(call, name) is not None:
+            config[wire] = getattr(call, name)
+    if call.logprobs:
+        config["responseLogprobs"] = True
+        if call.top_logprobs:
+            config["logprobs"] = call.top_logprobs
+    if call.response_format is not None:
+        config["responseMimeType"] = "application/json"
+        if call.response_format.json_schema is not None:
+            config["responseSchema"] = gemini_schema(call.response_format.json_schema.json_schema)
+    return config
+
+
 def _calling_config(call: LlmCall) -> dict[str, Any]:
     """``tool_choice`` as ``functionCallingConfig``: a named function is ANY, allowed that function alone."""
     forced = tool_choice_function(call.tool_choice)
@@ -228,6 +241,26 @@ def _declaration(function: FunctionDefinition) -> dict[str, Any]:
     if function.parameters and function.parameters.get("properties"):
         declaration["parameters"] = gemini_schema(function.parameters)
     return declaration
+
+
+def _logprobs(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """A candidate's ``logprobsResult`` as OpenAI's ``logprobs.content``: a token per decoding step, with the
+    step's top candidates."""
+    result = candidate.get("logprobsResult") or {}
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+
+    def token(item: dict[str, Any]) -> dict[str, Any]:
+        text = str(item.get("token", ""))
+        return {"token": text, "logprob": float(item.get("logProbability", 0.0)), "bytes": list(text.encode())}
+
+    return [
+        {
+            **token(item),
+            "top_logprobs": [token(top) for top in (tops[step] if step < len(tops) else {}).get("candidates") or ()],
+        }
+        for step, item in enumerate(chosen)
+    ]
 
 
 def _function_calls(candidate: dict[str, Any]) -> list[dict[str, Any]]:

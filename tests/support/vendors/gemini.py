@@ -207,6 +207,8 @@ class FakeGemini(FakeServer):
             thought = [{"text": self.thoughts.popleft(), "thought": True}] if self.thoughts else []
             answer = {"functionCall": call} if call is not None else {"text": text}
             candidate["content"] = {"parts": [*thought, answer], "role": "model"}
+            if config.get("responseLogprobs") and call is None:
+                candidate["logprobsResult"] = _logprobs_result(text, int(config.get("logprobs", 0)))
         usage["candidatesTokenCount"] = max(1, len(text) // 4) if "content" in candidate else 0
         usage["totalTokenCount"] = usage["promptTokenCount"] + usage["candidatesTokenCount"]
         return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "fake-gemini"}
@@ -228,6 +230,11 @@ class FakeGemini(FakeServer):
             chunks.append(
                 {"candidates": [candidate], "usageMetadata": partial_usage, "modelVersion": reply["modelVersion"]}
             )
+        if "logprobsResult" in final:  # each chunk carries the steps of its own text
+            for chunk in chunks:
+                parts = chunk["candidates"][0]["content"]["parts"]
+                if "text" in parts[0] and not parts[0].get("thought"):
+                    chunk["candidates"][0]["logprobsResult"] = _logprobs_result(parts[0]["text"], 0)
         chunks[-1]["candidates"][0] |= {"finishReason": final["finishReason"], "safetyRatings": final["safetyRatings"]}
         chunks[-1]["usageMetadata"] = reply["usageMetadata"]
         return chunks
@@ -426,3 +433,11 @@ def _function_call(body: dict[str, Any]) -> dict[str, Any] | None:
     declaration = next(d for d in declarations if d["name"] == name)
     properties = (declaration.get("parameters") or {}).get("properties") or {}
     return {"name": name, "args": {prop: f"{prop} value" for prop in properties}}
+
+
+def _logprobs_result(text: str, top: int) -> dict[str, Any]:
+    """``LogprobsResult``: a chosen candidate per word, and ``top`` candidates per step."""
+    steps = words(text)
+    chosen = [{"token": piece, "tokenId": index, "logProbability": -0.25} for index, piece in enumerate(steps)]
+    tops = [{"candidates": [dict(item) for _ in range(top)]} for item in chosen]
+    return {"chosenCandidates": chosen, "topCandidates": tops, "logProbabilitySum": -0.25 * len(steps)}
