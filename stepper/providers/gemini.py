@@ -26,6 +26,7 @@ from urllib.parse import quote
 import requests
 
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
+from stepper.providers.gemini_request import request_body
 from stepper.providers.http import HttpClient, parse_retry_after
 from stepper.providers.llm.base import (
     FinishReason,
@@ -35,10 +36,9 @@ from stepper.providers.llm.base import (
     ToolCallDelta,
     finish_reason,
     tool_call_id,
-    tool_choice_function,
     usage_of,
 )
-from stepper.schemas.chat import FunctionDefinition, Message, ToolCall, arguments_object
+from stepper.schemas.chat import ToolCall
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -60,14 +60,6 @@ NOT_AN_ANSWER = frozenset(
         "TOO_MANY_TOOL_CALLS",
     }
 )
-#: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.
-SCHEMA_KEYWORDS = frozenset({"description", "enum", "format", "nullable", "required", "minItems", "maxItems"})
-ROLES = {"user": "user", "assistant": "model", "tool": "user"}
-#: ``tool_choice`` as ``functionCallingConfig.mode``.
-CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-#: Sampling fields of ``generationConfig``, by stepper's (OpenAI's) names.
-GENERATION_FIELDS = {"top_p": "topP", "seed": "seed", "presence_penalty": "presencePenalty",
-                     "frequency_penalty": "frequencyPenalty", "stop": "stopSequences"}  # fmt: skip
 
 
 class GoogleHttpClient(HttpClient):
@@ -127,25 +119,10 @@ class GeminiProvider(LlmProvider):
         yield LlmAnswer("".join(parts), finish, usage, calls, {"content": tokens} if call.logprobs else None)
 
     def _payload(self, call: LlmCall) -> dict[str, Any]:
-        contents: list[dict[str, Any]] = []
-        for message in call.messages:
-            if message.role == "system":
-                continue
-            role = ROLES[message.role]
-            parts = _parts(message, call.messages)
-            if contents and contents[-1]["role"] == role:  # one turn per speaker, as multi-turn chat expects
-                contents[-1]["parts"].extend(parts)
-            else:
-                contents.append({"role": role, "parts": parts})
-        if not contents:
-            raise UnsupportedInput(f"{self.settings.name} needs at least one user or assistant message")
-        payload: dict[str, Any] = {"contents": contents, "generationConfig": _generation_config(call)}
-        if system := "\n\n".join(m.content for m in call.messages if m.role == "system"):
-            payload["systemInstruction"] = {"parts": [{"text": system}]}
-        if call.tools:
-            payload["tools"] = [{"functionDeclarations": [_declaration(tool.function) for tool in call.tools]}]
-            payload["toolConfig"] = {"functionCallingConfig": _calling_config(call)}
-        return payload
+        try:
+            return request_body(call)
+        except ValueError as exc:
+            raise UnsupportedInput(f"{self.settings.name} {exc}") from None
 
     def _tool_call(self, index: int, call: dict[str, Any]) -> ToolCall:
         """A ``functionCall`` part as an OpenAI tool call: its ``args`` object as JSON text."""
@@ -173,74 +150,6 @@ class GeminiProvider(LlmProvider):
 
     def _finish_reason(self, reason: Any) -> FinishReason:
         return finish_reason(self.settings.name, reason, FINISH_REASONS, NOT_AN_ANSWER)
-
-
-def gemini_schema(node: dict[str, Any]) -> dict[str, Any]:
-    """A self-contained JSON schema as Gemini's ``Schema``: keywords it rejects (``additionalProperties``,
-    ``title``, ``default``...) dropped, property names kept, and ``propertyOrdering`` so fields come out in order."""
-    schema: dict[str, Any] = {key: value for key, value in node.items() if key in SCHEMA_KEYWORDS}
-    if isinstance(node.get("type"), str):
-        schema["type"] = node["type"].upper()
-    if isinstance(node.get("items"), dict):
-        schema["items"] = gemini_schema(node["items"])
-    if isinstance(node.get("anyOf"), list):
-        schema["anyOf"] = [gemini_schema(option) for option in node["anyOf"]]
-    if isinstance(node.get("properties"), dict):
-        schema["properties"] = {name: gemini_schema(sub) for name, sub in node["properties"].items()}
-        schema["propertyOrdering"] = list(node["properties"])
-    return schema
-
-
-def _parts(message: Message, messages: list[Message]) -> list[dict[str, Any]]:
-    """One turn's parts: its text, its function calls, or the function response it carries."""
-    if message.role == "tool":
-        name = next(c.function.name for m in messages for c in m.tool_calls or () if c.id == message.tool_call_id)
-        try:
-            result = json.loads(message.content)
-        except ValueError:
-            result = None
-        response = result if isinstance(result, dict) else {"output": message.content}
-        return [{"functionResponse": {"name": name, "response": response}}]
-    parts: list[dict[str, Any]] = [{"text": message.content}] if message.content or not message.tool_calls else []
-    for call in message.tool_calls or ():
-        parts.append({"functionCall": {"name": call.function.name, "args": arguments_object(call)}})
-    return parts
-
-
-def _generation_config(call: LlmCall) -> dict[str, Any]:
-    config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
-    if call.temperature is not None:
-        config["temperature"] = call.temperature
-    for name, wire in GENERATION_FIELDS.items():
-        if getattr(call, name) is not None:
-            config[wire] = getattr(call, name)
-    if call.logprobs:
-        config["responseLogprobs"] = True
-        if call.top_logprobs:
-            config["logprobs"] = call.top_logprobs
-    if call.response_format is not None:
-        config["responseMimeType"] = "application/json"
-        if call.response_format.json_schema is not None:
-            config["responseSchema"] = gemini_schema(call.response_format.json_schema.json_schema)
-    return config
-
-
-def _calling_config(call: LlmCall) -> dict[str, Any]:
-    """``tool_choice`` as ``functionCallingConfig``: a named function is ANY, allowed that function alone."""
-    forced = tool_choice_function(call.tool_choice)
-    if forced:
-        return {"mode": "ANY", "allowedFunctionNames": [forced]}
-    return {"mode": CALLING_MODES.get(str(call.tool_choice or "auto"), "AUTO")}
-
-
-def _declaration(function: FunctionDefinition) -> dict[str, Any]:
-    """A ``FunctionDeclaration``; parameters without properties are left out (Gemini refuses an empty OBJECT)."""
-    declaration: dict[str, Any] = {"name": function.name}
-    if function.description:
-        declaration["description"] = function.description
-    if function.parameters and function.parameters.get("properties"):
-        declaration["parameters"] = gemini_schema(function.parameters)
-    return declaration
 
 
 def _logprobs(candidate: dict[str, Any]) -> list[dict[str, Any]]:

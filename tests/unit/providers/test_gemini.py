@@ -17,7 +17,8 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
-from stepper.providers.gemini import GeminiProvider, gemini_schema
+from stepper.providers.gemini import GeminiProvider
+from stepper.providers.gemini_request import gemini_schema
 from stepper.providers.llm.base import LlmAnswer, LlmCall
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
