@@ -26,13 +26,12 @@ import requests
 
 from stepper.errors import AuthError, ProviderError, TruncatedOutput, Unavailable
 from stepper.providers.http import HttpClient
-from stepper.providers.llm.base import (
+from stepper.providers.llm.base import LlmProvider, finish_reason
+from stepper.providers.llm.call import (
     FinishReason,
     LlmAnswer,
     LlmCall,
-    LlmProvider,
     ToolCallDelta,
-    finish_reason,
     tool_call_of,
     tool_choice_function,
     usage_of,

@@ -28,16 +28,8 @@ import requests
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
 from stepper.providers.gemini_request import request_body
 from stepper.providers.http import HttpClient, parse_retry_after
-from stepper.providers.llm.base import (
-    FinishReason,
-    LlmAnswer,
-    LlmCall,
-    LlmProvider,
-    ToolCallDelta,
-    finish_reason,
-    tool_call_id,
-    usage_of,
-)
+from stepper.providers.llm.base import LlmProvider, finish_reason
+from stepper.providers.llm.call import FinishReason, LlmAnswer, LlmCall, ToolCallDelta, tool_call_id, usage_of
 from stepper.schemas.chat import ToolCall
 
 FINISH_REASONS: dict[str, FinishReason] = {

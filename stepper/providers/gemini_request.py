@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stepper.providers.llm.base import LlmCall, tool_choice_function
+from stepper.providers.llm.call import LlmCall, tool_choice_function
 from stepper.schemas.chat import FunctionDefinition, Message, arguments_object
 
 #: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.

@@ -27,16 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepper.errors import ContentRejected, TruncatedOutput
-from stepper.providers.llm.base import (
-    FinishReason,
-    LlmAnswer,
-    LlmCall,
-    LlmProvider,
-    ToolCallDelta,
-    finish_reason,
-    tool_call_of,
-    usage_of,
-)
+from stepper.providers.llm.base import LlmProvider, finish_reason
+from stepper.providers.llm.call import FinishReason, LlmAnswer, LlmCall, ToolCallDelta, tool_call_of, usage_of
 from stepper.schemas.chat import Message
 
 FINISH_REASONS: dict[str, FinishReason] = {

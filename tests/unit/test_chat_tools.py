@@ -12,8 +12,8 @@ from stepper.errors import InvalidRequest
 from stepper.families import FAMILIES
 from stepper.gateway.openai_compat import _delta
 from stepper.infra.streams import StreamEvent, answer_events
-from stepper.providers.llm.base import LlmCall, needed_features
 from stepper.providers.llm.budget import fit_conversation
+from stepper.providers.llm.call import LlmCall, needed_features
 from stepper.providers.mock import MockProvider, example_of
 from stepper.schemas import ChatOutput, ChatRequest
 from stepper.schemas.chat import Message

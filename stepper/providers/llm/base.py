@@ -13,12 +13,10 @@ on, unless the request needs them (then the provider passes too).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar, Literal
 
@@ -35,110 +33,18 @@ from stepper.infra.capabilities import capabilities
 from stepper.infra.streams import DeltaSink, current_sink
 from stepper.providers.http import HttpClient
 from stepper.providers.llm.budget import fit_conversation
+from stepper.providers.llm.call import Feature, FinishReason, LlmAnswer, LlmCall, ToolCallDelta, needed_features
 from stepper.providers.llm.report_prompt import build_report_prompt, parse_report, report_schema
 from stepper.providers.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, ReportRequest
-from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat, Tool, ToolCall, ToolChoice
+from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat
 from stepper.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
-#: Chat features a vendor may lack, each a top-level request field the answer depends on.
-Feature = Literal["tools", "response_format", "logprobs", "stop"]
 #: Defaults for reports, as the commit-report service used them; ``options`` may override both.
 REPORT_TEMPERATURE = 1.0
 REPORT_MAX_TOKENS = 4096
-
-
-@dataclass(frozen=True)
-class LlmCall:
-    """One vendor-neutral request."""
-
-    model: str
-    messages: list[Message]
-    max_tokens: int
-    temperature: float | None = None
-    response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    stop: list[str] | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = None
-    user: str | None = None
-    #: Top-level request fields this call cannot do without: a server that refused one lately is passed over.
-    required: frozenset[str] = frozenset()
-
-    @classmethod
-    def for_chat(cls, request: ChatRequest, model: str, messages: list[Message], max_tokens: int) -> LlmCall:
-        return cls(
-            model,
-            messages,
-            max_tokens,
-            request.temperature,
-            request.response_format if request.response_format and request.response_format.type != "text" else None,
-            request.tools,
-            request.tool_choice,
-            request.stop,
-            request.top_p,
-            request.seed,
-            request.presence_penalty,
-            request.frequency_penalty,
-            request.logprobs,
-            request.top_logprobs,
-            request.user,
-            frozenset(wire for feature in needed_features(request) for wire in REQUIRED_FIELDS[feature]),
-        )
-
-
-#: The wire fields each feature travels in (OpenAI's names; adapters map them).
-REQUIRED_FIELDS: dict[Feature, tuple[str, ...]] = {
-    "tools": ("tools", "tool_choice"),
-    "response_format": ("response_format",),
-    "logprobs": ("logprobs", "top_logprobs"),
-    "stop": ("stop",),
-}
-
-
-def needed_features(request: ChatRequest) -> frozenset[Feature]:
-    """The features of ``request`` its answer depends on. Tools with ``tool_choice: none`` need none."""
-    needed: set[Feature] = set()
-    if request.tools and request.tool_choice != "none":
-        needed.add("tools")
-    if any(m.role == "tool" or m.tool_calls for m in request.messages):
-        needed.add("tools")  # a conversation with tool turns is sent as such
-    if request.response_format is not None and request.response_format.type != "text":
-        needed.add("response_format")
-    if request.logprobs:
-        needed.add("logprobs")
-    if request.stop:
-        needed.add("stop")
-    return frozenset(needed)
-
-
-@dataclass(frozen=True)
-class ToolCallDelta:
-    """A fragment of a streamed tool call, in the terms of OpenAI's chunks: the first fragment of call ``index``
-    carries its ``id`` and ``name``, later ones more of its ``arguments`` text."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-@dataclass(frozen=True)
-class LlmAnswer:
-    text: str
-    finish_reason: FinishReason
-    usage: dict[str, int] = field(default_factory=dict)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    #: OpenAI's ``choices[].logprobs`` object, when asked for and given.
-    logprobs: dict[str, Any] | None = None
 
 
 class LlmProvider(Provider):
@@ -314,33 +220,3 @@ def _log_unknown_finish(provider: str, reason: str) -> None:
 
 def _prompt_tokens(call: LlmCall) -> int:
     return sum(estimate_message_tokens(message.budget_text()) for message in call.messages)
-
-
-def usage_of(input_tokens: Any, output_tokens: Any, cached_input_tokens: Any = None) -> dict[str, int]:
-    """Usage in stepper's terms, from whatever the vendor reported (missing figures are left out).
-    ``cached_input_tokens`` are the part of ``input_tokens`` the vendor served from its prompt cache."""
-    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens}
-    return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
-
-
-def tool_call_id(provider: str, index: int, name: str, arguments: str) -> str:
-    """An id for a vendor's call that came without one (Gemini's usually do): stable for the same answer, so
-    the caller's ``tool`` message can name it."""
-    digest = hashlib.sha256(f"{provider}/{index}/{name}/{arguments}".encode()).hexdigest()
-    return f"call_{digest[:24]}"
-
-
-def tool_call_of(provider: str, item: Any) -> ToolCall:
-    """A tool call in OpenAI's shape (``{"id", "function": {"name", "arguments"}}``, which Cohere's v2 shares)
-    as stepper's; a malformed one is no usable answer."""
-    try:
-        function = item["function"]
-        arguments = function.get("arguments") or "{}"
-        return ToolCall(id=item["id"], function={"name": function["name"], "arguments": arguments})
-    except (KeyError, TypeError, AttributeError, ValueError):
-        raise TruncatedOutput(f"{provider} answered a malformed tool call") from None
-
-
-def tool_choice_function(choice: ToolChoice | None) -> str | None:
-    """The function a named ``tool_choice`` forces, if it names one."""
-    return None if choice is None or isinstance(choice, str) else choice.function.name

@@ -10,7 +10,7 @@ import requests
 
 from stepper.errors import AuthError, RateLimited, TruncatedOutput, Unavailable
 from stepper.providers.cohere import CohereProvider
-from stepper.providers.llm.base import LlmAnswer, LlmCall
+from stepper.providers.llm.call import LlmAnswer, LlmCall
 from stepper.providers.llm.report_prompt import report_schema
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest

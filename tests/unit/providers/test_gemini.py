@@ -19,7 +19,7 @@ from stepper.errors import (
 )
 from stepper.providers.gemini import GeminiProvider
 from stepper.providers.gemini_request import gemini_schema
-from stepper.providers.llm.base import LlmAnswer, LlmCall
+from stepper.providers.llm.call import LlmAnswer, LlmCall
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat
