@@ -104,6 +104,24 @@ def test_the_mocks_streamed_tool_call_matches_its_plain_one(gateway: RunningGate
     assert finishes == ["tool_calls"] and text == ""
 
 
+def test_a_cached_tool_call_streams_whole(gateway: RunningGateway) -> None:
+    """At temperature 0 the answer is cached, and the streamed request is answered whole (from the cache, or as
+    the mock, which does not stream, answers): its tool call arrives in one complete fragment."""
+    client = sdk(gateway)
+    messages: Any = [{"role": "user", "content": "Weather in Nice, cached?"}]
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER], temperature=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, tools=[WEATHER], temperature=0, stream=True
+    )
+    chunks = [chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.tool_calls]
+    expected = function_call(plain.choices[0].message.tool_calls)
+    [only] = chunks
+    [fragment] = only.choices[0].delta.tool_calls or []
+    assert fragment.function is not None
+    assert (fragment.index, fragment.id, fragment.type) == (0, expected.id, "function")
+    assert (fragment.function.name, fragment.function.arguments) == ("get_weather", expected.function.arguments)
+
+
 def test_the_sdks_stream_helper_assembles_the_tool_call(gateway: RunningGateway) -> None:
     """``chat.completions.stream`` parses every chunk into the SDK's models and accumulates them strictly."""
     with sdk(gateway).chat.completions.stream(
