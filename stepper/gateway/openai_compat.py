@@ -74,7 +74,9 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
     def to_stepper(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        role = "system" if self.role == "developer" else self.role
+        # Only an assistant's tool calls may come without content; stepper.chat's schema says so by field.
+        message: dict[str, Any] = {"role": role, "content": None if self.content is None else self.text()}
         if self.tool_calls is not None:
             message["tool_calls"] = self.tool_calls
         if self.tool_call_id is not None:

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from stepper.config import load_config, parse_stepper_settings
-from stepper.errors import ConfigError
+from stepper.errors import ConfigError, InvalidRequest
+from stepper.families import FAMILIES
 from stepper.gateway.auth import key_digest, match_key, new_key
 from stepper.gateway.openai_compat import ChatCompletionRequest, to_chat_request
 from stepper.settings import StepperSettings
@@ -73,3 +74,15 @@ def test_an_openai_request_maps_to_a_chat_request() -> None:
     }
     plain = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert to_chat_request(plain) == {"messages": [{"role": "user", "content": "x"}], "model": "m"}
+
+
+def test_only_an_assistants_tool_calls_may_come_without_content() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]}]}
+    )
+    assert to_chat_request(body)["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [call]}
+    FAMILIES["chat"].parse(to_chat_request(body))
+    silent = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": None}]})
+    with pytest.raises(InvalidRequest, match=r"messages\.0\.content"):
+        FAMILIES["chat"].parse(to_chat_request(silent))
