@@ -221,6 +221,12 @@ OPTIONAL_CHAT_FIELDS = {
     "max_tokens": st.integers(1, 1_000_000),
     "temperature": st.floats(0, 2),
     "stream": st.booleans(),
+    "top_p": st.floats(0, 1),
+    "seed": st.integers(-(2**63), 2**63 - 1),
+    "stop": st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4),
+    "presence_penalty": st.floats(-2, 2),
+    "frequency_penalty": st.floats(-2, 2),
+    "user": st.text(max_size=256),
 }
 VALID_CHAT = st.fixed_dictionaries({"messages": MESSAGES}, optional=OPTIONAL_CHAT_FIELDS)
 
