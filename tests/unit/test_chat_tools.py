@@ -93,7 +93,14 @@ def test_needed_features_are_what_the_answer_depends_on() -> None:
     request = parse(messages=[ASKED], tools=[WEATHER], stop="x", logprobs=True, response_format={"type": "json_object"})
     assert needed_features(request) == {"tools", "stop", "logprobs", "response_format"}
     call = LlmCall.for_chat(request, "m", request.messages, 10)
-    assert call.required == {"tools", "tool_choice", "stop", "logprobs", "top_logprobs", "response_format"}
+    assert call.required == {"tools", "stop", "logprobs", "response_format"}  # tool_choice, top_logprobs unset
+    forced = parse(messages=[ASKED], tools=[WEATHER], tool_choice="required", logprobs=True, top_logprobs=1)
+    assert LlmCall.for_chat(forced, "m", forced.messages, 10).required == {
+        "tools",
+        "tool_choice",
+        "logprobs",
+        "top_logprobs",
+    }
 
 
 def test_the_mock_calls_the_first_tool_with_arguments_from_its_schema() -> None:

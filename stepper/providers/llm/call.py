@@ -59,7 +59,7 @@ class LlmCall:
             request.logprobs,
             request.top_logprobs,
             request.user,
-            frozenset(wire for feature in needed_features(request) for wire in REQUIRED_FIELDS[feature]),
+            required_fields(request),
         )
 
 
@@ -70,6 +70,16 @@ REQUIRED_FIELDS: dict[Feature, tuple[str, ...]] = {
     "logprobs": ("logprobs", "top_logprobs"),
     "stop": ("stop",),
 }
+
+
+def required_fields(request: ChatRequest) -> frozenset[str]:
+    """The wire fields ``request`` sets that its answer depends on: a ``tool_choice`` left unset is not one."""
+    return frozenset(
+        wire
+        for feature in needed_features(request)
+        for wire in REQUIRED_FIELDS[feature]
+        if getattr(request, wire) not in (None, False)
+    )
 
 
 def needed_features(request: ChatRequest) -> frozenset[Feature]:
