@@ -220,7 +220,7 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     """stepper's answer as OpenAI's ``choices[].message``: content null when the assistant only calls tools."""
     answer: dict[str, Any] = {"role": "assistant", "content": message.get("content"), "refusal": None}
     if message.get("tool_calls"):
-        answer["tool_calls"] = message["tool_calls"]
+        answer["tool_calls"] = [{k: v for k, v in call.items() if v is not None} for call in message["tool_calls"]]
     return answer
 
 
@@ -379,6 +379,8 @@ def _delta(event: StreamEvent) -> dict[str, Any] | None:
         delta["id"], delta["type"] = fragment["id"], "function"
     function = {"name": fragment["name"]} if fragment.get("name") else {}
     delta["function"] = {**function, "arguments": fragment.get("arguments") or ""}
+    if fragment.get("extra_content"):
+        delta["extra_content"] = fragment["extra_content"]
     return {"tool_calls": [delta]}
 
 

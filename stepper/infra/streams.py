@@ -1,9 +1,10 @@
 """Streaming chat deltas to producers through a Redis Stream keyed by the task id.
 
 The worker appends ``delta`` events as a provider produces text, and ``tool_call`` events as it produces tool
-calls: their text is JSON ``{"index", "id", "name", "arguments"}``, a fragment in the terms of OpenAI's stream
-chunks (the first fragment of call ``index`` names its ``id`` and ``name``; the ``arguments`` text of all its
-fragments, in order, makes the call's arguments). A provider that fails after its first token
+calls: their text is JSON ``{"index", "id", "name", "arguments", "extra_content"}``, a fragment in the terms of
+OpenAI's stream chunks (the first fragment of call ``index`` names its ``id`` and ``name``; the ``arguments``
+text of all its fragments, in order, makes the call's arguments; ``extra_content`` is what the vendor needs
+back with the call, when it says). A provider that fails after its first token
 makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. Every
 stream ends with ``done``, ``error`` or ``cancelled``; the task's own result stays the complete answer or the
 error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
@@ -34,7 +35,14 @@ TTL_S = 3600
 class DeltaSink(Protocol):
     def delta(self, text: str) -> None: ...
 
-    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> None: ...
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None: ...
 
     def reset(self, reason: str) -> None: ...
 
@@ -49,8 +57,16 @@ class StreamEvent:
     text: str
 
     @classmethod
-    def tool_call(cls, index: int, call_id: str | None, name: str | None, arguments: str) -> StreamEvent:
-        return cls("tool_call", json.dumps({"index": index, "id": call_id, "name": name, "arguments": arguments}))
+    def tool_call(
+        cls,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> StreamEvent:
+        fragment = {"index": index, "id": call_id, "name": name, "arguments": arguments}
+        return cls("tool_call", json.dumps({**fragment, "extra_content": extra_content} if extra_content else fragment))
 
 
 def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
@@ -58,7 +74,10 @@ def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
     call in one fragment."""
     events = [StreamEvent("delta", message["content"])] if message.get("content") else []
     for index, call in enumerate(message.get("tool_calls") or ()):
-        events.append(StreamEvent.tool_call(index, call["id"], call["function"]["name"], call["function"]["arguments"]))
+        function = call["function"]
+        events.append(
+            StreamEvent.tool_call(index, call["id"], function["name"], function["arguments"], call.get("extra_content"))
+        )
     return events
 
 
@@ -72,8 +91,15 @@ class RedisStreamSink:
         self._add("delta", text)
         self._pending_text = True
 
-    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> None:
-        event = StreamEvent.tool_call(index, call_id, name, arguments)
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None:
+        event = StreamEvent.tool_call(index, call_id, name, arguments, extra_content)
         self._add(event.type, event.text)
         self._pending_text = True
 

@@ -159,7 +159,7 @@ def _message(message: Message) -> dict[str, Any]:
     """A turn on v2's wire: an assistant's tool calls (with its text, if any), a tool's result by call id."""
     wire: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
-        wire["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        wire["tool_calls"] = [call.model_dump(exclude={"extra_content"}) for call in message.tool_calls]
         if not message.content:
             del wire["content"]
     if message.tool_call_id is not None:

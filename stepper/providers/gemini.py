@@ -102,8 +102,11 @@ class GeminiProvider(LlmProvider):
                 yield text
             tokens.extend(_logprobs(candidate))
             for part in _function_calls(candidate):  # each arrives whole: one fragment per call
-                calls.append(self._tool_call(len(calls), part))
-                yield ToolCallDelta(len(calls) - 1, calls[-1].id, calls[-1].function.name, calls[-1].function.arguments)
+                whole = self._tool_call(len(calls), part)
+                calls.append(whole)
+                yield ToolCallDelta(
+                    len(calls) - 1, whole.id, whole.function.name, whole.function.arguments, whole.extra_content
+                )
             if candidate.get("finishReason"):
                 finish = self._finish_reason(candidate["finishReason"])
         if finish is None:
@@ -116,16 +119,20 @@ class GeminiProvider(LlmProvider):
         except ValueError as exc:
             raise UnsupportedInput(f"{self.settings.name} {exc}") from None
 
-    def _tool_call(self, index: int, call: dict[str, Any]) -> ToolCall:
-        """A ``functionCall`` part as an OpenAI tool call: its ``args`` object as JSON text."""
+    def _tool_call(self, index: int, part: dict[str, Any]) -> ToolCall:
+        """A ``functionCall`` part as an OpenAI tool call: its ``args`` object as JSON text, and the part's
+        ``thoughtSignature`` kept to be sent back (see ``ToolCall.extra_content``)."""
+        call = part["functionCall"]
         name, args = call.get("name"), call.get("args") or {}
         if not isinstance(name, str) or not isinstance(args, dict):
             raise TruncatedOutput(f"{self.settings.name} answered a malformed functionCall")
         arguments = json.dumps(args, separators=(",", ":"))
         call_id = call.get("id") if isinstance(call.get("id"), str) else None
+        signature = part.get("thoughtSignature")
         return ToolCall(
             id=call_id or tool_call_id(self.settings.name, index, name, arguments),
             function={"name": name, "arguments": arguments},
+            extra_content={"google": {"thought_signature": signature}} if isinstance(signature, str) else None,
         )
 
     def _path(self, call: LlmCall, method: str) -> str:
@@ -166,9 +173,7 @@ def _logprobs(candidate: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _function_calls(candidate: dict[str, Any]) -> list[dict[str, Any]]:
     parts = (candidate.get("content") or {}).get("parts") or ()
-    return [
-        part["functionCall"] for part in parts if isinstance(part, dict) and isinstance(part.get("functionCall"), dict)
-    ]
+    return [part for part in parts if isinstance(part, dict) and isinstance(part.get("functionCall"), dict)]
 
 
 def _text(candidate: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ multi-turn chat expects), ``system`` messages ``systemInstruction``; tool calls 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from stepper.providers.llm.call import LlmCall, tool_choice_function
@@ -21,6 +22,9 @@ ROLES = {"user": "user", "assistant": "model", "tool": "user"}
 #: ``tool_choice`` as ``functionCallingConfig.mode``.
 CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 #: Sampling fields of ``generationConfig``, by stepper's (OpenAI's) names.
+#: Models that require thought signatures on replayed function calls, and the documented stand-in for a missing one.
+SIGNING_MODELS = re.compile(r"gemini-3[.-]")
+UNSIGNED_CALL = "skip_thought_signature_validator"
 GENERATION_FIELDS = {"top_p": "topP", "seed": "seed", "presence_penalty": "presencePenalty",
                      "frequency_penalty": "frequencyPenalty", "stop": "stopSequences"}  # fmt: skip
 
@@ -39,6 +43,8 @@ def request_body(call: LlmCall) -> dict[str, Any]:
             contents.append({"role": role, "parts": parts})
     if not contents:
         raise ValueError("needs at least one user or assistant message")
+    if SIGNING_MODELS.match(call.model.removeprefix("models/")):
+        _sign_replayed_calls(contents)
     payload: dict[str, Any] = {"contents": contents, "generationConfig": _generation_config(call)}
     if system := "\n\n".join(m.content for m in call.messages if m.role == "system"):
         payload["systemInstruction"] = {"parts": [{"text": system}]}
@@ -76,8 +82,22 @@ def _parts(message: Message, messages: list[Message]) -> list[dict[str, Any]]:
         return [{"functionResponse": {"name": name, "response": response}}]
     parts: list[dict[str, Any]] = [{"text": message.content}] if message.content or not message.tool_calls else []
     for call in message.tool_calls or ():
-        parts.append({"functionCall": {"name": call.function.name, "args": arguments_object(call)}})
+        part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": arguments_object(call)}}
+        signature = ((call.extra_content or {}).get("google") or {}).get("thought_signature")
+        if isinstance(signature, str):
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+def _sign_replayed_calls(contents: list[dict[str, Any]]) -> None:
+    """Gemini 3 refuses a replayed model turn whose first function call has no thought signature; a call that
+    came without one (from another vendor, or rebuilt by the caller) gets the value Google documents for that
+    case (ai.google.dev/gemini-api/docs/thought-signatures)."""
+    for content in contents:
+        calls = [part for part in content["parts"] if "functionCall" in part]
+        if content["role"] == "model" and calls and "thoughtSignature" not in calls[0]:
+            calls[0]["thoughtSignature"] = UNSIGNED_CALL
 
 
 def _generation_config(call: LlmCall) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def _message(message: Message) -> dict[str, Any]:
     """A turn on OpenAI's wire: an assistant's tool calls with null content when it said nothing else."""
     wire: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
-        wire["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        wire["tool_calls"] = [call.model_dump(exclude={"extra_content"}) for call in message.tool_calls]
         wire["content"] = message.content or None
     if message.tool_call_id is not None:
         wire["tool_call_id"] = message.tool_call_id

@@ -33,6 +33,10 @@ class ToolCall(Strict):
     id: str = Field(min_length=1, max_length=200)
     type: Literal["function"] = "function"
     function: FunctionCall
+    #: What a vendor needs back with the call in the next turn, under the vendor's name, as Google's
+    #: OpenAI-compatible API carries it: ``{"google": {"thought_signature": ...}}`` (Gemini's thought signature,
+    #: which Gemini 3 requires on replayed function calls). Send the assistant message back as it came.
+    extra_content: dict[str, Any] | None = None
 
 
 class Message(Strict):
@@ -180,6 +184,9 @@ class ChatRequest(TaskRequest):
             for name in ("tool_calls", "tool_call_id"):
                 if message[name] is None:
                     del message[name]
+            for call in message.get("tool_calls") or ():
+                if call["extra_content"] is None:
+                    del call["extra_content"]
         return content
 
     def tool_name(self, call_id: str) -> str:

@@ -19,7 +19,7 @@ from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.fake_http import FakeServer
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.vendors.cohere import FakeCohere
-from tests.support.vendors.gemini import FakeGemini
+from tests.support.vendors.gemini import SIGNATURE, FakeGemini
 from tests.support.vendors.openai import FakeOpenAI
 
 WEATHER: Any = {
@@ -225,6 +225,9 @@ def test_the_sdk_tool_flow_through_each_vendor(
     assert second.choices[0].finish_reason == "stop"
     assert "21" in (second.choices[0].message.content or "")
     assert len(fake.requests) == seen + 2  # each answered by this vendor, which accepted its wire format
+    if vendor == "gemini":  # the thought signature went out with the call and came back through the SDK
+        assert (call.model_extra or {}).get("extra_content") == {"google": {"thought_signature": SIGNATURE}}
+        assert fake.requests[seen + 1].json()["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE
 
 
 @pytest.mark.parametrize("vendor", list(MODELS))

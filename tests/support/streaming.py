@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stepper.infra.streams import StreamEvent, current_sink
 from stepper.providers.llm.base import LlmProvider
 from stepper.schemas import ChatRequest
@@ -16,8 +18,15 @@ class Sink:
     def delta(self, text: str) -> None:
         self.events.append(StreamEvent("delta", text))
 
-    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> None:
-        self.events.append(StreamEvent.tool_call(index, call_id, name, arguments))
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None:
+        self.events.append(StreamEvent.tool_call(index, call_id, name, arguments, extra_content))
 
     def reset(self, reason: str) -> None:
         self.events.append(StreamEvent("reset", reason))

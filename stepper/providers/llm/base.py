@@ -174,7 +174,7 @@ class LlmProvider(Provider):
                 if not parts and piece:
                     self.http.answer_started()
                 if isinstance(piece, ToolCallDelta):
-                    sink.tool_call(piece.index, piece.id, piece.name, piece.arguments)
+                    sink.tool_call(piece.index, piece.id, piece.name, piece.arguments, piece.extra_content)
                     parts.append(piece.arguments)
                 elif piece:
                     sink.delta(piece)

@@ -107,6 +107,8 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    #: ``ToolCall.extra_content``, on the fragment that brings it.
+    extra_content: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

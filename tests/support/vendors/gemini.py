@@ -13,7 +13,8 @@ Function calling as the reference describes it (``Tool.functionDeclarations``, `
 ``functionResponse`` must answer a ``functionCall`` of the model turn before it, by name, with an object. Given
 tools in mode AUTO or ANY, the fake calls one (the first allowed) with an argument per declared property, as a
 whole ``functionCall`` part (streamed in one chunk too) and ``finishReason`` STOP, unless the conversation ends
-with function responses (AUTO), which it then quotes in text.
+with function responses (AUTO), which it then quotes in text. Its function calls carry a ``thoughtSignature``,
+and for ``gemini-3`` models a replayed model turn's first function call must bring one back, as Google requires.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ SCHEMA_FIELDS = {
     "maximum",
 }
 CALLING_MODES = {"AUTO", "ANY", "NONE", "VALIDATED"}
+#: The ``thoughtSignature`` the fake puts on its function calls (base64, as Google's bytes are in JSON).
+SIGNATURE = "ZmFrZS10aG91Z2h0LXNpZ25hdHVyZQ=="
 FUNCTION_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$")
 TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 MIME_TYPES = {"text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum"}
@@ -134,7 +137,7 @@ class FakeGemini(FakeServer):
             body = request.json()
         except ValueError:
             return invalid("Invalid JSON payload received. Unexpected token.")
-        problem = self._check(body)
+        problem = self._check(body) or _check_signatures(body, match["model"])
         if problem:
             return invalid(problem)
         reply = self._answer(body, match["model"])
@@ -205,7 +208,7 @@ class FakeGemini(FakeServer):
         candidate: dict[str, Any] = {"finishReason": finish, "index": 0, "safetyRatings": _ratings(finish == "SAFETY")}
         if finish not in WITHHELD:
             thought = [{"text": self.thoughts.popleft(), "thought": True}] if self.thoughts else []
-            answer = {"functionCall": call} if call is not None else {"text": text}
+            answer = {"functionCall": call, "thoughtSignature": SIGNATURE} if call is not None else {"text": text}
             candidate["content"] = {"parts": [*thought, answer], "role": "model"}
             if config.get("responseLogprobs") and call is None:
                 candidate["logprobsResult"] = _logprobs_result(text, int(config.get("logprobs", 0)))
@@ -386,6 +389,9 @@ def _ratings(blocked: bool) -> list[dict[str, Any]]:
 
 
 def _valid_part(part: dict[str, Any]) -> bool:
+    if not isinstance(part.get("thoughtSignature", ""), str):
+        return False
+    part = {key: value for key, value in part.items() if key != "thoughtSignature"}
     if "text" in part:
         return isinstance(part["text"], str) and not set(part) - {"text", "thought"}
     if set(part) == {"functionCall"}:
@@ -441,3 +447,18 @@ def _logprobs_result(text: str, top: int) -> dict[str, Any]:
     chosen = [{"token": piece, "tokenId": index, "logProbability": -0.25} for index, piece in enumerate(steps)]
     tops = [{"candidates": [dict(item) for _ in range(top)]} for item in chosen]
     return {"chosenCandidates": chosen, "topCandidates": tops, "logProbabilitySum": -0.25 * len(steps)}
+
+
+def _check_signatures(body: dict[str, Any], model: str) -> str | None:
+    """Gemini 3 refuses a model turn whose first function call comes back without its ``thoughtSignature``
+    (ai.google.dev/gemini-api/docs/thought-signatures)."""
+    if not model.startswith("gemini-3"):
+        return None
+    for index, content in enumerate(body["contents"]):
+        calls = [part for part in content["parts"] if "functionCall" in part]
+        if content["role"] == "model" and calls and "thoughtSignature" not in calls[0]:
+            return (
+                f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                f"to work correctly (contents[{index}])."
+            )
+    return None

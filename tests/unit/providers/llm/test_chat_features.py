@@ -23,7 +23,7 @@ from stepper.settings import ProviderSettings
 from tests.support.fake_http import FakeServer, Fault
 from tests.support.streaming import Sink
 from tests.support.vendors.cohere import FakeCohere
-from tests.support.vendors.gemini import FakeGemini
+from tests.support.vendors.gemini import SIGNATURE, FakeGemini
 from tests.support.vendors.openai import FakeOpenAI
 
 KEY = "test-key-0123456789"
@@ -154,21 +154,23 @@ def test_a_tool_result_goes_back_and_is_answered(vendor: Vendor) -> None:
     reply = vendor.provider.complete(chat(conversation, tools=[WEATHER]), "m")
     assert reply.output.finish_reason == "stop" and "21" in (reply.output.message.content or "")
     sent = vendor.sent()
+    wire_call = call.model_dump(exclude={"extra_content"})
     if vendor.name == "openai":
-        assert sent["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}
+        assert sent["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [wire_call]}
         assert sent["messages"][2] == {"role": "tool", "content": '{"temperature_c": 21}', "tool_call_id": call.id}
     elif vendor.name == "gemini":
         model_turn, result_turn = sent["contents"][1:]
+        function_call = {"name": "get_weather", "args": json.loads(call.function.arguments)}
         assert model_turn == {
             "role": "model",
-            "parts": [{"functionCall": {"name": "get_weather", "args": json.loads(call.function.arguments)}}],
+            "parts": [{"functionCall": function_call, "thoughtSignature": SIGNATURE}],
         }
         assert result_turn == {
             "role": "user",
             "parts": [{"functionResponse": {"name": "get_weather", "response": {"temperature_c": 21}}}],
         }
     else:
-        assert sent["messages"][1] == {"role": "assistant", "tool_calls": [call.model_dump()]}
+        assert sent["messages"][1] == {"role": "assistant", "tool_calls": [wire_call]}
         assert sent["messages"][2] == {"role": "tool", "content": '{"temperature_c": 21}', "tool_call_id": call.id}
 
 
@@ -314,3 +316,44 @@ def test_a_refused_field_the_request_needs_moves_the_chain_on(openai: Vendor, me
     assert len(openai.fake.requests) == 1
     assert openai.provider.complete(chat(tools=[WEATHER], tool_choice="none"), "m").output.finish_reason == "stop"
     assert "tools" not in openai.sent()  # not needed with tool_choice none: left out
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch, memory: MemoryCapabilities) -> Iterator[Vendor]:
+    monkeypatch.setenv("TEST_VENDOR_KEY", KEY)
+    fake = FakeGemini(KEY)
+    fake.start()
+    yield Vendor("gemini", fake, GeminiProvider(_settings("gemini", "x:Y", f"{fake.url}/v1beta")))
+    fake.stop()
+
+
+def replay(first: Any, extra_content: Any) -> ChatRequest:
+    [call] = first.tool_calls or []
+    called = {**first.model_dump(), "tool_calls": [{**call.model_dump(), "extra_content": extra_content}]}
+    result = {"role": "tool", "tool_call_id": call.id, "content": "21"}
+    return chat([{"role": "user", "content": "Weather?"}, called, result], tools=[WEATHER])
+
+
+def test_gemini_thought_signatures_go_back_with_their_calls(gemini: Vendor) -> None:
+    model = "gemini-3-flash-preview"
+    first = gemini.provider.complete(chat(tools=[WEATHER]), model).output.message
+    [call] = first.tool_calls or []
+    assert call.extra_content == {"google": {"thought_signature": SIGNATURE}}
+    gemini.provider.complete(replay(first, call.extra_content), model)
+    assert gemini.sent()["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE
+
+
+def test_a_gemini_3_call_replayed_without_its_signature_gets_googles_stand_in(gemini: Vendor) -> None:
+    first = gemini.provider.complete(chat(tools=[WEATHER]), "gemini-3-flash-preview").output.message
+    reply = gemini.provider.complete(replay(first, None), "gemini-3-flash-preview")
+    assert reply.output.finish_reason == "stop"  # the fake, like Gemini 3, refuses an unsigned replay
+    assert gemini.sent()["contents"][1]["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"
+    gemini.provider.complete(replay(first, None), "gemini-2.0-flash")
+    assert "thoughtSignature" not in gemini.sent()["contents"][1]["parts"][0]
+
+
+def test_a_streamed_gemini_call_brings_its_signature(gemini: Vendor) -> None:
+    output, sink = streamed_output(gemini.provider, chat(tools=[WEATHER], stream=True))
+    [fragment] = [json.loads(event.text) for event in sink.events if event.type == "tool_call"]
+    assert fragment["extra_content"] == {"google": {"thought_signature": SIGNATURE}}
+    assert (output.message.tool_calls or [])[0].extra_content == fragment["extra_content"]
