@@ -118,6 +118,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1, le=128)
+    functions: Any = None
+    function_call: Any = None
 
 
 def to_chat_request(body: ChatCompletionRequest) -> dict[str, Any]:
@@ -128,6 +130,12 @@ def to_chat_request(body: ChatCompletionRequest) -> dict[str, Any]:
             f"n={body.n}: stepper generates one choice per request (each request is its own task, with its own "
             "fallback, cache entry and stream); send n requests, with different seeds if you want them to differ",
             "n_not_supported",
+        )
+    if body.functions is not None or body.function_call is not None:
+        raise ApiError(
+            400,
+            "functions and function_call are OpenAI's deprecated form of tools: send tools and tool_choice instead",
+            "unsupported_parameter",
         )
     request: dict[str, Any] = {"messages": [message.to_stepper() for message in body.messages], "model": body.model}
     for name in PASSED_FIELDS:

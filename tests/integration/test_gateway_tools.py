@@ -153,6 +153,9 @@ def test_bad_tool_requests_and_n_above_one_are_refused_clearly(gateway: RunningG
     with pytest.raises(openai.BadRequestError) as many:
         client.chat.completions.create(model="gpt-4o-mini", messages=[QUESTION], n=2)
     assert many.value.code == "n_not_supported" and "send n requests" in str(many.value)
+    legacy: Any = [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    with pytest.raises(openai.BadRequestError, match="send tools and tool_choice instead"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[QUESTION], functions=legacy)
     orphan = {"role": "tool", "tool_call_id": "call_nowhere", "content": "21"}
     with pytest.raises(openai.UnprocessableEntityError) as unanswered:
         client.chat.completions.create(model="gpt-4o-mini", messages=[QUESTION, orphan], tools=[WEATHER])  # type: ignore[list-item]
