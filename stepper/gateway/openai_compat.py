@@ -248,10 +248,23 @@ def _result(state: Gateway, result: AsyncResult | EagerResult, timeout_s: float)
     except ContentRejected as exc:
         raise ApiError(400, state.redactor.redact(str(exc)), "content_filter") from None
     except ChainExhausted as exc:
+        if _unservable(exc):
+            raise ApiError(400, state.redactor.redact(str(exc)), "unsupported_request") from None
         raise ApiError(503, state.redactor.redact(str(exc)), "providers_unavailable") from None
     except StepperError as exc:
         raise ApiError(502, state.redactor.redact(f"{type(exc).__name__}: {exc}"), "upstream_error") from None
     return value
+
+
+def _unservable(exc: ChainExhausted) -> bool:
+    """Whether the chain failed only because no provider can serve what the request asks (tools of a provider
+    without them, logprobs of one that gives none...): a 400 the SDK does not retry, not a 503 it would."""
+    tried = [attempt for attempt in exc.attempts if attempt.get("outcome") != "skipped"]
+    return (
+        not exc.retryable
+        and bool(tried)
+        and all(str(attempt.get("error") or "").startswith("UnsupportedInput:") for attempt in tried)
+    )
 
 
 def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:

@@ -248,3 +248,13 @@ def test_a_streamed_tool_call_through_each_vendor(
     ]
     assert calls[0]["id"] and finishes == ["tool_calls"] and text == ""
     assert wire_tools(vendor, fake.requests[seen].json()) == ["get_weather"]
+
+
+def test_a_request_no_provider_can_serve_is_a_400_the_sdk_does_not_retry(
+    vendor_gateway: RunningGateway, vendors: dict[str, FakeServer]
+) -> None:
+    seen = len(vendors["cohere"].requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(vendor_gateway).chat.completions.create(model=MODELS["cohere"], messages=[QUESTION], logprobs=True)
+    assert refused.value.code == "unsupported_request" and "cannot serve logprobs" in str(refused.value)
+    assert len(vendors["cohere"].requests) == seen  # refused before anything was sent

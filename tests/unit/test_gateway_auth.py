@@ -7,10 +7,10 @@ import hashlib
 import pytest
 
 from stepper.config import load_config, parse_stepper_settings
-from stepper.errors import ConfigError, InvalidRequest
+from stepper.errors import ChainExhausted, ConfigError, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.gateway.auth import key_digest, match_key, new_key
-from stepper.gateway.openai_compat import ChatCompletionRequest, to_chat_request
+from stepper.gateway.openai_compat import ChatCompletionRequest, _unservable, to_chat_request
 from stepper.settings import StepperSettings
 
 
@@ -86,3 +86,13 @@ def test_only_an_assistants_tool_calls_may_come_without_content() -> None:
     silent = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": None}]})
     with pytest.raises(InvalidRequest, match=r"messages\.0\.content"):
         FAMILIES["chat"].parse(to_chat_request(silent))
+
+
+def test_only_a_chain_of_providers_that_cannot_serve_the_request_is_unservable() -> None:
+    cannot = {"outcome": "permanent_error", "error": "UnsupportedInput: gemini cannot serve logprobs"}
+    skipped = {"outcome": "skipped", "error": "GEMINI_API_KEY is not set"}
+    down = {"outcome": "retryable_error", "error": "Unavailable: openai answered 503"}
+    assert _unservable(ChainExhausted("x", [cannot, skipped]))
+    assert not _unservable(ChainExhausted("x", [cannot, down], retryable=True))
+    assert not _unservable(ChainExhausted("x", [skipped]))
+    assert not _unservable(ChainExhausted("x", [cannot, {"outcome": "permanent_error", "error": "AuthError: 401"}]))
