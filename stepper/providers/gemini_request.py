@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from stepper.providers.llm.call import LlmCall, tool_choice_function
-from stepper.schemas.chat import FunctionDefinition, Message, arguments_object
+from stepper.schemas.chat import FunctionDefinition, Message, arguments_object, tool_name
 
 #: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.
 SCHEMA_KEYWORDS = frozenset({"description", "enum", "format", "nullable", "required", "minItems", "maxItems"})
@@ -72,8 +72,8 @@ def gemini_schema(node: dict[str, Any]) -> dict[str, Any]:
 
 def _parts(message: Message, messages: list[Message]) -> list[dict[str, Any]]:
     """One turn's parts: its text, its function calls, or the function response it carries."""
-    if message.role == "tool":
-        name = next(c.function.name for m in messages for c in m.tool_calls or () if c.id == message.tool_call_id)
+    if message.tool_call_id is not None:  # a tool turn (the schema ties the id to the role)
+        name = tool_name(messages, message.tool_call_id)
         try:
             result = json.loads(message.content)
         except ValueError:

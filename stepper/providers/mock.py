@@ -38,7 +38,7 @@ from stepper.schemas import (
     VisionOutput,
     VisionRequest,
 )
-from stepper.schemas.chat import NamedToolChoice
+from stepper.schemas.chat import NamedToolChoice, tool_name
 from stepper.schemas.common import TaskRequest
 
 #: Rough speaking rate used to give mock audio a plausible duration.
@@ -191,7 +191,7 @@ def _text(request: ChatRequest, seed: str, last_user: str) -> str:
     if request.response_format is not None and request.response_format.type == "json_object":
         return json.dumps({"mock": seed[:8], "you_said": last_user[:200]})
     if last.role == "tool" and last.tool_call_id is not None:
-        return f"[mock {seed[:8]}] {request.tool_name(last.tool_call_id)} returned: {last.content[:200]}"
+        return f"[mock {seed[:8]}] {tool_name(request.messages, last.tool_call_id)} returned: {last.content[:200]}"
     return f"[mock {seed[:8]}] You said: {last_user[:200]}"
 
 

@@ -189,10 +189,6 @@ class ChatRequest(TaskRequest):
                     del call["extra_content"]
         return content
 
-    def tool_name(self, call_id: str) -> str:
-        """The function the call ``call_id`` (validated to exist) called: vendors that key results by name."""
-        return next(call.function.name for m in self.messages for call in m.tool_calls or () if call.id == call_id)
-
 
 class AssistantMessage(Strict):
     role: Literal["assistant"] = "assistant"
@@ -207,6 +203,12 @@ class ChatOutput(Strict):
     #: OpenAI's ``choices[].logprobs`` (``{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}``) when
     #: the request asked for ``logprobs`` and the provider gives them.
     logprobs: dict[str, Any] | None = None
+
+
+def tool_name(messages: list[Message], call_id: str) -> str:
+    """The function that the call ``call_id``, made in ``messages`` (a validated request's), called: for vendors
+    that key a tool's result by the function's name rather than the call's id."""
+    return next(call.function.name for m in messages for call in m.tool_calls or () if call.id == call_id)
 
 
 def arguments_object(call: ToolCall) -> dict[str, Any]:
