@@ -94,7 +94,7 @@ def _run_family(
                     count_redelivery(task.request.id, kind)
                 result = serve(family, request, task.request.id, lambda: _compute(task, family, request, scope))
             if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
-                sink.done(result["output"]["message"]["content"])
+                sink.done(result["output"]["message"])
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
         _finished(task)  # the retry is a message of its own, journaled when it is published
