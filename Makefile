@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
 SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
-# Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector.
-TEST_PACKAGES := ffmpeg
+# Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector;
+# chromium opens the how-to guide and the gateway's /docs headless.
+TEST_PACKAGES := ffmpeg chromium
 # Tesseract languages (its codes: eng, deu, chi_sim, ...) installed as tesseract-ocr-<code> for OCR's `lang`;
 # English and the major European languages unless told otherwise: make run OCR_LANGUAGES="eng deu jpn".
 OCR_LANGUAGES ?= eng deu fra ita spa por

@@ -34,7 +34,12 @@ stepper_mode = "live"
 #   models            the models it serves (a chat request naming another model skips it)
 #   timeout_s, connect_timeout_s
 #   rpm, tpm          fleet-wide requests and tokens per minute (0 = no limit)
-#   budget, budgets   LLM token budget {"input_tokens", "output_tokens"}; budgets per model
+#   budget, budgets   LLM token budget {"input_tokens", "output_tokens"} and spend caps {"per_day", "per_month"}
+#                     (UTC windows, in the prices' currency); budgets: the same per model
+#   prices            {model: {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "currency"}}
+#   deployments       several deployments of the same models, each {"base_url", "api_key_env", "weight",
+#                     "label", "rpm", "tpm"} with its own breaker, cooldown and limits
+#   strategy          how calls pick a deployment: "weighted" (default), "least-busy", "latency"
 #   options           provider-specific (see each provider's module docstring)
 # For example, a second OpenAI-compatible server beside the others:
 # stepper_providers = {
@@ -57,11 +62,20 @@ stepper_images = {"roots": []}
 
 # PDFs and TIFFs given to OCR: pages per document (or selected from one), and the render DPI's default and
 # bounds; a page over stepper_images max_pixels is rendered lower, down to min_dpi, then refused.
-# stepper_documents = {"max_pages": 50, "default_dpi": 300, "max_dpi": 600, "min_dpi": 100}
+# stepper_documents = {"max_pages": 50, "max_request_pages": 200, "default_dpi": 300, "max_dpi": 600, "min_dpi": 100}
+
+# How OCR prepares a page: straighten a lean (deskew), enlarge glyphs under 10 px towards 30 px, adaptive
+# binarisation (off: it lowered accuracy on low-resolution scans). Measured defaults: see OcrSettings.
+# stepper_ocr = {"deskew": True, "enlarge_glyphs_below_px": 10, "adaptive_binarisation": False}
 
 # The HTTP gateway's keys, as SHA-256 digests (`stepper gateway new-key` prints a key and its digest; give
 # the key to the caller, put the digest here or in STEPPER_GATEWAY_KEY_HASHES).
 stepper_gateway = {"key_hashes": []}
+# Spend caps per key, by day and month (429 insufficient_quota once spent): "budget" for every key, "budgets"
+# for particular keys by identity (the digest's first 8 hex characters), e.g.
+# stepper_gateway = {"key_hashes": [...], "budget": {"per_day": 2.0}, "budgets": {"ab12cd34": {"per_month": 100.0}}}
+# Prices over those the providers declare (stepper/settings.py ships the default chains' models, in USD):
+# stepper_prices = {"openai": {"gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10.0}}}
 
 # Time limits. Keep soft < hard < stepper_visibility_timeout_s (checked at start-up): Redis hands a message
 # that was not acknowledged within the visibility timeout to another worker, so a longer task would run twice.

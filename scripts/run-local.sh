@@ -78,7 +78,22 @@ done
 echo
 grep -q "ready\." "$RUN/worker.log" || { echo "the worker is not ready after 60 s; see $RUN/worker.log" >&2; exit 1; }
 
-"$BIN/stepper" demo --timeout 60 || echo "some sample jobs failed; see $RUN/worker.log"
+# Flower counts only the tasks whose events it receives, and workers send task events only once Flower has switched
+# them on (it does so every few seconds while it runs; they are off in stepper/config.py, for throughput): wait for
+# the worker to say so before the demo, or Flower shows 0 tasks processed after it.
+echo -n "==> waiting for Flower to switch on the worker's task events"
+for _ in $(seq 60); do
+  grep -q "Events of group {task} enabled by remote" "$RUN/worker.log" 2>/dev/null && break
+  kill -0 "${started[-2]}" 2>/dev/null || { echo; echo "Flower exited; see $RUN/flower.log" >&2; break; }
+  echo -n "."
+  sleep 0.5
+done
+echo
+grep -q "Events of group {task} enabled by remote" "$RUN/worker.log" \
+  || echo "Flower has not switched on task events yet; it may miss the demo's tasks (see $RUN/flower.log)"
+
+# The six sample jobs, then a narrated how-to guide built from stepper/samples/howto.webm into $RUN/guide.
+"$BIN/stepper" demo --timeout 120 --guide-out "$RUN/guide" || echo "some sample jobs failed; see $RUN/worker.log"
 
 echo
 echo "==> the same fleet through the HTTP gateway, with the official openai SDK (streamed)"
@@ -110,6 +125,8 @@ cat <<MSG
 ==> the fleet is serving.
     Flower:   http://127.0.0.1:$FLOWER_PORT  (user $STEPPER_FLOWER_USER, password $STEPPER_FLOWER_PASSWORD)
     Submit:   $BIN/stepper submit chat '{"messages": [{"role": "user", "content": "hello"}]}'
+    Guide:    $PWD/$RUN/guide/guide.html  (the how-to guide of stepper/samples/howto.webm; again:
+                $BIN/stepper workflow run howto stepper/samples/howto.webm --out $RUN/guide)
     Gateway:  http://127.0.0.1:$GATEWAY_PORT/docs  (API key $GATEWAY_KEY, valid while make run runs)
     HTTP:     curl -s -H "Authorization: Bearer $GATEWAY_KEY" -H 'Content-Type: application/json' \\
                 -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}' \\

@@ -2,7 +2,8 @@
 
 The public surface is what ``__all__`` lists, and nothing else is promised. ``import stepper`` is cheap: Celery
 and the app load on first use (``stepper.app``, ``stepper.submit``), which is also how ``celery -A stepper``
-finds the app. Outcome hooks (``on_success``, ``on_failure``) and ``verify_webhook`` load on first use too.
+finds the app. Outcome hooks (``on_success``, ``on_failure``), ``verify_webhook`` and the workflows (``workflow``,
+``resume_workflow``, ``cancel_workflow``) load on first use too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stepper.errors import (
     AuthError,
     BrokerUnavailable,
+    BudgetExhausted,
     Cancelled,
     ChainExhausted,
     CircuitOpen,
@@ -34,6 +36,7 @@ from stepper.errors import (
     UnprocessableInput,
     UnsupportedInput,
     UnsupportedParameter,
+    WorkflowFailed,
 )
 from stepper.priorities import PRIORITIES, PriorityName
 from stepper.schemas import KINDS, Kind
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from stepper.outcomes.hooks import on_failure, on_success
     from stepper.outcomes.webhooks import verify as verify_webhook
     from stepper.producer import cancel, stream, submit
+    from stepper.workflows.api import cancel_workflow, resume_workflow, workflow
 
 __version__ = "0.1.0"
 
@@ -53,6 +57,7 @@ __all__ = [
     "PRIORITIES",
     "AuthError",
     "BrokerUnavailable",
+    "BudgetExhausted",
     "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
@@ -77,16 +82,20 @@ __all__ = [
     "UnprocessableInput",
     "UnsupportedInput",
     "UnsupportedParameter",
+    "WorkflowFailed",
     "__version__",
     "app",
     "cancel",
+    "cancel_workflow",
     "load_jobs",
     "on_failure",
     "on_success",
+    "resume_workflow",
     "stream",
     "submit",
     "submit_many",
     "verify_webhook",
+    "workflow",
 ]
 
 
@@ -107,6 +116,10 @@ def __getattr__(name: str) -> Any:
         from stepper.outcomes import hooks
 
         return getattr(hooks, name)
+    if name in {"workflow", "resume_workflow", "cancel_workflow"}:
+        from stepper.workflows import api
+
+        return getattr(api, name)
     if name == "verify_webhook":
         from stepper.outcomes.webhooks import verify
 

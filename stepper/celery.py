@@ -133,20 +133,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
     """A configured app; ``config`` defaults to this process's merged configuration."""
     config = dict(current_config() if config is None else config)
     parse_stepper_settings(config)
-    app = StepperCelery("stepper", include=["stepper.tasks", "stepper.workers.process"])
+    app = StepperCelery("stepper", include=["stepper.tasks", "stepper.workflows.tasks", "stepper.workers.process"])
     app.config_from_object(
         {
             **config,
-            # One queue per family, named after it, and one for webhook deliveries; a worker started without
-            # -Q consumes them all.
+            # One queue per family, named after it, one for webhook deliveries and one for the workflows' own
+            # tasks (stepper.workflows.tasks); a worker started without -Q consumes them all.
             "task_queues": [
                 *(Queue(kind, routing_key=kind) for kind in KINDS),
                 Queue("callbacks", routing_key="callbacks"),
+                Queue("workflows", routing_key="workflows"),
             ],
             "task_routes": {
                 **{f"stepper.{kind}": {"queue": kind} for kind in KINDS},
                 "stepper.voices": {"queue": "speech"},
                 "stepper.deliver_webhook": {"queue": "callbacks"},
+                "stepper.workflow.*": {"queue": "workflows"},
             },
         }
     )

@@ -2,10 +2,17 @@
 
 Around each provider call, from the outside in (written down once, here):
 
+    budget check (the provider's and the model's spend caps, fleet-wide; spent: ``budget_exhausted``, next provider)
     retry loop (per provider: backoff with full jitter, Retry-After honoured, capped inline wait)
-      -> admission (fleet-wide breaker state and rate limits, one Redis round trip)
+      -> deployment routing (``weighted``, ``least-busy`` or ``latency`` among the provider's deployments)
+      -> admission (fleet-wide breaker state and rate limits of that deployment, one Redis round trip)
         -> pybreaker (counts transient failures, opens and closes the circuit)
           -> provider adapter, then validation of its output against the family's model
+
+A provider with several ``deployments`` fails over between them first: a deployment whose breaker is open, that is
+cooling down (Retry-After), at its rate limit, or that failed transiently or refused its key is left out for the
+rest of the call and another one is tried at once; the provider's inline tries (with backoff) apply to the last
+one left. The chain moves on to the next provider only when none of its deployments is left.
 
 A transient failure moves on to the next provider once the provider's inline tries are spent (at once when
 no first byte came within ``first_token_timeout_s``); an error caused by the request itself stops the chain;
@@ -20,8 +27,10 @@ a provider that cannot run here is recorded as ``skipped``. What a vendor's erro
 A task's scope (:class:`~stepper.infra.cancellation.TaskScope`) bounds the whole run: a cancelled task ends
 with ``Cancelled`` and a spent ``deadline_s`` with ``DeadlineExceeded``, both carrying the attempts; no
 attempt starts when the time left is shorter than the provider's usual answer time (its median over its
-recent successes in this process). When every provider failed, ``ChainExhausted`` carries every attempt
-and says whether a later try could succeed (the task then goes back to the broker).
+recent successes in this process). A successful answer's ``usage`` gets its ``cost`` and ``currency`` when
+the model has a price, and that cost is charged to the provider, the model and the submitting gateway key.
+When every provider failed, ``ChainExhausted`` carries every attempt and says whether a later try could
+succeed (the task then goes back to the broker).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -40,6 +50,7 @@ from pydantic import BaseModel, ValidationError
 from stepper.contracts import Provider, Reply
 from stepper.errors import (
     AuthError,
+    BudgetExhausted,
     Cancelled,
     ChainExhausted,
     CircuitOpen,
@@ -57,12 +68,15 @@ from stepper.families import Family
 from stepper.guards.admission import Limits
 from stepper.guards.backoff import wait_before_retry
 from stepper.guards.breaker import ProviderGuard
+from stepper.guards.routing import MemoryRouteBackend, Pick, Router
+from stepper.guards.spend import BudgetLine, Budgets, MemorySpendLedger, Scope, provider_lines
 from stepper.infra import metrics, tracing
 from stepper.infra.cancellation import TaskScope, current_task
 from stepper.infra.logs import log_context
-from stepper.registry import Registry, unavailable_reason
+from stepper.registry import Registry, deployment_reasons
 from stepper.schemas import Attempt, Kind, Outcome, TaskResult, describe_validation_error
-from stepper.settings import ChainEntry, ProviderSettings, StepperSettings
+from stepper.schemas.common import Usage
+from stepper.settings import ChainEntry, DeploymentTarget, ProviderSettings, StepperSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +97,8 @@ class Link:
     model: str
     settings: ProviderSettings
     skip_reason: str | None = None
+    #: The deployments that can run here (a provider without ``deployments`` has one).
+    targets: tuple[DeploymentTarget, ...] = ()
 
 
 @dataclass
@@ -91,6 +107,8 @@ class _Run:
 
     kind: Kind
     scope: TaskScope
+    #: The identity of the gateway key that submitted the task, charged with what it spends.
+    gateway_key: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     retry_after_hints: list[float] = field(default_factory=list)
     #: Tokens the request needs, once a vendor counted them in a context-overflow error.
@@ -119,12 +137,20 @@ class ChainExecutor:
         registry: Registry,
         guard: ProviderGuard,
         sleep: Callable[[float], None] | None = None,
+        *,
+        router: Router | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._guard = guard
         self._sleep = sleep
+        self._router = router or Router(MemoryRouteBackend())
+        self._budgets = budgets or Budgets(MemorySpendLedger(), settings)
         self._instances: dict[tuple[Kind, str], Provider] = {}
+        # Per provider (and model): settings never change in a process, so these are worked out once.
+        self._targets: dict[str, tuple[DeploymentTarget, ...]] = {}
+        self._budget_lines_of: dict[tuple[str, str], list[BudgetLine]] = {}
         self._latencies: dict[tuple[Kind, str, str], deque[float]] = {}
 
     def resolve_chain(self, kind: Kind, requested_model: str | None = None) -> list[Link]:
@@ -132,20 +158,23 @@ class ChainExecutor:
         entries = self._entries_for(kind, requested_model)
         mode = self._settings.mode
         if mode == "mock":
-            return [Link(MOCK, entry.model, self._mock_settings()) for entry in entries]
+            return [self._mock_link(entry.model) for entry in entries]
         links = [self._link(kind, entry) for entry in entries]
         if mode == "hybrid" and links[-1].name != MOCK:
-            links.append(Link(MOCK, entries[0].model, self._mock_settings()))
+            links.append(self._mock_link(entries[0].model))
         return links
 
-    def run(self, family: Family, request: BaseModel, scope: TaskScope | None = None) -> TaskResult:
+    def run(
+        self, family: Family, request: BaseModel, scope: TaskScope | None = None, gateway_key: str | None = None
+    ) -> TaskResult:
         """The first valid answer along the chain.
 
         ``scope`` is the task's (cancellation, deadline); none: a run that is never cancelled and has no
-        deadline. Raises ``InvalidRequest`` or a chain-stopping ``PermanentError``, ``Cancelled``,
-        ``DeadlineExceeded`` or ``ChainExhausted``, each of the last three carrying the attempts.
+        deadline. ``gateway_key``: the identity of the gateway key that submitted it, charged with its cost.
+        Raises ``InvalidRequest`` or a chain-stopping ``PermanentError``, ``Cancelled``, ``DeadlineExceeded`` or
+        ``ChainExhausted``, each of the last three carrying the attempts.
         """
-        run = _Run(family.kind, scope or TaskScope())
+        run = _Run(family.kind, scope or TaskScope(), gateway_key)
         token = current_task.set(run.scope)  # the HTTP layer cuts calls by it
         try:
             return self._run(family, request, run)
@@ -162,6 +191,9 @@ class ChainExecutor:
                     Attempt(provider=link.name, model=link.model, outcome="skipped", error=skip_reason, ms=0)
                 )
                 continue
+            if (spent := self._budgets.exhausted(self._budget_lines(link))) is not None:
+                self._record(link, run, "budget_exhausted", time.monotonic(), BudgetExhausted(spent.message()))
+                continue
             context = log_context.set({**log_context.get(), "provider": link.name})
             try:
                 with tracing.span("stepper.provider", {"stepper.provider": link.name, "stepper.model": link.model}):
@@ -170,7 +202,8 @@ class ChainExecutor:
                 log_context.reset(context)
             if reply is not None:
                 first = run.attempts[0].provider if run.attempts else None
-                metrics.record_reply(family.kind, link.name, first, reply.usage)
+                usage = self._priced(link, run, reply.usage)
+                metrics.record_reply(family.kind, link.name, first, usage)
                 return TaskResult(
                     kind=family.kind,
                     output=reply.output.model_dump(mode="json"),
@@ -178,7 +211,7 @@ class ChainExecutor:
                     model=link.model,
                     attempts=run.attempts,
                     elapsed_ms=round((time.monotonic() - started) * 1000, 3),
-                    usage=reply.usage,
+                    usage=usage,
                 )
         if run.skipped_for_deadline or run.scope.remaining_s() == 0:
             raise DeadlineExceeded(
@@ -189,24 +222,35 @@ class ChainExecutor:
         raise self._exhausted(family.kind, run)
 
     def _try_provider(self, family: Family, request: BaseModel, link: Link, run: _Run) -> Reply[BaseModel] | None:
-        """Up to ``attempts_per_provider`` tries; the reply, or None to move on to the next provider."""
+        """Up to ``attempts_per_provider`` tries of the last deployment left, after one of each other deployment;
+        the reply, or None to move on to the next provider."""
         retry = self._settings.retry
-        limits = Limits(rpm=link.settings.rpm, tpm=link.settings.tpm)
-        tokens = family.estimate_tokens(request) if link.settings.tpm else 0
+        tokens = family.estimate_tokens(request) if any(target.settings.tpm for target in link.targets) else 0
+        targets = list(link.targets)
         tries = refused_parameters = 0
-        while tries < retry.attempts_per_provider:
+        while targets:
             run.check_live()
+            pick = self._router.pick(link.name, link.settings.strategy, targets)
+            target = pick.target
+            limits = Limits(rpm=target.settings.rpm, tpm=target.settings.tpm)
             started = time.monotonic()
+            run.scope.last_first_byte_s = None
             try:
-                reply = self._guard.call(link.name, limits, tokens, lambda: self._invoke(family, request, link))
+                call = partial(self._invoke, family, request, link, pick)
+                reply = self._guard.call(target.guard, limits, tokens if limits.tpm else 0, call)
             except SoftTimeLimitExceeded:
+                self._router.done(pick, None)
                 raise
             except Exception as exc:  # noqa: BLE001  (judged: recorded, then raised, retried or moved on from)
-                verdict = self._judge(family, link, run, exc, started)
+                self._router.done(pick, None)
+                verdict = self._judge(family, link, run, exc, started, target=target)
                 if verdict == "again":  # the adapter leaves the refused parameter out now: not a try of its own
                     refused_parameters += 1
                     if refused_parameters > MAX_REFUSED_PARAMETERS:
                         return None
+                    continue
+                if len(targets) > 1 and _deployment_fault(exc):  # another deployment may serve it at once
+                    targets.remove(target)
                     continue
                 if verdict == "next":
                     return None
@@ -222,54 +266,90 @@ class ChainExecutor:
                     return None
                 (self._sleep or run.scope.sleep)(wait_s)
             else:
-                self._record(link, run, "ok", started)
+                elapsed_s = time.monotonic() - started
+                self._router.done(pick, run.scope.last_first_byte_s or elapsed_s)
+                self._record(link, run, "ok", started, target=target)
                 self._latency(family.kind, link).append(run.attempts[-1].ms / 1000)
                 return reply
         return None
 
     def _judge(
-        self, family: Family, link: Link, run: _Run, exc: Exception, started: float
+        self, family: Family, link: Link, run: _Run, exc: Exception, started: float, *, target: DeploymentTarget
     ) -> Literal["retry", "again", "next"]:
         """Record a failed attempt and decide: retry this provider, try it ``again`` at once (a refused
         optional parameter), or move on to the ``next``. Raises what ends the chain here."""
+
+        def record(outcome: Outcome) -> None:
+            self._record(link, run, outcome, started, exc, target=target)
+
         if isinstance(exc, Cancelled | DeadlineExceeded):
-            self._record(link, run, "cancelled" if isinstance(exc, Cancelled) else "deadline", started, exc)
+            record("cancelled" if isinstance(exc, Cancelled) else "deadline")
             raise type(exc)(str(exc), run.dumped()) from None
         if isinstance(exc, UnsupportedParameter):
-            self._record(link, run, "unsupported_parameter", started, exc)
+            record("unsupported_parameter")
             return "again"
         if isinstance(exc, ContextOverflow):
-            self._record(link, run, "too_large", started, exc)
+            record("too_large")
             if exc.requested_tokens:
                 run.needs_tokens = max(run.needs_tokens or 0, exc.requested_tokens)
             return "next"
         if isinstance(exc, InvalidRequest | PermanentError):
             stops_chain = isinstance(exc, InvalidRequest) or (exc.stops_chain and not self._moves_on(family, exc))
-            self._record(link, run, "rejected" if stops_chain else "permanent_error", started, exc)
+            record("rejected" if stops_chain else "permanent_error")
             if stops_chain:
                 raise exc
             if isinstance(exc, AuthError):
                 log.error("%s rejected our credentials: %s; check its key", link.name, exc)
             return "next"
         if isinstance(exc, CircuitOpen):
-            self._record(link, run, "circuit_open", started, exc)
+            record("circuit_open")
             run.retry_after_hints.append(self._settings.breaker.reset_timeout_s)
             return "next"
         if isinstance(exc, RetryableError):
             outcome: Outcome = "rate_limited" if isinstance(exc, RateLimited) else "retryable_error"
-            self._record(link, run, outcome, started, exc)
+            record(outcome)
             if exc.retry_after_s is not None:
                 run.retry_after_hints.append(exc.retry_after_s)
             return "retry" if exc.retry_here else "next"
         # An adapter bug must not take the whole chain down: record it, log it, try the next one.
         log.error("provider %s failed unexpectedly", link.name, exc_info=exc)
-        self._record(link, run, "permanent_error", started, exc)
+        record("permanent_error")
         return "next"
 
     @staticmethod
-    def _record(link: Link, run: _Run, outcome: Outcome, started: float, error: BaseException | None = None) -> None:
-        run.attempts.append(_attempt(link, outcome, started, error))
-        metrics.record_attempt(run.kind, link.name, outcome, run.attempts[-1].ms)
+    def _record(
+        link: Link,
+        run: _Run,
+        outcome: Outcome,
+        started: float,
+        error: BaseException | None = None,
+        *,
+        target: DeploymentTarget | None = None,
+    ) -> None:
+        deployment = target.label if target is not None else None
+        run.attempts.append(_attempt(link, outcome, started, error, deployment))
+        metrics.record_attempt(run.kind, link.name, outcome, run.attempts[-1].ms, deployment)
+
+    def _budget_lines(self, link: Link) -> list[BudgetLine]:
+        key = (link.name, link.model)
+        if key not in self._budget_lines_of:
+            declared = link.name in self._settings.providers
+            self._budget_lines_of[key] = provider_lines(self._settings, link.name, link.model) if declared else []
+        return self._budget_lines_of[key]
+
+    def _priced(self, link: Link, run: _Run, usage: dict[str, int]) -> Usage:
+        """``usage`` with the call's ``cost`` and ``currency`` when the model has a price, charged to the provider,
+        the model and the gateway key."""
+        price = self._settings.price_for(link.name, link.model)
+        if price is None:
+            return dict(usage)
+        cost = price.cost(usage)
+        scopes: list[tuple[Scope, str]] = [("provider", link.name), ("model", f"{link.name}:{link.model}")]
+        if run.gateway_key:
+            scopes.append(("key", run.gateway_key))
+        self._budgets.charge(scopes, cost)
+        metrics.record_spend(link.name, link.model, run.gateway_key, cost, price.currency)
+        return {**usage, "cost": round(cost, 9), "currency": price.currency}
 
     def _moves_on(self, family: Family, exc: PermanentError) -> bool:
         """Whether a chain-stopping refusal moves on instead, as the deployment chose for this kind."""
@@ -304,8 +384,8 @@ class ChainExecutor:
             self._latencies[key] = deque(maxlen=LATENCY_SAMPLES)
         return self._latencies[key]
 
-    def _invoke(self, family: Family, request: BaseModel, link: Link) -> Reply[BaseModel]:
-        provider = self._instance(family.kind, link)
+    def _invoke(self, family: Family, request: BaseModel, link: Link, pick: Pick) -> Reply[BaseModel]:
+        provider = self._instance(family.kind, pick.target)
         reply = family.invoke(provider, request, link.model)
         try:
             output = family.output_model.model_validate(reply.output)
@@ -315,11 +395,12 @@ class ChainExecutor:
             ) from None
         return Reply(output, reply.usage)
 
-    def _instance(self, kind: Kind, link: Link) -> Provider:
-        key = (kind, link.name)
+    def _instance(self, kind: Kind, target: DeploymentTarget) -> Provider:
+        """One provider object per kind and deployment (each with its own base URL and key)."""
+        key = (kind, target.guard)
         if key not in self._instances:
-            cls = self._registry.load(kind, link.name)
-            self._instances[key] = cls(link.settings)
+            cls = self._registry.load(kind, target.settings.name)
+            self._instances[key] = cls(target.settings)
         return self._instances[key]
 
     def _entries_for(self, kind: Kind, requested_model: str | None) -> list[ChainEntry]:
@@ -342,11 +423,20 @@ class ChainExecutor:
         return serving
 
     def _link(self, kind: Kind, entry: ChainEntry) -> Link:
+        """The provider's deployments that can run here; when none can, the first one's reason to skip it."""
         settings = self._settings.providers[entry.provider]
-        return Link(entry.provider, entry.model, settings, unavailable_reason(self._registry, kind, settings))
+        targets = deployment_reasons(self._registry, kind, self._targets_of(settings))
+        usable = tuple(target for target, reason in targets if reason is None)
+        return Link(entry.provider, entry.model, settings, None if usable else targets[0][1], usable)
 
-    def _mock_settings(self) -> ProviderSettings:
-        return self._settings.providers.get(MOCK, MOCK_SETTINGS)
+    def _mock_link(self, model: str) -> Link:
+        settings = self._settings.providers.get(MOCK, MOCK_SETTINGS)
+        return Link(MOCK, model, settings, targets=self._targets_of(settings))
+
+    def _targets_of(self, settings: ProviderSettings) -> tuple[DeploymentTarget, ...]:
+        if settings.name not in self._targets:
+            self._targets[settings.name] = settings.targets()
+        return self._targets[settings.name]
 
     @staticmethod
     def _exhausted(kind: Kind, run: _Run) -> ChainExhausted:
@@ -363,9 +453,18 @@ def _summary(attempts: list[Attempt]) -> str:
     return "; ".join(f"{a.provider}:{a.model} {a.outcome} ({a.error})" for a in attempts) or "empty chain"
 
 
-def _attempt(link: Link, outcome: Outcome, started: float, error: BaseException | None) -> Attempt:
+def _deployment_fault(exc: Exception) -> bool:
+    """Whether ``exc`` says something about one deployment (its breaker, limits, health or key) rather than
+    about the request, so that another deployment of the same provider may serve it."""
+    return isinstance(exc, CircuitOpen | RetryableError | AuthError)
+
+
+def _attempt(
+    link: Link, outcome: Outcome, started: float, error: BaseException | None, deployment: str | None
+) -> Attempt:
     return Attempt(
         provider=link.name,
+        deployment=deployment,
         model=link.model,
         outcome=outcome,
         error=None if error is None else f"{type(error).__name__}: {error}",

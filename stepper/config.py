@@ -102,6 +102,7 @@ MERGED_SETTINGS = (
     "stepper_on_content_filter",
     "stepper_images",
     "stepper_documents",
+    "stepper_ocr",
     "stepper_artifacts",
     "stepper_cache",
     "stepper_webhooks",
@@ -109,6 +110,7 @@ MERGED_SETTINGS = (
     "stepper_alerts",
     "stepper_recovery",
     "stepper_gateway",
+    "stepper_prices",
 )
 
 
@@ -155,6 +157,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             **given,
             images=config.get("stepper_images", {}),
             documents=config.get("stepper_documents", {}),
+            ocr=config.get("stepper_ocr", {}),
             artifacts=config.get("stepper_artifacts", {}),
             cache=config.get("stepper_cache", {}),
             webhooks=config.get("stepper_webhooks", {}),
@@ -162,6 +165,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             alerts=config.get("stepper_alerts", {}),
             recovery=config.get("stepper_recovery", {}),
             gateway=config.get("stepper_gateway", {}),
+            prices=config.get("stepper_prices", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None

@@ -27,6 +27,8 @@
     ├── Cancelled                    the task was revoked (stepper.cancel) while it ran; carries each attempt
     ├── PoisonMessage                the task's runs killed their worker max_deliveries times: not run again
     ├── DeliveryFailed               a webhook receiver never accepted the outcome
+    ├── WorkflowFailed               a workflow's piece failed for good: the workflow waits for resume
+    ├── BudgetExhausted              a spend budget (provider, model, gateway key; day or month) is spent
     └── BrokerUnavailable            a producer cannot reach Redis: nothing was submitted
 
 Every exception keeps its constructor arguments JSON-serialisable and in ``args``, so Celery's JSON
@@ -40,6 +42,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BrokerUnavailable",
+    "BudgetExhausted",
     "Cancelled",
     "ChainExhausted",
     "CircuitOpen",
@@ -62,6 +65,7 @@ __all__ = [
     "UnprocessableInput",
     "UnsupportedInput",
     "UnsupportedParameter",
+    "WorkflowFailed",
 ]
 
 
@@ -260,6 +264,24 @@ class PoisonMessage(StepperError):
     it is failed and dead-lettered instead of being redelivered forever."""
 
 
+class BudgetExhausted(StepperError):
+    """A spend budget is spent (stepper.guards.spend): the message names it and when it resets. The chain records
+    it as a provider's ``budget_exhausted`` attempt and moves on; the gateway answers a key's with 429."""
+
+
 class DeliveryFailed(StepperError):
     """The webhook receiver did not accept the callback and stepper stopped trying (the outcome itself is in
     the result backend)."""
+
+
+class WorkflowFailed(StepperError):
+    """A piece of a workflow (a step's instruction, its narration...) failed for good. The pieces that
+    succeeded are kept: fix the cause (a vendor back, a key set) and ``stepper.resume_workflow(id)`` runs only
+    what is missing. ``args``: (message, workflow id)."""
+
+    def __init__(self, message: str, workflow_id: str = "") -> None:
+        super().__init__(message, workflow_id)
+
+    @property
+    def workflow_id(self) -> str:
+        return str(self.args[1])

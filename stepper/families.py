@@ -6,6 +6,7 @@ the tasks stay generic.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,12 @@ class Family:
 
 
 def _chat_tokens(request: ChatRequest) -> int:
-    """Reserved against a provider's tokens-per-minute limit; the vendor's usage figures settle it."""
-    prompt = sum(estimate_message_tokens(message.content) for message in request.messages)
-    return prompt + (request.max_tokens or 0)
+    """Reserved against a provider's tokens-per-minute limit (the messages, tool calls and declared tools); the
+    vendor's usage figures settle it."""
+    prompt = sum(estimate_message_tokens(message.budget_text()) for message in request.messages)
+    declared = [tool.model_dump(mode="json") for tool in request.tools or ()]
+    tools = estimate_tokens(json.dumps(declared)) if declared else 0
+    return prompt + tools + (request.max_tokens or 0)
 
 
 def _report_tokens(request: ReportRequest) -> int:

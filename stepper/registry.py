@@ -8,7 +8,7 @@ what to install. ``register`` refuses to overwrite an entry unless told to (``cl
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from stepper.contracts import FAMILY_PROTOCOLS, Provider
 from stepper.errors import ConfigError, StepperError
 from stepper.schemas import KINDS, Kind
-from stepper.settings import ProviderSettings, StepperSettings
+from stepper.settings import DeploymentTarget, ProviderSettings, StepperSettings
 
 Target = str | type[Provider]
 
@@ -32,6 +32,10 @@ class Capability:
     reason: str | None
     #: What the provider has installed, when it says (``Provider.details``): OCR languages, speech voices.
     details: dict[str, Any] = field(default_factory=dict)
+    #: Its ``deployments`` (label, weight, whether each can run here) and how calls pick one; empty when it
+    #: declares none. Never a key; no URL either (some vendors take keys in URLs).
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    strategy: str | None = None
 
 
 class Registry:
@@ -110,10 +114,28 @@ def capabilities(registry: Registry, settings: StepperSettings) -> list[Capabili
     rows = []
     for name, provider_settings in sorted(settings.providers.items()):
         kinds = tuple(kind for kind in KINDS if (kind, name) in registry.entries)
-        reason = unavailable_reason(registry, kinds[0], provider_settings) if kinds else "serves no kind"
-        details = _details(registry, kinds[0], provider_settings) if reason is None else {}
-        rows.append(Capability(name, kinds, provider_settings.models, reason is None, reason, details))
+        targets = deployment_reasons(registry, kinds[0], provider_settings.targets()) if kinds else []
+        usable = [target for target, reason in targets if reason is None]
+        reason = None if usable else targets[0][1] if targets else "serves no kind"
+        details = _details(registry, kinds[0], usable[0].settings) if usable else {}
+        deployments = [
+            {"label": target.label, "weight": target.weight, "available": why is None, "reason": why}
+            for target, why in targets
+            if target.label is not None
+        ]
+        strategy = provider_settings.strategy if deployments else None
+        rows.append(
+            Capability(name, kinds, provider_settings.models, reason is None, reason, details, deployments, strategy)
+        )
     return rows
+
+
+def deployment_reasons(
+    registry: Registry, kind: Kind, targets: Sequence[DeploymentTarget]
+) -> list[tuple[DeploymentTarget, str | None]]:
+    """Each of a provider's deployments (``ProviderSettings.targets()``), with why it cannot serve ``kind`` here
+    (None when it can)."""
+    return [(target, unavailable_reason(registry, kind, target.settings)) for target in targets]
 
 
 def _details(registry: Registry, kind: Kind, settings: ProviderSettings) -> dict[str, Any]:

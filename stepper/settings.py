@@ -7,6 +7,8 @@ The deployment's config module (``celeryconfig.py``) and the environment overrid
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,6 +25,23 @@ KEY_DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 #: exceed the hard time limit and the longest retry countdown, or the same task runs twice.
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600
 
+#: Prices of the models in the default chains, in US dollars per million tokens, as the vendors' pricing pages
+#: listed them on 2026-12-01 (read through copies of platform.openai.com/docs/pricing,
+#: ai.google.dev/gemini-api/docs/pricing and cohere.com/pricing; stepper cannot browse, so check them before
+#: relying on a budget). Self-hosted Mistral, Hugging Face Spaces and the local engines cost nothing per token;
+#: ElevenLabs bills characters, which these tables do not model. Override with a provider's ``prices`` or
+#: ``stepper_prices``.
+OPENAI_PRICES: dict[str, dict[str, float]] = {
+    "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "cached_input_per_mtok": 0.075},
+    "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00, "cached_input_per_mtok": 1.25},
+}
+GEMINI_PRICES: dict[str, dict[str, float]] = {
+    "gemini-2.0-flash": {"input_per_mtok": 0.10, "output_per_mtok": 0.40, "cached_input_per_mtok": 0.025},
+}
+COHERE_PRICES: dict[str, dict[str, float]] = {
+    "command-r-plus-08-2024": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
+}
+
 #: Providers by name. "class" is a dotted path ("package.module:Class"), imported when first used. A provider
 #: whose key variable is unset (or whose binary is missing) is skipped and recorded. A deployment's
 #: ``stepper_providers`` adds to these by name (a name it declares replaces that entry whole).
@@ -34,6 +53,7 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "api_key_env": "OPENAI_API_KEY",
         "models": ["gpt-4o-mini", "gpt-4o"],
         "budget": {"input_tokens": 16000, "output_tokens": 4096},
+        "prices": OPENAI_PRICES,
     },
     # The self-hosted Mistral 7B service: any OpenAI-compatible server (vLLM, Ollama, TGI). It is used once
     # STEPPER_MISTRAL_BASE_URL (or base_url) points at its /v1.
@@ -51,12 +71,14 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "api_key_env": "GEMINI_API_KEY",
         "models": ["gemini-2.0-flash"],
         "budget": {"input_tokens": 32000, "output_tokens": 4096},
+        "prices": GEMINI_PRICES,
     },
     "cohere": {
         "class": "stepper.providers.cohere:CohereProvider",
         "kinds": ["chat", "report"],
         "api_key_env": "COHERE_API_KEY",
         "models": ["command-r-plus-08-2024"],
+        "prices": COHERE_PRICES,
     },
     # A Hugging Face Space through Gradio's HTTP API: a free last resort, once base_url names the Space
     # (https://<owner>-<space>.hf.space). HF_TOKEN is sent when set; public Spaces need none.
@@ -105,9 +127,83 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TokenBudget(_Settings):
+class SpendBudget(_Settings):
+    """What may be spent per UTC day and per UTC month, in the prices' currency; None: no cap.
+
+    Checked before each call and charged after it with the vendor's real usage (stepper.guards.spend), so calls
+    already in flight when a budget runs out can overshoot it by at most one call's cost each."""
+
+    per_day: float | None = Field(default=None, gt=0)
+    per_month: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> dict[Window, float]:
+        """The capped windows: ``{"day": 20.0, "month": 400.0}``."""
+        given = {"day": self.per_day, "month": self.per_month}
+        return {window: limit for window, limit in given.items() if limit is not None}  # type: ignore[misc]
+
+
+class TokenBudget(SpendBudget):
+    """An LLM's token budget of one call (input, output) and, optionally, its spend caps (``per_day``...)."""
+
     input_tokens: int = Field(default=4096, ge=1)
     output_tokens: int = Field(default=2048, ge=1)
+
+
+class Price(_Settings):
+    """What one model costs per million tokens. Cached input tokens (a subset of the input tokens, reported as
+    ``cached_input_tokens``) cost ``cached_input_per_mtok``, or the input price when the table gives none."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+    def cost(self, usage: Mapping[str, Any]) -> float:
+        """The cost of one call's ``usage`` (``input_tokens``, ``cached_input_tokens``, ``output_tokens``)."""
+        input_tokens = _count(usage, "input_tokens")
+        cached = min(_count(usage, "cached_input_tokens"), input_tokens)
+        cached_price = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        micro = (
+            (input_tokens - cached) * self.input_per_mtok
+            + cached * cached_price
+            + _count(usage, "output_tokens") * self.output_per_mtok
+        )
+        return micro / 1_000_000
+
+
+def _count(usage: Mapping[str, Any], name: str) -> int:
+    value = usage.get(name, 0)
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
+
+
+Strategy = Literal["weighted", "least-busy", "latency"]
+Window = Literal["day", "month"]
+
+
+class Deployment(_Settings):
+    """One deployment of a provider's models: a base URL and/or a key of its own, with its own breaker, cooldown
+    and rate limits. Fields left out take the provider's."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: The share of calls ``weighted`` sends here (relative to the other deployments' weights).
+    weight: float = Field(default=1.0, gt=0)
+    #: How attempts, metrics and ``stepper status`` name it; default: its index in the list ("0", "1"...).
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    rpm: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """One deployment, resolved: ``guard`` names its breaker, cooldown and rate limits (``provider`` for a
+    provider without ``deployments``, ``provider#label`` otherwise); ``settings`` are the provider's with this
+    deployment's base URL, key variable and limits."""
+
+    label: str | None
+    guard: str
+    weight: float
+    settings: ProviderSettings
 
 
 class ProviderSettings(_Settings):
@@ -128,12 +224,49 @@ class ProviderSettings(_Settings):
     rpm: int = Field(default=0, ge=0, description="requests per minute, fleet-wide; 0 = unlimited")
     tpm: int = Field(default=0, ge=0, description="tokens per minute, fleet-wide; 0 = unlimited")
     #: LLMs: the token budget of a model not listed in ``budgets``, and per-model budgets.
+    #: The spend caps of the provider as a whole (``per_day``, ``per_month``) ride on ``budget``; those in
+    #: ``budgets`` cap one model on this provider.
     budget: TokenBudget = TokenBudget()
     budgets: dict[str, TokenBudget] = Field(default_factory=dict)
+    #: Prices per model (``stepper_prices`` overrides them); a model without one costs nothing in ``usage``.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    #: Several deployments of the same models (replicas, keys); empty: one, at ``base_url`` with ``api_key_env``.
+    deployments: tuple[Deployment, ...] = ()
+    #: How a call picks among ``deployments``, fleet-wide: ``weighted`` (random by weight), ``least-busy`` (fewest
+    #: calls in flight across the fleet), ``latency`` (lowest recent latency, exploring now and then).
+    strategy: Strategy = "weighted"
     options: dict[str, Any] = Field(default_factory=dict)
 
     def budget_for(self, model: str) -> TokenBudget:
         return self.budgets.get(model, self.budget)
+
+    def targets(self) -> tuple[DeploymentTarget, ...]:
+        """The deployments to pick from: one per ``deployments`` entry, or the provider itself."""
+        if not self.deployments:
+            return (DeploymentTarget(None, self.name, 1.0, self),)
+        targets = []
+        for index, deployment in enumerate(self.deployments):
+            label = deployment.label or str(index)
+            update = {
+                "base_url": deployment.base_url or self.base_url,
+                "api_key_env": deployment.api_key_env or self.api_key_env,
+                "rpm": self.rpm if deployment.rpm is None else deployment.rpm,
+                "tpm": self.tpm if deployment.tpm is None else deployment.tpm,
+                "deployments": (),
+            }
+            targets.append(
+                DeploymentTarget(label, f"{self.name}#{label}", deployment.weight, self.model_copy(update=update))
+            )
+        return tuple(targets)
+
+    @field_validator("deployments")
+    @classmethod
+    def _labels_unique(cls, deployments: tuple[Deployment, ...]) -> tuple[Deployment, ...]:
+        labels = [deployment.label or str(index) for index, deployment in enumerate(deployments)]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"deployment label(s) {', '.join(repeated)} used twice; give each deployment its own")
+        return deployments
 
     @model_validator(mode="before")
     @classmethod
@@ -194,6 +327,9 @@ class DocumentSettings(_Settings):
 
     #: Pages one document may have, or (when the request selects pages) have selected; more is refused at once.
     max_pages: int = Field(default=50, ge=1)
+    #: Pages one request may read across all its ``images`` entries (an image counts one, a document its
+    #: selected pages); counted before any page is read, and more is refused at once.
+    max_request_pages: int = Field(default=200, ge=1)
     #: Dots per inch a PDF page is rendered at when the request names none, and the most a request may ask.
     default_dpi: int = Field(default=300, ge=1)
     max_dpi: int = Field(default=600, ge=1)
@@ -208,6 +344,53 @@ class DocumentSettings(_Settings):
                 f"min_dpi ({self.min_dpi}) <= default_dpi ({self.default_dpi}) <= max_dpi ({self.max_dpi}) "
                 "must hold; raise max_dpi or lower the others"
             )
+        return self
+
+
+class OcrSettings(_Settings):
+    """How tesseract's pages are prepared before reading; see stepper.providers.media.scans.
+
+    Each step was measured alone with ``python -m bench.ocr_quality --steps`` on public pages with ground
+    truth (tesseract's phototest and eurotext, the UNLV magazine scans 8071 and 8087, and those two scans
+    tilted by 4 degrees and at 100 dpi), as bag-of-words accuracy (% of words; see bench.ocr_quality): a step
+    is on by default only when it raised accuracy on some page and lowered it on none.
+    """
+
+    #: Straighten a page whose text lines lean (a sheet fed askew): on. Measured: 8071 as scanned (leaning
+    #: 0.35 degrees) 98.3 -> 98.8; tilted by 4 degrees, 8071 95.5 -> 98.6 and 8087 91.9 -> 94.1; 8071 at
+    #: 100 dpi 94.8 -> 96.0; no other page changed (eurotext, leaning 0.75 degrees, stays 89.4).
+    deskew: bool = True
+    #: Largest lean looked for, either way (degrees); a page turned further is a rotation, not a skew.
+    max_skew_deg: float = Field(default=10.0, gt=0, le=45)
+    #: A lean smaller than this is left alone: tesseract follows such lines itself.
+    min_skew_deg: float = Field(default=0.25, ge=0)
+    #: Enlarge a page whose median glyph is shorter than this (pixels), a page scanned under about 150 dpi,
+    #: so that it reaches ``glyph_target_px``; 0 turns it off. Measured: at 100 dpi (glyphs of 6-7 px) 8071
+    #: 94.8 -> 97.2 and 8087 90.9 -> 93.5; no page at 200-300 dpi is touched. Enlarging pages at 150 dpi
+    #: (10-12 px) too lowered 8071's ordered accuracy from 96.3 to 90.4 in a trial, hence the threshold.
+    enlarge_glyphs_below_px: float = Field(default=10.0, ge=0)
+    glyph_target_px: float = Field(default=30.0, gt=0)
+    #: Binarise with a threshold per neighbourhood (OpenCV's Gaussian adaptive threshold), which evens out
+    #: shadows and erases large dark areas: off. Measured: 8071 tilted 95.5 -> 96.5 (the photograph and the
+    #: scanner's black border, read as junk otherwise, are erased), but at 100 dpi 8071 94.8 -> 88.0 and 8087
+    #: 90.9 -> 83.1, and 8087 tilted 91.9 -> 91.0 (its ordered accuracy 87.9 -> 51.4).
+    adaptive_binarisation: bool = False
+    #: Side of the neighbourhood (pixels, odd) and how much darker than its weighted mean a pixel must be
+    #: to count as ink (0-255).
+    binarisation_block_px: int = Field(default=31, ge=3)
+    binarisation_offset: float = Field(default=15.0, ge=0, le=255)
+
+    @field_validator("binarisation_block_px")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"binarisation_block_px must be odd (OpenCV's adaptiveThreshold), not {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _skews_in_order(self) -> OcrSettings:
+        if self.min_skew_deg >= self.max_skew_deg:
+            raise ValueError(f"min_skew_deg ({self.min_skew_deg}) must be below max_skew_deg ({self.max_skew_deg})")
         return self
 
 
@@ -329,6 +512,25 @@ class GatewaySettings(_Settings):
     cors_origins: tuple[str, ...] = ()
     #: How long a non-streaming chat completion waits for the task's result before answering 504.
     chat_timeout_s: float = Field(default=120.0, gt=0)
+    #: What each key may spend per UTC day and month (the tasks it submits, at the providers' prices), and
+    #: budgets of particular keys by their identity (the first 8 hex characters of the digest); over it: 429.
+    budget: SpendBudget = SpendBudget()
+    budgets: dict[str, SpendBudget] = Field(default_factory=dict)
+
+    def budget_for(self, identity: str) -> SpendBudget:
+        return self.budgets.get(identity, self.budget)
+
+    @field_validator("budgets")
+    @classmethod
+    def _identities_only(cls, budgets: dict[str, SpendBudget]) -> dict[str, SpendBudget]:
+        for identity in budgets:
+            if not re.fullmatch(r"[0-9a-f]{8}", identity):
+                # Never echo it: it may be a key pasted where its identity belongs.
+                raise ValueError(
+                    f"budgets: a key ({len(identity)} characters) is not a key's identity; name keys by the first 8 "
+                    "hex characters of their digest (`stepper gateway new-key` prints it as the identity)"
+                )
+        return budgets
 
     @field_validator("key_hashes", mode="before")
     @classmethod
@@ -397,6 +599,7 @@ class StepperSettings(_Settings):
     capability_ttl_s: float = Field(default=24 * 3600, gt=0)
     images: ImageSettings = ImageSettings()
     documents: DocumentSettings = DocumentSettings()
+    ocr: OcrSettings = OcrSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     cache: CacheSettings = CacheSettings()
     webhooks: WebhookSettings = WebhookSettings()
@@ -404,6 +607,32 @@ class StepperSettings(_Settings):
     alerts: AlertSettings = AlertSettings()
     recovery: RecoverySettings = RecoverySettings()
     gateway: GatewaySettings = GatewaySettings()
+    #: Prices by provider and model, over those the providers declare: ``{"openai": {"gpt-4o": {...}}}``.
+    prices: dict[str, dict[str, Price]] = Field(default_factory=dict)
+
+    def price_for(self, provider: str, model: str) -> Price | None:
+        """What ``model`` costs on ``provider``, or None when no table prices it."""
+        override = self.prices.get(provider, {}).get(model)
+        declared = self.providers[provider].prices.get(model) if provider in self.providers else None
+        return override or declared
+
+    def currency(self) -> str:
+        """The one currency every price (and so every budget) is in; USD when nothing is priced."""
+        return next(iter(self._currencies()), "USD")
+
+    def _currencies(self) -> set[str]:
+        tables = [provider.prices for provider in self.providers.values()] + list(self.prices.values())
+        return {price.currency for table in tables for price in table.values()}
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> StepperSettings:
+        currencies = self._currencies()
+        if len(currencies) > 1:
+            raise ValueError(
+                f"prices are in several currencies ({', '.join(sorted(currencies))}); budgets add costs up across "
+                "providers, so give every price in one currency"
+            )
+        return self
 
     @field_validator("chains")
     @classmethod

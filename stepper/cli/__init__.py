@@ -22,6 +22,7 @@ from stepper.cli.work import (
     voices_command,
     worker_command,
 )
+from stepper.cli.workflow import workflow_group
 from stepper.errors import StepperError
 
 __all__ = ["main", "stepper"]
@@ -44,6 +45,7 @@ stepper = click.Group(
         dlq_group,
         batch_group,
         gateway_group,
+        workflow_group,
         demo_command,
     ],
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,8 +12,16 @@ import click
 
 @click.command("demo")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, help="seconds to wait for all six results")
-def demo_command(timeout_s: float) -> int:
-    """submit one sample request of each kind and print the results"""
+@click.option(
+    "--guide-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("stepper-guide"),
+    show_default=True,
+    help="where the how-to guide of the sample recording is written",
+)
+@click.option("--no-guide", is_flag=True, help="skip the how-to workflow")
+def demo_command(timeout_s: float, guide_out: Path, no_guide: bool) -> int:
+    """submit one sample request of each kind and print the results, then build a how-to guide"""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from stepper.producer import submit
@@ -35,7 +44,29 @@ def demo_command(timeout_s: float) -> int:
             continue
         click.echo(_describe(kind, value))
     click.echo(f"\n{len(pending) - failed} of {len(pending)} kinds answered.")
+    if not no_guide:
+        failed += _guide(guide_out, timeout_s)
     return 1 if failed else 0
+
+
+def _guide(out: Path, timeout_s: float) -> int:
+    """The howto workflow on the sample recording; its files written to ``out``. 1 when it failed."""
+    from stepper.errors import StepperError
+    from stepper.samples import howto_request
+    from stepper.workflows.api import workflow
+    from stepper.workflows.export import write_guide
+
+    handle = workflow("howto", howto_request(), priority="interactive")
+    click.echo(f"\n[howto] workflow {handle.id}: a narrated guide from stepper/samples/howto.webm...")
+    try:
+        guide = handle.get(timeout=timeout_s)
+    except (StepperError, TimeoutError) as exc:
+        click.echo(f"[howto] FAILED {type(exc).__name__}: {exc}")
+        return 1
+    for number, step in enumerate(guide.steps, 1):
+        click.echo(f"    {number}. {step.instruction}  ({step.audio.duration_s:.1f} s of narration)")
+    click.echo(f"    HTML guide: {write_guide(guide, out).resolve()}")
+    return 0
 
 
 def _describe(kind: str, result: dict[str, Any]) -> str:

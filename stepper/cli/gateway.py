@@ -50,6 +50,7 @@ def new_key_command() -> int:
     key, digest = new_key()
     click.echo(f"key:    {key}")
     click.echo(f"digest: {digest}")
+    click.echo(f"identity: {digest[:8]}  (how logs, metrics and stepper_gateway['budgets'] name this key)")
     click.echo(
         "Give the key to the caller (it is not stored anywhere); add the digest to STEPPER_GATEWAY_KEY_HASHES "
         "(comma-separated) or stepper_gateway['key_hashes'] in celeryconfig.py.",

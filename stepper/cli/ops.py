@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @click.command("status")
 @json_option
 def status_command(as_json: bool) -> int:
-    """queues by priority, workers, breakers, rate limits"""
+    """queues by priority, workers, breakers, rate limits, spend against budgets"""
     state = _fleet_state()
     if as_json:
         echo_json(asdict(state))
@@ -43,6 +43,10 @@ def status_command(as_json: bool) -> int:
         click.echo(f"  {name:<12} {breaker}")
     for name, buckets in state.buckets.items():
         click.echo(f"  rate {name:<8} " + ", ".join(f"{kind} tokens left {left:g}" for kind, left in buckets.items()))
+    click.echo("budgets:" if state.spend else "budgets: none configured")
+    for use in state.spend:
+        click.echo(f"  {use.scope} {use.name:<24} {use.window:<5} spent {use.spent:.4f} of {use.limit:g} "
+                   f"{use.currency} ({use.fraction:.0%}), resets {use.resets_at}")  # fmt: skip
     return 0
 
 
@@ -60,10 +64,12 @@ def health_command(as_json: bool) -> int:
 
 def _fleet_state() -> FleetState:
     from stepper.celery import app
+    from stepper.config import current_settings
     from stepper.infra.connections import state_redis
     from stepper.ops.fleet import read_fleet
 
-    return read_fleet(app, state_redis(), [queue.name for queue in app.conf.task_queues])
+    queues = [queue.name for queue in app.conf.task_queues]
+    return read_fleet(app, state_redis(), queues, settings=current_settings())
 
 
 @click.command("metrics")
@@ -71,12 +77,13 @@ def _fleet_state() -> FleetState:
 def metrics_command(port: int) -> int:
     """serve Prometheus metrics of this host's workers and the fleet"""
     from stepper.celery import app
+    from stepper.config import current_settings
     from stepper.infra.connections import state_redis
     from stepper.infra.metrics import process_registry, serve
     from stepper.ops.exporter import FleetCollector
 
     registry = process_registry()
-    registry.register(FleetCollector(app, state_redis()))
+    registry.register(FleetCollector(app, state_redis(), current_settings()))
     serve(port, registry)
     click.echo(f"serving metrics on http://0.0.0.0:{port}/metrics (Ctrl-C to stop)")
     while True:
@@ -115,13 +122,20 @@ def alerts_group() -> None:
 @click.option("--interval", "interval_s", type=float, default=None, help="seconds (default: stepper_alerts interval_s)")
 def watch_command(interval_s: float | None) -> int:
     """check every --interval seconds until stopped"""
+    from stepper.config import current_settings
     from stepper.ops.alerts import watch
 
     settings, sinks = _alert_sinks()
     interval_s = settings.interval_s if interval_s is None else interval_s
     click.echo(f"checking alerts every {interval_s:g}s (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
-        watch(interval_s, settings=settings, sinks=sinks, on_message=lambda message: click.echo(message.line))
+        watch(
+            interval_s,
+            settings=settings,
+            sinks=sinks,
+            on_message=lambda message: click.echo(message.line),
+            budgets_of=current_settings(),
+        )
     return 0
 
 
@@ -129,11 +143,12 @@ def watch_command(interval_s: float | None) -> int:
 def check_command() -> int:
     """check once and print what fired or resolved"""
     from stepper.celery import app
+    from stepper.config import current_settings
     from stepper.infra.connections import state_redis
     from stepper.ops.alerts import run_checks
 
     settings, sinks = _alert_sinks()
-    messages = run_checks(app, state_redis(), settings, sinks)
+    messages = run_checks(app, state_redis(), settings, sinks, budgets_of=current_settings())
     click.echo("\n".join(message.line for message in messages) or "nothing fired or resolved")
     return 0
 

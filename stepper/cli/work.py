@@ -35,6 +35,11 @@ def providers_command(as_json: bool) -> int:
         click.echo(
             f"  {row.name:<12} kinds={','.join(row.kinds):<36} models={','.join(row.models) or '-'}  {status}{extra}"
         )
+        for deployment in row.deployments:
+            state = "ready" if deployment["available"] else f"unavailable: {deployment['reason']}"
+            click.echo(
+                f"    deployment {deployment['label']:<10} weight={deployment['weight']:g} ({row.strategy})  {state}"
+            )
     click.echo("chains:")
     for kind, chain in settings.chains.items():
         click.echo(f"  {kind:<7} {' -> '.join(str(entry) for entry in chain)}")

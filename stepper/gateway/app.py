@@ -6,16 +6,18 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from stepper import __version__
 from stepper.config import current_settings
 from stepper.errors import ConfigError
-from stepper.gateway import health, jobs, openai_compat
+from stepper.gateway import health, jobs, openai_compat, workflows
 from stepper.gateway.auth import KeyLimiter
 from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
 from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
 from stepper.gateway.state import Gateway
+from stepper.guards.spend import Budgets, RedisSpendLedger
 from stepper.infra.redaction import Redactor, configured_secrets
 from stepper.settings import StepperSettings
 
@@ -36,11 +38,15 @@ def create_app(
     if celery is None:
         from stepper.celery import app as celery
     redis = state_redis()
-    metrics = GatewayMetrics(celery, redis)
-    app = FastAPI(
+    metrics = GatewayMetrics(celery, redis, settings)
+    # FastAPI's /docs and /redoc load their scripts from a CDN: blank without internet. FastAPIOffline serves
+    # the same pages with Swagger UI and ReDoc from its package (under /static-offline-docs).
+    app = FastAPIOffline(
         title="stepper gateway",
         version=__version__,
-        description="HTTP in front of stepper's task queues: jobs of every kind, OpenAI-compatible chat, health.",
+        description=(
+            "HTTP in front of stepper's task queues: jobs of every kind, workflows, OpenAI-compatible chat, health."
+        ),
     )
     app.state.gateway = Gateway(
         settings=settings,
@@ -50,12 +56,14 @@ def create_app(
         limiter=KeyLimiter(redis, options.rpm, options.tpm),
         redactor=Redactor(configured_secrets()),
         metrics=metrics,
+        budgets=Budgets(RedisSpendLedger(redis), settings),
     )
     install_error_handlers(app)
     app.include_router(health.probes)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(openai_compat.router)
+    app.include_router(workflows.router)
     # Outermost last: the size limit answers before anything else runs, then CORS, then the request metrics.
     app.add_middleware(RequestMetrics, metrics=metrics)
     if options.cors_origins:

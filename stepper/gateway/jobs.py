@@ -21,7 +21,7 @@ from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit, caller, gateway, limited
+from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
 from stepper.infra import keys
 from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import priority_value
@@ -112,7 +112,7 @@ def _add_job_route(path: str, kind: Kind, model: type[BaseModel]) -> None:
     ) -> JobAccepted:
         tokens = FAMILIES[kind].estimate_tokens(body)
         await admit(state, who, tokens)
-        accepted = await _submit(state, request, kind, body, priority)
+        accepted = await _submit(state, request, who, kind, body, priority)
         response.status_code = 200 if accepted.status == "cached" else 202
         return accepted
 
@@ -161,7 +161,7 @@ async def create_batch(
     await admit(state, who, tokens)
     items = []
     for job in body.jobs:
-        accepted = await _submit(state, request, job.kind, job.args, str(job.priority))
+        accepted = await _submit(state, request, who, job.kind, job.args, str(job.priority))
         items.append(BatchItem(id=job.id, **accepted.model_dump()))
     return BatchAccepted(jobs=items)
 
@@ -189,12 +189,12 @@ async def revoke_task(
     return {"jobId": task_id, "status": "revoked"}
 
 
-async def _submit(
-    state: Gateway, request: Request, kind: Kind, body: BaseModel | dict[str, Any], priority: str
+async def _submit(  # noqa: PLR0917  (one call site per route, all positional)
+    state: Gateway, request: Request, who: Caller, kind: Kind, body: BaseModel | dict[str, Any], priority: str
 ) -> JobAccepted:
     args = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
     level = priority_value(int(priority) if priority.isdigit() else priority)
-    result = await run_in_threadpool(submit, kind, args, priority=level)
+    result = await run_in_threadpool(submit, kind, args, priority=level, headers=submitted_by(who))
     cached = isinstance(result, EagerResult)
     value = result.result if cached else None
     await run_in_threadpool(_remember, state, result.id, kind, value)

@@ -14,12 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepper.infra.metrics import LATENCY_BUCKETS
 from stepper.ops.exporter import FleetCollector
+from stepper.settings import StepperSettings
 
 
 class GatewayMetrics:
     """One registry per gateway app, so that several apps in one process (tests) never share counters."""
 
-    def __init__(self, celery: Any = None, redis: Any = None) -> None:
+    def __init__(self, celery: Any = None, redis: Any = None, settings: StepperSettings | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "stepper_gateway_requests_total",
@@ -36,7 +37,7 @@ class GatewayMetrics:
         )
         self.refused = Counter(
             "stepper_gateway_refused_total",
-            "Requests refused for a key, by reason (unauthorised, rate_limited)",
+            "Requests refused for a key, by reason (unauthorised, rate_limited, budget_exhausted)",
             ["key", "reason"],
             registry=self.registry,
         )
@@ -47,7 +48,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         if celery is not None and redis is not None:
-            self.registry.register(FleetCollector(celery, redis))
+            self.registry.register(FleetCollector(celery, redis, settings))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,13 @@
 """OpenAI-compatible chat: ``POST /v1/chat/completions`` (plain and streamed) and ``GET /v1/models``.
 
-A completion is a ``stepper.chat`` task at ``interactive`` priority. Streaming relays the task's Redis stream
-as server-sent ``chat.completion.chunk`` events ending with ``data: [DONE]``. When the worker's stream says
+A completion is a ``stepper.chat`` task at ``interactive`` priority. Tools, ``tool_choice``, assistant
+``tool_calls`` and ``tool`` messages, ``response_format``, ``stop``, ``seed``, ``top_p``, the penalties,
+``logprobs``/``top_logprobs`` and ``user`` are passed to the task as they are (see :mod:`stepper.schemas.chat`);
+``n`` above 1 is refused (400 ``n_not_supported``: one answer per task, so fallback, cache and stream stay per
+answer; send n requests instead). Streaming relays the task's Redis stream as server-sent
+``chat.completion.chunk`` events ending with ``data: [DONE]``; tool calls stream as OpenAI's
+``delta.tool_calls[]`` fragments (``index``; ``id``, ``type`` and ``function.name`` on a call's first fragment;
+``function.arguments`` text). When the worker's stream says
 ``reset`` (a provider failed mid-answer and the next one restarts), OpenAI's protocol has no way to take back
 text already sent: if any text went out, the stream ends with an error event (the SDK raises ``APIError``) and
 no ``[DONE]``; if none did, the reset is invisible and the next provider's answer streams as usual.
@@ -40,8 +46,8 @@ from stepper.gateway.cancellation import (
     wait_watching,
 )
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit, caller, gateway, limited
-from stepper.infra.streams import StreamEvent, read_stream
+from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
+from stepper.infra.streams import StreamEvent, answer_events, read_stream
 from stepper.producer import outcome_events, submit
 
 router = APIRouter(tags=["openai"])
@@ -53,48 +59,88 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """OpenAI's message; ``developer`` is its newer name for ``system``. Tool calls are not served."""
+    """OpenAI's message; ``developer`` is its newer name for ``system``. An assistant's ``tool_calls`` and a
+    tool's ``tool_call_id`` are checked by stepper.chat's own schema (422 names the field)."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+    def to_stepper(self) -> dict[str, Any]:
+        role = "system" if self.role == "developer" else self.role
+        # Only an assistant's tool calls may come without content; stepper.chat's schema says so by field.
+        message: dict[str, Any] = {"role": role, "content": None if self.content is None else self.text()}
+        if self.tool_calls is not None:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+#: OpenAI request fields passed to stepper.chat as they are, when set; its schema validates them.
+PASSED_FIELDS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logprobs",
+                 "top_logprobs", "tools", "tool_choice", "response_format", "user")  # fmt: skip
+
+
 class ChatCompletionRequest(BaseModel):
-    """The fields stepper honours. Other OpenAI sampling options (top_p, stop, seed...) are accepted and ignored,
-    so existing clients work unchanged; ``n`` above 1 is refused."""
+    """The fields stepper honours; others OpenAI defines (``parallel_tool_calls``, ``metadata``...) are
+    ignored, so existing clients work unchanged."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: Any = None
+    user: str | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=1, description="only one choice is generated")
-    user: str | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    functions: Any = None
+    function_call: Any = None
 
 
 def to_chat_request(body: ChatCompletionRequest) -> dict[str, Any]:
     """stepper.chat's keyword arguments for an OpenAI request."""
-    request: dict[str, Any] = {
-        "messages": [
-            {"role": "system" if message.role == "developer" else message.role, "content": message.text()}
-            for message in body.messages
-        ],
-        "model": body.model,
-    }
-    if body.temperature is not None:
-        request["temperature"] = body.temperature
+    if body.n is not None and body.n > 1:
+        raise ApiError(
+            400,
+            f"n={body.n}: stepper generates one choice per request (each request is its own task, with its own "
+            "fallback, cache entry and stream); send n requests, with different seeds if you want them to differ",
+            "n_not_supported",
+        )
+    if body.functions is not None or body.function_call is not None:
+        raise ApiError(
+            400,
+            "functions and function_call are OpenAI's deprecated form of tools: send tools and tool_choice instead",
+            "unsupported_parameter",
+        )
+    request: dict[str, Any] = {"messages": [message.to_stepper() for message in body.messages], "model": body.model}
+    for name in PASSED_FIELDS:
+        if (value := getattr(body, name)) is not None:
+            request[name] = value
     if (max_tokens := body.max_completion_tokens or body.max_tokens) is not None:
         request["max_tokens"] = max_tokens
     if body.stream:
@@ -141,7 +187,7 @@ async def chat_completions(
     arguments = to_chat_request(body)
     parsed = FAMILIES["chat"].parse(arguments)  # InvalidRequest (422) names the field
     await admit(state, who, FAMILIES["chat"].estimate_tokens(parsed))
-    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive")
+    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive", headers=submitted_by(who))
     completion_id = f"chatcmpl-{result.id}"
     created = int(time.time())
     if body.stream:
@@ -169,13 +215,21 @@ async def chat_completions(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": value["output"]["message"]["content"]},
+                "message": _message(value["output"]["message"]),
                 "finish_reason": value["output"]["finish_reason"],
-                "logprobs": None,
+                "logprobs": value["output"].get("logprobs"),
             }
         ],
         "usage": _usage(value),
     }
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """stepper's answer as OpenAI's ``choices[].message``: content null when the assistant only calls tools."""
+    answer: dict[str, Any] = {"role": "assistant", "content": message.get("content"), "refusal": None}
+    if message.get("tool_calls"):
+        answer["tool_calls"] = [{k: v for k, v in call.items() if v is not None} for call in message["tool_calls"]]
+    return answer
 
 
 def _result(state: Gateway, result: AsyncResult | EagerResult, timeout_s: float) -> dict[str, Any] | None:
@@ -194,10 +248,23 @@ def _result(state: Gateway, result: AsyncResult | EagerResult, timeout_s: float)
     except ContentRejected as exc:
         raise ApiError(400, state.redactor.redact(str(exc)), "content_filter") from None
     except ChainExhausted as exc:
+        if _unservable(exc):
+            raise ApiError(400, state.redactor.redact(str(exc)), "unsupported_request") from None
         raise ApiError(503, state.redactor.redact(str(exc)), "providers_unavailable") from None
     except StepperError as exc:
         raise ApiError(502, state.redactor.redact(f"{type(exc).__name__}: {exc}"), "upstream_error") from None
     return value
+
+
+def _unservable(exc: ChainExhausted) -> bool:
+    """Whether the chain failed only because no provider can serve what the request asks (tools of a provider
+    without them, logprobs of one that gives none...): a 400 the SDK does not retry, not a 503 it would."""
+    tried = [attempt for attempt in exc.attempts if attempt.get("outcome") != "skipped"]
+    return (
+        not exc.retryable
+        and bool(tried)
+        and all(str(attempt.get("error") or "").startswith("UnsupportedInput:") for attempt in tried)
+    )
 
 
 def _wait(state: Gateway, result: AsyncResult | EagerResult) -> dict[str, Any]:
@@ -226,10 +293,17 @@ def _outcome(state: Gateway, task_id: str) -> list[StreamEvent]:
     return events
 
 
-def _usage(value: dict[str, Any]) -> dict[str, int]:
+def _usage(value: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` is the part of the prompt the vendor
+    served from its prompt cache (0 when it did not say)."""
     usage = value.get("usage") or {}
     prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": int(usage.get("cached_input_tokens", 0))},
+    }
 
 
 def _stream(
@@ -246,8 +320,13 @@ def _stream(
     ``relay.over`` once the task's outcome is known, and stops within a second of silence once the client is gone.
     """
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None) -> str:
-        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+    def chunk(
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        usage: dict[str, Any] | None = None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> str:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]
         event: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -275,9 +354,9 @@ def _stream(
         sent_text = False
         try:
             for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s, ended=ended):
-                if event.type == "delta" and event.text:
+                if (delta := _delta(event)) is not None:
                     sent_text = True
-                    yield chunk({"content": event.text})
+                    yield chunk(delta)
                 elif (ending := _ending(event, sent_text)) is not None:
                     yield error(*ending)
                     return
@@ -299,11 +378,31 @@ def _stream(
         return
     relay.over = True
     if isinstance(result, EagerResult):
-        yield chunk({"content": value["output"]["message"]["content"]})
-    yield chunk({}, finish_reason=value["output"]["finish_reason"])
+        for event in answer_events(value["output"]["message"]):
+            yield chunk(_delta(event) or {})
+    yield chunk({}, finish_reason=value["output"]["finish_reason"], logprobs=value["output"].get("logprobs"))
     if include_usage:
         yield chunk({}, usage=_usage(value))
     yield "data: [DONE]\n\n"
+
+
+def _delta(event: StreamEvent) -> dict[str, Any] | None:
+    """The chunk ``delta`` of a text or tool-call event (None for others). A tool call's fragment becomes one of
+    OpenAI's ``delta.tool_calls[]``: ``id``, ``type`` and the function's ``name`` only on a call's first
+    fragment, as OpenAI sends them (clients concatenate the rest)."""
+    if event.type == "delta":
+        return {"content": event.text} if event.text else None
+    if event.type != "tool_call":
+        return None
+    fragment = json.loads(event.text)
+    delta: dict[str, Any] = {"index": fragment["index"]}
+    if fragment.get("id"):
+        delta["id"], delta["type"] = fragment["id"], "function"
+    function = {"name": fragment["name"]} if fragment.get("name") else {}
+    delta["function"] = {**function, "arguments": fragment.get("arguments") or ""}
+    if fragment.get("extra_content"):
+        delta["extra_content"] = fragment["extra_content"]
+    return {"tool_calls": [delta]}
 
 
 def _ending(event: StreamEvent, sent_text: bool) -> tuple[str, str] | None:

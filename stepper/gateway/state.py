@@ -7,6 +7,7 @@ Routes reach it through FastAPI dependencies: :func:`gateway` (the state), :func
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from stepper.gateway.auth import ANONYMOUS, Caller, KeyLimiter, RateLimitExceeded, match_key
 from stepper.gateway.errors import ApiError
 from stepper.gateway.metrics import GatewayMetrics
+from stepper.guards.spend import GATEWAY_KEY_HEADER, Budgets, lines_of
 from stepper.infra.redaction import Redactor
 from stepper.settings import StepperSettings
 
@@ -33,6 +35,7 @@ class Gateway:
     limiter: KeyLimiter
     redactor: Redactor
     metrics: GatewayMetrics
+    budgets: Budgets
 
 
 def gateway(request: Request) -> Gateway:
@@ -62,7 +65,18 @@ def caller(
 
 
 async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
-    """Charge one request and ``tokens`` to the caller's key, or raise RateLimitExceeded (429)."""
+    """Let the caller submit work: refuse a key whose spend budget is spent (429 ``insufficient_quota``, as
+    OpenAI answers an account out of credit), then charge one request and ``tokens`` to the key's rate limits
+    (429 ``rate_limit_exceeded``)."""
+    lines = lines_of("key", who.identity, state.settings.gateway.budget_for(who.identity))
+    if lines and (spent := await run_in_threadpool(state.budgets.exhausted, lines)) is not None:
+        state.metrics.refused.labels(who.identity, "budget_exhausted").inc()
+        retry_after = str(max(1, math.ceil(spent.resets_in_s)))
+        raise ApiError(429, f"{spent.message()}", "insufficient_quota", headers={"Retry-After": retry_after})
+    await _charge(state, who, tokens)
+
+
+async def _charge(state: Gateway, who: Caller, tokens: int = 0) -> None:
     try:
         await run_in_threadpool(state.limiter.admit, who, tokens)
     except RateLimitExceeded:
@@ -71,9 +85,15 @@ async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
 
 
 async def limited(state: Annotated[Gateway, Depends(gateway)], who: Annotated[Caller, Depends(caller)]) -> Caller:
-    """An authenticated caller, charged one request against its key's limit."""
-    await admit(state, who)
+    """An authenticated caller, charged one request against its key's limit (reading work is never refused for
+    its budget)."""
+    await _charge(state, who)
     return who
+
+
+def submitted_by(who: Caller) -> dict[str, str]:
+    """Celery headers that tell the workers which key submitted a task, so they charge its spend to it."""
+    return {GATEWAY_KEY_HEADER: who.identity}
 
 
 def _client(request: Request) -> str:

@@ -1,1 +1,2 @@
-"""What wraps every provider call: admission (breaker state, rate limits), the breaker, backoff."""
+"""What wraps every provider call: admission (breaker state, rate limits), the breaker, backoff, the choice of
+a provider's deployment (routing) and spend budgets."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from stepper.config import current_settings
 from stepper.settings import ArtifactSettings
@@ -107,3 +108,24 @@ def set_artifact_store(store: ArtifactStore | None) -> None:
     _override.clear()
     if store is not None:
         _override.append(store)
+
+
+def load_artifact(uri: str, directory: str | Path | None = None) -> bytes:
+    """The bytes behind an artifact reference: a ``data:`` URI's payload, or a ``file:`` URI's file, which must
+    lie in the artifact ``directory`` (by default this process's store's, else the configured one).
+    ``ValueError`` for any other URI, ``FileNotFoundError`` when the file expired."""
+    if uri.startswith("data:"):
+        header, _, payload = uri.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError(f"artifact data: URIs are base64; got {header!r}")
+        return base64.b64decode(payload)
+    if not uri.startswith("file://"):
+        raise ValueError(f"not an artifact reference (data: or file: URI): {uri[:80]!r}")
+    if directory is None:
+        store = artifact_store()
+        directory = store.directory if isinstance(store, LocalArtifactStore) else current_settings().artifacts.directory
+    root = Path(directory).resolve()
+    path = Path(unquote(urlsplit(uri).path)).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{path} is outside the artifact directory {root}")
+    return path.read_bytes()

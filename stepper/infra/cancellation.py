@@ -42,8 +42,13 @@ class CallScope:
     """One vendor call: when it must have sent its first byte and when it must be over (``time.monotonic``
     seconds), and how to cut its connection. The HTTP layer reports the first byte and reads ``ended``."""
 
-    def __init__(self, task: TaskScope, first_byte_by: float | None, over_by: float | None) -> None:
+    def __init__(
+        self, task: TaskScope, first_byte_by: float | None, over_by: float | None, started: float | None = None
+    ) -> None:
         self.task = task
+        self.started = time.monotonic() if started is None else started
+        #: Seconds from the start of the call to the first byte of the answer, once it arrived.
+        self.first_byte_after_s: float | None = None
         self._first_byte_by = first_byte_by
         self._over_by = over_by
         self._closers: list[Callable[[], None]] = []
@@ -64,6 +69,8 @@ class CallScope:
     def first_byte(self) -> None:
         """The answer started: from now on only the total deadline applies."""
         self._first_byte_by = None
+        if not self.answered:
+            self.first_byte_after_s = time.monotonic() - self.started
         self.answered = True
 
     def due(self, now: float) -> EndReason | None:
@@ -99,6 +106,8 @@ class TaskScope:
         self.reason: str | None = None
         self._cancelled = threading.Event()
         self._calls: set[CallScope] = set()
+        #: Time to the first byte of the last vendor call that ended in this task (seconds), if it got one.
+        self.last_first_byte_s: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -134,7 +143,7 @@ class TaskScope:
         over_by = None if total_timeout_s is None else now + total_timeout_s
         if self.deadline_at is not None:
             over_by = self.deadline_at if over_by is None else min(over_by, self.deadline_at)
-        scope = CallScope(self, None if first_token_timeout_s is None else now + first_token_timeout_s, over_by)
+        scope = CallScope(self, None if first_token_timeout_s is None else now + first_token_timeout_s, over_by, now)
         with self._lock:
             self._calls.add(scope)
         token = current_call.set(scope)
@@ -142,6 +151,7 @@ class TaskScope:
         try:
             yield scope
         finally:
+            self.last_first_byte_s = scope.first_byte_after_s
             current_call.reset(token)
             enforcer().forget_call(scope)
             with self._lock:

@@ -8,6 +8,9 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:{<provider>}:rpm | :tpm           rate-limit token buckets (hash: tokens, ts)
     <ns>:{<provider>}:cooldown             set for as long as the provider's Retry-After asked the fleet to wait
     <ns>:{<provider>}:refused:<model>      optional parameters the provider's model refused (set, expires)
+    <ns>:{<provider>}:inflight:<label>     calls in flight on one deployment (sorted set: call id -> lease end, ms)
+    <ns>:{<provider>}:latency:<label>      one deployment's recent latencies (list of ms, newest first)
+    <ns>:{spend}:<scope>:<name>:<window>:<period>   money spent (provider, model or gateway key; day or month)
     <ns>:cache:<kind>:<digest>             a cached result; +":flight" its computation's claim, +":refreshing"
     <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
@@ -24,6 +27,7 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:recovery:sweep                    the sweep's lock
     <ns>:alerts:firing | dlq | exhausted:<minute>   alert state
     <ns>:gateway:task:<task id>            which kind a gateway-issued task is
+    <ns>:workflow:<workflow id>            a workflow's state: its request, stage and each piece (hash)
 """
 
 from __future__ import annotations
@@ -63,6 +67,21 @@ def cooldown(provider: str) -> str:
 
 def refused_parameters(provider: str, model: str) -> str:
     return f"{provider_base(provider)}:refused:{model}"
+
+
+def in_flight(provider: str, label: str) -> str:
+    """Calls in flight on one deployment; every deployment of a provider shares its hash tag (one Lua script)."""
+    return f"{provider_base(provider)}:inflight:{label}"
+
+
+def latency(provider: str, label: str) -> str:
+    return f"{provider_base(provider)}:latency:{label}"
+
+
+def spend(scope: str, name: str, window: str, period: str) -> str:
+    """What ``name`` (a provider, ``provider:model`` or a gateway key's identity) spent in one day or month
+    (``period``: ``2026-12-01`` or ``2026-12``); one hash tag, so one transaction charges every scope."""
+    return f"{namespace()}:{{spend}}:{scope}:{name}:{window}:{period}"
 
 
 def breaker_state_pattern() -> str:
@@ -182,3 +201,8 @@ def alerts_exhausted(minute: int) -> str:
 
 def gateway_task(task_id: str) -> str:
     return f"{namespace()}:gateway:task:{task_id}"
+
+
+def workflow(workflow_id: str) -> str:
+    """A workflow's state (hash): ``meta``, ``state``, ``stage`` and ``done:``/``running:``/``failed:`` per piece."""
+    return f"{namespace()}:workflow:{workflow_id}"

@@ -10,6 +10,7 @@ priority, breaker state, dead letters, workers up) are read at scrape time by :m
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -34,24 +35,42 @@ GUARD_FAIL_OPEN = Counter(
     "Provider calls let through unguarded because the guards' Redis was unreachable",
     ["provider"],
 )
+DEPLOYMENT_ATTEMPTS = Counter(
+    "stepper_deployment_attempts_total",
+    "Attempts on each deployment of providers that declare several (by label, never URL or key)",
+    ["kind", "provider", "deployment", "outcome"],
+)
+SPEND = Counter(
+    "stepper_spend_total",
+    "Money spent at the configured prices, by provider, model and gateway key (its identity; '' outside the "
+    "gateway), in the prices' currency",
+    ["provider", "model", "gateway_key", "currency"],
+)
 BREAKER_TRANSITIONS = Counter(
     "stepper_breaker_transitions_total", "Circuit breaker state changes seen by this process", ["provider", "state"]
 )
 
 
-def record_attempt(kind: str, provider: str, outcome: str, ms: float) -> None:
+def record_attempt(kind: str, provider: str, outcome: str, ms: float, deployment: str | None = None) -> None:
     ATTEMPTS.labels(kind, provider, outcome).inc()
+    if deployment is not None:
+        DEPLOYMENT_ATTEMPTS.labels(kind, provider, deployment, outcome).inc()
     if outcome != "skipped":
         ATTEMPT_SECONDS.labels(kind, provider).observe(ms / 1000)
 
 
-def record_reply(kind: str, provider: str, first_tried: str | None, usage: dict[str, int]) -> None:
+def record_reply(kind: str, provider: str, first_tried: str | None, usage: Mapping[str, object]) -> None:
     """A fallback is an answer from any provider but the first the chain tried (``first_tried``)."""
     if first_tried is not None and first_tried != provider:
         FALLBACKS.labels(kind).inc()
     for direction in ("input", "output"):
-        if tokens := usage.get(f"{direction}_tokens"):
+        if isinstance(tokens := usage.get(f"{direction}_tokens"), int) and tokens:
             TOKENS.labels(provider, direction).inc(tokens)
+
+
+def record_spend(provider: str, model: str, gateway_key: str | None, cost: float, currency: str) -> None:
+    if cost > 0:
+        SPEND.labels(provider, model, gateway_key or "", currency).inc(cost)
 
 
 def record_task(kind: str, outcome: str, seconds: float) -> None:

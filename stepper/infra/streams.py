@@ -1,6 +1,10 @@
 """Streaming chat deltas to producers through a Redis Stream keyed by the task id.
 
-The worker appends ``delta`` events as a provider produces text. A provider that fails after its first token
+The worker appends ``delta`` events as a provider produces text, and ``tool_call`` events as it produces tool
+calls: their text is JSON ``{"index", "id", "name", "arguments", "extra_content"}``, a fragment in the terms of
+OpenAI's stream chunks (the first fragment of call ``index`` names its ``id`` and ``name``; the ``arguments``
+text of all its fragments, in order, makes the call's arguments; ``extra_content`` is what the vendor needs
+back with the call, when it says). A provider that fails after its first token
 makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. Every
 stream ends with ``done``, ``error`` or ``cancelled``; the task's own result stays the complete answer or the
 error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
@@ -17,10 +21,11 @@ what a paused stream holds when its window ends.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
@@ -30,7 +35,7 @@ from redis import Redis
 from stepper.infra import keys
 from stepper.infra.connections import as_text
 
-EventType = Literal["delta", "reset", "done", "error", "cancelled"]
+EventType = Literal["delta", "tool_call", "reset", "done", "error", "cancelled"]
 FINAL_EVENTS: frozenset[EventType] = frozenset({"done", "error", "cancelled"})
 #: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
 MAX_EVENTS = 10_000
@@ -43,6 +48,15 @@ BATCH_MAX_CHARS = 2048
 class DeltaSink(Protocol):
     def delta(self, text: str) -> None: ...
 
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None: ...
+
     def reset(self, reason: str) -> None: ...
 
 
@@ -54,6 +68,30 @@ current_sink: ContextVar[DeltaSink | None] = ContextVar("stepper_delta_sink", de
 class StreamEvent:
     type: EventType
     text: str
+
+    @classmethod
+    def tool_call(
+        cls,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> StreamEvent:
+        fragment = {"index": index, "id": call_id, "name": name, "arguments": arguments}
+        return cls("tool_call", json.dumps({**fragment, "extra_content": extra_content} if extra_content else fragment))
+
+
+def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
+    """A whole answer (a chat output's ``message``) as the events that stream it: its text, then each tool
+    call in one fragment."""
+    events = [StreamEvent("delta", message["content"])] if message.get("content") else []
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        function = call["function"]
+        events.append(
+            StreamEvent.tool_call(index, call["id"], function["name"], function["arguments"], call.get("extra_content"))
+        )
+    return events
 
 
 class RedisStreamSink:
@@ -85,15 +123,29 @@ class RedisStreamSink:
                 self._held_since = time.monotonic()
                 flusher().watch(self)
 
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None:
+        event = StreamEvent.tool_call(index, call_id, name, arguments, extra_content)
+        self._add(event.type, event.text)
+        self._pending_text = True
+
     def reset(self, reason: str) -> None:
         self._add("reset", reason)
         self._pending_text = False
         self._answer_started = False
 
-    def done(self, text: str) -> None:
-        """End the stream; a provider that does not stream (a mock, an engine) sends its answer as one delta."""
+    def done(self, message: Mapping[str, Any]) -> None:
+        """End the stream with the answer ``message`` (a chat output's); an answer that was not streamed (a
+        mock's, a cached one) is sent whole first, as by :func:`answer_events`."""
         if not self._pending_text:
-            self.delta(text)
+            for event in answer_events(message) or [StreamEvent("delta", "")]:
+                self._add(event.type, event.text)
         self._add("done", "")
 
     def error(self, message: str) -> None:

@@ -7,10 +7,11 @@ nothing in between however long it lasts. A sink that fails is logged (without i
 and never raised: the alert stays taken, so a lost message is not resent on every later check.
 
 Conditions: ``breaker_open`` (a provider's breaker is open or half-open), ``queue_depth`` (a queue's messages
-over the threshold), ``dead_letters_growth`` (more new dead letters than the threshold since the previous check)
-and ``chain_exhausted_rate`` (more ChainExhausted failures than the threshold in the previous full minute,
-counted by the workers with :func:`count_exhausted`). When Redis is unreachable a check sends nothing: the
-state that deduplicates alerts lives there.
+over the threshold), ``dead_letters_growth`` (more new dead letters than the threshold since the previous check),
+``chain_exhausted_rate`` (more ChainExhausted failures than the threshold in the previous full minute,
+counted by the workers with :func:`count_exhausted`), and ``budget_80`` / ``budget_100`` (a provider, model or
+gateway key has spent 80 % or all of a daily or monthly budget; resolved when its window resets). When Redis
+is unreachable a check sends nothing: the state that deduplicates alerts lives there.
 
 :class:`AlertStore` is that state's interface and :class:`RedisAlertStore` the fleet's;
 :class:`~stepper.ops.alerts_memory.MemoryAlertStore` is its twin in one process's memory, for tests without a Redis.
@@ -29,11 +30,12 @@ from typing import Any, Literal, Protocol
 import redis
 from redis import Redis
 
+from stepper.guards.spend import BudgetUse, budget_uses
 from stepper.infra import keys, lua
 from stepper.infra.connections import as_text
 from stepper.ops.fleet import FleetState, breaker_states, queue_depths
 from stepper.secrets import resolve_secret
-from stepper.settings import AlertSettings
+from stepper.settings import AlertSettings, StepperSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 # ChainExhausted failures per minute (a counter kept EXHAUSTED_TTL_S seconds).
 EXHAUSTED_TTL_S = 180
 OPEN_BREAKER_STATES = ("open", "half-open")
+#: Shares of a budget at which its alert fires: a warning, then spent.
+BUDGET_ALERT_SHARES = (0.8, 1.0)
 #: Slack's section text and Discord's message content both have limits; alert texts stay well below.
 MAX_TEXT_CHARS = 1900
 
@@ -233,8 +237,9 @@ def count_exhausted(client: Redis, now: float | None = None) -> None:
         log.warning("could not count a ChainExhausted failure for alerts (%s)", type(exc).__name__)
 
 
-def alert_state(client: Redis, queues: list[str]) -> FleetState:
-    """The part of :func:`stepper.ops.fleet.read_fleet` alerts use: no worker broadcast, which waits a second."""
+def alert_state(client: Redis, queues: list[str], budgets_of: StepperSettings | None = None) -> FleetState:
+    """The part of :func:`stepper.ops.fleet.read_fleet` alerts use: no worker broadcast, which waits a second;
+    spend against the budgets ``budgets_of`` declares."""
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -244,7 +249,25 @@ def alert_state(client: Redis, queues: list[str]) -> FleetState:
         queues=queue_depths(client, queues),
         breakers=breaker_states(client),
         dead_letters=int(client.zcard(keys.dead_letter_index())),
+        spend=budget_uses(client, budgets_of) if budgets_of is not None else [],
     )
+
+
+def budget_alerts(uses: Iterable[BudgetUse]) -> list[Alert]:
+    """One alert per budget and share reached (80 % of it, all of it)."""
+    alerts = []
+    for use in uses:
+        for share in BUDGET_ALERT_SHARES:
+            if use.fraction >= share:
+                alerts.append(
+                    Alert(
+                        f"budget_{share:.0%}".replace("%", "") + f":{use.scope}:{use.name}:{use.window}",
+                        f"{use.describe()} is {use.fraction:.0%} spent ({use.spent:.4g} {use.currency}); "
+                        f"it resets at {use.resets_at}",
+                        f"{use.describe()} is back under {share:.0%} (a new {use.window})",
+                    )
+                )
+    return alerts
 
 
 def evaluate(state: FleetState, store: AlertStore, settings: AlertSettings, now: float) -> list[Alert]:
@@ -274,6 +297,7 @@ def evaluate(state: FleetState, store: AlertStore, settings: AlertSettings, now:
                 "dead letters no longer growing fast",
             )
         )
+    alerts += budget_alerts(state.spend)
     exhausted = store.exhausted(minute_of(now) - 1)
     if exhausted > settings.exhausted_per_minute_threshold:
         alerts.append(
@@ -312,11 +336,13 @@ def run_checks(
     *,
     state: FleetState | None = None,
     now: float | None = None,
+    budgets_of: StepperSettings | None = None,
 ) -> list[AlertMessage]:
-    """One pass: read the fleet, take or clear alerts in Redis, send what this checker won; return those messages."""
+    """One pass: read the fleet, take or clear alerts in Redis, send what this checker won; return those messages.
+    Budgets are checked when ``budgets_of`` (the settings that declare them) is given."""
     now = time.time() if now is None else now
     if state is None:
-        state = alert_state(client, [queue.name for queue in app.conf.task_queues])
+        state = alert_state(client, [queue.name for queue in app.conf.task_queues], budgets_of)
     if not state.redis_ok:
         log.warning("alerts not checked: Redis unreachable (%s)", state.error)
         return []
@@ -343,6 +369,7 @@ def watch(
     sinks: Iterable[AlertSink] | None = None,
     on_message: Callable[[AlertMessage], None] = lambda message: None,
     passes: int | None = None,
+    budgets_of: StepperSettings | None = None,
 ) -> None:
     """Check every ``interval_s`` until interrupted (or ``passes`` times); a Redis outage skips a pass."""
     if app is None:
@@ -361,7 +388,7 @@ def watch(
     done = 0
     while passes is None or done < passes:
         try:
-            for message in run_checks(app, client, settings, sinks):
+            for message in run_checks(app, client, settings, sinks, budgets_of=budgets_of):
                 on_message(message)
         except redis.RedisError as exc:
             log.warning("alerts check skipped: Redis unreachable (%s)", type(exc).__name__)

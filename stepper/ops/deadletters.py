@@ -235,6 +235,9 @@ def replay(store: DeadLetters, entry_id: str, submit: Submit) -> str:
             f"entry {entry_id} had secrets redacted; resubmit it yourself: `stepper dlq show {entry_id}` prints "
             "the request, to submit again with the secrets filled in"
         )
+    if entry.kind.startswith("workflow.") and "resume" in entry.request:
+        # A workflow's piece (stepper.workflows): resuming the workflow reruns it, and only what is missing.
+        raise InvalidRequest(f"entry {entry_id} is a workflow's failed piece; resume it: {entry.request['resume']}")
     if entry.kind not in KINDS:
         raise InvalidRequest(f"entry {entry_id} is of kind {entry.kind!r}, which this stepper does not serve")
     # Without its idempotency key (it maps to the failed task) and past the cache: a replay runs again.

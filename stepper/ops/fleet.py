@@ -1,4 +1,4 @@
-"""What the fleet looks like right now: queue depths by priority, workers, breakers, rate-limit buckets.
+"""What the fleet looks like right now: queue depths by priority, workers, breakers, rate-limit buckets, spend.
 
 Read by ``stepper status`` (for people) and ``stepper health`` (for probes). On Redis a queue is one list per
 priority level (``chat``, ``chat\\x06\\x161``... ``chat\\x06\\x169``): a plain ``LLEN chat`` sees only level 0.
@@ -12,8 +12,10 @@ from typing import Any
 
 from redis import Redis
 
+from stepper.guards.spend import BudgetUse, budget_uses
 from stepper.infra import keys
 from stepper.priorities import PRIORITY_STEPS
+from stepper.settings import StepperSettings
 
 #: kombu's separator between a queue's name and its priority level (its default, kept on purpose).
 PRIORITY_SEP = "\x06\x16"
@@ -36,6 +38,8 @@ class FleetState:
     breakers: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, dict[str, float]] = field(default_factory=dict)
     dead_letters: int = 0
+    #: Spend against each configured budget in its current window (providers, models, named gateway keys).
+    spend: list[BudgetUse] = field(default_factory=list)
     error: str | None = None
 
     def problems(self) -> list[str]:
@@ -101,7 +105,10 @@ def worker_states(app: Any, timeout_s: float) -> list[WorkerState]:
     ]
 
 
-def read_fleet(app: Any, client: Redis, queues: list[str], timeout_s: float = 1.0) -> FleetState:
+def read_fleet(
+    app: Any, client: Redis, queues: list[str], timeout_s: float = 1.0, settings: StepperSettings | None = None
+) -> FleetState:
+    """The whole picture; spend against budgets only when ``settings`` (which declare them) are given."""
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001  (any failure to reach Redis is the answer itself)
@@ -113,4 +120,5 @@ def read_fleet(app: Any, client: Redis, queues: list[str], timeout_s: float = 1.
         breakers=breaker_states(client),
         buckets=rate_buckets(client),
         dead_letters=int(client.zcard(keys.dead_letter_index())),
+        spend=budget_uses(client, settings) if settings is not None else [],
     )

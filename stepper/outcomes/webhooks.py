@@ -82,7 +82,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Event = Literal["task.succeeded", "task.failed"]
+Event = Literal["task.succeeded", "task.failed", "workflow.succeeded", "workflow.failed"]
 EVENTS: tuple[Event, ...] = get_args(Event)
 TASK_NAME = "stepper.deliver_webhook"
 CALLBACKS_QUEUE = "callbacks"

@@ -4,10 +4,21 @@ The key travels in the ``x-goog-api-key`` header, never as ``?key=``: URLs end u
 ``responseSchema``, the OpenAPI subset every Gemini model accepts (``responseJsonSchema`` takes full JSON
 Schema but only on newer models), so JSON Schema keywords outside that subset are dropped on the way out.
 A stream has no ``[DONE]``: it simply ends, and only a chunk carrying ``finishReason`` says it was complete.
+
+Chat features are mapped per the v1beta reference (ai.google.dev/api/generate-content, /api/caching#Tool):
+``tools`` become ``functionDeclarations``, ``tool_choice`` ``toolConfig.functionCallingConfig`` (``auto`` AUTO,
+``none`` NONE, ``required`` ANY, a named function ANY with ``allowedFunctionNames``), an assistant's
+``tool_calls`` ``functionCall`` parts of a ``model`` turn, and ``tool`` messages ``functionResponse`` parts of
+a ``user`` turn (a result that is a JSON object is the response itself, any other text ``{"output": text}``).
+A ``functionCall`` comes back whole (streamed too) with its arguments parsed; one without an ``id`` gets a
+stable one. ``stop``, ``top_p``, ``seed`` and the penalties go into ``generationConfig``; ``user`` has no
+counterpart and is left out. ``logprobs`` is ``responseLogprobs`` (``top_logprobs`` is ``logprobs``), and the
+candidate's ``logprobsResult`` (``chosenCandidates``, ``topCandidates``) comes back in OpenAI's shape.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -15,8 +26,11 @@ from urllib.parse import quote
 import requests
 
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
+from stepper.providers.gemini_request import request_body
 from stepper.providers.http import HttpClient, parse_retry_after
-from stepper.providers.llm.base import FinishReason, LlmAnswer, LlmCall, LlmProvider, finish_reason, usage_of
+from stepper.providers.llm.base import LlmProvider, finish_reason
+from stepper.providers.llm.call import FinishReason, LlmAnswer, LlmCall, ToolCallDelta, tool_call_id, usage_of
+from stepper.schemas.chat import ToolCall
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -38,9 +52,6 @@ NOT_AN_ANSWER = frozenset(
         "TOO_MANY_TOOL_CALLS",
     }
 )
-#: Keywords of Gemini's ``Schema`` (an OpenAPI 3.0 subset) copied as they are; ``type`` is upper-cased to its enum.
-SCHEMA_KEYWORDS = frozenset({"description", "enum", "format", "nullable", "required", "minItems", "maxItems"})
-ROLES = {"user": "user", "assistant": "model"}
 
 
 class GoogleHttpClient(HttpClient):
@@ -61,17 +72,23 @@ class GeminiProvider(LlmProvider):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     http_client = GoogleHttpClient
     key_header, key_prefix = "x-goog-api-key", ""  # a header, never ?key=: URLs end up in logs
+    features = frozenset({"tools", "response_format", "stop", "logprobs"})
 
     def send(self, call: LlmCall) -> LlmAnswer:
         body = self.http.post_json(self._path(call, "generateContent"), self._payload(call), self.auth_headers())
         candidate = self._candidate(body)
         if candidate is None:
             raise TruncatedOutput(f"{self.settings.name} answered without candidates")
-        return LlmAnswer(_text(candidate), self._finish_reason(candidate.get("finishReason")), _usage(body))
+        calls = [self._tool_call(index, part) for index, part in enumerate(_function_calls(candidate))]
+        finish = self._finish_reason(candidate.get("finishReason"))
+        tokens = _logprobs(candidate) if call.logprobs else None
+        return LlmAnswer(_text(candidate), finish, _usage(body), calls, {"content": tokens} if call.logprobs else None)
 
-    def send_streaming(self, call: LlmCall) -> Iterator[str | LlmAnswer]:
+    def send_streaming(self, call: LlmCall) -> Iterator[str | ToolCallDelta | LlmAnswer]:
         path = self._path(call, "streamGenerateContent") + "?alt=sse"
         parts: list[str] = []
+        calls: list[ToolCall] = []
+        tokens: list[dict[str, Any]] = []
         finish: FinishReason | None = None
         usage: dict[str, int] = {}
         for event in self.http.stream("POST", path, self._payload(call), self.auth_headers()):
@@ -83,34 +100,40 @@ class GeminiProvider(LlmProvider):
             if text := _text(candidate):
                 parts.append(text)
                 yield text
+            tokens.extend(_logprobs(candidate))
+            for part in _function_calls(candidate):  # each arrives whole: one fragment per call
+                whole = self._tool_call(len(calls), part)
+                calls.append(whole)
+                yield ToolCallDelta(
+                    len(calls) - 1, whole.id, whole.function.name, whole.function.arguments, whole.extra_content
+                )
             if candidate.get("finishReason"):
                 finish = self._finish_reason(candidate["finishReason"])
         if finish is None:
             raise TruncatedOutput(f"{self.settings.name} ended its stream before a chunk with finishReason")
-        yield LlmAnswer("".join(parts), finish, usage)
+        yield LlmAnswer("".join(parts), finish, usage, calls, {"content": tokens} if call.logprobs else None)
 
     def _payload(self, call: LlmCall) -> dict[str, Any]:
-        contents: list[dict[str, Any]] = []
-        for message in call.messages:
-            if message.role == "system":
-                continue
-            role = ROLES[message.role]
-            if contents and contents[-1]["role"] == role:  # one turn per speaker, as multi-turn chat expects
-                contents[-1]["parts"].append({"text": message.content})
-            else:
-                contents.append({"role": role, "parts": [{"text": message.content}]})
-        if not contents:
-            raise UnsupportedInput(f"{self.settings.name} needs at least one user or assistant message")
-        config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
-        if call.temperature is not None:
-            config["temperature"] = call.temperature
-        if call.json_schema is not None:
-            config["responseMimeType"] = "application/json"
-            config["responseSchema"] = gemini_schema(call.json_schema)
-        payload: dict[str, Any] = {"contents": contents, "generationConfig": config}
-        if system := "\n\n".join(m.content for m in call.messages if m.role == "system"):
-            payload["systemInstruction"] = {"parts": [{"text": system}]}
-        return payload
+        try:
+            return request_body(call)
+        except ValueError as exc:
+            raise UnsupportedInput(f"{self.settings.name} {exc}") from None
+
+    def _tool_call(self, index: int, part: dict[str, Any]) -> ToolCall:
+        """A ``functionCall`` part as an OpenAI tool call: its ``args`` object as JSON text, and the part's
+        ``thoughtSignature`` kept to be sent back (see ``ToolCall.extra_content``)."""
+        call = part["functionCall"]
+        name, args = call.get("name"), call.get("args") or {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise TruncatedOutput(f"{self.settings.name} answered a malformed functionCall")
+        arguments = json.dumps(args, separators=(",", ":"))
+        call_id = call.get("id") if isinstance(call.get("id"), str) else None
+        signature = part.get("thoughtSignature")
+        return ToolCall(
+            id=call_id or tool_call_id(self.settings.name, index, name, arguments),
+            function={"name": name, "arguments": arguments},
+            extra_content={"google": {"thought_signature": signature}} if isinstance(signature, str) else None,
+        )
 
     def _path(self, call: LlmCall, method: str) -> str:
         return f"/models/{quote(call.model.removeprefix('models/'), safe='')}:{method}"
@@ -128,20 +151,29 @@ class GeminiProvider(LlmProvider):
         return finish_reason(self.settings.name, reason, FINISH_REASONS, NOT_AN_ANSWER)
 
 
-def gemini_schema(node: dict[str, Any]) -> dict[str, Any]:
-    """A self-contained JSON schema as Gemini's ``Schema``: keywords it rejects (``additionalProperties``,
-    ``title``, ``default``...) dropped, property names kept, and ``propertyOrdering`` so fields come out in order."""
-    schema: dict[str, Any] = {key: value for key, value in node.items() if key in SCHEMA_KEYWORDS}
-    if isinstance(node.get("type"), str):
-        schema["type"] = node["type"].upper()
-    if isinstance(node.get("items"), dict):
-        schema["items"] = gemini_schema(node["items"])
-    if isinstance(node.get("anyOf"), list):
-        schema["anyOf"] = [gemini_schema(option) for option in node["anyOf"]]
-    if isinstance(node.get("properties"), dict):
-        schema["properties"] = {name: gemini_schema(sub) for name, sub in node["properties"].items()}
-        schema["propertyOrdering"] = list(node["properties"])
-    return schema
+def _logprobs(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """A candidate's ``logprobsResult`` as OpenAI's ``logprobs.content``: a token per decoding step, with the
+    step's top candidates."""
+    result = candidate.get("logprobsResult") or {}
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+
+    def token(item: dict[str, Any]) -> dict[str, Any]:
+        text = str(item.get("token", ""))
+        return {"token": text, "logprob": float(item.get("logProbability", 0.0)), "bytes": list(text.encode())}
+
+    return [
+        {
+            **token(item),
+            "top_logprobs": [token(top) for top in (tops[step] if step < len(tops) else {}).get("candidates") or ()],
+        }
+        for step, item in enumerate(chosen)
+    ]
+
+
+def _function_calls(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = (candidate.get("content") or {}).get("parts") or ()
+    return [part for part in parts if isinstance(part, dict) and isinstance(part.get("functionCall"), dict)]
 
 
 def _text(candidate: dict[str, Any]) -> str:
@@ -154,7 +186,7 @@ def _usage(body: dict[str, Any]) -> dict[str, int]:
     """Output tokens include thinking tokens: Google bills them as output."""
     meta = body.get("usageMetadata") or {}
     output = [meta[key] for key in ("candidatesTokenCount", "thoughtsTokenCount") if isinstance(meta.get(key), int)]
-    return usage_of(meta.get("promptTokenCount"), sum(output) if output else None)
+    return usage_of(meta.get("promptTokenCount"), sum(output) if output else None, meta.get("cachedContentTokenCount"))
 
 
 def _error_body(response: requests.Response) -> dict[str, Any]:

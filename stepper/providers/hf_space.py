@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 from stepper.errors import TruncatedOutput, Unavailable, UnsupportedInput
-from stepper.providers.llm.base import LlmAnswer, LlmCall, LlmProvider
+from stepper.providers.llm.base import LlmProvider
+from stepper.providers.llm.call import LlmAnswer, LlmCall
 from stepper.providers.vendor_errors import MESSAGE_CHARS
 from stepper.schemas.chat import Message
 from stepper.settings import ProviderSettings

@@ -4,6 +4,12 @@ The same request and model always give the same output, valid against the family
 tests and dry runs can assert on it. Outputs are derived from the request where that is cheap (a report
 lists the commit's files, a chat reply quotes the last user message) and from a hash of it otherwise.
 Every result is labelled ``provider: "mock"`` by the chain.
+
+Chat tries the whole OpenAI flow offline: given ``tools`` (and ``tool_choice`` other than ``none``), the mock
+calls one (the named one, else the first) with arguments built from its parameter schema (strings quote the
+last user message), unless the conversation ends with a tool result, which it then reports back in words
+(``required`` or a named function always calls). A JSON ``response_format`` gets a JSON answer (an instance of
+the ``json_schema``); ``stop`` cuts the text at the first stop sequence.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -32,6 +38,7 @@ from stepper.schemas import (
     VisionOutput,
     VisionRequest,
 )
+from stepper.schemas.chat import NamedToolChoice, tool_name
 from stepper.schemas.common import TaskRequest
 
 #: Rough speaking rate used to give mock audio a plausible duration.
@@ -74,13 +81,21 @@ class MockProvider(Provider):
 
     def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        content = f"[mock {fingerprint(request, model).hex()[:8]}] You said: {last_user[:200]}"
+        seed = fingerprint(request, model).hex()
+        prompt_tokens = sum(len(m.budget_text()) for m in request.messages) // 4
+        if (call := _tool_call(request, seed, last_user)) is not None:
+            output = ChatOutput(message={"content": None, "tool_calls": [call]}, finish_reason="tool_calls")
+            return Reply(
+                output, {"input_tokens": prompt_tokens, "output_tokens": len(call["function"]["arguments"]) // 4}
+            )
+        content = _text(request, seed, last_user)
         words = content.split()
         finish_reason = "stop"
         if request.max_tokens is not None and len(words) > request.max_tokens:
             content, finish_reason = " ".join(words[: request.max_tokens]), "length"
+        for stop in request.stop or ():
+            content = content.split(stop, 1)[0]
         output = ChatOutput(message={"role": "assistant", "content": content}, finish_reason=finish_reason)
-        prompt_tokens = sum(len(m.content) for m in request.messages) // 4
         return Reply(output, {"input_tokens": prompt_tokens, "output_tokens": len(content.split())})
 
     def read(self, request: OcrRequest, model: str) -> Reply[OcrOutput]:
@@ -150,3 +165,52 @@ class MockProvider(Provider):
             voice=request.voice or "mock-default",
         )
         return Reply(output, {"characters": len(request.text)})
+
+
+def _tool_call(request: ChatRequest, seed: str, last_user: str) -> dict[str, Any] | None:
+    """The call the mock makes, if it makes one (see the module's docstring)."""
+    choice = request.tool_choice
+    if not request.tools or choice == "none":
+        return None
+    if choice in (None, "auto") and request.messages[-1].role == "tool":
+        return None  # the result is in: answer in words
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+    function = next(tool.function for tool in request.tools if named in (None, tool.function.name))
+    arguments = example_of(function.parameters or {"type": "object"}, last_user)
+    return {
+        "id": f"call_{seed[:24]}",
+        "type": "function",
+        "function": {"name": function.name, "arguments": json.dumps(arguments)},
+    }
+
+
+def _text(request: ChatRequest, seed: str, last_user: str) -> str:
+    last = request.messages[-1]
+    if request.response_format is not None and request.response_format.json_schema is not None:
+        return json.dumps(example_of(request.response_format.json_schema.json_schema, last_user))
+    if request.response_format is not None and request.response_format.type == "json_object":
+        return json.dumps({"mock": seed[:8], "you_said": last_user[:200]})
+    if last.role == "tool" and last.tool_call_id is not None:
+        return f"[mock {seed[:8]}] {tool_name(request.messages, last.tool_call_id)} returned: {last.content[:200]}"
+    return f"[mock {seed[:8]}] You said: {last_user[:200]}"
+
+
+def example_of(schema: Any, text: str) -> Any:
+    """A value valid against a plain JSON schema (types, properties, items, enum, const, anyOf): the first
+    enum value, the text for a string, 1 for a number, every property of an object."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if isinstance(schema.get("anyOf"), list) and schema["anyOf"]:
+        return example_of(schema["anyOf"][0], text)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        return {name: example_of(sub, text) for name, sub in (schema.get("properties") or {}).items()}
+    return {"string": text[:100] or "mock", "integer": 1, "number": 1, "boolean": True, "null": None}.get(
+        str(kind), [example_of(schema.get("items"), text)] if kind == "array" else None
+    )

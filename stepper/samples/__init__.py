@@ -34,3 +34,12 @@ def sample_requests() -> dict[Kind, dict[str, Any]]:
         "vision": {"image": _image("screen-2.png"), "features": ["faces", "colors", "quality"]},
         "speech": {"text": "Your settings were saved.", "format": "wav"},
     }
+
+
+#: The buttons clicked in ``howto.webm``, in order (scripts/samples/make_howto_recording.py records them).
+HOWTO_CLICKS = ("Preview", "Save", "Send")
+
+
+def howto_request() -> dict[str, Any]:
+    """The ``howto`` workflow's sample: a short recording of a web form whose toolbar buttons are clicked."""
+    return {"video": _image("howto.webm"), "audience": "someone new to the invoice editor"}

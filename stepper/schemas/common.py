@@ -86,7 +86,12 @@ Outcome = Literal[
     "rejected",  # the request itself was refused: the chain stops
     "cancelled",  # the task was cancelled during this attempt; its call was closed
     "deadline",  # the request's deadline_s passed during this attempt
+    "budget_exhausted",  # the provider's or the model's spend budget is spent: the next provider is tried
 ]
+
+#: What a result cost: the vendor's counters (``input_tokens``, ``cached_input_tokens``, ``output_tokens``...,
+#: whole numbers) and, when the model has a price, ``cost`` (a float, in ``currency``, e.g. ``"USD"``).
+Usage = dict[str, int | float | str]
 
 
 class Attempt(Strict):
@@ -95,6 +100,9 @@ class Attempt(Strict):
 
     run: int = Field(default=1, ge=1)
     provider: str
+    #: Which of the provider's ``deployments`` the attempt went to (its label, or its index when it has none);
+    #: None for a provider without deployments. Never its key or URL.
+    deployment: str | None = None
     model: str
     outcome: Outcome
     error: str | None = None
@@ -111,7 +119,7 @@ class TaskResult(Strict):
     cached: bool = False
     attempts: list[Attempt]
     elapsed_ms: float
-    usage: dict[str, int] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=dict)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -25,6 +25,7 @@ from stepper.config import current_settings
 from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
+from stepper.guards.spend import GATEWAY_KEY_HEADER
 from stepper.infra import inflight, metrics, tracing
 from stepper.infra.cancellation import TaskScope, task_scope
 from stepper.infra.connections import state_redis
@@ -93,7 +94,7 @@ def _run_family(
                     count_redelivery(task.request.id, kind)
                 result = serve(family, request, task.request.id, lambda: _compute(task, family, request, scope))
             if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
-                sink.done(result["output"]["message"]["content"])
+                sink.done(result["output"]["message"])
     except Retry:
         metrics.record_task(kind, "retry", time.monotonic() - started)
         _finished(task)  # the retry is a message of its own, journaled when it is published
@@ -201,7 +202,8 @@ def _run_chain(task: FamilyTask, family: Family, request: BaseModel, scope: Task
     carries the attempts of every run when it is final."""
     client = task.app.state_client()
     try:
-        return current_executor().run(family, request, scope)
+        gateway_key = getattr(task.request, GATEWAY_KEY_HEADER, None)
+        return current_executor().run(family, request, scope, gateway_key if isinstance(gateway_key, str) else None)
     except ChainExhausted as exc:
         retry = current_settings().retry
         if exc.retryable and task.request.retries < retry.task_max_retries:

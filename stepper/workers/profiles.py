@@ -2,7 +2,8 @@
 
 LLM work waits on HTTP, so its workers use threads and high concurrency (the threads pool ignores Celery's
 time limits: the providers' own HTTP timeouts bound each call). OCR, OpenCV and speech use the CPU, so their
-workers fork one process per core with a memory ceiling. Ops work (webhook deliveries) is small and I/O-bound.
+workers fork one process per core with a memory ceiling. Ops work (webhook deliveries, and the
+workflows' own tasks: recording pieces, assembling guides) is small and mostly I/O-bound.
 Plain ``celery -A stepper worker`` still consumes every queue.
 """
 
@@ -46,7 +47,7 @@ PROFILES: dict[str, Profile] = {
     for profile in (
         Profile("llm", ("report", "chat"), "threads", 32),
         Profile("cpu", ("ocr", "steps", "vision", "speech"), "prefork", None, max_memory_per_child_kib=512_000),
-        Profile("ops", ("callbacks",), "threads", 8),
+        Profile("ops", ("callbacks", "workflows"), "threads", 8),
     )
 }
 

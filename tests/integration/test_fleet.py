@@ -19,7 +19,7 @@ from tests.support.workers import REPO_ROOT, write_config
 
 def test_profiles_cover_every_queue() -> None:
     consumed = {queue for profile in PROFILES.values() for queue in profile.queues}
-    assert consumed == {"report", "chat", "ocr", "steps", "vision", "speech", "callbacks"}
+    assert consumed == {"report", "chat", "ocr", "steps", "vision", "speech", "callbacks", "workflows"}
     assert PROFILES["cpu"].pool == "prefork" and PROFILES["llm"].pool == "threads"
 
 

@@ -1,5 +1,6 @@
 """Documents made in the tests, never stored: PDFs with a text layer (written by hand), image-only PDFs,
-password-protected PDFs (RC4, the standard security handler revision 2) and multi-page TIFFs (Pillow)."""
+password-protected PDFs (RC4, the standard security handler revision 2), a filled form, a page with /Rotate,
+and multi-page TIFFs (Pillow)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,48 @@ def _pdf(pages: list[list[str]], user_password: str | None = None) -> bytes:
             b"<< /Filter /Standard /V 1 /R 2 /Length 40 /P -4 /O <%s> /U <%s> >>"
             % (owner.hex().encode(), user.hex().encode())
         )
+    return _written(objects, trailer)
+
+
+def form_pdf(value: str, label: str | None = None) -> bytes:
+    """A one-page PDF with a filled AcroForm text field showing ``value`` in Helvetica 28 pt, without an
+    appearance stream (``/NeedAppearances``: only a viewer that runs the form draws it); ``label``, when
+    given, is real text above the field (a text layer that does not hold the value)."""
+    content = b"BT /F1 24 Tf 72 700 Td (%s) Tj ET" % label.encode("latin-1") if label else b""
+    return _written(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [4 0 R] /NeedAppearances true "
+            b"/DA (/Helv 0 Tf 0 g) /DR << /Font << /Helv 5 0 R >> >> >> >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Annots [4 0 R] "
+            b"/Resources << /Font << /F1 5 0 R >> >> /Contents 6 0 R >>",
+            b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (name) /V (%s) /Rect [72 600 540 660] /F 4 /P 3 0 R "
+            b"/DA (/Helv 28 Tf 0 g) >>" % value.encode("latin-1"),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+            b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        ]
+    )
+
+
+def rotated_pdf(phrase: str, rotate: int) -> bytes:
+    """An image PDF whose page stores ``phrase`` turned ``rotate`` degrees anticlockwise and says ``/Rotate
+    rotate`` (clockwise, for display): a viewer shows it upright, the stored pixels are not."""
+    import pypdfium2 as pdfium
+
+    buffer = io.BytesIO()
+    phrase_image(phrase).rotate(rotate, expand=True).save(buffer, "PDF", resolution=150)
+    document = pdfium.PdfDocument(buffer.getvalue())
+    try:
+        document[0].set_rotation(rotate)
+        out = io.BytesIO()
+        document.save(out)
+    finally:
+        document.close()
+    return out.getvalue()
+
+
+def _written(objects: list[bytes], trailer: bytes = b"") -> bytes:
+    """A PDF file of ``objects`` (numbered from 1; the first is the catalog) with its cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):

@@ -131,7 +131,7 @@ class TricklingChat(CountingProvider):
         self._client.set(TASK_KEY.format(message=request.messages[-1].content), current_task.request.id, ex=3600)
         reply = super().complete(request, model)
         extra = [f"word{number}" for number in range(int(self.settings.options.get("words", 20)))]
-        words = [*reply.output.message.content.split(" "), *extra]
+        words = [*(reply.output.message.content or "").split(" "), *extra]
         delay_s = float(self.settings.options.get("delay_s", 0.1))
         sink = current_sink.get() if request.stream else None
         for position, word in enumerate(words):

@@ -12,7 +12,7 @@ import redis
 
 #: One database per test fleet; the last few are reserved for tests that need one no worker consumes.
 DATABASES = 64
-RESERVED_DATABASES = {"status": 63, "fleet": 62, "gateway-idle": 61, "revokes": 60}
+RESERVED_DATABASES = {"status": 63, "fleet": 62, "gateway-idle": 61, "revokes": 60, "budgets": 59}
 
 
 def free_port() -> int:

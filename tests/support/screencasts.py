@@ -76,3 +76,29 @@ def probed_duration(path: Path) -> str:
     ffprobe = require_binary("ffprobe", "ffmpeg")
     command = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", str(path)]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+#: The toolbar's buttons, clicked in this order by ``toolbar_screencast``; each step's caption names one.
+TOOLBAR_LABELS = ("Open", "Save", "Share")
+STEP_EVERY_S = 1.0
+
+
+def toolbar(pressed: int) -> Frame:
+    """An editor with a toolbar of large buttons; the first ``pressed`` of them are pressed (blue)."""
+    frame = np.full((HEIGHT, WIDTH, 3), 250, np.uint8)
+    frame[:70] = (235, 235, 235)
+    for number, label in enumerate(TOOLBAR_LABELS):
+        left = 20 + 150 * number
+        colour, ink = ((200, 110, 30), (255, 255, 255)) if number < pressed else ((250, 250, 250), (20, 20, 20))
+        cv2.rectangle(frame, (left, 12), (left + 130, 60), colour, cv2.FILLED)
+        cv2.rectangle(frame, (left, 12), (left + 130, 60), (90, 90, 90), 1)
+        cv2.putText(frame, label, (left + 22, 46), FONT, 0.9, ink, 2, cv2.LINE_AA)
+    cv2.putText(frame, "Untitled document", (30, 140), FONT, 0.8, (60, 60, 60), 2, cv2.LINE_AA)
+    return frame
+
+
+def toolbar_screencast(fps: int = FPS) -> list[Frame]:
+    """A still editor, then one toolbar button clicked every ``STEP_EVERY_S``: three steps, in label order."""
+    states = len(TOOLBAR_LABELS) + 1
+    per_state = round(STEP_EVERY_S * fps)
+    return [toolbar(pressed) for pressed in range(states) for _ in range(per_state)]

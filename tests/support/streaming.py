@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stepper.infra.streams import StreamEvent, current_sink
 from stepper.providers.llm.base import LlmProvider
 from stepper.schemas import ChatRequest
@@ -16,6 +18,16 @@ class Sink:
     def delta(self, text: str) -> None:
         self.events.append(StreamEvent("delta", text))
 
+    def tool_call(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str,
+        extra_content: dict[str, Any] | None = None,
+    ) -> None:
+        self.events.append(StreamEvent.tool_call(index, call_id, name, arguments, extra_content))
+
     def reset(self, reason: str) -> None:
         self.events.append(StreamEvent("reset", reason))
 
@@ -24,6 +36,6 @@ def streamed(provider: LlmProvider, request: ChatRequest, sink: Sink, model: str
     """Complete ``request`` with ``sink`` as the task's stream; the final answer's text."""
     token = current_sink.set(sink)
     try:
-        return provider.complete(request, model).output.message.content
+        return provider.complete(request, model).output.message.content or ""
     finally:
         current_sink.reset(token)

@@ -43,6 +43,7 @@ def stepper_settings(
     breaker: BreakerSettings | None = None,
     retry: RetrySettings | None = None,
     on_content_filter: Mapping[Kind, str] | None = None,
+    prices: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StepperSettings:
     """Settings with a ``mock`` provider always declared and every kind not in ``chains`` served by it."""
     declared = {"mock": provider_settings("mock", **MOCK_SPEC)}
@@ -57,4 +58,5 @@ def stepper_settings(
         breaker=breaker or BreakerSettings(fail_max=100, reset_timeout_s=30.0),
         retry=retry or retry_settings(),
         on_content_filter=dict(on_content_filter or {}),
+        prices=dict(prices or {}),
     )

@@ -55,7 +55,11 @@ EXAMPLES: list[StepperError] = [
     ContentRejected("refused by the safety filter"),
     errors.PoisonMessage("stepper.chat 3f2a was not run again: its last 3 runs killed their worker process"),
     errors.DeliveryFailed("https://example.com/hook answered 410 Gone; not retried"),
+    errors.BudgetExhausted(
+        "the daily budget of provider openai (20 USD) is spent (20.01 USD); it resets at 2026-12-02T00:00:00Z"
+    ),
     errors.BrokerUnavailable("Redis at 127.0.0.1:6379 is unreachable (Connection refused); nothing was submitted"),
+    errors.WorkflowFailed("piece write:1 failed: ChainExhausted: every provider failed", "3b0c7f0e-5d6a"),
     ChainExhausted("every provider in the chat chain failed", ATTEMPTS, True, 1.5),
     ChainExhausted("every provider failed, permanently", ATTEMPTS, False),
     ChainExhausted("empty chain"),

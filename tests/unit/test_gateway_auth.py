@@ -7,9 +7,10 @@ import hashlib
 import pytest
 
 from stepper.config import load_config, parse_stepper_settings
-from stepper.errors import ConfigError
+from stepper.errors import ChainExhausted, ConfigError, InvalidRequest
+from stepper.families import FAMILIES
 from stepper.gateway.auth import key_digest, match_key, new_key
-from stepper.gateway.openai_compat import ChatCompletionRequest, to_chat_request
+from stepper.gateway.openai_compat import ChatCompletionRequest, _unservable, to_chat_request
 from stepper.settings import StepperSettings
 
 
@@ -53,15 +54,45 @@ def test_an_openai_request_maps_to_a_chat_request() -> None:
             "max_completion_tokens": 20,
             "max_tokens": 99,
             "stream": True,
-            "top_p": 0.5,  # accepted, ignored
+            "top_p": 0.5,
+            "stop": "END",
+            "seed": 7,
+            "user": "u-1",
+            "parallel_tool_calls": False,  # accepted, ignored
         }
     )
     assert to_chat_request(body) == {
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
         "model": "gpt-4o-mini",
         "temperature": 0,
+        "top_p": 0.5,
+        "stop": "END",
+        "seed": 7,
+        "user": "u-1",
         "max_tokens": 20,
         "stream": True,
     }
     plain = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert to_chat_request(plain) == {"messages": [{"role": "user", "content": "x"}], "model": "m"}
+
+
+def test_only_an_assistants_tool_calls_may_come_without_content() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]}]}
+    )
+    assert to_chat_request(body)["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [call]}
+    FAMILIES["chat"].parse(to_chat_request(body))
+    silent = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": None}]})
+    with pytest.raises(InvalidRequest, match=r"messages\.0\.content"):
+        FAMILIES["chat"].parse(to_chat_request(silent))
+
+
+def test_only_a_chain_of_providers_that_cannot_serve_the_request_is_unservable() -> None:
+    cannot = {"outcome": "permanent_error", "error": "UnsupportedInput: gemini cannot serve logprobs"}
+    skipped = {"outcome": "skipped", "error": "GEMINI_API_KEY is not set"}
+    down = {"outcome": "retryable_error", "error": "Unavailable: openai answered 503"}
+    assert _unservable(ChainExhausted("x", [cannot, skipped]))
+    assert not _unservable(ChainExhausted("x", [cannot, down], retryable=True))
+    assert not _unservable(ChainExhausted("x", [skipped]))
+    assert not _unservable(ChainExhausted("x", [cannot, {"outcome": "permanent_error", "error": "AuthError: 401"}]))

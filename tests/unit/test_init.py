@@ -20,7 +20,10 @@ NOT_EXPORTED = {"annotations", "TYPE_CHECKING", "Any"}
 #: Names under ``stepper.`` in the README that are task or trace-span names, not attributes.
 TASK_NAMES = {"chat", "report", "ocr", "steps", "vision", "speech", "voices", "deliver_webhook"}
 SPAN_NAMES = {"task", "provider"}
-LAZY = {"app", "cancel", "stream", "submit", "submit_many", "load_jobs", "on_success", "on_failure", "verify_webhook"}
+LAZY = {
+    "app", "cancel", "stream", "submit", "submit_many", "load_jobs", "on_success", "on_failure", "verify_webhook",
+    "workflow", "resume_workflow", "cancel_workflow",
+}  # fmt: skip
 
 
 def test_all_lists_what_the_module_binds() -> None:

@@ -221,6 +221,12 @@ OPTIONAL_CHAT_FIELDS = {
     "max_tokens": st.integers(1, 1_000_000),
     "temperature": st.floats(0, 2),
     "stream": st.booleans(),
+    "top_p": st.floats(0, 1),
+    "seed": st.integers(-(2**63), 2**63 - 1),
+    "stop": st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4),
+    "presence_penalty": st.floats(-2, 2),
+    "frequency_penalty": st.floats(-2, 2),
+    "user": st.text(max_size=256),
 }
 VALID_CHAT = st.fixed_dictionaries({"messages": MESSAGES}, optional=OPTIONAL_CHAT_FIELDS)
 
@@ -230,10 +236,10 @@ VALID_CHAT = st.fixed_dictionaries({"messages": MESSAGES}, optional=OPTIONAL_CHA
 def test_valid_chat_requests_parse_and_round_trip(kwargs: dict[str, Any]) -> None:
     request = parse("chat", kwargs)
     assert isinstance(request, ChatRequest)
-    assert [message.model_dump() for message in request.messages] == kwargs["messages"]
+    assert [message.model_dump(exclude_none=True) for message in request.messages] == kwargs["messages"]
     for name in OPTIONAL_CHAT_FIELDS:
         assert getattr(request, name) == kwargs.get(name, ChatRequest.model_fields[name].default)
-    dumped = request.model_dump(mode="json")
+    dumped = request.model_dump(mode="json", exclude_none=True)
     assert parse("chat", json.loads(json.dumps(dumped))) == request
     assert {key: value for key, value in dumped.items() if key in kwargs} == kwargs
 

@@ -2,7 +2,13 @@
 
 A vendor module implements ``send`` (one request, one answer) and ``send_streaming`` (deltas, then the final
 answer); everything else (budgets, the report prompt and its strict parsing, finish reasons, streaming to
-producers, optional parameters a server refused, the usage of a cancelled call) is written once here.
+producers, optional parameters a server refused, request features a vendor lacks, the usage of a cancelled
+call) is written once here.
+
+Features of a chat request the answer depends on (``tools``, a JSON ``response_format``, ``logprobs``,
+``stop``) are served only by an adapter that declares them in ``features``; any other makes this provider
+pass (``UnsupportedInput``: the chain moves on). Optional parameters a server refused are left out from then
+on, unless the request needs them (then the provider passes too).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar, Literal
 
@@ -28,36 +33,18 @@ from stepper.infra.capabilities import capabilities
 from stepper.infra.streams import DeltaSink, current_sink
 from stepper.providers.http import HttpClient
 from stepper.providers.llm.budget import fit_conversation
+from stepper.providers.llm.call import Feature, FinishReason, LlmAnswer, LlmCall, ToolCallDelta, needed_features
 from stepper.providers.llm.report_prompt import build_report_prompt, parse_report, report_schema
 from stepper.providers.llm.tokens import estimate_message_tokens, estimate_tokens
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, ReportRequest
-from stepper.schemas.chat import Message
+from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat
 from stepper.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "content_filter"]
 #: Defaults for reports, as the commit-report service used them; ``options`` may override both.
 REPORT_TEMPERATURE = 1.0
 REPORT_MAX_TOKENS = 4096
-
-
-@dataclass(frozen=True)
-class LlmCall:
-    """One vendor-neutral request."""
-
-    model: str
-    messages: list[Message]
-    max_tokens: int
-    temperature: float | None = None
-    json_schema: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class LlmAnswer:
-    text: str
-    finish_reason: FinishReason
-    usage: dict[str, int] = field(default_factory=dict)
 
 
 class LlmProvider(Provider):
@@ -71,6 +58,8 @@ class LlmProvider(Provider):
     key_prefix: ClassVar[str] = "Bearer "
     #: Top-level request fields the adapter can do without when a server refuses them (see :meth:`refused`).
     optional_parameters: ClassVar[frozenset[str]] = frozenset()
+    #: The chat features this adapter maps to its vendor; a request needing another passes this provider by.
+    features: ClassVar[frozenset[Feature]] = frozenset()
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
@@ -81,22 +70,32 @@ class LlmProvider(Provider):
         key = self.api_key
         return {self.key_header: f"{self.key_prefix}{key}"} if key else {}
 
-    def refused(self, model: str) -> frozenset[str]:
-        """The optional parameters this provider's ``model`` refused lately, fleet-wide: leave them out."""
-        return capabilities().refused(self.settings.name, model) & self.optional_parameters
+    def refused(self, call: LlmCall) -> frozenset[str]:
+        """The optional parameters this provider's model refused lately, fleet-wide: leave them out. One the
+        call cannot do without makes this provider pass (``UnsupportedInput``) before anything is sent."""
+        refused = capabilities().refused(self.settings.name, call.model) & self.optional_parameters
+        if needed := refused & call.required:
+            raise UnsupportedInput(
+                f"{self.settings.name} refused {', '.join(sorted(needed))} for {call.model} lately, "
+                "and this request needs it"
+            )
+        return refused
 
     @contextmanager
-    def refusals(self, model: str, sent: Mapping[str, Any]) -> Iterator[None]:
+    def refusals(self, call: LlmCall, sent: Mapping[str, Any]) -> Iterator[None]:
         """Around one vendor call with payload ``sent``: a refused optional parameter is remembered fleet-wide
         (the chain then tries once more, without it); a refused parameter the call cannot do without means
         this provider cannot serve the request (``UnsupportedInput``: the chain moves on)."""
         try:
             yield
         except UnsupportedParameter as exc:
-            if exc.param not in self.optional_parameters or exc.param not in sent:
+            optional = exc.param in self.optional_parameters and exc.param in sent
+            if not optional:
                 raise UnsupportedInput(str(exc)) from None
-            log.warning("%s refused %r for %s; leaving it out from now on", self.settings.name, exc.param, model)
-            capabilities().remember(self.settings.name, model, exc.param)
+            log.warning("%s refused %r for %s; leaving it out from now on", self.settings.name, exc.param, call.model)
+            capabilities().remember(self.settings.name, call.model, exc.param)
+            if exc.param in call.required:
+                raise UnsupportedInput(f"{exc}; this request needs it") from None
             raise
 
     @abstractmethod
@@ -104,19 +103,34 @@ class LlmProvider(Provider):
         """One request to the vendor, one complete answer."""
 
     @abstractmethod
-    def send_streaming(self, call: LlmCall) -> Iterator[str | LlmAnswer]:
-        """Yield text deltas as they arrive, then the complete answer; a stream that ends early raises."""
+    def send_streaming(self, call: LlmCall) -> Iterator[str | ToolCallDelta | LlmAnswer]:
+        """Yield text deltas and tool-call fragments as they arrive, then the complete answer; a stream that
+        ends early raises."""
 
     def complete(self, request: ChatRequest, model: str) -> Reply[ChatOutput]:
+        if lacking := needed_features(request) - self.features:
+            raise UnsupportedInput(
+                f"{self.settings.name} cannot serve {', '.join(sorted(lacking))}; a provider that can is needed"
+            )
         budget = self.settings.budget_for(model)
         max_tokens = min(request.max_tokens or budget.output_tokens, budget.output_tokens)
         messages, dropped = fit_conversation(request.messages, budget.input_tokens, max_tokens)
-        call = LlmCall(model, messages, max_tokens, request.temperature)
+        call = LlmCall.for_chat(request, model, messages, max_tokens)
         sink = current_sink.get() if request.stream else None
         answer = self._send(call) if sink is None else self._stream_to(sink, call)
         if answer.finish_reason == "content_filter":
             raise ContentRejected(f"{self.settings.name} refused the conversation (content filter)")
-        output = ChatOutput(message={"role": "assistant", "content": answer.text}, finish_reason=answer.finish_reason)
+        if answer.finish_reason == "tool_calls" and not answer.tool_calls and not answer.text:
+            raise TruncatedOutput(f"{self.settings.name} finished with tool calls but sent neither calls nor text")
+        output = ChatOutput(
+            message={
+                "role": "assistant",
+                "content": answer.text if answer.text or not answer.tool_calls else None,
+                "tool_calls": answer.tool_calls or None,
+            },
+            finish_reason=_finish_of(answer),
+            logprobs=answer.logprobs,
+        )
         return Reply(output, {**answer.usage, "truncated_messages": dropped})
 
     def generate_report(self, request: ReportRequest, model: str) -> Reply[ReportOutput]:
@@ -127,7 +141,10 @@ class LlmProvider(Provider):
             [Message(role="system", content=prompt.system), Message(role="user", content=prompt.user)],
             int(self.settings.options.get("report_max_tokens", REPORT_MAX_TOKENS)),
             float(self.settings.options.get("report_temperature", REPORT_TEMPERATURE)),
-            report_schema(),
+            ResponseFormat(
+                type="json_schema",
+                json_schema=JsonSchemaFormat(name="commit_report", json_schema=report_schema(), strict=True),
+            ),
         )
         answer = self._send(call)
         if answer.finish_reason == "content_filter":
@@ -154,9 +171,12 @@ class LlmProvider(Provider):
             for piece in self.send_streaming(call):
                 if isinstance(piece, LlmAnswer):
                     return piece
-                if piece:
-                    if not parts:
-                        self.http.answer_started()
+                if not parts and piece:
+                    self.http.answer_started()
+                if isinstance(piece, ToolCallDelta):
+                    sink.tool_call(piece.index, piece.id, piece.name, piece.arguments, piece.extra_content)
+                    parts.append(piece.arguments)
+                elif piece:
                     sink.delta(piece)
                     parts.append(piece)
         except Cancelled as exc:  # the task ends here: no other provider restarts the answer
@@ -169,6 +189,14 @@ class LlmProvider(Provider):
         if parts:
             sink.reset(f"{self.settings.name} ended its stream without finishing; restarting elsewhere")
         raise TruncatedOutput(f"{self.settings.name} ended its stream before the answer was complete")
+
+
+def _finish_of(answer: LlmAnswer) -> Literal["stop", "length", "tool_calls"]:
+    """An answer's finish as OpenAI states it: ``tool_calls`` when it calls tools (Gemini says STOP then),
+    ``stop`` for text a server said was tool calls but sent as text."""
+    if answer.finish_reason == "length":
+        return "length"
+    return "tool_calls" if answer.tool_calls else "stop"
 
 
 def finish_reason(
@@ -191,10 +219,4 @@ def _log_unknown_finish(provider: str, reason: str) -> None:
 
 
 def _prompt_tokens(call: LlmCall) -> int:
-    return sum(estimate_message_tokens(message.content) for message in call.messages)
-
-
-def usage_of(input_tokens: Any, output_tokens: Any) -> dict[str, int]:
-    """Usage in stepper's terms, from whatever the vendor reported (missing figures are left out)."""
-    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
-    return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
+    return sum(estimate_message_tokens(message.budget_text()) for message in call.messages)

@@ -1,5 +1,9 @@
 """Documents given to OCR: a PDF's pages (their text layer, or rendered by PDFium) and a TIFF's pages.
 
+A PDF is rendered as a viewer shows it: upright as its ``/Rotate`` says, with its AcroForm fields drawn
+(``init_forms``). A filled text field is no part of the page's text layer, so a page that has one is
+rendered and read instead, and its note says why.
+
 An ``images`` entry is a document when its first bytes say so (``%PDF-``; ``II*\\0`` or ``MM\\0*``); anything
 else is an image and is decoded as one. The page count and the DPI are checked when a document is opened,
 before any page is read, and each page's pixel count before it is rendered or decoded. PDFium's and Pillow's
@@ -35,6 +39,8 @@ TIFF_MAGICS = (b"II*\0", b"MM\0*")
 POINTS_PER_INCH = 72
 #: PDFium's FPDF_ERR_PASSWORD: the document needs a password we do not have.
 PDFIUM_PASSWORD_ERROR = 4
+#: PDFium's FPDF_FORMFIELD_TEXTFIELD, _COMBOBOX and _LISTBOX: form fields whose value is text.
+TEXT_FIELD_TYPES = frozenset({6, 4, 5})
 #: Pillow's ways of saying that data is not what it claims (truncated, bad tags, a bad frame index).
 PILLOW_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError)
 
@@ -89,6 +95,26 @@ def read_pages(
         yield DocumentPage(1, "ocr", pixels=decode_image(data, images))
 
 
+def count_pages(data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings) -> int:
+    """How many pages :func:`read_pages` would give for ``data`` (an image: 1), read from the document's
+    page count alone; raises what :func:`read_pages` raises before its first page for a document that is
+    damaged, password-protected or over stepper_documents max_pages."""
+    kind = document_kind(data)
+    if kind == "pdf":
+        document = _open_pdf(data)
+        try:
+            with _pdfium_lock, input_specific("PDFium"):
+                count = len(document)
+        finally:
+            with _pdfium_lock:
+                document.close()
+        return len(_selected(options.pages, count, "PDF", documents))
+    if kind == "tiff":
+        with _open_tiff(data, images) as tiff:
+            return len(_selected(options.pages, getattr(tiff, "n_frames", 1), "TIFF", documents))
+    return 1
+
+
 def _selected(spec: str | None, count: int, what: str, documents: DocumentSettings) -> list[int]:
     if count == 0:
         raise InvalidRequest(f"the {what} has no pages")
@@ -133,7 +159,12 @@ def _open_pdf(data: bytes) -> pdfium.PdfDocument:
     with input_specific("PDFium"):
         try:
             with _pdfium_lock:
-                return pdfium.PdfDocument(data)
+                document = pdfium.PdfDocument(data)
+                with warnings.catch_warnings():
+                    # PDFium warns when a document's XFA forms fail to load; its AcroForm fields still draw.
+                    warnings.simplefilter("ignore", pdfium.PdfiumWarning)
+                    document.init_forms()  # before any page is loaded, so that rendering draws form fields
+                return document
         except pdfium.PdfiumError as exc:
             if exc.err_code == PDFIUM_PASSWORD_ERROR:
                 raise InvalidRequest("the PDF is password-protected; send it decrypted") from None
@@ -147,17 +178,46 @@ def _open_pdf(data: bytes) -> pdfium.PdfDocument:
 def _read_pdf_page(
     page: pdfium.PdfPage, number: int, options: PageOptions, documents: DocumentSettings, images: ImageSettings
 ) -> DocumentPage:
+    fields_note = None
     if options.text_layer == "use":
         text = _text_layer(page, options.dpi)
-        if text is not None:
+        fields = _filled_fields(page)
+        if text is not None and not fields:
             return DocumentPage(number, "text_layer", text=text, dpi=options.dpi)
+        if text is not None:
+            fields_note = f"rendered and read: its {fields} filled form field(s) are not in its text layer"
     dpi, note = _fitting_dpi(page.get_size(), options.dpi, number, documents, images)
+    note = "; ".join(part for part in (fields_note, note) if part) or None
     bitmap = page.render(scale=dpi / POINTS_PER_INCH)
     try:
         pixels = bitmap.to_numpy()[:, :, :3].copy()  # BGR (PDFium's order); the copy outlives the bitmap
     finally:
         bitmap.close()
     return DocumentPage(number, "ocr", pixels=pixels, dpi=dpi, note=note)
+
+
+def _filled_fields(page: pdfium.PdfPage) -> int:
+    """How many of the page's form fields hold text (text fields, combo and list boxes with a value): their
+    values are drawn when the page is rendered but are no part of its text layer."""
+    import pypdfium2.raw as pdfium_c
+
+    formenv = page.pdf.formenv
+    if formenv is None:
+        return 0
+    filled = 0
+    for index in range(pdfium_c.FPDFPage_GetAnnotCount(page)):
+        annot = pdfium_c.FPDFPage_GetAnnot(page, index)
+        try:
+            if (
+                pdfium_c.FPDFAnnot_GetSubtype(annot) == pdfium_c.FPDF_ANNOT_WIDGET
+                and pdfium_c.FPDFAnnot_GetFormFieldType(formenv, annot) in TEXT_FIELD_TYPES
+                # The value's length in bytes, UTF-16LE with its terminating NUL: 2 for an empty one.
+                and pdfium_c.FPDFAnnot_GetFormFieldValue(formenv, annot, None, 0) > 2
+            ):
+                filled += 1
+        finally:
+            pdfium_c.FPDFPage_CloseAnnot(annot)
+    return filled
 
 
 def _size_px(size_pt: tuple[float, float], dpi: int) -> tuple[int, int]:
@@ -238,18 +298,8 @@ def _word(units: list[int], box: list[float], line: int) -> OcrWord:
 def _tiff_pages(
     data: bytes, options: PageOptions, documents: DocumentSettings, images: ImageSettings
 ) -> Generator[DocumentPage, None, None]:
-    from PIL import Image as PILImage
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our pixel limit, per page
-            tiff = PILImage.open(io.BytesIO(data))
-            count = getattr(tiff, "n_frames", 1)
-    except PILImage.DecompressionBombError:
-        raise InvalidRequest(f"the TIFF declares too many pixels (limit {images.max_pixels:,})") from None
-    except PILLOW_FAILURES as exc:
-        raise InvalidRequest(f"the TIFF is damaged and cannot be opened ({type(exc).__name__})") from None
-    with tiff:
+    with _open_tiff(data, images) as tiff:
+        count = getattr(tiff, "n_frames", 1)
         numbers = _selected(options.pages, count, "TIFF", documents)
         for number in numbers:
             # One page: the bytes as they came, decoded as any image; more: each page on its own.
@@ -259,6 +309,22 @@ def _tiff_pages(
             except InvalidRequest as exc:
                 raise InvalidRequest(f"page {number} of the TIFF: {exc}") from None
             yield DocumentPage(number, "ocr", pixels=pixels)
+
+
+def _open_tiff(data: bytes, images: ImageSettings) -> PILImage.Image:
+    """The TIFF opened by Pillow with its page count read; InvalidRequest when Pillow cannot."""
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our pixel limit, per page
+            tiff = PILImage.open(io.BytesIO(data))
+            getattr(tiff, "n_frames", 1)  # walks the page directory: a damaged one fails here
+    except PILImage.DecompressionBombError:
+        raise InvalidRequest(f"the TIFF declares too many pixels (limit {images.max_pixels:,})") from None
+    except PILLOW_FAILURES as exc:
+        raise InvalidRequest(f"the TIFF is damaged and cannot be opened ({type(exc).__name__})") from None
+    return tiff
 
 
 def _tiff_page(tiff: PILImage.Image, number: int, images: ImageSettings) -> bytes:

@@ -6,6 +6,15 @@ Checked like the real API (docs.cohere.com/reference/chat and the generated SDK 
 with an optional ``json_schema``. Errors are Cohere's ``{"message": ...}``. A stream names each event twice, as
 Cohere does: in the SSE ``event:`` line and in the JSON ``type``; it sends one ``content-delta`` per word and
 ends with ``message-end`` carrying ``finish_reason`` and usage (and ``error`` when the finish is ERROR).
+
+Tool use per the guides "Tool use" and "Streaming for tool use": ``tools`` are ``{"type": "function",
+"function": {"name", "description", "parameters"}}``, ``tool_choice`` is REQUIRED or NONE and needs tools, an
+assistant turn may carry ``tool_calls`` (then content may be left out) and a ``tool`` turn must name by
+``tool_call_id`` a call made before it; ``stop_sequences`` (at most 5), ``p`` (0.01-0.99) and the penalties
+(0-1) are range-checked. Given tools (and no NONE), the fake calls the first one with an argument per declared
+property and finishes TOOL_CALL, unless the conversation ends with tool results, which it quotes in text;
+streamed, the call is ``tool-plan-delta``, ``tool-call-start`` (id, name), ``tool-call-delta`` per piece of its
+arguments and ``tool-call-end``.
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ class FakeCohere(FakeServer):
         self.script = Script()
         #: When set, the answer starts with a reasoning model's ``thinking`` item, which is not part of the text.
         self.thinking: str | None = None
+        #: ``usage.cached_tokens`` of the next answers, when set.
+        self.cached_tokens: int | None = None
         self.route("POST", "/v2/chat", self._chat)
 
     @property
@@ -70,15 +81,26 @@ class FakeCohere(FakeServer):
         problem = self._check(body)
         if problem:
             return error(400, f"invalid request: {problem}")
-        texts = [_text(message["content"]) or "" for message in body["messages"]]
+        texts = [_text(message.get("content", "")) or "" for message in body["messages"]]
         prompt = "\n".join(texts)
         users = [text for message, text in zip(body["messages"], texts, strict=True) if message["role"] == "user"]
         is_report = (body.get("response_format") or {}).get("type") == "json_object"
         default = default_report(prompt, self.name) if is_report else f"{self.name} says: {users[-1] if users else ''}"
+        results = [m for m in body["messages"] if m["role"] == "tool"]
+        if results and body["messages"][-1]["role"] == "tool":
+            default = f"{self.name} read the tools: " + " ".join(_text(m["content"]) or "" for m in results)
         content = self.script.next_content(default)
-        finish = self.script.next_finish("COMPLETE")
+        call = _tool_call(body)
+        finish = self.script.next_finish("TOOL_CALL" if call else "COMPLETE")
         tokens = {"input_tokens": len(prompt) // 4 + 1, "output_tokens": len(content) // 4}
-        usage = {"billed_units": dict(tokens), "tokens": {**tokens, "input_tokens": tokens["input_tokens"] + 180}}
+        usage: dict[str, Any] = {
+            "billed_units": dict(tokens),
+            "tokens": {**tokens, "input_tokens": tokens["input_tokens"] + 180},
+        }
+        if self.cached_tokens is not None:
+            usage["cached_tokens"] = self.cached_tokens
+        if call is not None:
+            return self._call(call, usage, bool(body.get("stream")))
         if body.get("stream"):
             return Reply(events=self._events(content, finish, usage))
         items = [{"type": "thinking", "thinking": self.thinking}] if self.thinking else []
@@ -92,9 +114,31 @@ class FakeCohere(FakeServer):
             },
         )
 
+    def _call(self, call: dict[str, Any], usage: dict[str, Any], stream: bool) -> Reply:
+        plan = f"I will call {call['function']['name']}."
+        if not stream:
+            message = {"role": "assistant", "tool_plan": plan, "tool_calls": [call]}
+            return Reply(
+                200, {"id": "fake-cohere-id", "finish_reason": "TOOL_CALL", "message": message, "usage": usage}
+            )
+        start = {**call, "function": {**call["function"], "arguments": ""}}
+        events = [
+            _event("message-start", id="fake-cohere-id", delta={"message": {"role": "assistant"}}),
+            *(_event("tool-plan-delta", delta={"message": {"tool_plan": piece}}) for piece in words(plan)),
+            _event("tool-call-start", index=0, delta={"message": {"tool_calls": start}}),
+            *(
+                _event(
+                    "tool-call-delta", index=0, delta={"message": {"tool_calls": {"function": {"arguments": piece}}}}
+                )
+                for piece in words(call["function"]["arguments"])
+            ),
+            _event("tool-call-end", index=0),
+            _event("message-end", delta={"finish_reason": "TOOL_CALL", "usage": usage}),
+        ]
+        return Reply(events=list(events))
+
     def _events(self, content: str, finish: str, usage: dict[str, Any]) -> list[tuple[str | None, str]]:
-        def event(kind: str, **fields: Any) -> tuple[str, str]:
-            return kind, json.dumps({"type": kind, **fields})
+        event = _event
 
         def delta(content: dict[str, str]) -> dict[str, Any]:
             return {"message": {"content": content}}
@@ -127,11 +171,13 @@ class FakeCohere(FakeServer):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return "messages must be a non-empty list"
+        called: set[str] = set()
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in ROLES:
                 return f"messages[{index}].role must be one of {sorted(ROLES)}"
-            if _text(message.get("content")) is None:
-                return f"messages[{index}].content must be a string or a list of text content items"
+            problem = _check_turn(message, index, called)
+            if problem:
+                return problem
         if "stream" in body and not isinstance(body["stream"], bool):
             return "stream must be a boolean"
         if "max_tokens" in body and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
@@ -150,7 +196,79 @@ class FakeCohere(FakeServer):
                 return f"response_format does not accept {sorted(extra)[0]} with type {response_format['type']}"
             if "json_schema" in response_format and not isinstance(response_format["json_schema"], dict):
                 return "response_format.json_schema must be a JSON schema object"
+        return _check_tools(body) or _check_sampling(body)
+
+
+def _check_turn(message: dict[str, Any], index: int, called: set[str]) -> str | None:
+    fields = {"role", "content", "tool_calls", "tool_plan", "tool_call_id", "citations"}
+    if set(message) - fields:
+        return f"messages[{index}]: unknown field {sorted(set(message) - fields)[0]}"
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if message["role"] != "assistant" or not isinstance(calls, list):
+            return f"messages[{index}].tool_calls: only assistant messages carry a list of tool calls"
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(call.get("id"), str) or call.get("type") != "function":
+                return f"messages[{index}].tool_calls: each needs id, type function and function"
+            if not isinstance(function.get("name"), str) or not isinstance(function.get("arguments"), str):
+                return f"messages[{index}].tool_calls: function needs name and arguments as a JSON string"
+            called.add(call["id"])
+    if message["role"] == "tool" and message.get("tool_call_id") not in called:
+        return f"messages[{index}].tool_call_id must name a tool call made earlier in the conversation"
+    if "content" not in message and calls is None:
+        return f"messages[{index}].content is required"
+    if "content" in message and _text(message["content"]) is None:
+        return f"messages[{index}].content must be a string or a list of text content items"
+    return None
+
+
+def _check_tools(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools")
+    for index, tool in enumerate(tools or ()):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict) or set(tool) - {"type", "function"}:
+            return f"tools[{index}] must be {{type: function, function: {{...}}}}"
+        if not isinstance(function.get("name"), str) or set(function) - {"name", "description", "parameters"}:
+            return f"tools[{index}].function needs a name and takes only description and parameters"
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            return f"tools[{index}].function.parameters must be a JSON schema object"
+    if "tool_choice" in body and (body["tool_choice"] not in {"REQUIRED", "NONE"} or not tools):
+        return "tool_choice must be REQUIRED or NONE, and needs tools"
+    return None
+
+
+def _check_sampling(body: dict[str, Any]) -> str | None:
+    stops = body.get("stop_sequences", [])
+    if not isinstance(stops, list) or len(stops) > 5 or not all(isinstance(stop, str) for stop in stops):
+        return "stop_sequences must be a list of at most 5 strings"
+    if "p" in body and not (isinstance(body["p"], int | float) and 0.01 <= body["p"] <= 0.99):
+        return "p must be between 0.01 and 0.99"
+    for name in ("frequency_penalty", "presence_penalty"):
+        if name in body and not (isinstance(body[name], int | float) and 0 <= body[name] <= 1):
+            return f"{name} must be between 0 and 1"
+    if "seed" in body and not isinstance(body["seed"], int):
+        return "seed must be an integer"
+    return None
+
+
+def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The call the fake makes (see the module's docstring)."""
+    tools = body.get("tools") or []
+    if not tools or body.get("tool_choice") == "NONE" or body["messages"][-1]["role"] == "tool":
         return None
+    function = tools[0]["function"]
+    properties = (function.get("parameters") or {}).get("properties") or {}
+    arguments = json.dumps({prop: f"{prop} value" for prop in properties})
+    return {
+        "id": "fake_cohere_call_0",
+        "type": "function",
+        "function": {"name": function["name"], "arguments": arguments},
+    }
+
+
+def _event(kind: str, **fields: Any) -> tuple[str, str]:
+    return kind, json.dumps({"type": kind, **fields})
 
 
 def _text(content: Any) -> str | None:

@@ -30,6 +30,7 @@ COMMANDS = [
     "dlq",
     "batch",
     "gateway",
+    "workflow",
     "demo",
 ]
 CHAT = '{"messages": [{"role": "user", "content": "hello"}]}'
@@ -118,6 +119,11 @@ DOCUMENTED = [
     ("stepper flower --address=127.0.0.1 --port=5555", "flower"),
     ("stepper flower --address 0.0.0.0 --port 5555", "flower"),
     ("stepper demo --timeout 60", "demo"),
+    ("stepper demo --timeout 120 --guide-out .run/guide", "demo"),
+    ("stepper workflow run howto recording.webm --out guide/", "workflow run"),
+    ("stepper workflow status 3b0c7f0e-5d6a-4f1e-9c2b-1a2b3c4d5e6f", "workflow status"),
+    ("stepper workflow resume 3b0c7f0e-5d6a-4f1e-9c2b-1a2b3c4d5e6f --out guide/", "workflow resume"),
+    ("stepper workflow cancel 3b0c7f0e-5d6a-4f1e-9c2b-1a2b3c4d5e6f", "workflow cancel"),
 ]
 
 
@@ -146,6 +152,7 @@ def test_documented_invocations_still_parse(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "jobs.jsonl").touch()
     (tmp_path / "results.jsonl").touch()
+    (tmp_path / "recording.webm").touch()
 
     assert main(shlex.split(line)[1:]) == 0
 

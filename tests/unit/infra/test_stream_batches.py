@@ -31,7 +31,7 @@ def test_the_first_delta_is_written_at_once_and_the_next_ones_together(redis_cli
     for piece in ("lo", ", ", "world"):
         sink.delta(piece)
     assert written(redis_client, "t-batch") == 1  # held
-    sink.done("Hello, world")
+    sink.done({"role": "assistant", "content": "Hello, world"})
     assert events(redis_client, "t-batch") == [
         StreamEvent("delta", "Hel"),
         StreamEvent("delta", "lo, world"),
@@ -90,7 +90,7 @@ def test_whatever_the_pieces_a_reader_joins_the_same_text(redis_client: redis.Re
     sink = RedisStreamSink(redis_client, "t-prop", batch_window_s=0.001)
     for piece in pieces:
         sink.delta(piece)
-    sink.done("".join(pieces))
+    sink.done({"role": "assistant", "content": "".join(pieces)})
     read = events(redis_client, "t-prop")
     assert read[-1] == StreamEvent("done", "")
     assert "".join(event.text for event in read[:-1]) == "".join(pieces)

@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stepper.guards.spend import BudgetUse
 from stepper.infra import keys
 from stepper.ops.alerts import (
     EXHAUSTED_TTL_S,
@@ -311,3 +312,31 @@ def test_watch_reports_each_message_and_survives_a_redis_outage(
     with caplog.at_level(logging.WARNING, logger="stepper.ops.alerts"):
         watch(0, app=app, client=unreachable_redis(), settings=SETTINGS, sinks=[], passes=1)
     assert "Redis unreachable" in caplog.text
+
+
+def spending(spent: float) -> FleetState:
+    use = BudgetUse("provider", "openai", "day", 20.0, spent, "USD", "2023-11-15T00:00:00Z", 3600)
+    return FleetState(redis_ok=True, spend=[use])
+
+
+def test_a_budget_fires_at_80_and_100_percent_and_resolves_when_its_window_resets(
+    checker: Checker, sinks: list[AlertSink]
+) -> None:
+    under = checker.run(sinks, spending(15.9), NOW)
+    warned = checker.run(sinks, spending(16.0), NOW + 1)
+    spent = checker.run(sinks, spending(20.5), NOW + 2)
+    new_day = checker.run(sinks, spending(0.0), NOW + 3)
+
+    assert under == []
+    assert [message.line for message in warned] == [
+        "FIRING: the daily budget of provider openai (20 USD) is 80% spent (16 USD); it resets at 2023-11-15T00:00:00Z"
+    ]
+    assert [message.line for message in spent] == [
+        "FIRING: the daily budget of provider openai (20 USD) is 102% spent (20.5 USD); "
+        "it resets at 2023-11-15T00:00:00Z"
+    ]
+    assert sorted(message.key for message in new_day) == [
+        "budget_100:provider:openai:day",
+        "budget_80:provider:openai:day",
+    ]
+    assert {message.status for message in new_day} == {"resolved"}

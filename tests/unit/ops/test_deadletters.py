@@ -779,3 +779,13 @@ def test_cli_without_redis_says_what_to_check(
     assert main(argv) == 1
 
     assert "Redis unreachable (ConnectionError); check STEPPER_REDIS_URL" in capsys.readouterr().err
+
+
+def test_replay_of_a_workflows_piece_says_to_resume_the_workflow(store: DeadLetters) -> None:
+    pointer = {"workflow_id": "w-1", "piece": "write:1", "resume": "stepper workflow resume w-1"}
+    entry_id = store.add("w-1", "workflow.howto", pointer, "ChainExhausted", "every provider failed", [], 0)
+    submit = FakeSubmit()
+
+    with pytest.raises(InvalidRequest, match="failed piece; resume it: stepper workflow resume w-1"):
+        replay(store, entry_id, submit)
+    assert submit.calls == []

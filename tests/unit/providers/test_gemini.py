@@ -17,11 +17,12 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
-from stepper.providers.gemini import GeminiProvider, gemini_schema
-from stepper.providers.llm.base import LlmCall
+from stepper.providers.gemini import GeminiProvider
+from stepper.providers.gemini_request import gemini_schema
+from stepper.providers.llm.call import LlmAnswer, LlmCall
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
-from stepper.schemas.chat import Message
+from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat
 from stepper.settings import ProviderSettings
 from tests.support.fake_http import Fault, running
 from tests.support.streaming import Sink, streamed
@@ -120,7 +121,8 @@ def test_json_schema_becomes_gemini_response_schema(provider: GeminiProvider, fa
         "required": ["title", "tags", "impact"],
     }
     fake.script.contents.append('{"title": "t", "tags": [], "impact": "low"}')
-    call = LlmCall(MODEL, [Message(role="user", content="note")], 100, 0.0, schema)
+    response_format = ResponseFormat(type="json_schema", json_schema=JsonSchemaFormat(name="note", json_schema=schema))
+    call = LlmCall(MODEL, [Message(role="user", content="note")], 100, 0.0, response_format)
     assert provider.send(call).text == '{"title": "t", "tags": [], "impact": "low"}'
     config = fake.requests[0].json()["generationConfig"]
     assert config["responseMimeType"] == "application/json"
@@ -256,7 +258,7 @@ def test_streaming_reports_the_final_usage(provider: GeminiProvider, fake: FakeG
     call = LlmCall(MODEL, [Message(role="user", content="count my tokens")], 100)
     pieces = list(provider.send_streaming(call))
     answer = pieces[-1]
-    assert not isinstance(answer, str)
+    assert isinstance(answer, LlmAnswer)
     assert answer.text == "".join(piece for piece in pieces[:-1] if isinstance(piece, str))
     assert answer.finish_reason == "stop"
     assert answer.usage["input_tokens"] >= 1 and answer.usage["output_tokens"] >= 1

@@ -10,7 +10,7 @@ import pytest
 
 from stepper.errors import AuthError, RateLimited, TruncatedOutput, Unavailable, UnsupportedInput
 from stepper.providers.hf_space import HfSpaceProvider
-from stepper.providers.llm.base import LlmCall
+from stepper.providers.llm.call import LlmCall
 from stepper.providers.llm.report_prompt import SYSTEM
 from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest

@@ -18,7 +18,7 @@ from stepper.providers.tesseract import TesseractProvider
 from stepper.schemas import OcrOutput, OcrRequest
 from stepper.settings import DocumentSettings, ProviderSettings
 from tests.support.binaries import require_binary
-from tests.support.documents import encrypted_pdf, image_pdf, phrase_image, text_pdf, tiff
+from tests.support.documents import encrypted_pdf, form_pdf, image_pdf, phrase_image, rotated_pdf, text_pdf, tiff
 
 PHRASES = ["Quiet harbour lights", "Seven amber kites", "Lemon orchard path"]
 
@@ -100,6 +100,57 @@ def test_a_document_over_the_page_limit_is_refused_naming_the_limit(monkeypatch:
         read(text_pdf([["a"]]), image_pdf(PHRASES))
     output, _ = read(image_pdf(PHRASES), pages="2-3")
     assert [page.page for page in output.pages] == [2, 3]
+
+
+class Counting:
+    """An engine that counts the pages it is given and reads nothing."""
+
+    name = "tesserocr"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def recognise(self, pixels: Any, lang: str, psm: int | None, oem: int | None) -> OcrPage:
+        self.calls += 1
+        return OcrPage("", 0.0, [])
+
+
+def test_a_request_over_the_total_page_limit_is_refused_before_any_page_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = current_settings().model_copy(update={"documents": DocumentSettings(max_request_pages=5)})
+    monkeypatch.setattr(tesseract, "current_settings", lambda: settings)
+    engine = Counting()
+    monkeypatch.setattr(tesseract, "best_engine", lambda: engine)
+    png = io.BytesIO()
+    phrase_image(PHRASES[0]).save(png, "PNG")
+    expected = (
+        r"^the request's 3 images entries hold 7 pages to read; the limit is 5 a request "
+        r"\(stepper_documents max_request_pages\): send the documents in several requests, or select fewer"
+    )
+    with pytest.raises(InvalidRequest, match=expected):
+        read(png.getvalue(), image_pdf(PHRASES), tiff(PHRASES))
+    assert engine.calls == 0
+    output, _ = read(png.getvalue(), image_pdf(PHRASES), tiff(PHRASES), pages="1,3")  # 1 + 2 + 2 pages
+    assert len(output.pages) == 5 and engine.calls == 5
+
+
+def test_a_page_with_rotate_is_read_as_shown_upright() -> None:
+    for rotate in (90, 270):
+        (page,) = read(rotated_pdf(PHRASES[1], rotate))[0].pages
+        assert page.source == "ocr" and PHRASES[1] in page.text
+
+
+def test_a_filled_form_field_is_drawn_and_read() -> None:
+    (page,) = read(form_pdf("Margaret Hamilton"))[0].pages
+    assert page.source == "ocr"  # a field's value is no text layer
+    assert "Margaret Hamilton" in page.text
+
+
+def test_a_page_whose_text_layer_lacks_its_filled_fields_reads_both() -> None:
+    (page,) = read(form_pdf("Margaret Hamilton", label="Applicant name"))[0].pages
+    assert page.source == "ocr" and page.note is not None
+    assert "Applicant name" in page.text and "Margaret Hamilton" in page.text
 
 
 def test_a_password_protected_pdf_is_an_invalid_request() -> None:

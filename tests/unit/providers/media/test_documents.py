@@ -7,6 +7,7 @@ import io
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,11 +15,11 @@ from pydantic import ValidationError
 
 from stepper.config import parse_stepper_settings
 from stepper.errors import ConfigError, InvalidRequest
-from stepper.providers.media.documents import DocumentPage, PageOptions, document_kind, read_pages
+from stepper.providers.media.documents import DocumentPage, PageOptions, count_pages, document_kind, read_pages
 from stepper.schemas import OcrRequest
 from stepper.schemas.ocr import parse_pages, select_pages
 from stepper.settings import DocumentSettings, ImageSettings
-from tests.support.documents import encrypted_pdf, image_pdf, phrase_image, text_pdf, tiff
+from tests.support.documents import encrypted_pdf, form_pdf, image_pdf, phrase_image, rotated_pdf, text_pdf, tiff
 
 DOCUMENTS = DocumentSettings()
 IMAGES = ImageSettings()
@@ -83,6 +84,53 @@ def test_a_document_over_the_page_limit_is_refused_before_any_page_is_read() -> 
         pages_of(data, limited, pages="1-3")
     with pytest.raises(InvalidRequest, match="the TIFF has 3 pages; the limit is 2"):
         pages_of(tiff(["a", "b", "c"]), limited)
+
+
+def test_form_fields_are_drawn_where_pdfium_alone_draws_nothing() -> None:
+    import pypdfium2 as pdfium
+
+    data = form_pdf("Margaret Hamilton")
+    bare = pdfium.PdfDocument(data)  # without init_forms, as a plain render
+    try:
+        assert not (bare[0].render(scale=1).to_numpy()[:, :, :3] < 128).any()
+    finally:
+        bare.close()
+    (page,) = pages_of(data, dpi=100)
+    assert page.source == "ocr" and page.pixels is not None
+    rows = np.flatnonzero((page.pixels < 128).any(axis=(1, 2)))
+    # The field's box is 600 to 660 points up a 792-point page: 183 to 267 px down at 100 dpi.
+    assert rows.size and rows.min() >= 183 and rows.max() <= 267
+
+
+def test_a_text_layer_page_with_filled_fields_is_rendered_and_says_why() -> None:
+    (page,) = pages_of(form_pdf("Margaret Hamilton", label="Applicant name"), dpi=100)
+    assert page.source == "ocr" and page.pixels is not None
+    assert page.note == "rendered and read: its 1 filled form field(s) are not in its text layer"
+    (empty,) = pages_of(form_pdf("", label="Applicant name"), dpi=100)
+    assert empty.source == "text_layer" and empty.text is not None and empty.text.text == "Applicant name"
+
+
+def test_a_page_with_rotate_is_rendered_as_shown() -> None:
+    (page,) = pages_of(rotated_pdf("a", 90), dpi=72)
+    stored = phrase_image("a")  # stored turned, shown upright: the rendering is as wide as the phrase image
+    assert page.pixels is not None
+    height, width = page.pixels.shape[:2]
+    assert width > height and width / height == pytest.approx(stored.width / stored.height, rel=0.02)
+
+
+def test_pages_are_counted_before_reading_as_read_pages_gives_them() -> None:
+    options = PageOptions(dpi=100, pages="2-")
+    for data in (image_pdf(["a", "b", "c"]), tiff(["a", "b", "c"])):
+        assert (
+            count_pages(data, options, DOCUMENTS, IMAGES)
+            == 2
+            == len(list(read_pages(data, options, DOCUMENTS, IMAGES)))
+        )
+    png = io.BytesIO()
+    phrase_image("x").save(png, "PNG")
+    assert count_pages(png.getvalue(), options, DOCUMENTS, IMAGES) == 1
+    with pytest.raises(InvalidRequest, match="the PDF has 3 pages; the limit is 2"):
+        count_pages(image_pdf(["a", "b", "c"]), PageOptions(dpi=100), DocumentSettings(max_pages=2), IMAGES)
 
 
 def test_a_dpi_over_the_limit_is_refused() -> None:
