@@ -20,6 +20,9 @@ from bench.bare_app import BROKER_ENV, RELIABILITY
 
 FAKE_URL_ENV = "BENCH_FAKE_URL"
 KEY_ENV = "BENCH_FAKE_KEY"
+#: The worker's concurrency, when above Celery's defaults: its pools are sized for it as a careful team would
+#: (kombu's broker pool holds 10 connections and redis-py's 100; a gevent worker of 1,000 fails to ack without).
+CONCURRENCY_ENV = "BENCH_BARE_CONCURRENCY"
 #: The model the benchmark names on both sides.
 MODEL = "bench-model"
 
@@ -33,9 +36,12 @@ def _session() -> requests.Session:
     return session
 
 
-def create_app(broker_url: str, fake_url: str, api_key: str) -> Celery:
+def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 0) -> Celery:
     bare = Celery("bare_io", broker=broker_url, backend=broker_url)
     bare.conf.update(RELIABILITY)
+    if concurrency:
+        bare.conf.broker_transport_options = {"max_connections": concurrency + 16}
+        bare.conf.redis_max_connections = concurrency + 16
     endpoint = f"{fake_url.rstrip('/')}/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"}
 
@@ -53,4 +59,5 @@ app = create_app(
     os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"),
     os.environ.get(FAKE_URL_ENV, "http://127.0.0.1:8080/v1"),
     os.environ.get(KEY_ENV, ""),
+    int(os.environ.get(CONCURRENCY_ENV, "0")),
 )

@@ -23,7 +23,7 @@ API_KEY = "bench-fake-key"
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256
+    request_queue_size = 2048
 
 
 def answer(body: Any) -> tuple[int, dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +123,26 @@ def cancel_command(task_ids: tuple[str, ...]) -> int:
 @click.command("worker")
 @click.option("--profile", required=True, help="llm (report, chat), cpu (ocr, steps, vision, speech), ops")
 @click.option("--loglevel", default="INFO")
-def worker_command(profile: str, loglevel: str) -> int:
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "gevent", "prefork"]),
+    help="Celery's pool instead of the profile's (gevent needs the [gevent] extra)",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    help="tasks (vendor calls) in flight per process instead of the profile's, e.g. 1000 for long calls",
+)
+def worker_command(profile: str, loglevel: str, pool: str | None, concurrency: int | None) -> int:
     """run one worker of a profile (llm, cpu, ops)"""
     from stepper.workers.profiles import profile_named
 
-    argv = profile_named(profile).worker_argv(loglevel)
+    chosen = profile_named(profile)
+    if pool == "gevent" and importlib.util.find_spec("gevent") is None:
+        raise click.UsageError("the gevent pool needs gevent: pip install 'stepper-fleet[gevent]'")
+    argv = replace(chosen, pool=pool or chosen.pool, concurrency=concurrency or chosen.concurrency).worker_argv(
+        loglevel
+    )
     os.execv(argv[0], argv)  # noqa: S606  (become the worker: signals and exit status are Celery's own)
     return 0  # not reached
 

@@ -20,6 +20,16 @@ from stepper.config import current_config, current_settings
 #: Seconds to wait for a TCP connection to Redis, and for one command's answer.
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 5.0
+#: Connections each client may open (redis-py's own default since 8.0 is 100, beyond which a command raises
+#: ``MaxConnectionsError`` rather than wait); a worker raises it to its concurrency plus headroom at start-up.
+_max_connections = 100
+
+
+def configure_max_connections(size: int) -> None:
+    """Let each client of this process open ``size`` connections (called at worker start-up, before any
+    client is made: one per concurrent task, so a gevent pool of 1,000 never runs out)."""
+    global _max_connections  # noqa: PLW0603  (one setting per process, set once at worker start-up)
+    _max_connections = max(1, size)
 
 
 def riding_out(wait_s: float) -> Retry:
@@ -30,10 +40,11 @@ def riding_out(wait_s: float) -> Retry:
 
 
 @cache
-def _client(url: str, pid: int, wait_s: float) -> Redis:
+def _client(url: str, pid: int, wait_s: float, max_connections: int) -> Redis:
     del pid  # part of the cache key: a forked child makes its own client
     return Redis.from_url(
         url,
+        max_connections=max_connections,
         decode_responses=False,  # pybreaker's Redis storage needs bytes
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -56,7 +67,7 @@ def state_redis() -> Redis:
 
 def client_for(url: str) -> Redis:
     """This process's client of the Redis at ``url`` (an app's own state Redis, say), with the same policy."""
-    return _client(url, os.getpid(), 0.0)
+    return _client(url, os.getpid(), 0.0, _max_connections)
 
 
 def redis_now_ms(client: Redis) -> int:
@@ -74,4 +85,4 @@ def cache_redis(wait_s: float = 0.0) -> Redis:
     """The result cache's Redis (``stepper_cache["url"]``, else the state Redis). ``wait_s``: how long a command
     waits for a restarting Redis: a worker waits (a result it computed is still stored, so a redelivery finds
     it); a producer fails fast and says so."""
-    return _client(current_settings().cache.url or state_url(), os.getpid(), wait_s)
+    return _client(current_settings().cache.url or state_url(), os.getpid(), wait_s, _max_connections)

@@ -9,11 +9,21 @@ makes the stream emit ``reset`` (discard what you have), and the answer restarts
 stream ends with ``done``, ``error`` or ``cancelled``; the task's own result stays the complete answer or the
 error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
 the task already finished without writing (revoked before it ran, expired, lost) and ends the stream with it.
+
+Deltas are written in batches: a vendor streaming a token every few milliseconds would otherwise cost a Redis
+round trip per token, for every stream in flight. The first delta of an answer (of a stream, and of the next
+provider's after a ``reset``) is written at once, since time to first token is what a reader waits on; later
+ones are held until ``BATCH_WINDOW_S`` after the first one held, or ``BATCH_MAX_CHARS`` of text, or the next
+event of another type, and written as one ``delta`` whose text is theirs joined. A reader joins deltas
+anyway, so it sees the same text in fewer, larger pieces. One thread per process (:class:`Flusher`) writes
+what a paused stream holds when its window ends.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -30,6 +40,9 @@ FINAL_EVENTS: frozenset[EventType] = frozenset({"done", "error", "cancelled"})
 #: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
 MAX_EVENTS = 10_000
 TTL_S = 3600
+#: The longest a delta is held before it is written with the ones after it, and the most text held.
+BATCH_WINDOW_S = 0.02
+BATCH_MAX_CHARS = 2048
 
 
 class DeltaSink(Protocol):
@@ -82,14 +95,33 @@ def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
 
 
 class RedisStreamSink:
-    def __init__(self, client: Redis, task_id: str) -> None:
+    """A task's stream, written as described in the module: ``delta`` events batched, every other event at once
+    (after the held deltas). Thread-safe: the process's :class:`Flusher` writes held deltas from its thread."""
+
+    def __init__(self, client: Redis, task_id: str, batch_window_s: float = BATCH_WINDOW_S) -> None:
         self._client = client
         self._key = keys.stream(task_id)
         self._pending_text = False
+        self._batch_window_s = batch_window_s
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._held_chars = 0
+        self._held_since = 0.0
+        self._written = False
+        #: False until this answer's first delta is written: a new provider's, after a reset, too.
+        self._answer_started = False
 
     def delta(self, text: str) -> None:
-        self._add("delta", text)
-        self._pending_text = True
+        with self._lock:
+            self._pending_text = True
+            self._held.append(text)
+            self._held_chars += len(text)
+            if not self._answer_started or self._held_chars >= BATCH_MAX_CHARS or self._batch_window_s <= 0:
+                self._write([])
+                self._answer_started = True
+            elif len(self._held) == 1:
+                self._held_since = time.monotonic()
+                flusher().watch(self)
 
     def tool_call(
         self,
@@ -106,6 +138,7 @@ class RedisStreamSink:
     def reset(self, reason: str) -> None:
         self._add("reset", reason)
         self._pending_text = False
+        self._answer_started = False
 
     def done(self, message: Mapping[str, Any]) -> None:
         """End the stream with the answer ``message`` (a chat output's); an answer that was not streamed (a
@@ -121,11 +154,81 @@ class RedisStreamSink:
     def cancelled(self, reason: str) -> None:
         self._add("cancelled", reason)
 
+    def flush_if_due(self, now: float) -> bool:
+        """Write the held deltas if their window has ended by ``now`` (monotonic seconds); True while some
+        are still held."""
+        with self._lock:
+            if self._held and now - self._held_since >= self._batch_window_s:
+                self._write([])
+            return bool(self._held)
+
     def _add(self, event: EventType, text: str) -> None:
+        with self._lock:
+            self._write([(event, text)])
+
+    def _write(self, events: list[tuple[EventType, str]]) -> None:
+        """The held deltas as one, then ``events``, in one round trip (called with the lock held)."""
+        if self._held:
+            events = [("delta", "".join(self._held)), *events]
+        if not events:
+            return
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
-        pipe.expire(self._key, TTL_S)
-        pipe.execute()
+        for event, text in events:
+            pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
+        if not self._written or any(event in FINAL_EVENTS for event, _ in events):
+            pipe.expire(self._key, TTL_S)  # set with the first write, renewed with the last
+        pipe.execute()  # held deltas a Redis error kept are written with the next event
+        self._held.clear()
+        self._held_chars = 0
+        self._written = True
+
+
+class Flusher:
+    """Writes the deltas that streams hold once their window ends, for one process: one thread, started with
+    the first stream that holds a delta (a forked pool process starts its own)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._sinks: set[RedisStreamSink] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sink: RedisStreamSink) -> None:
+        with self._lock:
+            self._sinks.add(sink)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stepper-stream-flusher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._sinks:
+                    self._wake.wait()
+                sinks = list(self._sinks)
+            now = time.monotonic()
+            done = {sink for sink in sinks if not _flushed_or_kept(sink, now)}
+            with self._lock:
+                self._sinks -= done
+            time.sleep(BATCH_WINDOW_S / 2)
+
+
+def _flushed_or_kept(sink: RedisStreamSink, now: float) -> bool:
+    """Flush ``sink`` if due; True while it still holds deltas. A Redis error drops the sink from the watch:
+    its task writes the held deltas with its next event, or fails writing them as it would have unbatched."""
+    try:
+        return sink.flush_if_due(now)
+    except Exception:  # noqa: BLE001  (the flusher thread must outlive one stream's Redis error)
+        return False
+
+
+_flushers: dict[int, Flusher] = {}
+
+
+def flusher() -> Flusher:
+    """This process's flusher (a forked child gets its own: threads do not survive a fork)."""
+    return _flushers.setdefault(os.getpid(), Flusher())
 
 
 def read_stream(

@@ -21,19 +21,24 @@ from stepper.infra import logs, metrics, tracing
 from stepper.infra.connections import state_redis
 from stepper.providers.http import configure_pool
 from stepper.tasks.wiring import current_executor
+from stepper.workers import pools
 
 
 @worker_init.connect
 def _prepare_worker(sender: Any = None, **_: Any) -> None:
-    """Before the pool starts: one HTTP connection per concurrent task, so a threads pool never waits for a
-    pooled one; and tesseract single-threaded, because the pool already keeps every core busy and OpenMP
-    threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
+    """Before the pool starts: one HTTP and one broker connection per concurrent task, so a threads or gevent
+    pool never waits for a pooled one nor fails to acknowledge (:mod:`stepper.workers.pools`); and tesseract
+    single-threaded, because the pool already keeps every core busy and OpenMP threads in each process would
+    only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
+    concurrency = getattr(sender, "concurrency", None)
+    if isinstance(concurrency, int) and concurrency > 0:
+        configure_pool(concurrency)
+        pools.size_for_concurrency(sender.app.conf, concurrency)
+    pools.poll_without_fd_limit()
     _check_guards()
     tracing.setup()
-    concurrency = int(getattr(sender, "concurrency", 0) or 0)
-    if concurrency:
-        configure_pool(concurrency)
     if port := os.environ.get("STEPPER_METRICS_PORT"):
         metrics.serve(int(port), metrics.process_registry())
 

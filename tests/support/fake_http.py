@@ -61,14 +61,20 @@ class Fault:
 Handler = Callable[[Request], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The standard library listens with a backlog of 5: a worker opening hundreds of connections at once would
+    # see SYNs dropped and each retried a second later.
+    request_queue_size = 1024
+
+
 class FakeServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.requests: list[Request] = []
         self.faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, 0), self._handler_class())
         # A short poll interval: shutdown() waits for the loop to notice, half a second per server by default.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 

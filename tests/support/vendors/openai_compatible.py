@@ -49,6 +49,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,6 +119,9 @@ class FakeOpenAICompatible(FakeServer):
         self.keepalive_comments = 0
         self.stream_error_after: int | None = None
         self.streams: list[StreamLog] = []
+        #: Plain completions being answered now, and the most at once since the last reset.
+        self.answering = 0
+        self.answering_peak = 0
         self.route("POST", "/v1/chat/completions", self._completions)
         base = self._server.RequestHandlerClass
         assert isinstance(base, type)
@@ -150,10 +154,22 @@ class FakeOpenAICompatible(FakeServer):
         pieces = _split(text, self.chunks) if self.chunks else words(text)
         usage = {"prompt_tokens": tokens, "completion_tokens": len(pieces), "total_tokens": tokens + len(pieces)}
         if log is None:
-            time.sleep(self.first_byte_delay_s)
+            with self._answering():
+                time.sleep(self.first_byte_delay_s)
             return Reply(200, self._completion(body.get("model", ""), text, usage))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return self._stream(self._frames(body.get("model", ""), pieces, usage if include_usage else None), log)
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        with self._lock:
+            self.answering += 1
+            self.answering_peak = max(self.answering_peak, self.answering)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.answering -= 1
 
     def _default_content(self, body: dict[str, Any]) -> str:
         if self.chunks:

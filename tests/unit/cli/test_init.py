@@ -180,3 +180,20 @@ def test_help_does_not_load_celery(command: str) -> None:
     answer = json.loads(done.stdout)
     assert set(answer["statuses"]) == {0}
     assert answer["celery"] is False
+
+
+def test_a_worker_can_run_its_profile_on_another_pool_and_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr("os.execv", lambda path, argv: started.append(argv))
+
+    assert main(["worker", "--profile", "llm", "--pool", "gevent", "--concurrency", "1000"]) == 0
+
+    argv = started[0]
+    assert argv[argv.index("--pool") + 1] == "gevent"
+    assert argv[argv.index("--concurrency") + 1] == "1000"
+    assert argv[argv.index("--queues") + 1] == "report,chat"
+
+
+def test_a_worker_concurrency_out_of_range_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--profile", "llm", "--concurrency", "0"]) == 2
+    assert "--concurrency" in capsys.readouterr().err

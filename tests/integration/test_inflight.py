@@ -1,0 +1,68 @@
+"""Many vendor calls in flight in one worker process, on the threads and the gevent pool, with zero errors.
+
+Every pool a finishing task draws on (the broker transport's, the result backend's, stepper's state clients',
+the HTTP session's) used to be capped below the worker's concurrency: kombu's at 10, redis-py's at 100. Here a
+worker of ``CONCURRENCY`` (above both) runs a backlog against a loopback OpenAI-compatible vendor that holds
+each answer long enough for the calls to pile up, and the vendor's own count shows how many were in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Fleet
+from tests.support.fake_http import running
+from tests.support.vendors.openai_compatible import FakeOpenAICompatible
+
+CONCURRENCY = 150
+TASKS = 3 * CONCURRENCY
+#: Long enough for a whole pool's worth of calls to be waiting at once on a busy 2-core machine.
+VENDOR_LATENCY_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def vendor() -> Iterator[FakeOpenAICompatible]:
+    yield from running(FakeOpenAICompatible("vllm"))  # type: ignore[misc]
+
+
+def live_settings(vendor: FakeOpenAICompatible) -> dict[str, Any]:
+    chain = ["loopback:served-model"]
+    return {
+        "stepper_mode": "live",
+        "stepper_providers": {
+            "loopback": {
+                "class": "stepper.providers.openai:OpenAIProvider",
+                "kinds": ["chat", "report"],
+                "base_url": vendor.base_url,
+                "models": ["served-model"],
+                "rpm": 1_000_000,
+                "tpm": 1_000_000_000,
+            },
+        },
+        "stepper_chains": {"chat": chain, "report": chain},
+    }
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_a_pool_wider_than_every_default_finishes_its_backlog_without_an_error(
+    pool: str, vendor: FakeOpenAICompatible, start_fleet: Callable[..., Fleet]
+) -> None:
+    vendor.first_byte_delay_s = VENDOR_LATENCY_S
+    vendor.answering_peak = 0
+    vendor.requests.clear()
+    fleet = start_fleet(live_settings(vendor), name=f"inflight-{pool}", pool=pool, concurrency=CONCURRENCY)
+    prompts = [f"{pool} #{index}" for index in range(TASKS)]
+    pending = [
+        fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": prompt}]})
+        for prompt in prompts
+    ]
+    answers = [result.get(timeout=300)["output"]["message"]["content"] for result in pending]
+    assert answers == [f"vllm says: {prompt}" for prompt in prompts]
+    assert len(vendor.requests) == TASKS  # each task called the vendor exactly once: nothing redelivered
+    assert vendor.answering_peak > 100  # more calls at once than redis-py's default pool has connections
+    log = fleet.worker.log()
+    for fault in ("MaxConnectionsError", "Couldn't ack", "Unrecoverable error", "filedescriptor out of range"):
+        assert fault not in log
