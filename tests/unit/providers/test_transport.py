@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_netrc_credentials_apply_only_to_calls_without_their_own_key(
 def test_lines_are_the_same_however_the_body_is_cut_into_chunks(lines: list[str], ending: str, cuts: list[int]) -> None:
     body = "".join(line + ending for line in lines).encode()
     points = sorted({0, len(body), *(cut for cut in cuts if cut < len(body))})
-    chunks = [body[start:end] for start, end in zip(points, points[1:], strict=False)]
+    chunks = [body[start:end] for start, end in pairwise(points)]
     assert list(lines_of(chunks)) == lines
 
 
