@@ -64,11 +64,7 @@ def test_netrc_credentials_apply_only_to_calls_without_their_own_key(
 
 @given(
     lines=st.lists(
-        st.text(
-            alphabet=st.characters(
-                blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-            )
-        ),
+        st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")),
         min_size=1,
         max_size=8,
     ),
