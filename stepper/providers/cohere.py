@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import requests
-
 from stepper.errors import AuthError, ProviderError, TruncatedOutput, Unavailable
 from stepper.providers.http import HttpClient
 from stepper.providers.llm.base import LlmProvider, finish_reason
@@ -36,6 +34,7 @@ from stepper.providers.llm.call import (
     tool_choice_function,
     usage_of,
 )
+from stepper.providers.transport import Answer
 from stepper.schemas.chat import Message
 
 #: ``ChatFinishReason`` of API v2. ERROR and TIMEOUT mean no usable answer.
@@ -54,7 +53,7 @@ class CohereHttpClient(HttpClient):
     """Two statuses of Cohere's own, per its error reference and SDK: 498 (invalid token) is about the key, and
     499 (request cancelled) is worth retrying. (402, billing, is read as an exhausted quota by vendor_errors.)"""
 
-    def error_for(self, response: requests.Response) -> ProviderError:
+    def error_for(self, response: Answer) -> ProviderError:
         error = super().error_for(response)
         if response.status_code == 498:
             return AuthError(f"{error}; check the key in {self.name}'s api_key_env")

@@ -23,13 +23,12 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from stepper.errors import ContentRejected, ProviderError, RetryableError, TruncatedOutput, UnsupportedInput
 from stepper.providers.gemini_request import request_body
 from stepper.providers.http import HttpClient, parse_retry_after
 from stepper.providers.llm.base import LlmProvider, finish_reason
 from stepper.providers.llm.call import FinishReason, LlmAnswer, LlmCall, ToolCallDelta, tool_call_id, usage_of
+from stepper.providers.transport import Answer
 from stepper.schemas.chat import ToolCall
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -59,7 +58,7 @@ class GoogleHttpClient(HttpClient):
     details rather than a Retry-After header. (What its errors mean, ``API_KEY_INVALID`` in a 400 included,
     is read by :mod:`stepper.providers.vendor_errors`.)"""
 
-    def error_for(self, response: requests.Response) -> ProviderError:
+    def error_for(self, response: Answer) -> ProviderError:
         error = super().error_for(response)
         details = [item for item in _error_body(response).get("details") or () if isinstance(item, dict)]
         delays = [item["retryDelay"] for item in details if isinstance(item.get("retryDelay"), str)]
@@ -189,7 +188,7 @@ def _usage(body: dict[str, Any]) -> dict[str, int]:
     return usage_of(meta.get("promptTokenCount"), sum(output) if output else None, meta.get("cachedContentTokenCount"))
 
 
-def _error_body(response: requests.Response) -> dict[str, Any]:
+def _error_body(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:

@@ -1,10 +1,10 @@
 """The HTTP plumbing every remote adapter shares: pooled sessions, deadlines, error mapping, SSE streams.
 
 An adapter builds a vendor request and reads a vendor answer; everything between is here, written once:
-one ``requests.Session`` per worker process with a pool sized to the worker's concurrency, the environment's
-proxy, CA bundle and netrc settings read once per provider rather than on every call, and HTTP statuses,
-network failures and unreadable bodies mapped onto :mod:`stepper.errors`. The provider's key never appears
-in an error, because request URLs are not quoted and any text echoed by the vendor is redacted first.
+urllib3 pools per worker process sized to the worker's concurrency (:mod:`stepper.providers.transport`), the
+environment's proxy, CA bundle and netrc settings read once per provider rather than on every call, and HTTP
+statuses, redirects, network failures and unreadable bodies mapped onto :mod:`stepper.errors`. The provider's
+key never appears in an error, because request URLs are not quoted and any text echoed by the vendor is redacted first.
 
 Deadlines, per provider: ``connect_timeout_s``; ``first_token_timeout_s``, the longest wait for the first
 byte of the answer (the response headers of a plain call, the first text of a stream, which the adapter
@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies, get_netrc_auth
-from urllib3.exceptions import ReadTimeoutError
+from urllib3 import Timeout as Deadlines
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from stepper.errors import (
     AuthError,
@@ -51,66 +58,30 @@ from stepper.errors import (
 from stepper.infra import tracing
 from stepper.infra.cancellation import CallScope, TaskScope, current_call, current_task
 from stepper.infra.redaction import Redactor
-from stepper.providers.transport import CuttableAdapter
+from stepper.providers.transport import Answer, environment_settings, json_body, send
 from stepper.providers.vendor_errors import VendorError, read_vendor_error
 from stepper.settings import ProviderSettings
 
-#: Connections kept per host in each process; raised to the worker's concurrency at start-up.
-_pool_size = 10
 #: How much of a vendor's error body that is not JSON is read to classify it.
 ERROR_BODY_CHARS = 8192
 #: A wait a vendor states in its message rather than a header.
 TRY_AGAIN_IN = re.compile(r"try again in (\d+(?:\.\d+)?)(ms|s)\b", re.IGNORECASE)
 
 
-def configure_pool(size: int) -> None:
-    """Size the per-process connection pool (called with the worker's concurrency before any request)."""
-    global _pool_size  # noqa: PLW0603  (one setting per process, set once at worker start-up)
-    _pool_size = max(1, size)
-
-
 @cache
-def _session(pid: int, pool_size: int, trust_env: bool) -> requests.Session:
+def _session(pid: int) -> requests.Session:
     del pid  # part of the cache key: a forked child makes its own session
     session = requests.Session()
-    session.trust_env = trust_env
-    # Providers' calls can be cut from outside (cancellation, deadlines); other callers' cannot.
-    adapter_class = HTTPAdapter if trust_env else CuttableAdapter
-    adapter = adapter_class(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = HTTPAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
 def session() -> requests.Session:
-    """This process's shared session (thread-safe for requests that do not share cookies)."""
-    return _session(os.getpid(), _pool_size, True)
-
-
-def _provider_session() -> requests.Session:
-    """The session providers call through: it does not read the environment itself, each ``HttpClient`` has.
-
-    A session that trusts the environment looks up proxies (every variable, twice), the CA bundle variables
-    and ~/.netrc on every request: a third of requests' CPU per call, which the threads pool shares under
-    one GIL. The answer cannot change while a worker runs, so ``environment_settings`` reads it once.
-    """
-    return _session(os.getpid(), _pool_size, False)
-
-
-@dataclass(frozen=True)
-class EnvironmentSettings:
-    """What a trusting session would take from the environment for one base URL."""
-
-    proxies: dict[str, str]
-    verify: bool | str
-    auth: tuple[str, str] | None
-
-
-def environment_settings(url: str) -> EnvironmentSettings:
-    """Proxies (honouring NO_PROXY), REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, and netrc credentials for ``url``,
-    exactly as ``requests`` finds them when ``trust_env`` is on."""
-    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return EnvironmentSettings(get_environ_proxies(url), verify, get_netrc_auth(url))
+    """This process's ``requests`` session for stepper's own calls that are not vendor calls (alert sinks),
+    trusting the environment as ``requests`` does (thread-safe for requests that do not share cookies)."""
+    return _session(os.getpid())
 
 
 @dataclass(frozen=True)
@@ -137,8 +108,9 @@ class HttpClient:
         self.base_url = (settings.base_url or default_base_url).rstrip("/")
         self.first_token_timeout_s = settings.first_token_timeout_s
         self.total_timeout_s = settings.total_timeout_s
-        #: requests' (connect, read) timeouts; the read timeout bounds any silence of the server's.
-        self.timeout = (settings.connect_timeout_s, settings.first_token_timeout_s)
+        self.connect_timeout_s = settings.connect_timeout_s
+        #: urllib3's connect and read timeouts; the read timeout bounds any silence of the server's.
+        self.timeout = Deadlines(connect=settings.connect_timeout_s, read=settings.first_token_timeout_s)
         self._environment = environment_settings(self.base_url)
         self.redact = Redactor([api_key] if api_key else []).redact
 
@@ -171,7 +143,7 @@ class HttpClient:
         with self._call() as call:
             response = self._send(call, method, path, payload, headers)
             with self._reading(call, response, "its event stream"):
-                yield from iter_sse(response.iter_lines(decode_unicode=True))
+                yield from iter_sse(response.iter_lines())
 
     def answer_started(self) -> None:
         """The first byte of the answer arrived: the first-token deadline no longer applies to this call."""
@@ -186,7 +158,7 @@ class HttpClient:
         with task.call(self.first_token_timeout_s, self.total_timeout_s) as call:
             try:
                 yield call
-            except (requests.exceptions.RequestException, ProviderError):
+            except (HTTPError, OSError, ProviderError):
                 cut = self._cut_error(call)
                 if cut is None:
                     raise
@@ -216,28 +188,28 @@ class HttpClient:
             return self._no_answer()
         return Timeout(f"{self.name} went silent for {self.first_token_timeout_s:g}s in the middle of its answer")
 
-    def _body(self, response: requests.Response, call: CallScope) -> bytes:
+    def _body(self, response: Answer, call: CallScope) -> bytes:
         """Read a whole answer whose headers arrived (the first byte, as far as deadlines are concerned)."""
         call.first_byte()
         with self._reading(call, response, "its answer"):
             return response.content
 
     @contextmanager
-    def _reading(self, call: CallScope, response: requests.Response, what: str) -> Iterator[None]:
-        """Reading a response's body: a cut-off body, a dropped connection and a silence past the read timeout
+    def _reading(self, call: CallScope, response: Answer, what: str) -> Iterator[None]:
+        """Reading a response's body: a silence past the read timeout, a cut-off body and a dropped connection
         mapped onto the exception tree; the response closed however the reading ended."""
         try:
             yield
-        except requests.exceptions.ChunkedEncodingError:
+        except ReadTimeoutError:
+            raise self._silence(call) from None
+        except ProtocolError:  # a body shorter than announced, a broken chunk, a reset mid-body
             raise TruncatedOutput(f"{self.name} closed the connection in the middle of {what}") from None
-        except requests.exceptions.ConnectionError as exc:
-            if _is_read_timeout(exc):
-                raise self._silence(call) from None
+        except (HTTPError, OSError):
             raise Unavailable(f"{self.name} dropped the connection in the middle of {what}") from None
         finally:
             response.close()
 
-    def _json(self, response: requests.Response, body: bytes) -> Any:
+    def _json(self, response: Answer, body: bytes) -> Any:
         try:
             return json.loads(body)
         except ValueError:
@@ -252,42 +224,45 @@ class HttpClient:
         headers: Mapping[str, str],
         *,
         params: Mapping[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Answer:
         """Send the request and return once the response headers arrived (the body is read by the caller)."""
         url = f"{self.base_url}{path}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
         outgoing = dict(headers)
         tracing.inject(outgoing)  # the vendor call joins the task's trace, when tracing is on
-        environment = self._environment
+        body = None
+        if payload is not None:
+            body = json_body(payload)
+            outgoing.setdefault("Content-Type", "application/json")
         try:
-            response = _provider_session().request(
-                method,
-                url,
-                params=params,
-                json=payload,
-                headers=outgoing,
-                timeout=self.timeout,
-                stream=True,
-                proxies=environment.proxies,
-                verify=environment.verify,
-                auth=environment.auth,
-            )
-        except requests.exceptions.ConnectTimeout:
-            raise Timeout(f"{self.name} did not accept a connection within {self.timeout[0]:g}s") from None
-        except requests.exceptions.Timeout:
+            response = send(self._environment, method, url, body=body, headers=outgoing, timeout=self.timeout)
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 derives the one from the other
+            raise Unavailable(f"{self.name} could not be reached ({_reason(exc)})") from None
+        except ConnectTimeoutError:
+            raise Timeout(f"{self.name} did not accept a connection within {self.connect_timeout_s:g}s") from None
+        except ReadTimeoutError:
             raise self._no_answer() from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise TruncatedOutput(f"{self.name} closed the connection in the middle of its answer") from None
-        except requests.exceptions.ConnectionError as exc:
+        except (HTTPError, OSError) as exc:
             raise Unavailable(f"{self.name} could not be reached ({_reason(exc)})") from None
         if response.status_code >= 400:
             try:
                 response.content  # noqa: B018  (read the error body within the call's deadlines)
+            except (HTTPError, OSError):
+                pass  # the status says enough
             finally:
                 response.close()
             raise self.error_for(response)
+        if response.status_code >= 300:
+            response.close()
+            location = response.headers.get("Location", "elsewhere")
+            raise UnsupportedInput(
+                f"{self.name} answered {response.status_code}, redirecting to {self.redact(location)}: vendor calls "
+                "do not follow redirects; set its base_url to where it is served"
+            )
         return response
 
-    def error_for(self, response: requests.Response) -> ProviderError:
+    def error_for(self, response: Answer) -> ProviderError:
         """Map an HTTP error answer onto the exception tree by what the vendor says it means (see
         :mod:`stepper.providers.vendor_errors`), quoting its reason readably and redacted."""
         meaning = read_vendor_error(response.status_code, _decoded(response))
@@ -324,12 +299,7 @@ class HttpClient:
         return ContentRejected(message) if error.meaning == "content_policy" else UnsupportedInput(message)
 
 
-def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
-    """requests reports a read timeout while reading a body as a ConnectionError wrapping urllib3's."""
-    return bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
-
-
-def _decoded(response: requests.Response) -> Any:
+def _decoded(response: Answer) -> Any:
     """The body as JSON when it is JSON, else its text (enough of it to find the words that say what it means;
     vendor_errors shortens the message it keeps)."""
     try:
@@ -338,7 +308,7 @@ def _decoded(response: requests.Response) -> Any:
         return response.text[:ERROR_BODY_CHARS]
 
 
-def rate_limit_hint(response: requests.Response) -> float | None:
+def rate_limit_hint(response: Answer) -> float | None:
     """Seconds the vendor asks us to wait: ``Retry-After`` (RFC 9110), else ``retry-after-ms`` (OpenAI, Azure),
     else the later of OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` durations (``1s``, ``6m0s``, ``20ms``)."""
     headers = response.headers
@@ -412,7 +382,7 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
             data.append(value)
 
 
-def _reason(exc: requests.exceptions.ConnectionError) -> str:
+def _reason(exc: BaseException) -> str:
     """The innermost cause, without the URL (which may carry a key in its query string)."""
     cause: BaseException = exc
     while cause.__cause__ is not None or cause.__context__ is not None:

@@ -19,7 +19,7 @@ from stepper.errors import ConfigError
 from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import logs, metrics, tracing
 from stepper.infra.connections import state_redis
-from stepper.providers.http import configure_pool
+from stepper.providers.transport import configure_pool
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
 
