@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from celery import Task, states
+from celery import states
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stepper.celery import StepperTask
 from stepper.config import current_settings
 from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
@@ -41,7 +42,7 @@ from stepper.tasks.wiring import current_executor
 logger = get_task_logger(__name__)
 
 
-class FamilyTask(Task):  # type: ignore[misc]
+class FamilyTask(StepperTask):
     """Base of the six public tasks."""
 
     kind: ClassVar[Kind]

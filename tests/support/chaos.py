@@ -19,7 +19,7 @@ import redis
 from stepper.celery import create_app
 from stepper.config import load_config
 from stepper.infra import delayed
-from stepper.ops.fleet import queue_depths
+from stepper.ops.fleet import redis_queue_depths
 from tests.support.providers import journal
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, start_worker
@@ -103,7 +103,7 @@ def run(fault: str, pool: str, tasks: int, faults: int, directory: Path) -> Outc
 
 def _waiting(server: RedisServer) -> int:
     """Messages on the chat queue's lists (every priority level) and kept for later."""
-    return sum(queue_depths(server.client(), ["chat"])["chat"].values()) + delayed.pending(server.client())
+    return sum(redis_queue_depths(server.client(), ["chat"])["chat"].values()) + delayed.pending(server.client())
 
 
 def _finished_at_least(path: Path, count: int) -> Callable[[], bool]:
