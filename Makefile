@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (the tests start their own redis-server).
 SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
-# Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector.
-TEST_PACKAGES := ffmpeg
+# Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector;
+# rabbitmq-server runs the broker matrix (the tests start a private node; Sentinel runs as redis-server --sentinel).
+TEST_PACKAGES := ffmpeg rabbitmq-server
 # Tesseract languages (its codes: eng, deu, chi_sim, ...) installed as tesseract-ocr-<code> for OCR's `lang`;
 # English and the major European languages unless told otherwise: make run OCR_LANGUAGES="eng deu jpn".
 OCR_LANGUAGES ?= eng deu fra ita spa por
