@@ -22,7 +22,7 @@ from stepper.samples import sample_requests
 from stepper.settings import DeadLetterSettings
 from stepper.workers.rabbitmq_dead_letters import ERROR_TYPE
 from tests.integration.conftest import BROKERS, COUNTING_CHAINS, Fleet
-from tests.support.providers import calls, journal, run_order, tries
+from tests.support.providers import POISON, calls, journal, run_order, tries
 from tests.support.workers import start_worker
 
 BACKLOG = 6
@@ -190,3 +190,33 @@ def test_messages_of_a_sigkilled_worker_run_on_another(
         assert Counter(journal(path, "finish")) == Counter(f"job {n}" for n in range(6))  # each finished once
     finally:
         survivor.stop()
+
+
+def test_a_message_over_the_quorum_delivery_limit_is_dead_lettered_by_rabbitmq(
+    start_fleet: Callable[..., Fleet],
+) -> None:
+    """Its pool process dies on each run; RabbitMQ stops redelivering after the delivery limit (below stepper's
+    own max_deliveries here, to see the broker's backstop) and stepper records the dead letter with the reason."""
+    fleet = start_fleet(
+        {
+            "stepper_providers": {"killing": {"class": "tests.support.providers:KillingChat"}},
+            "stepper_chains": {"chat": ["killing:m"]},
+            "stepper_recovery": {"max_deliveries": 5},
+            "stepper_rabbitmq": {"delivery_limit": 1},
+        },
+        broker="rabbitmq-quorum",
+        name="delivery-limit",
+        pool="prefork",
+        concurrency=1,
+        queues=["chat"],
+    )
+    poison = fleet.app.send_task("stepper.chat", kwargs=chat(f"a {POISON} pill"))
+    store = DeadLetterStore(fleet.redis, DeadLetterSettings())
+    wait_until(lambda: any(entry.task_id == poison.id for entry in store.entries()), timeout_s=90)
+    entry = next(entry for entry in store.entries() if entry.task_id == poison.id)
+    assert entry.error.type == ERROR_TYPE
+    assert "delivery_limit" in entry.error.message, entry.error.message
+    assert entry.request["messages"][0]["content"] == f"a {POISON} pill"
+    assert calls(fleet.redis, "killing") == 2  # the first delivery and the one the limit allows
+    healthy = fleet.app.send_task("stepper.chat", kwargs=chat("fine"))
+    assert healthy.get(timeout=60)["provider"] == "killing"
