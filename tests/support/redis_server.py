@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -30,6 +30,8 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     #: Append-only file, synced on every write: a restart keeps every message, as production Redis should.
     appendonly: bool = False
+    #: More redis-server arguments (``--replicaof host port``, say).
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -56,6 +58,7 @@ class RedisServer:
                 "noeviction",
                 "--databases",
                 str(DATABASES),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
