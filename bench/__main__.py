@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cache_hit, io_fleet, memory, ocr, overhead, publish
+from bench import brokers, cache_hit, io_fleet, memory, ocr, overhead, publish
 from bench.harness import private_redis
 
 RESULTS = Path("bench-results.json")
 #: Each module's ``run(redis)`` returns its results by name, in the shape of ``bench.harness.compare``.
-BENCHMARKS = (ocr, overhead, io_fleet, publish, cache_hit, memory)
+BENCHMARKS = (ocr, overhead, io_fleet, publish, cache_hit, memory, brokers)
 
 
 def main() -> int:

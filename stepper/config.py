@@ -224,6 +224,8 @@ def _environment_overrides(environ: Mapping[str, str], config: Mapping[str, Any]
     for variable, setting in CONNECTION_VARIABLES.items():
         if url := environ.get(variable):
             overrides[setting] = url
+    if queue_type := environ.get("STEPPER_RABBITMQ_QUEUE_TYPE"):
+        overrides["stepper_rabbitmq"] = {"queue_type": queue_type}  # merged: the delivery limit stays
     if mode := environ.get("STEPPER_MODE"):
         overrides["stepper_mode"] = mode
     if key_hashes := environ.get("STEPPER_GATEWAY_KEY_HASHES"):

@@ -99,3 +99,11 @@ def test_priority_levels_keep_their_meaning_on_rabbitmq() -> None:
     assert sent["interactive"] > sent["normal"] > sent["batch"]  # RabbitMQ delivers higher numbers first
     assert all(level_of(broker_priority(level, "amqp"), "amqp") == level for level in range(10))
     assert all(broker_priority(level, "redis") == level for level in range(10))
+
+
+def test_the_queue_type_is_set_from_the_environment_and_checked() -> None:
+    loaded = config(STEPPER_BROKER_URL="amqp://rabbit//", STEPPER_STATE_REDIS_URL="redis://state:6379/0",
+                    STEPPER_RABBITMQ_QUEUE_TYPE="quorum")  # fmt: skip
+    assert create_app(loaded).native_delays
+    with pytest.raises(ConfigError, match="queue_type"):
+        create_app({**loaded, "stepper_rabbitmq": {"queue_type": "stream"}})
