@@ -25,6 +25,7 @@ from tests.support.redis_server import free_port
 
 #: Where Debian's package puts the script that does not switch users.
 SERVER_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+CTL_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 USER, PASSWORD = "stepper", "stepper-test"
 #: Vhosts made at boot: one per test fleet, as the Redis fixture gives one database per fleet.
 VHOSTS = 24
@@ -49,6 +50,22 @@ class RabbitMQServer:
         return f"amqp://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{name}"
 
     def start(self, timeout_s: float = 60) -> None:
+        """Start the node; again after a stop, on the same ports and data (its durable queues come back)."""
+        if not self._env:
+            self._configure()
+        log = (self.directory / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [SERVER_SCRIPT], env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.directory / "server.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"rabbitmq-server did not listen on port {self.port}:\n{tail}")
+            time.sleep(0.1)
+
+    def _configure(self) -> None:
         self.port = self.port or free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         definitions = self.directory / "definitions.json"
@@ -87,17 +104,6 @@ class RabbitMQServer:
             "RABBITMQ_PID_FILE": str(self.directory / "rabbitmq.pid"),
             "HOME": str(self.directory),  # the Erlang cookie
         }
-        log = (self.directory / "server.log").open("wb")
-        self.process = subprocess.Popen(
-            [SERVER_SCRIPT], env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout_s
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = (self.directory / "server.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"rabbitmq-server did not listen on port {self.port}:\n{tail}")
-            time.sleep(0.1)
 
     def _answers(self) -> bool:
         """Whether the AMQP port takes a connection and speaks AMQP (a protocol header gets Connection.Start)."""
@@ -108,18 +114,32 @@ class RabbitMQServer:
         except OSError:
             return False
 
+    def ctl(self, *arguments: str) -> None:
+        """Run ``rabbitmqctl`` against this node (Debian's inner script: the outer one switches users)."""
+        subprocess.run([CTL_SCRIPT, *arguments], env=self._env, capture_output=True, check=True, timeout=60)
+
+    def restart(self, *, crash: bool, down_s: float = 2.0) -> None:
+        """Stop the node (SIGTERM: a clean shutdown; ``crash``: SIGKILL, no goodbye), stay down ``down_s``
+        seconds, and start it again on the same ports and data."""
+        self._halt(signal.SIGKILL if crash else signal.SIGTERM)
+        time.sleep(down_s)
+        self.start()
+
     def stop(self) -> None:
+        self._halt(signal.SIGTERM)
+        # The node started an epmd on its private port; it outlives the node unless told to go.
+        subprocess.run(
+            ["epmd", "-kill"], env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
+
+    def _halt(self, how: signal.Signals) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the script and the Erlang VM it runs
+            os.killpg(self.process.pid, how)  # the script and the Erlang VM it runs
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
-        # The node started an epmd on its private port; it outlives the node unless told to go.
-        subprocess.run(
-            ["epmd", "-kill"], env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
-        )
