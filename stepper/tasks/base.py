@@ -128,7 +128,10 @@ def _run_family(
 
 
 def _finished(task: FamilyTask) -> None:
-    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight)."""
+    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight; Redis brokers only,
+    RabbitMQ confirms publishes instead)."""
+    if task.app.broker_kind != "redis":
+        return
     try:
         inflight.forget(task.app.state_client(), [task.request.id])
     except (RedisConnectionError, RedisTimeoutError) as exc:  # its stored result lets the reconciliation drop it
