@@ -18,6 +18,8 @@ from kombu import Connection
 
 from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.ops.deadletters import DeadLetterStore
+from stepper.ops.fleet import ALL_LEVELS, queue_depths
+from stepper.priorities import PRIORITIES
 from stepper.samples import sample_requests
 from stepper.settings import DeadLetterSettings
 from stepper.workers.rabbitmq_dead_letters import ERROR_TYPE
@@ -220,3 +222,16 @@ def test_a_message_over_the_quorum_delivery_limit_is_dead_lettered_by_rabbitmq(
     assert calls(fleet.redis, "killing") == 2  # the first delivery and the one the limit allows
     healthy = fleet.app.send_task("stepper.chat", kwargs=chat("fine"))
     assert healthy.get(timeout=60)["provider"] == "killing"
+
+
+def test_queue_depth_is_read_from_the_broker(slow_fleet: Fleet) -> None:
+    """What `stepper status`, the metrics and the alerts show: messages waiting on a queue nobody consumes here."""
+    queued = [slow_fleet.app.send_task("stepper.ocr", kwargs=sample_requests()["ocr"]) for _ in range(3)]
+    depths = queue_depths(slow_fleet.app, ["ocr"])["ocr"]
+    assert sum(depths.values()) == 3
+    if slow_fleet.broker_url.startswith("amqp"):
+        assert depths == {ALL_LEVELS: 3}  # RabbitMQ does not count by priority
+    else:
+        assert depths[PRIORITIES["normal"]] == 3
+    for result in queued:
+        result.revoke()
