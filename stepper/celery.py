@@ -14,6 +14,10 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.app.control import Control
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 from redis import Redis
 
 from stepper.brokers import BrokerKind, broker_kind, task_queue
@@ -71,6 +75,7 @@ class StepperCelery(Celery):  # type: ignore[misc]
 
     control_cls = "stepper.celery:StepperControl"
     task_cls = "stepper.celery:StepperTask"
+    _native_delays_declared = False
 
     @property
     def broker_kind(self) -> BrokerKind:
@@ -95,6 +100,8 @@ class StepperCelery(Celery):  # type: ignore[misc]
             kept = self._keep_until_due(name, args, kwargs, options, delay_s)
             if kept is not None:
                 return kept
+        if delay_s is not None and delay_s > 0 and self.native_delays:
+            self._declare_native_delays()
         # RabbitMQ confirms every publish (confirm_publish): a message it accepted is not lost in flight.
         if name not in FAMILY_TASKS or self.broker_kind == "amqp":
             return self._publish(name, args, kwargs, options)
@@ -106,6 +113,21 @@ class StepperCelery(Celery):  # type: ignore[misc]
             if journaled:  # nothing was published: nothing to reconcile
                 inflight.forget(self.state_client(), [task_id])
             raise
+
+    def _declare_native_delays(self) -> None:
+        """Declare Celery's native delayed delivery exchanges and queues and bind stepper's queues to them, once
+        per process: workers do so when they start, but a producer may send a countdown before any worker ran
+        (Celery would publish to ``celery_delayed_27`` before it exists, and RabbitMQ refuses that)."""
+        if self._native_delays_declared:
+            return
+        with self.connection_for_write() as connection:
+            declare_native_delayed_delivery_exchanges_and_queues(
+                connection, self.conf.broker_native_delayed_delivery_queue_type
+            )
+            for queue in self.amqp.queues.values():
+                queue(connection.default_channel).declare()
+                bind_queue_to_native_delayed_delivery_exchange(connection, queue)
+        self._native_delays_declared = True
 
     def _publish(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Celery's send_task, with the level turned into the broker's own priority number last: what was kept

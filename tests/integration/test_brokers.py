@@ -17,8 +17,9 @@ from celery import states
 from kombu import Connection
 
 from stepper.errors import ChainExhausted, InvalidRequest
+from stepper.infra import delayed
 from stepper.ops.deadletters import DeadLetterStore
-from stepper.ops.fleet import ALL_LEVELS, queue_depths
+from stepper.ops.fleet import ALL_LEVELS, queue_depths, rabbitmq_queue_depths
 from stepper.priorities import PRIORITIES
 from stepper.samples import sample_requests
 from stepper.settings import DeadLetterSettings
@@ -235,3 +236,16 @@ def test_queue_depth_is_read_from_the_broker(slow_fleet: Fleet) -> None:
         assert depths[PRIORITIES["normal"]] == 3
     for result in queued:
         result.revoke()
+
+
+def test_a_countdown_on_quorum_queues_waits_in_rabbitmq_not_in_redis(start_fleet: Callable[..., Fleet]) -> None:
+    """Celery's native delayed delivery: the message waits in RabbitMQ's ``celery_delayed_*`` queues (declared by
+    the producer too, should it send first), stepper's Redis delayed store stays empty, and the task runs when due."""
+    fleet = start_fleet(
+        {"stepper_chains": COUNTING_CHAINS}, broker="rabbitmq-quorum", name="countdown", queues=["chat"]
+    )
+    result = fleet.app.send_task("stepper.chat", kwargs=chat("later"), countdown=3)
+    waiting = rabbitmq_queue_depths(fleet.app, [f"celery_delayed_{level}" for level in range(28)])
+    assert sum(waiting.values()) == 1, waiting
+    assert delayed.pending(fleet.redis) == 0
+    assert result.get(timeout=60)["provider"] == "counting"
