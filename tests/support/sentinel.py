@@ -75,11 +75,12 @@ class SentinelGroup:
         return int(found[1]) if isinstance(found, tuple) else None
 
     def replication_lag_bytes(self) -> int:
-        """How far the replica is behind the master now (bytes of the replication stream not yet acknowledged)."""
+        """At most how far the replica is behind the master now, in bytes of the replication stream: the replica's
+        offset is read first, so what the master wrote between the two reads counts too (0 when idle)."""
         assert self.master is not None and self.replica is not None
-        master = int(_replication(self.master.client())["master_repl_offset"])
         replica = int(_replication(self.replica.client())["slave_repl_offset"])
-        return master - replica
+        master = int(_replication(self.master.client())["master_repl_offset"])
+        return max(0, master - replica)
 
     def kill_master(self) -> None:
         """SIGKILL the master (no goodbye to anyone), as a crashed host would go."""
