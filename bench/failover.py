@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.integration.conftest import producer_app
 from tests.support.chaos import Supervisor
-from tests.support.providers import journal
+from tests.support.providers import journal, journal_settings
 from tests.support.sentinel import SentinelGroup
 
 #: Seconds of publishing before the kill.
@@ -36,16 +36,7 @@ def trial(directory: Path) -> dict[str, Any]:
     group.directory.mkdir(parents=True)
     group.start()
     path = directory / "journal"
-    settings = {
-        "stepper_providers": {
-            "journal": {
-                "class": "tests.support.providers:JournalChat",
-                "options": {"delay_s": 0.0, "journal": str(path)},
-            }
-        },
-        "stepper_chains": {"chat": ["journal:m"]},
-        "stepper_recovery": {"lease_s": 3.0, "inflight_grace_s": 6.0},
-    }
+    settings = journal_settings(path, 0.0, {"lease_s": 3.0, "inflight_grace_s": 6.0})
     # Restarts a worker that exits (its watchdog: it stopped consuming), as stepper fleet up or Kubernetes would.
     supervisor = Supervisor(group.url, directory, settings, "failover", "threads", {})
     accepted: list[str] = []

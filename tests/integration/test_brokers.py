@@ -25,7 +25,7 @@ from stepper.samples import sample_requests
 from stepper.settings import DeadLetterSettings
 from stepper.workers.rabbitmq_dead_letters import ERROR_TYPE
 from tests.integration.conftest import BROKERS, COUNTING_CHAINS, Fleet
-from tests.support.providers import POISON, calls, journal, run_order, tries
+from tests.support.providers import POISON, calls, journal, journal_settings, run_order, tries
 from tests.support.workers import start_worker
 
 BACKLOG = 6
@@ -165,16 +165,7 @@ def test_messages_of_a_sigkilled_worker_run_on_another(
 ) -> None:
     """On Redis stepper's lease sweep brings them back; on RabbitMQ the broker does when the channel closes."""
     path = tmp_path / "journal"
-    settings = {
-        "stepper_providers": {
-            "journal": {
-                "class": "tests.support.providers:JournalChat",
-                "options": {"delay_s": 0.5, "journal": str(path)},
-            }
-        },
-        "stepper_chains": {"chat": ["journal:m"]},
-        "stepper_recovery": {"lease_s": 2.0},
-    }
+    settings = journal_settings(path, 0.5, {"lease_s": 2.0})
     fleet = start_fleet(settings, broker=broker, name=f"doomed-{broker}", concurrency=2, queues=["chat"])
     results = [fleet.app.send_task("stepper.chat", kwargs=chat(f"job {n}")) for n in range(6)]
     wait_until(lambda: len(journal(path, "start")) >= 2)

@@ -18,7 +18,7 @@ import pytest
 from stepper.infra.connections import client_for
 from tests.integration.conftest import producer_app
 from tests.support.chaos import Supervisor
-from tests.support.providers import journal
+from tests.support.providers import journal, journal_settings
 from tests.support.sentinel import SentinelGroup
 
 BEFORE, AFTER = 30, 10
@@ -36,16 +36,7 @@ def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
 
 
 def settings(path: Path) -> dict[str, Any]:
-    return {
-        "stepper_providers": {
-            "journal": {
-                "class": "tests.support.providers:JournalChat",
-                "options": {"delay_s": 0.1, "journal": str(path)},
-            }
-        },
-        "stepper_chains": {"chat": ["journal:m"]},
-        "stepper_recovery": {"lease_s": 3.0, "inflight_grace_s": 6.0},
-    }
+    return journal_settings(path, 0.1, {"lease_s": 3.0, "inflight_grace_s": 6.0})
 
 
 def job(number: int) -> dict[str, Any]:
