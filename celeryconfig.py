@@ -7,7 +7,12 @@ here is merged with its default key by key: a deployment adding one provider kee
 
 These environment variables override this file:
 
-    STEPPER_REDIS_URL           broker and result backend (default redis://127.0.0.1:6379/0)
+    STEPPER_REDIS_URL           broker, result backend and the fleet's state (default redis://127.0.0.1:6379/0)
+    STEPPER_BROKER_URL          the broker alone: redis://, sentinel://...?master_name=NAME, amqp:// (RabbitMQ)
+    STEPPER_RESULT_BACKEND      the result backend alone (a Redis, or a Sentinel URL)
+    STEPPER_STATE_REDIS_URL     the fleet's state alone: breakers, rate limits, cache, idempotency, streams,
+                                dead letters, leases (a Redis, or a Sentinel URL)
+    STEPPER_RABBITMQ_QUEUE_TYPE classic (priorities) | quorum (replicated); see stepper_rabbitmq below
     STEPPER_MODE                live | mock | hybrid
     STEPPER_CHAIN_<KIND>        e.g. STEPPER_CHAIN_CHAT=openai:gpt-4o-mini,gemini:gemini-2.0-flash
     STEPPER_<PROVIDER>_BASE_URL e.g. STEPPER_OPENAI_BASE_URL=http://127.0.0.1:8080/v1
@@ -85,6 +90,7 @@ task_time_limit = 300
 
 # Other settings often changed, with their defaults (see stepper/settings.py for every field):
 # stepper_state_url = None                          # the fleet's state on its own Redis (default: the broker's)
+# stepper_rabbitmq = {"queue_type": "classic", "delivery_limit": 10}  # RabbitMQ's queues (README: which broker when)
 # stepper_key_namespace = "stepper"                 # prefix of every Redis key stepper writes
 # stepper_cache = {"url": None}                     # the result cache on its own Redis (allkeys-lru there)
 # stepper_webhooks = {"secret_env": "STEPPER_WEBHOOK_SECRET", "allowed_hosts": []}

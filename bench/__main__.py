@@ -10,12 +10,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cache_hit, concurrency, io_fleet, memory, ocr, ocr_quality, overhead, publish, stream_latency
+from bench import (
+    brokers,
+    cache_hit,
+    concurrency,
+    io_fleet,
+    memory,
+    ocr,
+    ocr_quality,
+    overhead,
+    publish,
+    stream_latency,
+)
 from bench.harness import private_redis
 
 RESULTS = Path("bench-results.json")
 #: Each module's ``run(redis)`` returns its results by name, in the shape of ``bench.harness.compare``.
-BENCHMARKS = (ocr, ocr_quality, overhead, io_fleet, concurrency, stream_latency, publish, cache_hit, memory)
+BENCHMARKS = (ocr, ocr_quality, overhead, io_fleet, concurrency, stream_latency, publish, cache_hit, memory, brokers)
 
 
 def main() -> int:

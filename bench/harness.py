@@ -101,11 +101,27 @@ def private_redis() -> Iterator[RedisServer]:
 def fleet(
     redis: RedisServer, database: int, settings: dict[str, Any], **options: Any
 ) -> Iterator[tuple[Celery, Worker]]:
-    url = redis_url(redis, database)
+    with fleet_at(redis_url(redis, database), settings, **options) as started:
+        yield started
+
+
+@contextmanager
+def fleet_at(
+    url: str, settings: dict[str, Any], broker_url: str | None = None, **options: Any
+) -> Iterator[tuple[Celery, Worker]]:
+    """A stepper worker and a producer app with results and state at ``url`` (any Redis URL, ``sentinel://``
+    too) and the messages there as well, or on ``broker_url`` (RabbitMQ's ``amqp://``)."""
+    environ = {"STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": "bench_absent"}
+    if broker_url:
+        environ["STEPPER_BROKER_URL"] = broker_url
+        options["env"] = {**options.get("env", {}), "STEPPER_BROKER_URL": broker_url}
     with tempfile.TemporaryDirectory() as directory:
         worker = start_worker(url, Path(directory), settings, **options)
         try:
-            yield create_app(load_config({"STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": "bench_absent"})), worker
+            yield (
+                create_app({**load_config(environ), "stepper_rabbitmq": settings.get("stepper_rabbitmq", {})}),
+                worker,
+            )
         finally:
             worker.stop()
 

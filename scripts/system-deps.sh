@@ -18,6 +18,7 @@ binary_of() {
     redis-server) echo redis-server ;;
     tesseract-ocr) echo tesseract ;;
     espeak-ng) echo espeak-ng ;;
+    rabbitmq-server) echo /usr/lib/rabbitmq/bin/rabbitmq-server ;;
     *) echo "$1" ;;
   esac
 }

@@ -12,15 +12,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.app.control import Control
-from kombu import Queue
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 from redis import Redis
 
-from stepper.config import current_config, parse_stepper_settings
+from stepper.brokers import BrokerKind, broker_kind, task_queue
+from stepper.config import current_config, parse_stepper_settings, resolve_state_url
 from stepper.infra import delayed, inflight, revokes
 from stepper.infra.connections import client_for
-from stepper.priorities import priority_value
+from stepper.priorities import broker_priority, level_of, priority_value
 from stepper.schemas import KINDS
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,19 @@ class StepperControl(Control):  # type: ignore[misc]
         return super().revoke(task_id, *args, **kwargs)
 
 
+class StepperTask(Task):  # type: ignore[misc]
+    """Every stepper task: a retry keeps the stepper level of the message it retries. Celery copies the delivered
+    message's ``priority`` property into the retry's options, and on RabbitMQ that number is reversed
+    (stepper.priorities): it is turned back into the level, which ``send_task`` reverses again."""
+
+    def signature_from_request(self, request: Any = None, args: Any = None, kwargs: Any = None, **extra: Any) -> Any:
+        signature = super().signature_from_request(request, args, kwargs, **extra)
+        priority = signature.options.get("priority")
+        if isinstance(priority, int):
+            signature.options["priority"] = level_of(priority, self.app.broker_kind)
+        return signature
+
+
 class StepperCelery(Celery):  # type: ignore[misc]
     """Celery, with stepper's priority and delay rules on every message it sends.
 
@@ -57,6 +74,18 @@ class StepperCelery(Celery):  # type: ignore[misc]
     """
 
     control_cls = "stepper.celery:StepperControl"
+    task_cls = "stepper.celery:StepperTask"
+    _native_delays_declared = False
+
+    @property
+    def broker_kind(self) -> BrokerKind:
+        """Which broker carries this app's messages: "redis" (Redis, Sentinel) or "amqp" (RabbitMQ)."""
+        return broker_kind(str(self.conf.broker_url))
+
+    @property
+    def native_delays(self) -> bool:
+        """Whether RabbitMQ holds countdowns itself (quorum queues, Celery's native delayed delivery)."""
+        return self.broker_kind == "amqp" and (self.conf.get("stepper_rabbitmq") or {}).get("queue_type") == "quorum"
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         options["priority"] = priority_value(options.get("priority"))
@@ -66,24 +95,50 @@ class StepperCelery(Celery):  # type: ignore[misc]
             # marks it REVOKED as expired), and retries keep the same ``expires``.
             options["expires"] = datetime.now(UTC) + timedelta(seconds=deadline_s)
         delay_s = _delay_s(options.get("countdown"), options.get("eta"))
-        if name.startswith("stepper.") and delay_s is not None and delay_s >= MIN_KEPT_DELAY_S:
+        kept_here = name.startswith("stepper.") and not self.native_delays
+        if kept_here and delay_s is not None and delay_s >= MIN_KEPT_DELAY_S:
             kept = self._keep_until_due(name, args, kwargs, options, delay_s)
             if kept is not None:
                 return kept
-        if name not in FAMILY_TASKS:
-            return super().send_task(name, args, kwargs, **options)
+        if delay_s is not None and delay_s > 0 and self.native_delays:
+            self._declare_native_delays()
+        # RabbitMQ confirms every publish (confirm_publish): a message it accepted is not lost in flight.
+        if name not in FAMILY_TASKS or self.broker_kind == "amqp":
+            return self._publish(name, args, kwargs, options)
         task_id = options["task_id"] = str(options.get("task_id") or uuid.uuid4())
         journaled = self._journal(name, args, kwargs, options, task_id)
         try:
-            return super().send_task(name, args, kwargs, **options)
+            return self._publish(name, args, kwargs, options)
         except Exception:
             if journaled:  # nothing was published: nothing to reconcile
                 inflight.forget(self.state_client(), [task_id])
             raise
 
+    def _declare_native_delays(self) -> None:
+        """Declare Celery's native delayed delivery exchanges and queues and bind stepper's queues to them, once
+        per process: workers do so when they start, but a producer may send a countdown before any worker ran
+        (Celery would publish to ``celery_delayed_27`` before it exists, and RabbitMQ refuses that)."""
+        if self._native_delays_declared:
+            return
+        with self.connection_for_write() as connection:
+            declare_native_delayed_delivery_exchanges_and_queues(
+                connection, self.conf.broker_native_delayed_delivery_queue_type
+            )
+            for queue in self.amqp.queues.values():
+                queue(connection.default_channel).declare()
+                bind_queue_to_native_delayed_delivery_exchange(connection, queue)
+        self._native_delays_declared = True
+
+    def _publish(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        """Celery's send_task, with the level turned into the broker's own priority number last: what was kept
+        (delayed, journaled) holds the level."""
+        return super().send_task(
+            name, args, kwargs, **{**options, "priority": broker_priority(options["priority"], self.broker_kind)}
+        )
+
     def state_client(self) -> Redis:
-        """The Redis holding this app's fleet state (``stepper_state_url``, else its broker)."""
-        return client_for(str(self.conf.get("stepper_state_url") or self.conf.broker_url))
+        """The Redis holding this app's fleet state (see stepper.config.resolve_state_url)."""
+        return client_for(resolve_state_url(self.conf))
 
     def _journal(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str) -> bool:
         """Record the message in the in-flight journal before it is published (see stepper.infra.inflight)."""
@@ -132,18 +187,16 @@ def _delay_s(countdown: Any, eta: Any) -> float | None:
 def create_app(config: Mapping[str, Any] | None = None) -> StepperCelery:
     """A configured app; ``config`` defaults to this process's merged configuration."""
     config = dict(current_config() if config is None else config)
-    parse_stepper_settings(config)
+    rabbitmq = parse_stepper_settings(config).rabbitmq
     app = StepperCelery("stepper", include=["stepper.tasks", "stepper.workflows.tasks", "stepper.workers.process"])
+    broker = broker_kind(str(config["broker_url"]))
     app.config_from_object(
         {
             **config,
             # One queue per family, named after it, one for webhook deliveries and one for the workflows' own
-            # tasks (stepper.workflows.tasks); a worker started without -Q consumes them all.
-            "task_queues": [
-                *(Queue(kind, routing_key=kind) for kind in KINDS),
-                Queue("callbacks", routing_key="callbacks"),
-                Queue("workflows", routing_key="workflows"),
-            ],
+            # tasks (stepper.workflows.tasks); a worker started without -Q consumes them all. On RabbitMQ:
+            # durable, with a dead-letter exchange (stepper.brokers).
+            "task_queues": [task_queue(name, broker, rabbitmq) for name in (*KINDS, "callbacks", "workflows")],
             "task_routes": {
                 **{f"stepper.{kind}": {"queue": kind} for kind in KINDS},
                 "stepper.voices": {"queue": "speech"},

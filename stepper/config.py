@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stepper.brokers import broker_kind, is_redis_url, split_sentinel_url
 from stepper.errors import ConfigError
 from stepper.priorities import PRIORITY_STEPS
 from stepper.schemas import KINDS, describe_validation_error
@@ -31,6 +32,14 @@ from stepper.settings import (
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: The three connections, each configurable alone (``STEPPER_REDIS_URL`` sets the first two and, through them,
+#: the third): the broker (redis://, sentinel://, amqp://), the result backend, and the fleet's state (a Redis).
+CONNECTION_VARIABLES = {
+    "STEPPER_BROKER_URL": "broker_url",
+    "STEPPER_RESULT_BACKEND": "result_backend",
+    "STEPPER_STATE_REDIS_URL": "stepper_state_url",
+}
 
 #: Celery's settings as stepper runs it. The reliability settings are not meant to be edited; each says why.
 CELERY_DEFAULTS: dict[str, Any] = {
@@ -111,6 +120,7 @@ MERGED_SETTINGS = (
     "stepper_recovery",
     "stepper_gateway",
     "stepper_prices",
+    "stepper_rabbitmq",
 )
 
 
@@ -125,6 +135,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         _merge(merged, {key: value for key, value in vars(module).items() if _is_setting(key, value)})
     _merge(merged, _environment_overrides(environ, merged))
     _apply_visibility_timeout(merged)
+    _apply_broker(merged)
     return merged
 
 
@@ -166,6 +177,7 @@ def parse_stepper_settings(config: Mapping[str, Any]) -> StepperSettings:
             recovery=config.get("stepper_recovery", {}),
             gateway=config.get("stepper_gateway", {}),
             prices=config.get("stepper_prices", {}),
+            rabbitmq=config.get("stepper_rabbitmq", {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid stepper settings: {describe_validation_error(exc)}") from None
@@ -213,6 +225,11 @@ def _environment_overrides(environ: Mapping[str, str], config: Mapping[str, Any]
     overrides: dict[str, Any] = {}
     if redis_url := environ.get("STEPPER_REDIS_URL"):
         overrides["broker_url"] = overrides["result_backend"] = redis_url
+    for variable, setting in CONNECTION_VARIABLES.items():
+        if url := environ.get(variable):
+            overrides[setting] = url
+    if queue_type := environ.get("STEPPER_RABBITMQ_QUEUE_TYPE"):
+        overrides["stepper_rabbitmq"] = {"queue_type": queue_type}  # merged: the delivery limit stays
     if mode := environ.get("STEPPER_MODE"):
         overrides["stepper_mode"] = mode
     if key_hashes := environ.get("STEPPER_GATEWAY_KEY_HASHES"):
@@ -237,6 +254,34 @@ def _apply_visibility_timeout(config: dict[str, Any]) -> None:
     timeout = config.get("stepper_visibility_timeout_s") or DEFAULT_VISIBILITY_TIMEOUT_S
     for key in ("broker_transport_options", "result_backend_transport_options"):
         config[key] = {**config[key], "visibility_timeout": timeout}
+
+
+def resolve_state_url(config: Mapping[str, Any]) -> str:
+    """The fleet state's Redis: ``stepper_state_url``, else the broker's Redis, else the result backend's.
+    ConfigError when none of the three is a Redis (a RabbitMQ broker with another result backend)."""
+    for candidate in (config.get("stepper_state_url"), config.get("broker_url"), config.get("result_backend")):
+        if candidate and is_redis_url(str(candidate)):
+            return str(candidate)
+    given = config.get("stepper_state_url")
+    raise ConfigError(
+        (f"stepper_state_url {given!r} is not a Redis URL" if given else "no Redis for the fleet's state")
+        + ": set STEPPER_STATE_REDIS_URL (or stepper_state_url) to redis://, rediss:// or sentinel://...?master_name="
+        "; breakers, rate limits, the cache, idempotency keys, streams and dead letters live there"
+    )
+
+
+def _apply_broker(config: dict[str, Any]) -> None:
+    """Resolve the state's Redis, then give Sentinel URLs' master name to kombu and Celery as transport options,
+    and, on RabbitMQ, publisher confirms (a publish returns once the broker has the message)."""
+    config["stepper_state_url"] = resolve_state_url(config)
+    broker = broker_kind(str(config["broker_url"]))
+    config["broker_url"], broker_options = split_sentinel_url(str(config["broker_url"]))
+    if broker == "amqp":
+        broker_options = {**broker_options, "confirm_publish": True}
+    config["broker_transport_options"] = {**config["broker_transport_options"], **broker_options}
+    if isinstance(config.get("result_backend"), str):
+        config["result_backend"], backend_options = split_sentinel_url(config["result_backend"])
+        config["result_backend_transport_options"] = {**config["result_backend_transport_options"], **backend_options}
 
 
 def _provider_settings(name: str, spec: Mapping[str, Any]) -> ProviderSettings:

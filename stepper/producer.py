@@ -12,11 +12,12 @@ from celery.result import AsyncResult, EagerResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from stepper.brokers import is_redis_url
 from stepper.config import current_settings
 from stepper.errors import BrokerUnavailable, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.infra import tracing
-from stepper.infra.connections import state_redis
+from stepper.infra.connections import state_redis, state_url
 from stepper.infra.logs import CORRELATION_HEADER
 from stepper.infra.streams import RedisStreamSink, StreamEvent, answer_events, read_stream
 from stepper.outcomes.webhooks import check_callback_url
@@ -78,10 +79,17 @@ def _broker_errors(app: Any) -> Iterator[None]:
 
 
 def _unreachable(app: Any, exc: BaseException) -> str:
-    where = urlsplit(str(app.conf.broker_url))
+    """kombu says OperationalError for the broker; redis-py's own errors come from the results or the state."""
+    if isinstance(exc, OperationalError):
+        url, variable = str(app.conf.broker_url).split(";", 1)[0], "STEPPER_BROKER_URL"
+    else:
+        url, variable = state_url(), "STEPPER_STATE_REDIS_URL"
+    where = urlsplit(url)
+    server = "Redis" if is_redis_url(url) else "RabbitMQ"
+    port = where.port or (6379 if server == "Redis" else 5672)
     return (
-        f"Redis at {where.hostname}:{where.port or 6379} is unreachable ({exc}); nothing was submitted. "
-        "Is it running, and does STEPPER_REDIS_URL point at it?"
+        f"{server} at {where.hostname}:{port} is unreachable ({exc}); nothing was submitted. "
+        f"Is it running, and does STEPPER_REDIS_URL (or {variable}) point at it?"
     )
 
 

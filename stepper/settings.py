@@ -498,6 +498,19 @@ class RecoverySettings(_Settings):
     inflight_grace_s: float = Field(default=60.0, ge=0)
 
 
+class RabbitMQSettings(_Settings):
+    """stepper's queues on RabbitMQ (a broker URL ``amqp://``); see stepper.brokers. Ignored on Redis."""
+
+    #: "classic": one node's durable queue with ten priority levels (``x-max-priority``). "quorum": replicated
+    #: over the cluster (Raft), a delivery limit, countdowns held by RabbitMQ (Celery's native delayed delivery);
+    #: no priorities before RabbitMQ 4.0 and two levels from 4.0 (see stepper.priorities).
+    queue_type: Literal["classic", "quorum"] = "classic"
+    #: Quorum queues: a message delivered this many times without an acknowledgement (its workers died) is
+    #: dead-lettered by RabbitMQ into stepper's dead-letter store. Above ``stepper_recovery["max_deliveries"]``
+    #: on purpose: stepper's own count stops a poison message first, with its request; this is the backstop.
+    delivery_limit: int = Field(default=10, ge=1)
+
+
 class GatewaySettings(_Settings):
     """The HTTP gateway (``stepper gateway``); see stepper.gateway. Limits apply to each key separately."""
 
@@ -587,7 +600,9 @@ class StepperSettings(_Settings):
     chains: dict[Kind, tuple[ChainEntry, ...]]
     #: The prefix of every Redis key stepper writes (see stepper.infra.keys); two fleets on one Redis differ here.
     key_namespace: str = Field(default="stepper", pattern=r"^[A-Za-z0-9_.-]+$")
-    #: The Redis for fleet-wide state (breakers, rate limits, streams, dead letters); None: the broker's.
+    #: The Redis for fleet-wide state (breakers, rate limits, cache, idempotency, streams, dead letters, leases):
+    #: redis://, rediss:// or sentinel:// (STEPPER_STATE_REDIS_URL). None: the broker's Redis, else the result
+    #: backend's (stepper.config resolves it; a RabbitMQ broker needs one of the two to be a Redis).
     state_url: str | None = None
     visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0)
     breaker: BreakerSettings = BreakerSettings()
@@ -607,6 +622,8 @@ class StepperSettings(_Settings):
     alerts: AlertSettings = AlertSettings()
     recovery: RecoverySettings = RecoverySettings()
     gateway: GatewaySettings = GatewaySettings()
+    rabbitmq: RabbitMQSettings = RabbitMQSettings()
+
     #: Prices by provider and model, over those the providers declare: ``{"openai": {"gpt-4o": {...}}}``.
     prices: dict[str, dict[str, Price]] = Field(default_factory=dict)
 

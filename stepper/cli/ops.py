@@ -28,7 +28,10 @@ def status_command(as_json: bool) -> int:
         echo_json(asdict(state))
         return 0 if state.redis_ok else 1
     if not state.redis_ok:
-        click.echo(f"Redis unreachable ({state.error}); check STEPPER_REDIS_URL and that redis-server runs")
+        click.echo(
+            f"Redis or the broker unreachable ({state.error}); check STEPPER_REDIS_URL (or STEPPER_BROKER_URL, "
+            "STEPPER_STATE_REDIS_URL) and that the servers run"
+        )
         return 1
     click.echo("queues (messages waiting by priority, 0 most urgent):")
     for queue, levels in state.queues.items():

@@ -57,7 +57,7 @@ async def queue_status(
 ) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         queues = _queue_names(state)
-        depths = queue_depths(state.redis, queues)
+        depths = queue_depths(state.celery, queues)
         workers = worker_states(state.celery, 1.0)
         return {
             "queues": {

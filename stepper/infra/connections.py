@@ -1,21 +1,25 @@
 """Every Redis client stepper makes for itself, and the one retry policy they share.
 
 Celery's broker and result-backend connections are Celery's; these are the clients for the fleet's own state
-(breakers, rate limits, streams, dead letters, leases) and for the result cache. Each is made on first use in
-the process that uses it, so a prefork child never inherits its parent's sockets, and ``import stepper``
-stays cheap.
+(breakers, rate limits, streams, dead letters, leases) and for the result cache, on a plain Redis
+(``redis://``, ``rediss://``) or the master a Sentinel group names (``sentinel://...?master_name=``). Each is
+made on first use in the process that uses it, so a prefork child never inherits its parent's sockets, and
+``import stepper`` stays cheap.
 """
 
 from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Any
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from stepper.config import current_config, current_settings
+from stepper.brokers import parse_sentinel_url, scheme_of
+from stepper.config import current_config, current_settings, resolve_state_url
 
 #: Seconds to wait for a TCP connection to Redis, and for one command's answer.
 CONNECT_TIMEOUT_S = 2.0
@@ -42,21 +46,32 @@ def riding_out(wait_s: float) -> Retry:
 @cache
 def _client(url: str, pid: int, wait_s: float, max_connections: int) -> Redis:
     del pid  # part of the cache key: a forked child makes its own client
-    return Redis.from_url(
-        url,
-        max_connections=max_connections,
-        decode_responses=False,  # pybreaker's Redis storage needs bytes
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-        retry=riding_out(wait_s),
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "decode_responses": False,  # pybreaker's Redis storage needs bytes
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "health_check_interval": 30,
+        "retry": riding_out(wait_s),
+    }
+    if scheme_of(url) != "sentinel":
+        return Redis.from_url(url, **options)
+    # Every new connection asks the sentinels where the master is now: after a failover, the retry's reconnect
+    # reaches the promoted replica.
+    where = parse_sentinel_url(url)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(where.sentinels),
+        sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S},
     )
+    master: Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        where.master_name, db=where.db, password=where.password, **options
+    )
+    return master
 
 
 def state_url() -> str:
-    """Where the fleet's state lives: ``stepper_state_url``, else the broker's Redis."""
-    config = current_config()
-    return str(config.get("stepper_state_url") or config["broker_url"])
+    """Where the fleet's state lives (redis://, rediss:// or sentinel://): see stepper.config.resolve_state_url."""
+    return resolve_state_url(current_config())
 
 
 def state_redis() -> Redis:
@@ -68,6 +83,16 @@ def state_redis() -> Redis:
 def client_for(url: str) -> Redis:
     """This process's client of the Redis at ``url`` (an app's own state Redis, say), with the same policy."""
     return _client(url, os.getpid(), 0.0, _max_connections)
+
+
+def broker_redis(conf: Any) -> Redis:
+    """This process's client of the broker's Redis, for an app whose broker is a Redis (a Celery ``app.conf``:
+    its ``broker_url``, and the Sentinel master's name from ``broker_transport_options``)."""
+    url = str(conf.broker_url)
+    master = (conf.broker_transport_options or {}).get("master_name")
+    if scheme_of(url) == "sentinel" and master:
+        url = f"{url}?master_name={master}"
+    return client_for(url)
 
 
 def redis_now_ms(client: Redis) -> int:

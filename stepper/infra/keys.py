@@ -1,7 +1,9 @@
 """Every Redis key stepper writes, in one place and one namespace (``stepper_key_namespace``, default ``stepper``).
 
 Two fleets can share one Redis by giving each its own namespace (and its own Celery queues). Keys of one
-provider carry a ``{provider}`` hash tag, so a provider's guard state stays on one Redis Cluster slot.
+provider carry a ``{provider}`` hash tag, so a provider's guard state stays on one Redis Cluster slot, and a cache
+or idempotency entry's digest is the tag of the entry and the keys derived from it (README, "Redis Cluster for
+the state", says which stores are Cluster-safe).
 
     <ns>:{<provider>}:breaker:pybreaker:*   pybreaker's state, failure counter, opened-at (fleet-wide breaker)
     <ns>:{<provider>}:probe                the half-open probe's lease (one trial call fleet-wide)
@@ -11,8 +13,8 @@ provider carry a ``{provider}`` hash tag, so a provider's guard state stays on o
     <ns>:{<provider>}:inflight:<label>     calls in flight on one deployment (sorted set: call id -> lease end, ms)
     <ns>:{<provider>}:latency:<label>      one deployment's recent latencies (list of ms, newest first)
     <ns>:{spend}:<scope>:<name>:<window>:<period>   money spent (provider, model or gateway key; day or month)
-    <ns>:cache:<kind>:<digest>             a cached result; +":flight" its computation's claim, +":refreshing"
-    <ns>:idem:<kind>:<digest>              an idempotency key's result; +":task" the first task's id
+    <ns>:cache:<kind>:{<digest>}           a cached result; +":flight" its computation's claim, +":refreshing"
+    <ns>:idem:<kind>:{<digest>}            an idempotency key's result; +":task" the first task's id
     <ns>:stream:<task id>                  a streamed chat's events (Redis stream)
     <ns>:dlq:entries | index | by-task | replays   the dead-letter store
     <ns>:deliveries:<task id>              redelivered runs of a task that did not end (poison messages)
@@ -99,11 +101,12 @@ def provider_of(key: str) -> str:
 
 
 def cache_entry(kind: str, digest: str) -> str:
-    return f"{namespace()}:cache:{kind}:{digest}"
+    """The digest is a hash tag: the entry, its flight claim and its refresh lease share a Cluster slot."""
+    return f"{namespace()}:cache:{kind}:{{{digest}}}"
 
 
 def idempotency(kind: str, digest: str) -> str:
-    return f"{namespace()}:idem:{kind}:{digest}"
+    return f"{namespace()}:idem:{kind}:{{{digest}}}"
 
 
 def flight(entry: str) -> str:

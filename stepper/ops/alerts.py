@@ -237,16 +237,17 @@ def count_exhausted(client: Redis, now: float | None = None) -> None:
         log.warning("could not count a ChainExhausted failure for alerts (%s)", type(exc).__name__)
 
 
-def alert_state(client: Redis, queues: list[str], budgets_of: StepperSettings | None = None) -> FleetState:
+def alert_state(app: Any, client: Redis, queues: list[str], budgets_of: StepperSettings | None = None) -> FleetState:
     """The part of :func:`stepper.ops.fleet.read_fleet` alerts use: no worker broadcast, which waits a second;
-    spend against the budgets ``budgets_of`` declares."""
+    queue depths from ``app``'s broker; spend against the budgets ``budgets_of`` declares."""
     try:
         client.ping()
-    except redis.RedisError as exc:
+        depths = queue_depths(app, queues)
+    except Exception as exc:  # noqa: BLE001  (the state's Redis or the broker unreachable: the answer itself)
         return FleetState(redis_ok=False, error=type(exc).__name__)
     return FleetState(
         redis_ok=True,
-        queues=queue_depths(client, queues),
+        queues=depths,
         breakers=breaker_states(client),
         dead_letters=int(client.zcard(keys.dead_letter_index())),
         spend=budget_uses(client, budgets_of) if budgets_of is not None else [],
@@ -342,7 +343,7 @@ def run_checks(
     Budgets are checked when ``budgets_of`` (the settings that declare them) is given."""
     now = time.time() if now is None else now
     if state is None:
-        state = alert_state(client, [queue.name for queue in app.conf.task_queues], budgets_of)
+        state = alert_state(app, client, [queue.name for queue in app.conf.task_queues], budgets_of)
     if not state.redis_ok:
         log.warning("alerts not checked: Redis unreachable (%s)", state.error)
         return []

@@ -2,6 +2,7 @@
 
 Read by ``stepper status`` (for people) and ``stepper health`` (for probes). On Redis a queue is one list per
 priority level (``chat``, ``chat\\x06\\x161``... ``chat\\x06\\x169``): a plain ``LLEN chat`` sees only level 0.
+RabbitMQ counts a queue's ready messages but not by priority: its depths are given under :data:`ALL_LEVELS`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from typing import Any
 
 from redis import Redis
 
+from stepper.brokers import broker_kind
 from stepper.guards.spend import BudgetUse, budget_uses
 from stepper.infra import keys
+from stepper.infra.connections import broker_redis
 from stepper.priorities import PRIORITY_STEPS
 from stepper.settings import StepperSettings
 
 #: kombu's separator between a queue's name and its priority level (its default, kept on purpose).
 PRIORITY_SEP = "\x06\x16"
+#: The "level" of a depth that counts every priority level at once (RabbitMQ's message count).
+ALL_LEVELS = -1
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,39 @@ def queue_lists(queue: str) -> list[str]:
     return [queue if level == 0 else f"{queue}{PRIORITY_SEP}{level}" for level in PRIORITY_STEPS]
 
 
-def queue_depths(client: Redis, queues: list[str]) -> dict[str, dict[int, int]]:
+def queue_depths(app: Any, queues: list[str]) -> dict[str, dict[int, int]]:
+    """Messages waiting in each of ``queues`` on ``app``'s broker, by priority level (Redis) or all levels
+    together (RabbitMQ, under :data:`ALL_LEVELS`). Raises when the broker cannot be reached."""
+    if not queues:
+        return {}
+    if broker_kind(str(app.conf.broker_url)) == "redis":
+        return redis_queue_depths(broker_redis(app.conf), queues)
+    return {queue: {ALL_LEVELS: count} for queue, count in rabbitmq_queue_depths(app, queues).items()}
+
+
+def ping_broker(app: Any) -> None:
+    """Raise unless ``app``'s broker answers now (a Redis PING, an AMQP connection opened)."""
+    if broker_kind(str(app.conf.broker_url)) == "redis":
+        broker_redis(app.conf).ping()
+        return
+    with app.connection_for_read() as connection:
+        connection.connect()
+
+
+def rabbitmq_queue_depths(app: Any, queues: list[str]) -> dict[str, int]:
+    """Ready messages in each queue (a passive declare: a queue not declared yet counts 0)."""
+    found: dict[str, int] = {}
+    with app.connection_for_read() as connection:
+        for queue in queues:
+            try:
+                found[queue] = int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+            except connection.channel_errors:  # not found: the broker closed the channel, the next call opens one
+                found[queue] = 0
+    return found
+
+
+def redis_queue_depths(client: Redis, queues: list[str]) -> dict[str, dict[int, int]]:
+    """Lengths of each queue's priority lists on a Redis broker, by level."""
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         for name in queue_lists(queue):
@@ -111,11 +148,12 @@ def read_fleet(
     """The whole picture; spend against budgets only when ``settings`` (which declare them) are given."""
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001  (any failure to reach Redis is the answer itself)
+        depths = queue_depths(app, queues)
+    except Exception as exc:  # noqa: BLE001  (any failure to reach Redis or the broker is the answer itself)
         return FleetState(redis_ok=False, error=f"{type(exc).__name__}: {exc}")
     return FleetState(
         redis_ok=True,
-        queues=queue_depths(client, queues),
+        queues=depths,
         workers=worker_states(app, timeout_s),
         breakers=breaker_states(client),
         buckets=rate_buckets(client),

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from celery import Task, states
+from celery import states
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stepper.celery import StepperTask
 from stepper.config import current_settings
 from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
@@ -42,7 +43,7 @@ from stepper.tasks.wiring import current_executor
 logger = get_task_logger(__name__)
 
 
-class FamilyTask(Task):  # type: ignore[misc]
+class FamilyTask(StepperTask):
     """Base of the six public tasks."""
 
     kind: ClassVar[Kind]
@@ -128,7 +129,10 @@ def _run_family(
 
 
 def _finished(task: FamilyTask) -> None:
-    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight)."""
+    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight; Redis brokers only,
+    RabbitMQ confirms publishes instead)."""
+    if task.app.broker_kind != "redis":
+        return
     try:
         inflight.forget(task.app.state_client(), [task.request.id])
     except (RedisConnectionError, RedisTimeoutError) as exc:  # its stored result lets the reconciliation drop it

@@ -1,10 +1,11 @@
 """A worker's housekeeping: one thread running small periodic duties beside the consumer.
 
-- recovery: this worker's lease on the messages it holds, and the fleet's sweep of stranded ones;
+- recovery: this worker's lease on the messages it holds, and the fleet's sweep of stranded ones (Redis);
 - delayed: publishing the delayed messages that are due (stepper.infra.delayed);
 - revokes: loading revokes recorded in Redis into Celery's in-memory set (stepper.infra.revokes);
 - watchdog: exiting when the worker stopped consuming while work waits (stepper.workers.watchdog);
-- reconcile: publishing again the messages lost in flight (stepper.workers.reconcile);
+- reconcile: publishing again the messages lost in flight (stepper.workers.reconcile; Redis);
+- dead letters: RabbitMQ's, into stepper's dead-letter store (stepper.workers.rabbitmq_dead_letters);
 - metrics files: folding dead pool processes' files into archives (stepper.infra.metrics_files).
 
 A duty that fails (Redis restarting, say) is logged once per incident and tried again at its next tick; the
@@ -24,6 +25,7 @@ from celery import bootsteps
 
 from stepper.config import current_settings
 from stepper.infra import delayed, metrics_files, revokes
+from stepper.workers.rabbitmq_dead_letters import RabbitMQDeadLettersDuty
 from stepper.workers.reconcile import ReconcileDuty
 from stepper.workers.recovery import Recovery, RecoveryDuty
 from stepper.workers.watchdog import Watchdog
@@ -149,10 +151,15 @@ class HousekeepingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - Redis not up yet: the duty loads them once it answers
             logger.warning("could not load the recorded revokes yet (%s); the housekeeping retries", exc)
         settings = current_settings().recovery
-        recovery = Recovery(worker.hostname, settings.lease_s)
-        duties: list[Duty] = [RecoveryDuty(worker.app, recovery), DelayedDuty(worker.app), revokes_duty]
-        if settings.inflight_grace_s:
-            duties.append(ReconcileDuty(worker.app, worker.hostname, settings.lease_s, settings.inflight_grace_s))
+        duties: list[Duty] = [DelayedDuty(worker.app), revokes_duty]
+        if worker.app.broker_kind == "redis":
+            # RabbitMQ already does these: it returns a dead worker's unacknowledged messages at once, and
+            # confirms every publish (nothing is lost in flight). What it dead-letters is recorded instead.
+            duties.append(RecoveryDuty(worker.app, Recovery(worker.hostname, settings.lease_s)))
+            if settings.inflight_grace_s:
+                duties.append(ReconcileDuty(worker.app, worker.hostname, settings.lease_s, settings.inflight_grace_s))
+        else:
+            duties.append(RabbitMQDeadLettersDuty(worker.app))
         if settings.stall_s:
             duties.append(Watchdog(worker, settings.stall_s))
         if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

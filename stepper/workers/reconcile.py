@@ -20,7 +20,7 @@ from typing import Any
 from celery import states
 
 from stepper.infra import inflight, keys, revokes
-from stepper.infra.connections import as_text, client_for, redis_now_ms
+from stepper.infra.connections import as_text, broker_redis, redis_now_ms
 from stepper.ops.fleet import queue_lists
 from stepper.schemas import KINDS
 
@@ -86,7 +86,7 @@ class ReconcileDuty:
 
     def _in_the_broker(self, state: Any) -> set[str]:
         """Task ids of the stepper messages waiting in a queue, unacknowledged, or delayed."""
-        broker = client_for(str(self.app.conf.broker_url))
+        broker = broker_redis(self.app.conf)
         found: set[str] = set()
         for queue in KINDS:
             for name in queue_lists(queue):

@@ -12,6 +12,9 @@ whole lease period goes back on its queue through kombu's own restore, marked re
 result is already stored then returns it instead of running again, and idempotency keys stop the rest.
 Suspicion is recorded per Redis run id, so after a restart every worker has a whole lease period to renew
 before anything it holds can be taken.
+
+None of this runs on RabbitMQ: it returns a worker's unacknowledged messages to their queues as soon as the
+worker's channel closes (its process died, its connection dropped), marked redelivered.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from stepper.infra import keys
 from stepper.infra.connections import as_text, redis_now_ms
+from stepper.workers.broker_connection import HeldConnection
 
 logger = logging.getLogger(__name__)
 
@@ -131,26 +135,15 @@ class RecoveryDuty:
     name = "lease on this worker's messages"
 
     def __init__(self, app: Any, recovery: Recovery) -> None:
-        self.app = app
         self.recovery = recovery
         self.interval_s = recovery.interval_s
-        self._connection: Any = None
+        self.connection = HeldConnection(app)
 
     def tick(self) -> None:
         try:
-            if self._connection is None:
-                self._connection = self.app.connection_for_write()
-            channel = self._connection.default_channel
+            channel = self.connection.channel()
             self.recovery.renew(channel.client, held_delivery_tags())
             self.recovery.sweep(channel)
         except Exception:
-            self._reset()
+            self.connection.reset()
             raise
-
-    def _reset(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.release()
-            except Exception:  # a broken connection may fail to close; it is dropped either way
-                logger.debug("closing the recovery connection failed", exc_info=True)
-            self._connection = None

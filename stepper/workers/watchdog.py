@@ -2,7 +2,7 @@
 
 Celery and kombu have had releases (5.7.0 among them) where, after a broker restart, the worker process lives
 on while its consumer is gone: it answers nothing and runs nothing, and ``inspect ping`` cannot tell, since
-the remote control goes down with the consumer. The watchdog judges by what matters: while Redis answers,
+the remote control goes down with the consumer. The watchdog judges by what matters: while the broker answers,
 this worker's queues hold work and it has a free slot, it must be receiving messages. If it received none
 for ``stepper_recovery["stall_s"]`` (or Celery's consumer is not running for that long), it logs why and
 exits with status 70 (EX_SOFTWARE): ``stepper fleet up``, compose's restart policy and Kubernetes restart
@@ -21,8 +21,7 @@ from typing import Any
 
 from celery.signals import task_received
 
-from stepper.infra.connections import client_for
-from stepper.ops.fleet import queue_depths
+from stepper.ops.fleet import ping_broker, queue_depths
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +68,10 @@ class Watchdog:
         os._exit(EXIT_STALLED)
 
     def stall_reason(self, now: float) -> str | None:
-        """Why this worker counts as stalled now, or None. Raises when Redis cannot be asked (not a stall)."""
+        """Why this worker counts as stalled now, or None. Raises when the broker cannot be asked (not a stall)."""
         if _shutting_down():  # a warm shutdown stops the consumer on purpose while tasks in flight finish
             return None
-        client = client_for(str(self.worker.app.conf.broker_url))
-        client.ping()  # Redis down is an outage, not a stall: the consumer reconnects once it answers
+        ping_broker(self.worker.app)  # the broker down is an outage, not a stall: the consumer reconnects later
         if not self._consumer_running():
             self._not_running_since = self._not_running_since or now
             if now - self._not_running_since >= self.stall_s:
@@ -83,7 +81,7 @@ class Watchdog:
         idle_s = now - _last_received[0]
         if idle_s < self.stall_s or not self._has_free_slot():
             return None
-        waiting = {queue: sum(levels.values()) for queue, levels in queue_depths(client, self.queues).items()}
+        waiting = {queue: sum(levels.values()) for queue, levels in queue_depths(self.worker.app, self.queues).items()}
         if not any(waiting.values()):
             return None
         held = ", ".join(f"{queue} {count}" for queue, count in waiting.items() if count)

@@ -1,5 +1,6 @@
 """Integration fixtures: real workers on the private Redis, one Redis database per fleet so fleets never
-take each other's messages."""
+take each other's messages. A fleet on RabbitMQ (``broker="rabbitmq"``, ``"rabbitmq-quorum"``) has its messages
+on a vhost of the private RabbitMQ node (started on first use) and its results and state on its Redis database."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from celery import Celery
 from stepper.celery import create_app
 from stepper.config import load_config
 from stepper.gateway.auth import key_digest
+from tests.support.binaries import require_binary
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.rabbitmq_server import SERVER_SCRIPT, VHOSTS, RabbitMQServer
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.workers import Worker, start_worker
 
@@ -32,33 +35,65 @@ COUNTING_CHAINS = {kind: ["counting:test-model"] for kind in ("report", "chat", 
 _databases = itertools.count(1)
 
 
+#: The brokers the broker matrix runs on: Redis, and RabbitMQ with classic (priority) and quorum queues.
+BROKERS = ("redis", "rabbitmq")
+_vhosts = itertools.count(1)
+
+
 @dataclass
 class Fleet:
-    """A worker and a producer app sharing one Redis database."""
+    """A worker and a producer app sharing one Redis database (results, state) and one broker."""
 
     url: str
     app: Celery
     worker: Worker
     redis: redis.Redis
+    broker_url: str = ""
 
 
-def producer_app(url: str) -> Celery:
-    return create_app(load_config({"STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": "stepper_tests_absent"}))
+def producer_app(url: str, broker_url: str | None = None, settings: dict[str, Any] | None = None) -> Celery:
+    environ = {"STEPPER_REDIS_URL": url, "CELERY_CONFIG_MODULE": "stepper_tests_absent"}
+    if broker_url:
+        environ["STEPPER_BROKER_URL"] = broker_url
+    return create_app({**load_config(environ), **(settings or {})})
 
 
 @pytest.fixture(scope="session")
-def start_fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Fleet]]:
-    """Start a fleet: ``start_fleet(settings, **worker_options)``; every fleet is stopped at the end."""
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """A private RabbitMQ node for the whole session, started by the first test that needs it."""
+    require_binary(SERVER_SCRIPT, "rabbitmq-server")
+    server = RabbitMQServer(Path(tmp_path_factory.mktemp("rabbitmq")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_fleet(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Fleet]]:
+    """Start a fleet: ``start_fleet(settings, broker="redis", **worker_options)``; every fleet is stopped at the
+    end. ``broker``: "redis", or "rabbitmq" / "rabbitmq-quorum" (a vhost of its own, classic or quorum queues)."""
     fleets: list[Fleet] = []
 
-    def start(settings: dict[str, Any], *, database: int | None = None, **options: Any) -> Fleet:
+    def start(settings: dict[str, Any], *, database: int | None = None, broker: str = "redis", **options: Any) -> Fleet:
         number = next(_databases) if database is None else database
         assert database is not None or number < min(RESERVED_DATABASES.values()), "more test fleets than databases"
         url = f"redis://127.0.0.1:{redis_server.port}/{number}"
         directory = Path(tmp_path_factory.mktemp("worker"))
         providers = {**TEST_PROVIDERS, **settings.get("stepper_providers", {})}
-        worker = start_worker(url, directory, {**settings, "stepper_providers": providers}, **options)
-        fleet = Fleet(url, producer_app(url), worker, redis.Redis.from_url(url))
+        settings = {**settings, "stepper_providers": providers}
+        broker_url = url
+        if broker.startswith("rabbitmq"):
+            vhost = next(_vhosts)
+            assert vhost < VHOSTS, "more RabbitMQ test fleets than vhosts"
+            broker_url = request.getfixturevalue("rabbitmq_server").url(vhost)
+            queue_type = "quorum" if broker == "rabbitmq-quorum" else "classic"
+            settings["stepper_rabbitmq"] = {**settings.get("stepper_rabbitmq", {}), "queue_type": queue_type}
+            options["env"] = {**options.get("env", {}), "STEPPER_BROKER_URL": broker_url}
+        worker = start_worker(url, directory, settings, **options)
+        app = producer_app(url, broker_url, {"stepper_rabbitmq": settings.get("stepper_rabbitmq", {})})
+        fleet = Fleet(url, app, worker, redis.Redis.from_url(url), broker_url)
         fleets.append(fleet)
         return fleet
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import COUNTING_CHAINS, TEST_PROVIDERS
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.workers import start_worker
 
 USER, PASSWORD = "noscripts", "a-test-password-without-scripting"
@@ -22,7 +22,7 @@ def user_without_scripting(redis_server: RedisServer) -> Iterator[str]:
     admin = redis_server.client()
     admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], channels=["*"],
                       commands=["+@all", "-@scripting"])  # fmt: skip
-    yield f"redis://{USER}:{PASSWORD}@127.0.0.1:{redis_server.port}/59"
+    yield f"redis://{USER}:{PASSWORD}@127.0.0.1:{redis_server.port}/{RESERVED_DATABASES['acl']}"
     admin.acl_deluser(USER)
 
 
@@ -43,7 +43,7 @@ def test_the_same_user_with_scripting_starts(redis_server: RedisServer, tmp_path
     admin.acl_setuser("scripts", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], channels=["*"],
                       commands=["+@all"])  # fmt: skip
     try:
-        url = f"redis://scripts:{PASSWORD}@127.0.0.1:{redis_server.port}/59"
+        url = f"redis://scripts:{PASSWORD}@127.0.0.1:{redis_server.port}/{RESERVED_DATABASES['acl']}"
         worker = start_worker(url, tmp_path / "worker", SETTINGS, name="scripts")
         worker.stop()
     finally:

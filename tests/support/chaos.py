@@ -1,6 +1,7 @@
-"""Chaos scenarios through real processes: a backlog on a durable redis-server, a real worker whose provider
-writes a journal (never Redis), and faults injected mid-backlog. Used by the integration tests (few trials)
-and by ``make chaos`` (many). Every task is counted at the provider: lost, or run more than once."""
+"""Chaos scenarios through real processes: a backlog on a durable broker (redis-server with AOF, or a RabbitMQ
+node with durable queues, results and state then on the redis-server), a real worker whose provider writes a
+journal (never Redis), and faults injected into the broker mid-backlog. Used by the integration tests (few
+trials) and by ``make chaos`` (many). Every task is counted at the provider: lost, or run more than once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from stepper.config import load_config
 from stepper.infra import delayed
 from stepper.ops.fleet import queue_depths
 from tests.support.providers import journal
+from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, start_worker
 
@@ -51,11 +53,20 @@ FAULTS: dict[str, Callable[[RedisServer], None]] = {
     "client-kill": kill_connections,
 }
 
+#: The same faults on RabbitMQ: a clean stop (SIGTERM), a crash (SIGKILL), every connection closed by the broker.
+RABBITMQ_FAULTS: dict[str, Callable[[RabbitMQServer], None]] = {
+    "shutdown": lambda server: server.restart(crash=False),
+    "crash": lambda server: server.restart(crash=True),
+    "client-kill": lambda server: server.ctl("close_all_connections", "chaos"),
+}
+BROKERS = ("redis", "rabbitmq")
+
 
 @dataclass(frozen=True)
 class Outcome:
     fault: str
     pool: str
+    broker: str
     tasks: int
     lost: int
     duplicated: int
@@ -65,45 +76,57 @@ class Outcome:
     seconds: float
 
 
-def run(fault: str, pool: str, tasks: int, faults: int, directory: Path) -> Outcome:
-    """One trial: ``tasks`` jobs, ``faults`` faults spread over the backlog, a supervisor that restarts an
-    exited worker (as ``stepper fleet up`` does)."""
+def run(fault: str, pool: str, tasks: int, faults: int, directory: Path, *, broker: str = "redis") -> Outcome:
+    """One trial: ``tasks`` jobs, ``faults`` faults of the broker spread over the backlog, a supervisor that
+    restarts an exited worker (as ``stepper fleet up`` does)."""
     started = time.monotonic()
     server = RedisServer(shutil.which("redis-server") or "redis-server", directory / "redis", appendonly=True)
     server.directory.mkdir(parents=True)
     server.start()
+    rabbitmq = RabbitMQServer(directory / "rabbitmq") if broker == "rabbitmq" else None
+    environ = {"STEPPER_REDIS_URL": server.url, "CELERY_CONFIG_MODULE": "chaos_absent"}
+    if rabbitmq is not None:
+        rabbitmq.start()
+        environ["STEPPER_BROKER_URL"] = rabbitmq.url(1)
+    inject: Callable[[], None] = (
+        (lambda: RABBITMQ_FAULTS[fault](rabbitmq)) if rabbitmq is not None else (lambda: FAULTS[fault](server))
+    )
     path = directory / "journal"
-    supervisor = Supervisor(server.url, directory, _settings(path), fault, pool)
+    broker_env = {"STEPPER_BROKER_URL": environ["STEPPER_BROKER_URL"]} if rabbitmq is not None else {}
+    supervisor = Supervisor(server.url, directory, _settings(path), fault, pool, broker_env)
     try:
-        app = create_app(load_config({"STEPPER_REDIS_URL": server.url, "CELERY_CONFIG_MODULE": "chaos_absent"}))
+        app = create_app(load_config(environ))
         expected = [f"job {n}" for n in range(tasks)]
         for number in range(tasks):
             app.send_task("stepper.chat", kwargs=_job(number))
         for number in range(1, faults + 1):
             supervisor.wait_for(_finished_at_least(path, tasks * number // (faults + 1)), DRAIN_TIMEOUT_S)
-            FAULTS[fault](server)
+            inject()
         supervisor.wait_for(lambda: set(expected) <= set(journal(path, "finish")), DRAIN_TIMEOUT_S)
         finished = Counter(journal(path, "finish"))
         done = set(finished) & set(expected)
         return Outcome(
             fault=fault,
             pool=pool,
+            broker=broker,
             tasks=tasks,
             lost=tasks - len(done),
             duplicated=sum(count - 1 for count in finished.values() if count > 1),
             restarts=len(supervisor.workers) - 1,
             recovered=supervisor.recovered(),
-            stalled=_waiting(server) > 0 and supervisor.workers[-1].process.poll() is None,
+            stalled=_waiting(app, server) > 0 and supervisor.workers[-1].process.poll() is None,
             seconds=round(time.monotonic() - started, 1),
         )
     finally:
         supervisor.stop()
         server.stop()
+        if rabbitmq is not None:
+            rabbitmq.stop()
 
 
-def _waiting(server: RedisServer) -> int:
-    """Messages on the chat queue's lists (every priority level) and kept for later."""
-    return sum(queue_depths(server.client(), ["chat"])["chat"].values()) + delayed.pending(server.client())
+def _waiting(app: Any, server: RedisServer) -> int:
+    """Messages waiting on the chat queue (every priority level) and kept for later."""
+    return sum(queue_depths(app, ["chat"])["chat"].values()) + delayed.pending(server.client())
 
 
 def _finished_at_least(path: Path, count: int) -> Callable[[], bool]:
@@ -130,8 +153,11 @@ def _job(number: int) -> dict[str, Any]:
 class Supervisor:
     """Starts the worker, and starts it again whenever it exits, as ``stepper fleet up`` or Kubernetes would."""
 
-    def __init__(self, url: str, directory: Path, settings: dict[str, Any], fault: str, pool: str) -> None:
+    def __init__(  # noqa: PLR0917  (what each worker it starts gets)
+        self, url: str, directory: Path, settings: dict[str, Any], fault: str, pool: str, env: dict[str, str]
+    ) -> None:
         self.url, self.directory, self.settings, self.fault, self.pool = url, directory, settings, fault, pool
+        self.env = env
         self.workers: list[Worker] = []
         self._start()
 
@@ -157,5 +183,7 @@ class Supervisor:
         directory = self.directory / f"worker-{len(self.workers)}"
         name = f"chaos-{self.fault}"
         self.workers.append(
-            start_worker(self.url, directory, self.settings, name=name, pool=self.pool, concurrency=concurrency)
+            start_worker(
+                self.url, directory, self.settings, name=name, pool=self.pool, concurrency=concurrency, env=self.env
+            )
         )

@@ -12,7 +12,7 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 from celery import current_task
@@ -195,6 +195,20 @@ class JournalChat(MockProvider):
     def _write(self, event: str, message: str) -> None:
         with Path(self.settings.options["journal"]).open("a") as journal:  # O_APPEND: whole lines, across processes
             journal.write(f"{event} {message}\n")
+
+
+def journal_settings(path: Path, delay_s: float, recovery: dict[str, float]) -> dict[str, Any]:
+    """A fleet whose chat chain is JournalChat answering after ``delay_s`` and journaling to ``path``, with
+    these ``stepper_recovery`` settings."""
+    journal_chat = {
+        "class": "tests.support.providers:JournalChat",
+        "options": {"delay_s": delay_s, "journal": str(path)},
+    }
+    return {
+        "stepper_providers": {"journal": journal_chat},
+        "stepper_chains": {"chat": ["journal:m"]},
+        "stepper_recovery": recovery,
+    }
 
 
 def journal(path: Path, event: str) -> list[str]:

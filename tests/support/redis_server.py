@@ -5,14 +5,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 #: One database per test fleet; the last few are reserved for tests that need one no worker consumes.
-DATABASES = 64
-RESERVED_DATABASES = {"status": 63, "fleet": 62, "gateway-idle": 61, "revokes": 60, "budgets": 59}
+DATABASES = 128  # the broker matrix runs fleets on RabbitMQ too, each with its results and state here
+RESERVED_DATABASES = {"status": 127, "fleet": 126, "gateway-idle": 125, "revokes": 124, "budgets": 123, "acl": 122}
 
 
 def free_port() -> int:
@@ -30,6 +30,8 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     #: Append-only file, synced on every write: a restart keeps every message, as production Redis should.
     appendonly: bool = False
+    #: More redis-server arguments (``--replicaof host port``, say).
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -56,6 +58,7 @@ class RedisServer:
                 "noeviction",
                 "--databases",
                 str(DATABASES),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

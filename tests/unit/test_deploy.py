@@ -105,3 +105,43 @@ def test_docker_compose_accepts_the_file() -> None:
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_the_ha_compose_runs_three_rabbitmq_nodes_and_a_sentinel_managed_state() -> None:
+    from stepper.brokers import broker_kind, parse_sentinel_url
+    from stepper.config import load_config
+
+    services = yaml_documents(DEPLOY / "compose.ha.yaml")[0]["services"]
+    assert isinstance(services, dict)
+    assert {f"rabbitmq-{n}" for n in (1, 2, 3)} <= set(services)
+    assert sum("--sentinel" in " ".join(service.get("command", [])) for service in services.values()) == 3
+    for profile in ("llm", "cpu", "ops"):
+        environment = services[f"worker-{profile}"]["environment"]
+        assert environment["STEPPER_RABBITMQ_QUEUE_TYPE"] == "quorum"
+        brokers = environment["STEPPER_BROKER_URL"].split(";")
+        assert len(brokers) == 3 and all(broker_kind(url) == "amqp" for url in brokers)
+        state = parse_sentinel_url(environment["STEPPER_STATE_REDIS_URL"])
+        assert len(state.sentinels) == 3 and state.master_name == "stepper-state"
+        # The worker would load exactly this: the three connections resolve without a Redis broker.
+        loaded = load_config({**environment, "CELERY_CONFIG_MODULE": "stepper_tests_no_such_config_module"})
+        assert loaded["broker_transport_options"]["confirm_publish"] is True
+    conf = (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert all(f"rabbit@rabbitmq-{n}" in conf for n in (1, 2, 3))
+
+
+def test_keda_scales_each_profile_on_every_rabbitmq_queue_it_consumes() -> None:
+    from stepper.workers.profiles import PROFILES
+
+    documents = yaml_documents(DEPLOY / "k8s" / "keda-rabbitmq.yaml")
+    scaled = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "ScaledObject"}  # type: ignore[index]
+    for name, profile in PROFILES.items():
+        triggers = scaled[f"stepper-{name}"]["spec"]["triggers"]  # type: ignore[index]
+        assert {trigger["metadata"]["queueName"] for trigger in triggers} == set(profile.queues)
+        assert all(
+            trigger["type"] == "rabbitmq" and trigger["metadata"]["mode"] == "QueueLength" for trigger in triggers
+        )
+    (cluster,) = yaml_documents(DEPLOY / "k8s" / "rabbitmq.yaml")
+    assert cluster["kind"] == "RabbitmqCluster" and cluster["spec"]["replicas"] == 3  # type: ignore[index]
+    values = yaml_documents(DEPLOY / "k8s" / "redis-state-values.yaml")[0]
+    assert values["sentinel"]["enabled"] is True  # type: ignore[index]
+    assert "maxmemory-policy noeviction" in values["commonConfiguration"]  # type: ignore[operator]

@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stepper.celery import app
 from stepper.guards.spend import BudgetUse
 from stepper.infra import keys
 from stepper.ops.alerts import (
@@ -225,7 +226,7 @@ def test_dead_letters_growth_fires_and_a_checker_right_after_does_not_clear_it(
 
 def test_redis_alert_state_counts_the_dead_letters_in_their_index(redis_client: redis.Redis) -> None:
     redis_client.zadd(keys.dead_letter_index(), {f"task-{n}": n for n in range(10)})
-    assert alert_state(redis_client, []).dead_letters == 10
+    assert alert_state(app, redis_client, []).dead_letters == 10
 
 
 def test_slack_and_discord_bodies_follow_their_formats(

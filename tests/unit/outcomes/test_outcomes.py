@@ -49,7 +49,7 @@ def test_a_redelivered_task_returns_its_stored_result(monkeypatch: pytest.Monkey
 
     class Task:
         request = SimpleNamespace(id="t-9", delivery_info={"redelivered": True}, retries=0)
-        app = SimpleNamespace(state_client=lambda: redis_client)
+        app = SimpleNamespace(state_client=lambda: redis_client, broker_kind="redis")
 
         def AsyncResult(self, task_id: str) -> Any:
             assert task_id == "t-9"
