@@ -46,6 +46,12 @@ def priority_value(priority: PriorityName | int | str | None) -> int:
     raise InvalidRequest(f"unknown priority {priority!r}: use one of {names} or a number from 0 to 9")
 
 
+def priority_from_text(text: str) -> int:
+    """A level from a command-line option or a query parameter, where a number arrives as text (``"3"``) and a
+    name as itself (``"batch"``); InvalidRequest as :func:`priority_value`."""
+    return priority_value(int(text) if text.isdigit() else text)
+
+
 def broker_priority(level: int, broker: BrokerKind) -> int:
     """The ``priority`` property a message of stepper ``level`` carries on ``broker``."""
     return MAX_PRIORITY - level if broker == "amqp" else level

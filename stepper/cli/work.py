@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from stepper.cli.common import echo_json, json_option
-from stepper.priorities import PRIORITIES, priority_value
+from stepper.priorities import PRIORITIES, priority_from_text
 from stepper.schemas import KINDS, Kind
 
 
@@ -97,7 +97,7 @@ def submit_command(kind: Kind, request: Any, priority: str, no_wait: bool, timeo
     """
     from stepper.producer import submit
 
-    result = submit(kind, request, priority=priority_value(int(priority) if priority.isdigit() else priority))
+    result = submit(kind, request, priority=priority_from_text(priority))
     if no_wait:
         click.echo(result.id)
         return 0

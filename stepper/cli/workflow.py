@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from stepper.cli.common import echo_json, fail, json_option
-from stepper.priorities import PRIORITIES, priority_value
+from stepper.priorities import PRIORITIES, priority_from_text
 
 if TYPE_CHECKING:
     from stepper.workflows.api import WorkflowHandle
@@ -56,7 +56,7 @@ def run_command(  # noqa: PLR0917  (click passes each option)
         request["frames"] = [{"b64": _b64(path)} for path in shots]
     else:
         request["video"] = {"b64": _b64(recording)}
-    handle = workflow(name, request, priority=priority_value(int(priority) if priority.isdigit() else priority))
+    handle = workflow(name, request, priority=priority_from_text(priority))
     click.echo(f"workflow {handle.id} started")
     return _follow(handle, out, timeout_s)
 

@@ -24,7 +24,7 @@ from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
 from stepper.infra import keys
 from stepper.outcomes.webhooks import check_callback_url
-from stepper.priorities import priority_value
+from stepper.priorities import priority_from_text
 from stepper.producer import submit
 from stepper.schemas import (
     Attempt,
@@ -193,7 +193,7 @@ async def _submit(  # noqa: PLR0917  (one call site per route, all positional)
     state: Gateway, request: Request, who: Caller, kind: Kind, body: BaseModel | dict[str, Any], priority: str
 ) -> JobAccepted:
     args = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
-    level = priority_value(int(priority) if priority.isdigit() else priority)
+    level = priority_from_text(priority)
     result = await run_in_threadpool(submit, kind, args, priority=level, headers=submitted_by(who))
     cached = isinstance(result, EagerResult)
     value = result.result if cached else None

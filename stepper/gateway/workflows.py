@@ -22,7 +22,7 @@ from stepper.gateway.cancellation import EventStream, Relay
 from stepper.gateway.errors import ApiError
 from stepper.gateway.jobs import Priority
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited
-from stepper.priorities import priority_value
+from stepper.priorities import priority_from_text
 from stepper.workflows import api
 from stepper.workflows.schemas import HowtoRequest, WorkflowStatus
 
@@ -55,7 +55,7 @@ async def create_howto(
     priority: Priority = "normal",
 ) -> WorkflowAccepted:
     await admit(state, who)
-    level = priority_value(int(priority) if priority.isdigit() else priority)
+    level = priority_from_text(priority)
     args = body.model_dump(mode="json", exclude_none=True)
     handle = await run_in_threadpool(lambda: api.workflow("howto", args, priority=level, app=state.celery))
     return _accepted(request, handle.id)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stepper.errors import InvalidRequest
-from stepper.priorities import PRIORITIES, priority_value
+from stepper.priorities import PRIORITIES, priority_from_text, priority_value
 
 
 @pytest.mark.parametrize(("name", "level"), [("interactive", 0), ("normal", 5), ("batch", 9)])
@@ -51,3 +51,14 @@ def test_booleans_are_refused(value: bool) -> None:
 def test_other_types_are_refused(value: Any) -> None:
     with pytest.raises(InvalidRequest, match="unknown priority"):
         priority_value(value)
+
+
+@pytest.mark.parametrize(("text", "level"), [("0", 0), ("7", 7), ("batch", 9), ("interactive", 0)])
+def test_text_from_an_option_or_a_query_is_a_number_or_a_name(text: str, level: int) -> None:
+    assert priority_from_text(text) == level
+
+
+@pytest.mark.parametrize("text", ["10", "-1", "urgent", ""])
+def test_text_out_of_range_or_unknown_is_refused(text: str) -> None:
+    with pytest.raises(InvalidRequest):
+        priority_from_text(text)
