@@ -15,8 +15,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import requests
 
 from bench.harness import Figure, compare, fleet, progress, redis_url
 from stepper.gateway.auth import key_digest
+from tests.support.fake_http import serving
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RedisServer
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible
@@ -56,15 +55,6 @@ def settings(vendor: FakeOpenAICompatible) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def running_vendor(vendor: FakeOpenAICompatible) -> Iterator[FakeOpenAICompatible]:
-    vendor.start()
-    try:
-        yield vendor
-    finally:
-        vendor.stop()
-
-
 def first_token_s(url: str, headers: dict[str, str], index: int) -> float:
     """Seconds from sending a streamed chat to its first chunk with content."""
     body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": f"stream #{index}"}]}
@@ -88,7 +78,7 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     config = settings(vendor)
     samples: dict[str, list[float]] = {"direct": [], "gateway": []}
     with (
-        running_vendor(vendor),
+        serving(vendor),
         fleet(redis, 10, config, name="bench-stream", pool="threads", concurrency=8, queues=["chat"]),
         tempfile.TemporaryDirectory() as directory,
         running_gateway(redis_url(redis, 10), Path(directory), config) as gateway,

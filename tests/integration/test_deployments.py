@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from stepper.guards.spend import budget_uses
 from stepper.infra import keys
 from stepper.ops.exporter import FleetCollector
 from tests.integration.conftest import GATEWAY_KEY, Fleet
-from tests.support.fake_http import running
+from tests.support.fake_http import running, serving
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible
@@ -42,11 +43,10 @@ UNAVAILABLE = (503, {"error": {"message": "replica overloaded", "type": "Service
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[list[FakeOpenAICompatible]]:
     fakes = [FakeOpenAICompatible("vllm") for _ in range(3)]
-    for fake in fakes:
-        fake.start()
-    yield fakes
-    for fake in fakes:
-        fake.stop()
+    with ExitStack() as started:
+        for fake in fakes:
+            started.enter_context(serving(fake))
+        yield fakes
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from stepper.gateway.auth import key_digest
 from tests.integration.conftest import GATEWAY_KEY, Fleet
-from tests.support.fake_http import FakeServer
+from tests.support.fake_http import FakeServer, serving
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.vendors.cohere import FakeCohere
 from tests.support.vendors.gemini import SIGNATURE, FakeGemini
@@ -180,11 +181,10 @@ def vendors() -> Iterator[dict[str, FakeServer]]:
         "gemini": FakeGemini(KEYS["GEMINI_API_KEY"]),
         "cohere": FakeCohere(KEYS["COHERE_API_KEY"]),
     }
-    for fake in fakes.values():
-        fake.start()
-    yield fakes
-    for fake in fakes.values():
-        fake.stop()
+    with ExitStack() as started:
+        for fake in fakes.values():
+            started.enter_context(serving(fake))
+        yield fakes
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from stepper.samples import sample_requests
 from tests.integration.conftest import Fleet
-from tests.support.fake_http import FakeServer, Fault
+from tests.support.fake_http import FakeServer, Fault, serving
 from tests.support.vendors.cohere import FakeCohere
 from tests.support.vendors.gemini import FakeGemini
 from tests.support.vendors.hf_space import FakeHfSpace
@@ -27,11 +28,10 @@ def vendors() -> Iterator[dict[str, FakeServer]]:
         "cohere": FakeCohere(KEYS["COHERE_API_KEY"]),
         "hf_space": FakeHfSpace(),
     }
-    for fake in fakes.values():
-        fake.start()
-    yield fakes
-    for fake in fakes.values():
-        fake.stop()
+    with ExitStack() as started:
+        for fake in fakes.values():
+            started.enter_context(serving(fake))
+        yield fakes
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -188,10 +189,20 @@ class FakeServer:
         return Reply(404, {"error": {"message": f"no route for {request.method} {request.path}"}})
 
 
-def running(server: FakeServer) -> Iterator[FakeServer]:
-    """Fixture helper: start, yield, stop."""
+ServerT = TypeVar("ServerT", bound=FakeServer)
+
+
+@contextmanager
+def serving(server: ServerT) -> Iterator[ServerT]:
+    """``server`` started for the block, stopped after it however it ends."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def running(server: FakeServer) -> Iterator[FakeServer]:
+    """Fixture helper: start, yield, stop."""
+    with serving(server):
+        yield server

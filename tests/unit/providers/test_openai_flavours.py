@@ -4,7 +4,6 @@ Ollama, LiteLLM and OpenAI (see tests/support/vendors/openai_compatible.py for w
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import get_args
 
 import pytest
@@ -14,20 +13,11 @@ from stepper.infra.capabilities import MemoryCapabilities, set_capabilities
 from stepper.providers.openai import OpenAIProvider
 from stepper.schemas import ChatRequest
 from stepper.settings import ProviderSettings
-from tests.support.fake_http import running
+from tests.support.fake_http import running, serving
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible, Flavour
 
 FLAVOURS: tuple[Flavour, ...] = get_args(Flavour)
-
-
-@contextmanager
-def serving(fake: FakeOpenAICompatible) -> Iterator[FakeOpenAICompatible]:
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(params=FLAVOURS)
