@@ -20,7 +20,10 @@ from typing import Any
 
 import requests
 
+from bench import bare_io_app
+from bench.fake_openai import API_KEY
 from bench.harness import Figure, compare, fleet, progress, redis_url
+from bench.io_fleet import KEY_ENV, stepper_settings
 from stepper.gateway.auth import key_digest
 from tests.support.fake_http import serving
 from tests.support.gateway import running_gateway
@@ -33,26 +36,15 @@ FIRST_BYTE_S = 0.05
 CHUNKS = 20
 TARGET_MS = 5.0
 KEY = "stp_bench-stream-key-7d2c"
-MODEL = "bench-model"
+MODEL = bare_io_app.MODEL
+#: The provider's key, in the worker's and the gateway's environment (the vendor fake takes any).
+KEY_ENVIRONMENT = {KEY_ENV: API_KEY}
 
 
 def settings(vendor: FakeOpenAICompatible) -> dict[str, Any]:
-    chain = [f"vendor:{MODEL}"]
-    return {
-        "stepper_mode": "live",
-        "stepper_providers": {
-            "vendor": {
-                "class": "stepper.providers.openai:OpenAIProvider",
-                "kinds": ["chat", "report"],
-                "base_url": vendor.base_url,
-                "models": [MODEL],
-                "rpm": 10_000_000,
-                "tpm": 10_000_000_000,
-            },
-        },
-        "stepper_chains": {"chat": chain, "report": chain},
-        "stepper_gateway": {"key_hashes": [key_digest(KEY)], "rpm": 1_000_000, "tpm": 1_000_000_000},
-    }
+    """The I/O fleet's live settings (one provider, the vendor, limits that never wait), and the gateway's key."""
+    gateway = {"key_hashes": [key_digest(KEY)], "rpm": 1_000_000, "tpm": 1_000_000_000}
+    return {**stepper_settings(vendor.base_url), "stepper_gateway": gateway}
 
 
 def first_token_s(url: str, headers: dict[str, str], index: int) -> float:
@@ -79,9 +71,11 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     samples: dict[str, list[float]] = {"direct": [], "gateway": []}
     with (
         serving(vendor),
-        fleet(redis, 10, config, name="bench-stream", pool="threads", concurrency=8, queues=["chat"]),
+        fleet(
+            redis, 10, config, name="bench-stream", env=KEY_ENVIRONMENT, pool="threads", concurrency=8, queues=["chat"]
+        ),
         tempfile.TemporaryDirectory() as directory,
-        running_gateway(redis_url(redis, 10), Path(directory), config) as gateway,
+        running_gateway(redis_url(redis, 10), Path(directory), config, env=KEY_ENVIRONMENT) as gateway,
     ):
         sides = {
             "direct": (f"{vendor.base_url}/chat/completions", {}),
