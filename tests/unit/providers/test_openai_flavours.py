@@ -9,7 +9,7 @@ from typing import get_args
 import pytest
 
 from stepper.errors import ContextOverflow, TruncatedOutput, Unavailable, UnsupportedInput, UnsupportedParameter
-from stepper.infra.capabilities import MemoryCapabilities, set_capabilities
+from stepper.infra.capabilities import MemoryCapabilities
 from stepper.providers.openai import OpenAIProvider
 from stepper.schemas import ChatRequest
 from stepper.settings import ProviderSettings
@@ -23,14 +23,6 @@ FLAVOURS: tuple[Flavour, ...] = get_args(Flavour)
 @pytest.fixture(params=FLAVOURS)
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeOpenAICompatible]:
     yield from running(FakeOpenAICompatible(request.param, context_tokens=100))  # type: ignore[misc]
-
-
-@pytest.fixture
-def memory() -> Iterator[MemoryCapabilities]:
-    capabilities = MemoryCapabilities()
-    set_capabilities(capabilities)
-    yield capabilities
-    set_capabilities(None)
 
 
 def provider_for(fake: FakeOpenAICompatible) -> OpenAIProvider:

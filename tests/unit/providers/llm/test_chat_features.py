@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stepper.errors import UnsupportedInput, UnsupportedParameter
-from stepper.infra.capabilities import MemoryCapabilities, set_capabilities
+from stepper.infra.capabilities import MemoryCapabilities
 from stepper.infra.streams import current_sink
 from stepper.providers.cohere import CohereProvider
 from stepper.providers.gemini import GeminiProvider
@@ -58,14 +58,6 @@ def _settings(name: str, cls: str, base_url: str) -> ProviderSettings:
     return ProviderSettings.model_validate(
         {"name": name, "class": cls, "base_url": base_url, "api_key_env": "TEST_VENDOR_KEY", "first_token_timeout_s": 2}
     )
-
-
-@pytest.fixture
-def memory() -> Iterator[MemoryCapabilities]:
-    capabilities = MemoryCapabilities()
-    set_capabilities(capabilities)
-    yield capabilities
-    set_capabilities(None)
 
 
 @pytest.fixture(params=["openai", "gemini", "cohere"])
