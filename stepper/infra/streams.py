@@ -10,13 +10,14 @@ stream ends with ``done``, ``error`` or ``cancelled``; the task's own result sta
 error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
 the task already finished without writing (revoked before it ran, expired, lost) and ends the stream with it.
 
-Deltas are written in batches: a vendor streaming a token every few milliseconds would otherwise cost a Redis
-round trip per token, for every stream in flight. The first delta of an answer (of a stream, and of the next
-provider's after a ``reset``) is written at once, since time to first token is what a reader waits on; later
-ones are held until ``BATCH_WINDOW_S`` after the first one held, or ``BATCH_MAX_CHARS`` of text, or the next
-event of another type, and written as one ``delta`` whose text is theirs joined. A reader joins deltas
-anyway, so it sees the same text in fewer, larger pieces. One thread per process (:class:`Flusher`) writes
-what a paused stream holds when its window ends.
+An answer's fragments (deltas and tool-call fragments) are written in batches: a vendor streaming a token every
+few milliseconds would otherwise cost a Redis round trip per token, for every stream in flight. The first
+fragment of an answer (of a stream, and of the next provider's after a ``reset``) is written at once, since time
+to first token is what a reader waits on; later ones are held until ``BATCH_WINDOW_S`` after the first one held,
+or ``BATCH_MAX_CHARS`` of text, or the next event of another kind (``reset``, ``done``...), and written in one
+round trip: consecutive deltas as one ``delta`` whose text is theirs joined, tool-call fragments as they came.
+A reader joins deltas anyway, so it sees the same answer in fewer, larger pieces. One thread per process
+(:class:`Flusher`) writes what a paused stream holds when its window ends.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ FINAL_EVENTS: frozenset[EventType] = frozenset({"done", "error", "cancelled"})
 #: Events kept per stream (approximately; older deltas are trimmed) and how long a stream lives.
 MAX_EVENTS = 10_000
 TTL_S = 3600
-#: The longest a delta is held before it is written with the ones after it, and the most text held.
+#: The longest an answer's fragment is held before it is written with the ones after it, and the most text held.
 BATCH_WINDOW_S = 0.02
 BATCH_MAX_CHARS = 2048
 
@@ -95,8 +96,9 @@ def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
 
 
 class RedisStreamSink:
-    """A task's stream, written as described in the module: ``delta`` events batched, every other event at once
-    (after the held deltas). Thread-safe: the process's :class:`Flusher` writes held deltas from its thread."""
+    """A task's stream, written as described in the module: the answer's fragments batched, every other event at
+    once (after the held fragments). Thread-safe: the process's :class:`Flusher` writes held fragments from its
+    thread."""
 
     def __init__(self, client: Redis, task_id: str, batch_window_s: float = BATCH_WINDOW_S) -> None:
         self._client = client
@@ -104,24 +106,16 @@ class RedisStreamSink:
         self._pending_text = False
         self._batch_window_s = batch_window_s
         self._lock = threading.Lock()
-        self._held: list[str] = []
+        #: Fragments held, in order: consecutive deltas gather in one entry's pieces.
+        self._held: list[tuple[EventType, list[str]]] = []
         self._held_chars = 0
         self._held_since = 0.0
         self._written = False
-        #: False until this answer's first delta is written: a new provider's, after a reset, too.
+        #: False until this answer's first fragment is written: a new provider's, after a reset, too.
         self._answer_started = False
 
     def delta(self, text: str) -> None:
-        with self._lock:
-            self._pending_text = True
-            self._held.append(text)
-            self._held_chars += len(text)
-            if not self._answer_started or self._held_chars >= BATCH_MAX_CHARS or self._batch_window_s <= 0:
-                self._write([])
-                self._answer_started = True
-            elif len(self._held) == 1:
-                self._held_since = time.monotonic()
-                flusher().watch(self)
+        self._hold("delta", text)
 
     def tool_call(
         self,
@@ -132,8 +126,7 @@ class RedisStreamSink:
         extra_content: dict[str, Any] | None = None,
     ) -> None:
         event = StreamEvent.tool_call(index, call_id, name, arguments, extra_content)
-        self._add(event.type, event.text)
-        self._pending_text = True
+        self._hold(event.type, event.text)
 
     def reset(self, reason: str) -> None:
         self._add("reset", reason)
@@ -155,21 +148,39 @@ class RedisStreamSink:
         self._add("cancelled", reason)
 
     def flush_if_due(self, now: float) -> bool:
-        """Write the held deltas if their window has ended by ``now`` (monotonic seconds); True while some
+        """Write the held fragments if their window has ended by ``now`` (monotonic seconds); True while some
         are still held."""
         with self._lock:
             if self._held and now - self._held_since >= self._batch_window_s:
                 self._write([])
             return bool(self._held)
 
+    def _hold(self, event: EventType, text: str) -> None:
+        """Hold one fragment of the answer, or write it with those held when it is the answer's first or enough
+        is held (see the module)."""
+        with self._lock:
+            self._pending_text = True
+            first_held = not self._held
+            if event == "delta" and self._held and self._held[-1][0] == "delta":
+                self._held[-1][1].append(text)
+            else:
+                self._held.append((event, [text]))
+            self._held_chars += len(text)
+            if not self._answer_started or self._held_chars >= BATCH_MAX_CHARS or self._batch_window_s <= 0:
+                self._write([])
+                self._answer_started = True
+            elif first_held:
+                self._held_since = time.monotonic()
+                flusher().watch(self)
+
     def _add(self, event: EventType, text: str) -> None:
         with self._lock:
             self._write([(event, text)])
 
     def _write(self, events: list[tuple[EventType, str]]) -> None:
-        """The held deltas as one, then ``events``, in one round trip (called with the lock held)."""
-        if self._held:
-            events = [("delta", "".join(self._held)), *events]
+        """The held fragments (consecutive deltas as one), then ``events``, in one round trip (called with the
+        lock held)."""
+        events = [*((held, "".join(pieces)) for held, pieces in self._held), *events]
         if not events:
             return
         pipe = self._client.pipeline(transaction=False)
@@ -177,15 +188,15 @@ class RedisStreamSink:
             pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
         if not self._written or any(event in FINAL_EVENTS for event, _ in events):
             pipe.expire(self._key, TTL_S)  # set with the first write, renewed with the last
-        pipe.execute()  # held deltas a Redis error kept are written with the next event
+        pipe.execute()  # held fragments a Redis error kept are written with the next event
         self._held.clear()
         self._held_chars = 0
         self._written = True
 
 
 class Flusher:
-    """Writes the deltas that streams hold once their window ends, for one process: one thread, started with
-    the first stream that holds a delta (a forked pool process starts its own)."""
+    """Writes the fragments that streams hold once their window ends, for one process: one thread, started with
+    the first stream that holds one (a forked pool process starts its own)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -215,8 +226,8 @@ class Flusher:
 
 
 def _flushed_or_kept(sink: RedisStreamSink, now: float) -> bool:
-    """Flush ``sink`` if due; True while it still holds deltas. A Redis error drops the sink from the watch:
-    its task writes the held deltas with its next event, or fails writing them as it would have unbatched."""
+    """Flush ``sink`` if due; True while it still holds fragments. A Redis error drops the sink from the watch:
+    its task writes the held fragments with its next event, or fails writing them as it would have unbatched."""
     try:
         return sink.flush_if_due(now)
     except Exception:  # noqa: BLE001  (the flusher thread must outlive one stream's Redis error)

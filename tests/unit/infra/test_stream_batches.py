@@ -95,3 +95,26 @@ def test_whatever_the_pieces_a_reader_joins_the_same_text(redis_client: redis.Re
     assert read[-1] == StreamEvent("done", "")
     assert "".join(event.text for event in read[:-1]) == "".join(pieces)
     assert {event.type for event in read[:-1]} == {"delta"}
+
+
+def test_tool_call_fragments_are_held_with_the_deltas_and_keep_their_order(redis_client: redis.Redis) -> None:
+    sink = RedisStreamSink(redis_client, "t-tools", batch_window_s=HOLD_S)
+    sink.delta("Let me look. ")
+    sink.tool_call(0, "call_1", "lookup", '{"q": ')
+    sink.tool_call(0, None, None, '"weather"}')
+    sink.delta("Done")
+    assert written(redis_client, "t-tools") == 1  # the answer's first fragment only
+    sink.done({"role": "assistant", "content": "Let me look. Done"})
+    assert events(redis_client, "t-tools") == [
+        StreamEvent("delta", "Let me look. "),
+        StreamEvent.tool_call(0, "call_1", "lookup", '{"q": '),
+        StreamEvent.tool_call(0, None, None, '"weather"}'),
+        StreamEvent("delta", "Done"),
+        StreamEvent("done", ""),
+    ]
+
+
+def test_an_answer_that_starts_with_a_tool_call_has_it_written_at_once(redis_client: redis.Redis) -> None:
+    sink = RedisStreamSink(redis_client, "t-tool-first", batch_window_s=HOLD_S)
+    sink.tool_call(0, "call_1", "lookup", "{}")
+    assert events_so_far(redis_client, "t-tool-first") == [StreamEvent.tool_call(0, "call_1", "lookup", "{}")]
