@@ -7,8 +7,7 @@ that pool, so a threads or gevent pool of 1,000 failed its acknowledgements (``C
 broker connection was rebuilt and the unacknowledged messages went back to the queue. redis-py (8.0 on) caps
 every other pool at 100 the same way: the result backend's (Celery's ``redis_max_connections``, unset by
 default) and stepper's own state and cache clients. All three are sized here to the concurrency plus the
-worker's own connections, before anything connects; the HTTP pools by
-:func:`stepper.providers.http.configure_pool`.
+worker's own connections, before anything connects, and the vendors' HTTP pools to the concurrency.
 
 A gevent worker with that many sockets also hands file descriptors above 1023 to the broker connection when it
 reconnects; kombu polls with ``select()`` under greenlets (``kombu.utils.eventio._get_poller``), which refuses
@@ -24,29 +23,24 @@ from kombu.utils import eventio
 from kombu.utils.compat import detect_environment
 
 from stepper.infra.connections import configure_max_connections
+from stepper.providers.transport import configure_pool
 
 #: Connections the worker needs beyond one per task: the consumer's, the remote-control mailbox, heartbeats,
 #: the recovery sweep and housekeeping, and publishes from inside tasks (retries, callbacks).
 HEADROOM = 16
-#: kombu's own default for ``max_connections``.
-KOMBU_DEFAULT_MAX_CONNECTIONS = 10
-
-
-def broker_max_connections(concurrency: int, configured: int | None) -> int:
-    """``max_connections`` for the broker's Redis transport: one per concurrent task plus ``HEADROOM``, or
-    the deployment's own setting when that is larger."""
-    return max(concurrency + HEADROOM, configured or KOMBU_DEFAULT_MAX_CONNECTIONS)
 
 
 def size_for_concurrency(conf: Any, concurrency: int) -> None:
     """Size the broker transport's, the result backend's and stepper's own Redis pools for ``concurrency``
-    concurrent tasks; ``conf`` is the worker app's configuration, a deployment's larger settings are kept.
-    Called from ``worker_init``, before the consumer or any client connects."""
+    concurrent tasks, and the vendors' HTTP pools; ``conf`` is the worker app's configuration, a deployment's
+    larger settings are kept. Called from ``worker_init``, before the consumer or any client connects."""
+    wanted = concurrency + HEADROOM
     options = dict(conf.broker_transport_options or {})
-    options["max_connections"] = broker_max_connections(concurrency, options.get("max_connections"))
+    options["max_connections"] = max(wanted, options.get("max_connections") or 0)
     conf.broker_transport_options = options
-    conf.redis_max_connections = max(concurrency + HEADROOM, conf.redis_max_connections or 0)
-    configure_max_connections(concurrency + HEADROOM)
+    conf.redis_max_connections = max(wanted, conf.redis_max_connections or 0)
+    configure_max_connections(wanted)
+    configure_pool(concurrency)
 
 
 def poll_without_fd_limit() -> None:

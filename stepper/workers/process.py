@@ -19,7 +19,6 @@ from stepper.errors import ConfigError
 from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import logs, metrics, tracing
 from stepper.infra.connections import state_redis
-from stepper.providers.transport import configure_pool
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
 
@@ -34,7 +33,6 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
     if isinstance(concurrency, int) and concurrency > 0:
-        configure_pool(concurrency)
         pools.size_for_concurrency(sender.app.conf, concurrency)
     pools.poll_without_fd_limit()
     _check_guards()

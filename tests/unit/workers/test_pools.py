@@ -11,14 +11,16 @@ import pytest
 from celery import Celery
 
 from stepper.infra import connections
+from stepper.providers import transport
 from stepper.workers import pools
 
 
 @pytest.fixture
 def restore_state_pool_size() -> Any:
-    before = connections._max_connections
+    before, http_before = connections._max_connections, transport._pool_size
     yield
     connections.configure_max_connections(before)
+    transport.configure_pool(http_before)
 
 
 def test_every_redis_pool_is_widened_to_the_concurrency_plus_headroom(restore_state_pool_size: None) -> None:
@@ -29,6 +31,7 @@ def test_every_redis_pool_is_widened_to_the_concurrency_plus_headroom(restore_st
     assert app.conf.redis_max_connections == 1000 + pools.HEADROOM
     client = connections.client_for("redis://127.0.0.1:1/0")  # never connects: only its pool is read
     assert client.connection_pool.max_connections == 1000 + pools.HEADROOM
+    assert transport._pool_size == 1000
 
 
 def test_a_deployments_larger_limits_are_kept(restore_state_pool_size: None) -> None:
@@ -40,9 +43,14 @@ def test_a_deployments_larger_limits_are_kept(restore_state_pool_size: None) -> 
     assert app.conf.redis_max_connections == 4000
 
 
-def test_a_small_worker_still_gets_kombus_default_or_more() -> None:
-    assert pools.broker_max_connections(1, None) == 1 + pools.HEADROOM
-    assert pools.broker_max_connections(1, 3) == 1 + pools.HEADROOM
+@pytest.mark.parametrize("configured", [None, 3])
+def test_a_small_worker_still_gets_kombus_default_or_more(
+    configured: int | None, restore_state_pool_size: None
+) -> None:
+    app = Celery(set_as_current=False)
+    app.conf.broker_transport_options = {} if configured is None else {"max_connections": configured}
+    pools.size_for_concurrency(app.conf, 1)
+    assert app.conf.broker_transport_options["max_connections"] == 1 + pools.HEADROOM
 
 
 # A gevent process with more than 1,024 sockets open, polling the last one as kombu polls a broker connection
