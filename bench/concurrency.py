@@ -32,6 +32,7 @@ from bench import bare_app, bare_io_app
 from bench.fake_openai import API_KEY
 from bench.harness import Figure, compare, fleet, progress, redis_url
 from bench.io_fleet import KEY_ENV, chat_request, fake_provider, stepper_settings
+from bench.memory import memory_mb
 from stepper.workers.profiles import PROFILES
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, start_celery_worker
@@ -69,13 +70,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def backlog(app: Celery, task: str, worker: Worker, label: str, tasks: int) -> Side:
     """Send ``tasks`` chats, await them all; the worker's CPU and memory over that time."""
     pid = worker.process.pid
@@ -91,7 +85,7 @@ def backlog(app: Celery, task: str, worker: Worker, label: str, tasks: int) -> S
     seconds = time.perf_counter() - started
     cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / tasks
     errors += sum(worker.log().count(fault) for fault in FAULTS)
-    return Side(tasks / seconds, cpu_ms, peak_rss_mb(pid), errors)
+    return Side(tasks / seconds, cpu_ms, memory_mb(pid, "VmHWM"), errors)
 
 
 @contextmanager

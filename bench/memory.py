@@ -87,7 +87,12 @@ def pool_children(pid: int) -> list[int]:
 
 
 def vm_rss_mb(pid: int) -> float:
+    return memory_mb(pid, "VmRSS")
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """A memory figure of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``: the peak RSS...) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024  # the kernel reports kB
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
