@@ -18,24 +18,20 @@ the same pool, zero errors, RSS at most 250 MB.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from bench import bare_app, bare_io_app
 from bench.fake_openai import API_KEY
-from bench.harness import Figure, compare, fleet, progress, redis_url
-from bench.io_fleet import KEY_ENV, chat_request, fake_provider, stepper_settings
+from bench.harness import Figure, compare, fleet, progress
+from bench.io_fleet import KEY_ENV, bare_io_worker, chat_request, fake_provider, stepper_settings
 from bench.memory import memory_mb
 from stepper.workers.profiles import PROFILES
 from tests.support.redis_server import RedisServer
-from tests.support.workers import Worker, start_celery_worker
+from tests.support.workers import Worker
 
 CONCURRENCY = (32, 128, 512, 1000)
 LATENCY_S = (0.1, 1.0, 5.0)
@@ -88,25 +84,6 @@ def backlog(app: Celery, task: str, worker: Worker, label: str, tasks: int) -> S
     return Side(tasks / seconds, cpu_ms, memory_mb(pid, "VmHWM"), errors)
 
 
-@contextmanager
-def bare_worker(redis: RedisServer, base_url: str, pool: str, concurrency: int) -> Iterator[tuple[Celery, Worker]]:
-    url = redis_url(redis, 9)
-    env = {
-        bare_app.BROKER_ENV: url,
-        bare_io_app.FAKE_URL_ENV: base_url,
-        bare_io_app.KEY_ENV: API_KEY,
-        bare_io_app.CONCURRENCY_ENV: str(concurrency),
-    }
-    with tempfile.TemporaryDirectory() as directory:
-        worker = start_celery_worker(
-            "bench.bare_io_app", Path(directory), env, name="bench-bare-curve", pool=pool, concurrency=concurrency
-        )
-        try:
-            yield bare_io_app.create_app(url, base_url, API_KEY, concurrency), worker
-        finally:
-            worker.stop()
-
-
 def point(redis: RedisServer, base_url: str, pool: str, concurrency: int, latency_s: float) -> dict[str, Any]:
     tasks = WAVES * concurrency
     redis.client().flushall()
@@ -114,7 +91,7 @@ def point(redis: RedisServer, base_url: str, pool: str, concurrency: int, latenc
     settings = stepper_settings(base_url)
     with fleet(redis, 8, settings, name="bench-curve", env={KEY_ENV: API_KEY}, **options) as (app, worker):
         stepper = backlog(app, "stepper.chat", worker, f"curve {pool} {concurrency}", tasks)
-    with bare_worker(redis, base_url, pool, concurrency) as (app, worker):
+    with bare_io_worker(redis, 9, base_url, pool, concurrency) as (app, worker):
         bare = backlog(app, "bare.chat", worker, f"bare {pool} {concurrency}", tasks)
     ratio = stepper.per_second / bare.per_second
     progress(

@@ -33,7 +33,7 @@ from bench.fake_openai import API_KEY
 from bench.harness import Figure, compare, fleet, progress, redis_url, timed
 from stepper.workers.profiles import PROFILES
 from tests.support.redis_server import RedisServer
-from tests.support.workers import REPO_ROOT, start_celery_worker
+from tests.support.workers import REPO_ROOT, Worker, start_celery_worker
 
 LATENCY_S = 0.1
 TASKS = 1500
@@ -91,16 +91,24 @@ def fake_provider(latency_s: float) -> Iterator[str]:
 
 
 @contextmanager
-def bare_io_worker(redis: RedisServer, database: int, base_url: str) -> Iterator[Celery]:
-    """A ``bench.bare_io_app`` worker on the llm profile's pool and concurrency, and a producer app."""
+def bare_io_worker(
+    redis: RedisServer, database: int, base_url: str, pool: str = PROFILE.pool, concurrency: int = CONCURRENCY
+) -> Iterator[tuple[Celery, Worker]]:
+    """A ``bench.bare_io_app`` worker (the llm profile's pool and concurrency unless told), its pools sized for
+    its concurrency, and a producer app."""
     url = redis_url(redis, database)
-    env = {bare_app.BROKER_ENV: url, bare_io_app.FAKE_URL_ENV: base_url, bare_io_app.KEY_ENV: API_KEY}
+    env = {
+        bare_app.BROKER_ENV: url,
+        bare_io_app.FAKE_URL_ENV: base_url,
+        bare_io_app.KEY_ENV: API_KEY,
+        bare_io_app.CONCURRENCY_ENV: str(concurrency),
+    }
     with tempfile.TemporaryDirectory() as directory:
         worker = start_celery_worker(
-            "bench.bare_io_app", Path(directory), env, name="bench-bare-io", pool=PROFILE.pool, concurrency=CONCURRENCY
+            "bench.bare_io_app", Path(directory), env, name="bench-bare-io", pool=pool, concurrency=concurrency
         )
         try:
-            yield bare_io_app.create_app(url, base_url, API_KEY)
+            yield bare_io_app.create_app(url, base_url, API_KEY, concurrency), worker
         finally:
             worker.stop()
 
@@ -123,7 +131,7 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     with fake_provider(LATENCY_S) as base_url:
         options = {"pool": PROFILE.pool, "concurrency": CONCURRENCY, "queues": list(PROFILE.queues)}
         stepper_worker = fleet(redis, 8, stepper_settings(base_url), name="bench-io", env={KEY_ENV: API_KEY}, **options)
-        with stepper_worker as (stepper_app, _), bare_io_worker(redis, 9, base_url) as bare:
+        with stepper_worker as (stepper_app, _), bare_io_worker(redis, 9, base_url) as (bare, _):
             sides = {"stepper": _sender(stepper_app, "stepper.chat"), "bare": _sender(bare, "bare.chat")}
             for name, send in sides.items():
                 throughput(send, f"warm-up {name}", WARM_UP)
