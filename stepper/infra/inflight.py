@@ -3,7 +3,9 @@
 On Redis a worker takes a message with BRPOP and only then records it as unacknowledged: a connection cut
 between the two (Redis crashing or shutting down, a reset) loses the message, which is then in no queue, no
 unacknowledged hash and no lease. So every stepper task message is also written here when it is published,
-and forgotten when its task ends (success, final failure, or a retry, which is published afresh). The
+and forgotten when its task ends (success or final failure; a retry is published afresh under the same task
+id, so its entry stays, describing the retry, or the delayed store holds it). A worker forgets its finished
+tasks in batches (``forget_soon``): one transaction per ``FORGET_WINDOW_S``, not one round trip per task. The
 housekeeping reconciles entries older than a grace period: a task whose result is stored is forgotten; one
 found in a queue, in the unacknowledged hash or among delayed messages waits on; one found nowhere on two
 checks a lease apart is published again, with the same task id.
@@ -11,13 +13,25 @@ checks a lease apart is published again, with the same task id.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from typing import cast
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.infra import keys, lua
 from stepper.infra.connections import redis_now_ms
 from stepper.infra.delayed import DelayedMessage
+
+log = logging.getLogger(__name__)
+
+#: Seconds a finished task's id waits to leave the journal with the others finished meanwhile. A worker that
+#: dies in that window leaves them to the reconciliation, which forgets a task whose result is stored.
+FORGET_WINDOW_S = 0.05
 
 
 def record(client: Redis, task_id: str, message: DelayedMessage) -> None:
@@ -28,11 +42,65 @@ def record(client: Redis, task_id: str, message: DelayedMessage) -> None:
 
 
 def forget(client: Redis, task_ids: list[str]) -> None:
+    """Take ``task_ids`` out of the journal: one transaction."""
     if task_ids:
         pipe = client.pipeline(transaction=True)
         pipe.zrem(keys.inflight_since(), *task_ids)
         pipe.hdel(keys.inflight_messages(), *task_ids)
         pipe.execute()
+
+
+class Forgetter:
+    """Forgets finished tasks in batches for one process and one Redis: a thread, started with the first id,
+    that waits ``FORGET_WINDOW_S`` after an id arrives and then forgets every id held, in one transaction."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._held: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, task_id: str) -> None:
+        with self._lock:
+            self._held.append(task_id)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stepper-inflight-forgetter", daemon=True)
+                self._thread.start()
+            self._arrived.notify()
+
+    def flush(self) -> None:
+        """Forget every id held now. A Redis error is logged, not raised: those tasks' results are stored, and
+        the reconciliation forgets them."""
+        with self._lock:
+            task_ids, self._held = self._held, []
+        try:
+            forget(self._client, task_ids)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("could not take %d finished task(s) out of the in-flight journal (%s)", len(task_ids), exc)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._held:
+                    self._arrived.wait()
+            time.sleep(FORGET_WINDOW_S)
+            self.flush()
+
+
+_forgetters: dict[tuple[int, int], Forgetter] = {}
+
+
+def forget_soon(client: Redis, task_id: str) -> None:
+    """Forget ``task_id`` with the next batch of this process (a forked child gets its own forgetter)."""
+    _forgetters.setdefault((os.getpid(), id(client)), Forgetter(client)).add(task_id)
+
+
+def flush_forgotten() -> None:
+    """Forget now what this process holds (a worker shutting down)."""
+    for (pid, _), forgetter in list(_forgetters.items()):
+        if pid == os.getpid():
+            forgetter.flush()
 
 
 def older_than(client: Redis, age_s: float, limit: int = 1000) -> list[str]:

@@ -97,8 +97,9 @@ def _run_family(
             if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
                 sink.done(result["output"]["message"])
     except Retry:
+        # The retry is a message of its own, journaled under the same task id when it was published: the entry
+        # stays, now describing it.
         metrics.record_task(kind, "retry", time.monotonic() - started)
-        _finished(task)  # the retry is a message of its own, journaled when it is published
         raise
     except (RedisConnectionError, RedisTimeoutError) as exc:
         # Redis stayed down longer than stepper_recovery.redis_wait_s. Failing would lose the task: put it back
@@ -129,14 +130,10 @@ def _run_family(
 
 
 def _finished(task: FamilyTask) -> None:
-    """The task's message is done with: out of the in-flight journal (stepper.infra.inflight; Redis brokers only,
-    RabbitMQ confirms publishes instead)."""
-    if task.app.broker_kind != "redis":
-        return
-    try:
-        inflight.forget(task.app.state_client(), [task.request.id])
-    except (RedisConnectionError, RedisTimeoutError) as exc:  # its stored result lets the reconciliation drop it
-        logger.warning("could not take %s out of the in-flight journal (%s)", task.request.id, exc)
+    """The task's message is done with: out of the in-flight journal with the next batch (stepper.infra.inflight;
+    Redis brokers only, RabbitMQ confirms publishes instead)."""
+    if task.app.broker_kind == "redis":
+        inflight.forget_soon(task.app.state_client(), task.request.id)
 
 
 def _forget_redeliveries(task_id: str) -> None:

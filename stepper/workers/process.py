@@ -12,12 +12,13 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 from prometheus_client import multiprocess
 
 from stepper.errors import ConfigError
 from stepper.guards.admission import RedisGuardBackend
-from stepper.infra import logs, metrics, tracing
+from stepper.infra import inflight, logs, metrics, tracing
 from stepper.infra.connections import state_redis
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
@@ -56,6 +57,13 @@ def _warm_up(**_: Any) -> None:
     """Build this child's registry, guard, Redis client and tracer before its first task arrives."""
     current_executor()
     tracing.setup()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_journal(**_: Any) -> None:
+    """Finished tasks still held for the in-flight journal's next batch are forgotten before the process ends."""
+    inflight.flush_forgotten()
 
 
 @worker_process_shutdown.connect

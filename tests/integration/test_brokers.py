@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from stepper.settings import DeadLetterSettings
 from stepper.workers.rabbitmq_dead_letters import ERROR_TYPE
 from tests.integration.conftest import BROKERS, COUNTING_CHAINS, Fleet
 from tests.support.providers import POISON, calls, journal, journal_settings, run_order, tries
+from tests.support.waiting import wait_until
 from tests.support.workers import start_worker
 
 BACKLOG = 6
@@ -33,13 +33,6 @@ BACKLOG = 6
 
 def chat(text: str) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}]}
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module", params=BROKERS)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
 from stepper.errors import ChainExhausted
+from stepper.infra import inflight
 from stepper.infra.keys import breaker as breaker_namespace
 from tests.integration.conftest import Fleet
 from tests.support.providers import calls
+from tests.support.waiting import wait_until
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 
@@ -64,3 +67,31 @@ def test_transient_chain_failure_retries_through_the_broker(start_fleet: Callabl
     ]
     assert "503" in str(error)
     assert calls(fleet.redis, "failing") == 3 * 2
+
+
+def test_a_retry_stays_journaled_until_its_task_ends(start_fleet: Callable[..., Fleet]) -> None:
+    """A retry due within a second is published at once under the same task id and journaled: ending the first
+    run must not forget that entry. The final failure does, with the worker's next batch."""
+    fleet = start_fleet(
+        {
+            "stepper_chains": {"chat": ["failing:down-model"]},
+            "stepper_breaker": {"fail_max": 100, "reset_timeout_s": 300},
+            "stepper_retry": {
+                "attempts_per_provider": 1,
+                "backoff_base_s": 0.8,
+                "task_max_retries": 1,
+                "task_countdown_cap_s": 0.8,
+            },
+        },
+        name="retry-journal",
+    )
+    result = fleet.app.send_task("stepper.chat", kwargs=HELLO)
+    wait_until(lambda: calls(fleet.redis, "failing") == 1, "the first run's call")
+    watched_until = time.monotonic() + 0.4  # the retry runs 0.8 s after the first run failed
+    while time.monotonic() < watched_until:
+        assert inflight.message(fleet.redis, result.id) is not None, "the waiting retry left the journal"
+        time.sleep(0.01)
+    with pytest.raises(ChainExhausted):
+        result.get(timeout=30)
+    assert calls(fleet.redis, "failing") == 2
+    wait_until(lambda: inflight.message(fleet.redis, result.id) is None, "the finished task to leave the journal")

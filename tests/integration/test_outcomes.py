@@ -11,8 +11,9 @@ from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.ops.deadletters import DeadLetterStore, replay
 from stepper.settings import DeadLetterSettings
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
-from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver, wait_for
+from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver
 from tests.support.fake_http import FakeServer
+from tests.support.waiting import wait_until
 
 __all__ = ["receiver"]  # a fixture, used by name
 
@@ -39,7 +40,7 @@ def test_success_and_failure_are_called_back_signed(delivering_fleet: Fleet, rec
     bad = delivering_fleet.app.send_task("stepper.chat", kwargs={"messages": [], "callback_url": url})
     with pytest.raises(InvalidRequest):
         bad.get(timeout=30)
-    wait_for(lambda: len(receiver.requests) == 2, "two callbacks")
+    wait_until(lambda: len(receiver.requests) == 2, "two callbacks")
     bodies = {}
     for request in receiver.requests:
         assert_signed(request)
@@ -55,7 +56,7 @@ def test_a_final_failure_is_dead_lettered_and_replayable(delivering_fleet: Fleet
     failed = delivering_fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "x"}]})
     with pytest.raises(ChainExhausted):
         failed.get(timeout=30)
-    wait_for(lambda: any(entry.task_id == failed.id for entry in store.list()), "the dead letter")
+    wait_until(lambda: any(entry.task_id == failed.id for entry in store.list()), "the dead letter")
     (entry,) = [entry for entry in store.list() if entry.task_id == failed.id]
     assert entry.kind == "chat" and entry.error.type == "ChainExhausted"
     assert [attempt["outcome"] for attempt in entry.attempts] == ["retryable_error"]
@@ -66,4 +67,4 @@ def test_a_final_failure_is_dead_lettered_and_replayable(delivering_fleet: Fleet
         delivering_fleet.app.AsyncResult(new_id).get(timeout=30)
     replayed = store.get(entry.id)
     assert replayed is not None and [link.task_id for link in replayed.replays] == [new_id]
-    wait_for(lambda: any(other.task_id == new_id for other in store.list()), "the replay's own dead letter")
+    wait_until(lambda: any(other.task_id == new_id for other in store.list()), "the replay's own dead letter")

@@ -3,7 +3,6 @@ and a loopback receiver that checks every signature with :func:`stepper.outcomes
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from stepper.errors import ChainExhausted
 from stepper.outcomes.webhooks import outcome_payload, schedule_webhook, verify
 from tests.integration.conftest import Fleet
 from tests.support.fake_http import FakeServer, Fault, Reply, Request, running
+from tests.support.waiting import wait_until
 
 SECRET = "whsec-integration-5f1d2c9a8b7e"
 WEBHOOK_SETTINGS = {
@@ -41,21 +41,13 @@ def receiver() -> Iterator[FakeServer]:
     yield from running(fake)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def assert_signed(request: Request) -> None:
     assert verify(SECRET.encode(), request.headers["stepper-signature"], request.body)
 
 
 def wait_for_log(fleet: Fleet, text: str) -> str:
     """The first worker log line containing ``text``, once there is one."""
-    wait_for(lambda: text in fleet.worker.log(), f"{text!r} in the worker log")
+    wait_until(lambda: text in fleet.worker.log(), f"{text!r} in the worker log")
     return next(line for line in fleet.worker.log().splitlines() if text in line)
 
 
@@ -65,14 +57,14 @@ def send_outcome(fleet: Fleet, receiver: FakeServer, *faults: Fault, attempts: i
     attempts = len(faults) + 1 if attempts is None else attempts
     receiver.inject(*faults)
     schedule_webhook(f"{receiver.url}/hook", "task.succeeded", outcome_payload("t", "chat", result={}), app=fleet.app)
-    wait_for(lambda: len(receiver.requests) == attempts, f"{attempts} attempt(s)")
+    wait_until(lambda: len(receiver.requests) == attempts, f"{attempts} attempt(s)")
     return receiver.requests[0].headers["stepper-delivery"]
 
 
 def test_an_outcome_arrives_signed_with_the_exact_payload(fleet: Fleet, receiver: FakeServer) -> None:
     payload = outcome_payload("task-ok", "chat", result={"kind": "chat", "output": {"message": "héllo"}})
     schedule_webhook(f"{receiver.url}/hook", "task.succeeded", payload, app=fleet.app)
-    wait_for(lambda: len(receiver.requests) == 1, "the delivery")
+    wait_until(lambda: len(receiver.requests) == 1, "the delivery")
 
     (request,) = receiver.requests
     assert_signed(request)
@@ -87,7 +79,7 @@ def test_a_failing_receiver_gets_the_same_delivery_until_it_accepts(fleet: Fleet
     receiver.inject(Fault(status=500), Fault(status=500))
     payload = outcome_payload("task-failed", "ocr", error=ChainExhausted("every provider failed"))
     schedule_webhook(f"{receiver.url}/hook", "task.failed", payload, app=fleet.app)
-    wait_for(lambda: len(receiver.requests) == 3, "three attempts")
+    wait_until(lambda: len(receiver.requests) == 3, "three attempts")
 
     delivery_ids = {request.headers["stepper-delivery"] for request in receiver.requests}
     assert len(delivery_ids) == 1

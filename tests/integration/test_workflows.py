@@ -32,12 +32,13 @@ from stepper.workflows.api import WorkflowHandle, workflow
 from stepper.workflows.assemble import PAUSE_BETWEEN_STEPS_S
 from stepper.workflows.schemas import Guide, WorkflowStatus
 from tests.integration.conftest import GATEWAY_KEY, Fleet, producer_app
-from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver, wait_for
+from tests.integration.test_webhooks import SECRET, WEBHOOK_SETTINGS, assert_signed, receiver
 from tests.support.binaries import require_binary
 from tests.support.fake_http import FakeServer, running
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.screencasts import TOOLBAR_LABELS, encode_webm, toolbar_screencast
 from tests.support.vendors.writer import FakeGuideWriter
+from tests.support.waiting import wait_until
 from tests.support.workers import REPO_ROOT, write_config
 
 __all__ = ["receiver"]  # a fixture, used by name
@@ -143,7 +144,7 @@ def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
     assert all(stopped.pieces[f"narrate:{i}"].state == "pending" for i in range(3))
     pointer = _dead_letter_of(fleet, handle.id)
     assert pointer["piece"] == "write:1" and pointer["resume"] == f"stepper workflow resume {handle.id}"
-    wait_for(lambda: len(receiver.requests) == 1, "the failure's callback")
+    wait_until(lambda: len(receiver.requests) == 1, "the failure's callback")
 
     missing = sorted(p for p, s in stopped.pieces.items() if p.startswith(("write", "title")) and s.state != "done")
     asked_before = len(writer.requests)
@@ -157,7 +158,7 @@ def test_a_failed_step_waits_for_resume_which_calls_only_for_what_is_missing(
         True
     ] * 3
     assert handle.status().state == "SUCCESS"
-    wait_for(lambda: len(receiver.requests) == 2, "the success's callback")
+    wait_until(lambda: len(receiver.requests) == 2, "the success's callback")
     for request, event in zip(receiver.requests, ("workflow.failed", "workflow.succeeded"), strict=True):
         assert_signed(request)
         body = json.loads(request.body)
