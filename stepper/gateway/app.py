@@ -19,6 +19,7 @@ from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
 from stepper.gateway.state import Gateway
 from stepper.guards.spend import Budgets, RedisSpendLedger
 from stepper.infra.redaction import Redactor, configured_secrets
+from stepper.infra.stream_hub import StreamHub
 from stepper.settings import StepperSettings
 
 
@@ -57,6 +58,7 @@ def create_app(
         redactor=Redactor(configured_secrets()),
         metrics=metrics,
         budgets=Budgets(RedisSpendLedger(redis), settings),
+        streams=StreamHub(redis),
     )
     install_error_handlers(app)
     app.include_router(health.probes)

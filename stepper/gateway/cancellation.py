@@ -1,11 +1,13 @@
 """Cancellation at the gateway: a client that hangs up cancels its task, and a cancelled task ends its client's wait.
 
 Nobody reads an answer whose client left, so the fleet should not pay for it. A streamed answer is relayed by
-:class:`EventStream`: a blocking iterator of server-sent events stepped in worker threads. Starlette notices a
-hang-up by listening for ``http.disconnect`` (uvicorn speaks ASGI 2.3) and cancels the relay; the step the relay
-is blocked on (a Redis read of up to a second) is abandoned rather than awaited, the task is revoked at once, and
-the iterator stops at its next check of :meth:`Relay.check_client`. A plain answer is waited for in a worker
-thread while :func:`wait_watching` asks the server every ``WATCH_S`` whether the client is still there.
+:class:`EventStream`: server-sent events from an async iterator (a chat's, fed by the gateway's
+:class:`~stepper.infra.stream_hub.StreamHub`) or a blocking one stepped in worker threads. Starlette notices a
+hang-up by listening for ``http.disconnect`` (uvicorn speaks ASGI 2.3) and cancels the relay: an async one stops
+where it waits; a blocking step (a Redis read of up to a second) is abandoned rather than awaited and the
+iterator stops at its next check of :meth:`Relay.check_client`. Either way the task is revoked at once. A
+plain answer is waited for in a worker thread while :func:`wait_watching` asks the server every ``WATCH_S``
+whether the client is still there.
 
 A revoke goes through the app's control, which stepper records in Redis (:mod:`stepper.infra.revokes`): a task
 that has not started never runs, a running one stops within about a second. A cached answer has no task: its
@@ -18,7 +20,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -70,11 +72,18 @@ class Relay:
 
 
 class EventStream(StreamingResponse):
-    """``text/event-stream`` from ``events`` (blocking; each step runs in a worker thread). A client that hangs up
-    before ``relay.over`` makes ``on_hang_up`` run once, right away, however the server tells of the hang-up."""
+    """``text/event-stream`` from ``events``: an async iterator, or a blocking one whose steps run in worker
+    threads. A client that hangs up before ``relay.over`` makes ``on_hang_up`` run once, right away, however the
+    server tells of the hang-up."""
 
-    def __init__(self, events: Iterator[str], relay: Relay, on_hang_up: Callable[[], Awaitable[None]]) -> None:
-        self._relayed = _relay(events, relay, on_hang_up)
+    def __init__(
+        self,
+        events: Iterator[str] | AsyncIterator[str],
+        relay: Relay,
+        on_hang_up: Callable[[], Awaitable[None]],
+    ) -> None:
+        stepped = events if isinstance(events, AsyncIterator) else _in_threads(events)
+        self._relayed = _relay(stepped, relay, on_hang_up)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(self._relayed, media_type="text/event-stream", headers=headers)
 
@@ -88,10 +97,10 @@ class EventStream(StreamingResponse):
 
 
 async def _relay(
-    events: Iterator[str], relay: Relay, on_hang_up: Callable[[], Awaitable[None]]
+    events: AsyncIterator[str], relay: Relay, on_hang_up: Callable[[], Awaitable[None]]
 ) -> AsyncGenerator[str, None]:
     try:
-        while (event := await anyio.to_thread.run_sync(_next, events, abandon_on_cancel=True)) is not None:
+        async for event in events:
             yield event
     except (anyio.get_cancelled_exc_class(), GeneratorExit):
         if not relay.over:
@@ -99,6 +108,12 @@ async def _relay(
             with anyio.CancelScope(shield=True):
                 await on_hang_up()
         raise
+
+
+async def _in_threads(events: Iterator[str]) -> AsyncGenerator[str, None]:
+    """A blocking iterator stepped in worker threads; a step still blocked at a hang-up is abandoned."""
+    while (event := await anyio.to_thread.run_sync(_next, events, abandon_on_cancel=True)) is not None:
+        yield event
 
 
 def _next(events: Iterator[str]) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -47,7 +47,7 @@ from stepper.gateway.cancellation import (
 )
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
-from stepper.infra.streams import StreamEvent, answer_events, read_stream
+from stepper.infra.streams import StreamEvent, answer_events
 from stepper.producer import outcome_events, submit
 
 router = APIRouter(tags=["openai"])
@@ -306,7 +306,7 @@ def _usage(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stream(
+async def _stream(
     state: Gateway,
     result: AsyncResult | EagerResult,
     relay: Relay,
@@ -315,10 +315,10 @@ def _stream(
     created: int,
     model: str,
     include_usage: bool,
-) -> Iterator[str]:
-    """Server-sent events; runs in worker threads (each step may block on Redis for up to a second). Sets
-    ``relay.over`` once the task's outcome is known, and stops within a second of silence once the client is gone.
-    """
+) -> AsyncIterator[str]:
+    """Server-sent events, the task's stream followed by the gateway's hub. Sets ``relay.over`` once the task's
+    outcome is known, and stops within a second of silence once the client is gone (or at once, when Starlette
+    cancels the relay)."""
 
     def chunk(
         delta: dict[str, Any],
@@ -345,15 +345,15 @@ def _stream(
         }
         return f"data: {json.dumps(body)}\n\n"
 
-    def ended() -> list[StreamEvent]:
+    async def ended() -> list[StreamEvent]:
         relay.check_client()
-        return _outcome(state, result.id)
+        return await run_in_threadpool(_outcome, state, result.id)
 
     yield chunk({"role": "assistant", "content": ""})
     if not isinstance(result, EagerResult):  # a cached answer has no stream: it is sent whole below
         sent_text = False
         try:
-            for event in read_stream(state.redis, result.id, state.settings.gateway.chat_timeout_s, ended=ended):
+            async for event in state.streams.events(result.id, state.settings.gateway.chat_timeout_s, ended):
                 if (delta := _delta(event)) is not None:
                     sent_text = True
                     yield chunk(delta)
@@ -369,7 +369,7 @@ def _stream(
             yield error("no answer within the gateway's chat timeout", "timeout")
             return
     try:
-        value = _wait(state, result)
+        value = await run_in_threadpool(_wait, state, result)
     except ApiError as exc:
         yield error(str(exc.detail), exc.code)
         return

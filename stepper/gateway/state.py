@@ -21,6 +21,7 @@ from stepper.gateway.errors import ApiError
 from stepper.gateway.metrics import GatewayMetrics
 from stepper.guards.spend import GATEWAY_KEY_HEADER, Budgets, lines_of
 from stepper.infra.redaction import Redactor
+from stepper.infra.stream_hub import StreamHub
 from stepper.settings import StepperSettings
 
 log = logging.getLogger("stepper.gateway")
@@ -36,6 +37,8 @@ class Gateway:
     redactor: Redactor
     metrics: GatewayMetrics
     budgets: Budgets
+    #: Follows the task streams this gateway relays, for all of them over one Redis connection.
+    streams: StreamHub
 
 
 def gateway(request: Request) -> Gateway:

@@ -1,0 +1,194 @@
+"""Relaying many task streams to asyncio readers with one Redis connection: the gateway's side of streaming.
+
+A reader that blocks on ``XREAD`` for its own stream holds a thread and a Redis connection for as long as the
+answer takes, so a gateway relaying a thousand streamed chats would need a thousand of each (and Starlette's
+thread pool has forty). :class:`StreamHub` instead runs one thread that reads every stream its readers follow
+with one blocking ``XREAD`` over all their keys, and hands each entry to its reader's asyncio queue. A new reader
+wakes the blocked read by appending to the hub's own wake stream, which that read always includes, so its first
+event is not held back by a read that started before it came. A reader's events are those of
+:func:`stepper.infra.streams.read_stream`, and end the same ways.
+
+Redis: ``XREAD BLOCK`` takes any number of keys (https://redis.io/docs/latest/commands/xread/); each call
+returns what any of them holds, at most ``COUNT`` entries per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from stepper.infra import keys
+from stepper.infra.connections import as_text
+from stepper.infra.streams import FINAL_EVENTS, EventType, StreamEvent
+
+log = logging.getLogger(__name__)
+#: An ``XREAD``'s streams: key -> the last entry id read.
+_Streams = dict[bytes | str | memoryview, int | bytes | str | memoryview]
+
+#: Entries read per stream per read, and how long one read blocks when nothing comes (milliseconds).
+COUNT = 100
+BLOCK_MS = 1000
+#: Seconds the hub waits before reading again after a Redis error (its readers get the error meanwhile).
+ERROR_PAUSE_S = 0.5
+#: The wake stream keeps one entry and lives an hour past its last wake.
+WAKE_TTL_S = 3600
+
+
+@dataclass
+class _Reader:
+    """One stream followed for one asyncio reader: where it has read up to, and its queue of event batches (or
+    the Redis error that stopped the hub's read)."""
+
+    loop: asyncio.AbstractEventLoop
+    last_id: bytes | str = "0-0"
+    queue: asyncio.Queue[list[StreamEvent] | RedisError] = field(default_factory=asyncio.Queue)
+
+    def deliver(self, item: list[StreamEvent] | RedisError) -> None:
+        with contextlib.suppress(RuntimeError):  # its event loop closed: the reader is gone
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class StreamHub:
+    """Follows task streams for asyncio readers of one process, over one connection of ``client``."""
+
+    def __init__(self, client: Redis, block_ms: int = BLOCK_MS) -> None:
+        self._client = client
+        self._block_ms = block_ms
+        self._wake_key = f"{keys.namespace()}:stream-hub:{uuid.uuid4().hex}"
+        self._wake_seen: bytes | str = "0-0"
+        self._lock = threading.Lock()
+        self._followed = threading.Condition(self._lock)
+        self._readers: dict[bytes, _Reader] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def events(
+        self, task_id: str, timeout_s: float, ended: Callable[[], Awaitable[list[StreamEvent]]]
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield a task's events from the start until ``done``, ``error`` or ``cancelled`` (yielded too).
+
+        ``ended`` is awaited after each ``BLOCK_MS`` of silence; it returns the events that end a task which
+        finished without writing its stream (``[]`` while it has not). Raises ``TimeoutError`` after
+        ``timeout_s``, and the ``RedisError`` that stopped the hub's read.
+        """
+        key = keys.stream(task_id).encode()
+        reader = _Reader(asyncio.get_running_loop())
+        self._follow(key, reader)
+        try:
+            await asyncio.to_thread(self._wake)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    item = await asyncio.wait_for(reader.queue.get(), self._block_ms / 1000)
+                except TimeoutError:
+                    if events := await ended():
+                        # The task is over; a last read catches events written between the silence and that answer.
+                        events = await asyncio.to_thread(self._read_after, key, reader) or events
+                        for event in events:
+                            yield event
+                        return
+                    continue
+                if isinstance(item, RedisError):
+                    raise item
+                for event in item:
+                    yield event
+                    if event.type in FINAL_EVENTS:
+                        return
+            raise TimeoutError(f"no end of stream for task {task_id} within {timeout_s:g}s")
+        finally:
+            self._unfollow(key)
+
+    def close(self) -> None:
+        """Stop the hub's thread (its read under way returns at once) and give back its connection."""
+        with self._lock:
+            self._closed = True
+            self._followed.notify()
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            with contextlib.suppress(RedisError):  # else the read fails or times out by itself
+                self._wake()
+            thread.join(timeout=self._block_ms / 1000 + 1)
+
+    def _follow(self, key: bytes, reader: _Reader) -> None:
+        with self._lock:
+            self._readers[key] = reader
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stepper-stream-hub", daemon=True)
+                self._thread.start()
+            self._followed.notify()
+
+    def _unfollow(self, key: bytes) -> None:
+        with self._lock:
+            self._readers.pop(key, None)
+
+    def _wake(self) -> None:
+        """Make the read under way return now, so that the next one includes the newest reader."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(self._wake_key, {"wake": "1"}, maxlen=1, approximate=False)
+        pipe.expire(self._wake_key, WAKE_TTL_S)
+        pipe.execute()
+
+    def _read_after(self, key: bytes, reader: _Reader) -> list[StreamEvent]:
+        """What the stream holds after what ``reader`` got, read at once."""
+        answer: Any = self._client.xread({key: reader.last_id}, count=COUNT)
+        return [_event(fields) for _stream, entries in answer or () for _entry_id, fields in entries]
+
+    def _run(self) -> None:
+        connection: Redis | None = None  # one pooled connection, kept for the blocking reads
+        try:
+            while (streams := self._next_read()) is not None:
+                try:
+                    if connection is None:
+                        connection = self._client.client()  # type: ignore[no-untyped-call]
+                    answer: Any = connection.xread(streams, count=COUNT, block=self._block_ms)
+                except RedisError as exc:
+                    self._failed(len(streams) - 1, exc)
+                    continue
+                self._dispatch(answer or [])
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _next_read(self) -> _Streams | None:
+        """What to read next (the wake stream and every stream followed, from where each got to); None once
+        closed. Waits while no stream is followed."""
+        with self._lock:
+            while not self._readers and not self._closed:
+                self._followed.wait()
+            if self._closed:
+                return None
+            streams: _Streams = {self._wake_key: self._wake_seen}
+            streams.update({key: reader.last_id for key, reader in self._readers.items()})
+            return streams
+
+    def _failed(self, followed: int, exc: RedisError) -> None:
+        log.warning("reading %d stream(s) failed (%s); trying again", followed, exc)
+        with self._lock:
+            for reader in self._readers.values():
+                reader.deliver(exc)
+        time.sleep(ERROR_PAUSE_S)
+
+    def _dispatch(self, answer: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]) -> None:
+        with self._lock:
+            for key, entries in answer:
+                if not entries:
+                    continue
+                if as_text(key) == self._wake_key:
+                    self._wake_seen = entries[-1][0]
+                elif (reader := self._readers.get(key)) is not None:
+                    reader.last_id = entries[-1][0]
+                    reader.deliver([_event(fields) for _entry_id, fields in entries])
+
+
+def _event(fields: dict[bytes, bytes]) -> StreamEvent:
+    return StreamEvent(cast(EventType, as_text(fields[b"type"])), as_text(fields[b"text"]))

@@ -1,0 +1,117 @@
+"""Many task streams followed over one Redis connection, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from stepper.infra.stream_hub import StreamHub
+from stepper.infra.streams import RedisStreamSink, StreamEvent
+
+ANSWER = {"role": "assistant", "content": "Hello, world"}
+#: Longer than any test waits: a read that blocked this long would show as a test timing out.
+LONG_BLOCK_MS = 120_000
+
+
+@pytest.fixture
+def hub(redis_client: redis.Redis) -> Iterator[StreamHub]:
+    followed = StreamHub(redis_client, block_ms=LONG_BLOCK_MS)
+    yield followed
+    followed.close()
+
+
+async def not_ended() -> list[StreamEvent]:
+    return []
+
+
+async def follow(hub: StreamHub, task_id: str, timeout_s: float = 30) -> list[StreamEvent]:
+    return [event async for event in hub.events(task_id, timeout_s, not_ended)]
+
+
+def answer(client: redis.Redis, task_id: str, pieces: list[str]) -> None:
+    sink = RedisStreamSink(client, task_id, batch_window_s=0)
+    for piece in pieces:
+        sink.delta(piece)
+    sink.done(ANSWER)
+
+
+def test_each_reader_gets_its_own_events_in_order(hub: StreamHub, redis_client: redis.Redis) -> None:
+
+    async def scenario() -> list[list[StreamEvent]]:
+        readers = [asyncio.create_task(follow(hub, f"t-{index}")) for index in range(3)]
+        await asyncio.sleep(0.05)  # the hub is blocked reading the three empty streams
+        for index in (2, 0, 1):
+            await asyncio.to_thread(answer, redis_client, f"t-{index}", [f"{index}a", f"{index}b"])
+        return await asyncio.wait_for(asyncio.gather(*readers), 30)
+
+    got = asyncio.run(scenario())
+    assert got == [
+        [StreamEvent("delta", f"{index}a"), StreamEvent("delta", f"{index}b"), StreamEvent("done", "")]
+        for index in range(3)
+    ]
+
+
+def test_a_new_reader_does_not_wait_for_the_read_under_way(hub: StreamHub, redis_client: redis.Redis) -> None:
+    """The hub is blocked on a silent stream when a second reader comes for a finished one: it is woken."""
+    answer(redis_client, "finished", ["all"])
+
+    async def scenario() -> list[StreamEvent]:
+        silent = asyncio.create_task(follow(hub, "silent"))
+        await asyncio.sleep(0.05)
+        try:
+            return await asyncio.wait_for(follow(hub, "finished"), 30)
+        finally:
+            silent.cancel()
+
+    assert asyncio.run(scenario()) == [StreamEvent("delta", "all"), StreamEvent("done", "")]
+
+
+def test_a_task_that_ended_without_writing_ends_its_stream(redis_client: redis.Redis) -> None:
+    hub = StreamHub(redis_client, block_ms=50)
+    asked = threading.Event()
+
+    async def ended() -> list[StreamEvent]:
+        asked.set()
+        return [StreamEvent("cancelled", "revoked before it ran")]
+
+    async def scenario() -> list[StreamEvent]:
+        return [event async for event in hub.events("never-written", 30, ended)]
+
+    try:
+        assert asyncio.run(scenario()) == [StreamEvent("cancelled", "revoked before it ran")]
+    finally:
+        hub.close()
+    assert asked.is_set()
+
+
+def test_hundreds_of_readers_share_one_blocking_read(hub: StreamHub, redis_client: redis.Redis) -> None:
+    readers = 300
+
+    def reading() -> int:
+        return sum(client["cmd"] == "xread" for client in redis_client.client_list())
+
+    others = reading()  # blocked reads of other tests' processes on this shared server
+
+    async def scenario() -> tuple[list[list[StreamEvent]], int]:
+        followed = [asyncio.create_task(follow(hub, f"many-{index}")) for index in range(readers)]
+        await asyncio.sleep(0.3)
+        blocked = reading()
+        for index in range(readers):
+            answer(redis_client, f"many-{index}", [str(index)])
+        return await asyncio.wait_for(asyncio.gather(*followed), 60), blocked
+
+    got, blocked = asyncio.run(scenario())
+    assert got == [[StreamEvent("delta", str(index)), StreamEvent("done", "")] for index in range(readers)]
+    assert blocked - others == 1
+
+
+def test_a_redis_error_reaches_the_reader() -> None:
+    hub = StreamHub(redis.Redis(port=1, socket_connect_timeout=0.2), block_ms=LONG_BLOCK_MS)
+    with pytest.raises(RedisConnectionError):
+        asyncio.run(follow(hub, "unreachable"))
+    hub.close()
