@@ -21,12 +21,25 @@ from bench import (
     overhead,
     publish,
     stream_latency,
+    stream_scale,
 )
 from bench.harness import private_redis
 
 RESULTS = Path("bench-results.json")
 #: Each module's ``run(redis)`` returns its results by name, in the shape of ``bench.harness.compare``.
-BENCHMARKS = (ocr, ocr_quality, overhead, io_fleet, concurrency, stream_latency, publish, cache_hit, memory, brokers)
+BENCHMARKS = (
+    ocr,
+    ocr_quality,
+    overhead,
+    io_fleet,
+    concurrency,
+    stream_latency,
+    stream_scale,
+    publish,
+    cache_hit,
+    memory,
+    brokers,
+)
 
 
 def main() -> int:

@@ -74,9 +74,10 @@ def chat_request(label: str, index: int) -> dict[str, Any]:
 
 
 @contextmanager
-def fake_provider(latency_s: float) -> Iterator[str]:
-    """Start bench.fake_openai in its own process; yield its ``/v1`` base URL."""
-    command = [sys.executable, "-m", "bench.fake_openai", "--latency", str(latency_s)]
+def fake_provider(latency_s: float, *options: str) -> Iterator[str]:
+    """Start bench.fake_openai in its own process (``options``: more of its arguments); yield its ``/v1`` base
+    URL."""
+    command = [sys.executable, "-m", "bench.fake_openai", "--latency", str(latency_s), *options]
     # Our own interpreter and arguments; nothing from outside reaches the command line.
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
     try:

@@ -41,10 +41,11 @@ MODEL = bare_io_app.MODEL
 KEY_ENVIRONMENT = {KEY_ENV: API_KEY}
 
 
-def settings(vendor: FakeOpenAICompatible) -> dict[str, Any]:
-    """The I/O fleet's live settings (one provider, the vendor, limits that never wait), and the gateway's key."""
+def settings(base_url: str) -> dict[str, Any]:
+    """The I/O fleet's live settings (one provider, the vendor at ``base_url``, limits that never wait), and the
+    gateway's key."""
     gateway = {"key_hashes": [key_digest(KEY)], "rpm": 1_000_000, "tpm": 1_000_000_000}
-    return {**stepper_settings(vendor.base_url), "stepper_gateway": gateway}
+    return {**stepper_settings(base_url), "stepper_gateway": gateway}
 
 
 def first_token_s(url: str, headers: dict[str, str], index: int) -> float:
@@ -67,7 +68,7 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     vendor = FakeOpenAICompatible("vllm")
     vendor.first_byte_delay_s = FIRST_BYTE_S
     vendor.chunks = CHUNKS
-    config = settings(vendor)
+    config = settings(vendor.base_url)
     samples: dict[str, list[float]] = {"direct": [], "gateway": []}
     with (
         serving(vendor),

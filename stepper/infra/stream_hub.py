@@ -50,7 +50,10 @@ class _Reader:
     the Redis error that stopped the hub's read)."""
 
     loop: asyncio.AbstractEventLoop
+    #: The last entry id the hub read for this reader (what it delivered goes up to it).
     last_id: bytes | str = "0-0"
+    #: Whether any event went out to the reader's caller.
+    yielded: bool = False
     queue: asyncio.Queue[list[StreamEvent] | RedisError] = field(default_factory=asyncio.Queue)
 
     def deliver(self, item: list[StreamEvent] | RedisError) -> None:
@@ -92,21 +95,33 @@ class StreamHub:
                     item = await asyncio.wait_for(reader.queue.get(), self._block_ms / 1000)
                 except TimeoutError:
                     if events := await ended():
-                        # The task is over; a last read catches events written between the silence and that answer.
-                        events = await asyncio.to_thread(self._read_after, key, reader) or events
-                        for event in events:
+                        for event in await self._last_events(key, reader, events):
                             yield event
                         return
                     continue
-                if isinstance(item, RedisError):
-                    raise item
-                for event in item:
+                for event in _events_of(item):
+                    reader.yielded = True
                     yield event
                     if event.type in FINAL_EVENTS:
                         return
             raise TimeoutError(f"no end of stream for task {task_id} within {timeout_s:g}s")
         finally:
             self._unfollow(key)
+
+    async def _last_events(self, key: bytes, reader: _Reader, ending: list[StreamEvent]) -> list[StreamEvent]:
+        """The events left to yield once ``ended`` said the task is over with ``ending``: what reached the queue
+        meanwhile and what the stream holds beyond it, else ``ending`` (only its final event when part of the
+        stream was yielded already, so that no text comes twice)."""
+        self._unfollow(key)
+        await asyncio.sleep(0)  # deliveries scheduled before the unfollow reach the queue
+        left: list[StreamEvent] = []
+        while not reader.queue.empty():
+            left.extend(_events_of(reader.queue.get_nowait()))
+        left.extend(await asyncio.to_thread(self._read_after, key, reader))
+        if not left:
+            left = [event for event in ending if event.type in FINAL_EVENTS] if reader.yielded else ending
+        final = next((index for index, event in enumerate(left) if event.type in FINAL_EVENTS), len(left) - 1)
+        return left[: final + 1]
 
     def close(self) -> None:
         """Stop the hub's thread (its read under way returns at once) and give back its connection."""
@@ -188,6 +203,13 @@ class StreamHub:
                 elif (reader := self._readers.get(key)) is not None:
                     reader.last_id = entries[-1][0]
                     reader.deliver([_event(fields) for _entry_id, fields in entries])
+
+
+def _events_of(item: list[StreamEvent] | RedisError) -> list[StreamEvent]:
+    """A delivered batch of events; raises the Redis error delivered instead."""
+    if isinstance(item, RedisError):
+        raise item
+    return item
 
 
 def _event(fields: dict[bytes, bytes]) -> StreamEvent:

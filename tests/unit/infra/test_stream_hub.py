@@ -115,3 +115,28 @@ def test_a_redis_error_reaches_the_reader() -> None:
     with pytest.raises(RedisConnectionError):
         asyncio.run(follow(hub, "unreachable"))
     hub.close()
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_text_written_while_ended_is_asked_comes_once(redis_client: redis.Redis, attempt: int) -> None:
+    """The stream's end arrives while the reader asks ``ended`` after a silence: the rest of the stream is
+    yielded, not the whole answer again on top of what was yielded."""
+    task_id = f"late-{attempt}"
+    sink = RedisStreamSink(redis_client, task_id, batch_window_s=0)
+    sink.delta("Hello, ")
+    hub = StreamHub(redis_client, block_ms=100)
+
+    async def ended() -> list[StreamEvent]:
+        await asyncio.to_thread(sink.delta, "world")
+        await asyncio.to_thread(sink.done, ANSWER)
+        await asyncio.sleep(0.01 * attempt)  # let the hub's read deliver them, or not
+        return [StreamEvent("delta", "Hello, world"), StreamEvent("done", "")]
+
+    async def scenario() -> list[StreamEvent]:
+        return [event async for event in hub.events(task_id, 30, ended)]
+
+    try:
+        got = asyncio.run(scenario())
+    finally:
+        hub.close()
+    assert got == [StreamEvent("delta", "Hello, "), StreamEvent("delta", "world"), StreamEvent("done", "")]

@@ -1,0 +1,169 @@
+"""A thousand streamed chats at once through the gateway and one worker, against the vendor asked directly.
+
+The vendor is bench/fake_openai.py in a process of its own: each streamed answer's first token after
+``FIRST_TOKEN_S``, then ``CHUNKS`` deltas ``CHUNK_INTERVAL_S`` apart, as OpenAI streams them. The baseline opens
+``STREAMS`` streams to it at once, as clients of the vendor would; the candidate opens as many to stepper's
+gateway (``POST /v1/chat/completions``, ``stream: true``), which submits each to one worker (threads pool,
+concurrency ``STREAMS``) and relays the task streams. Both clients are ``httpx`` in this process, one asyncio
+loop, reading every event.
+
+Reported: time to the first content chunk (p50 and p95) on both sides and what stepper adds, the streams that
+failed or lost text (target: none), and the Redis stream writes per vendor delta (the worker batches deltas: well
+under one write per token), with the worker's and the gateway's peak RSS. ``BENCH_STREAMS`` sets the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import bare_io_app
+from bench.concurrency import cpu_seconds
+from bench.fake_openai import API_KEY
+from bench.harness import Figure, compare, fleet, percentile, progress, redis_url
+from bench.io_fleet import fake_provider
+from bench.memory import memory_mb
+from bench.stream_latency import KEY, KEY_ENVIRONMENT, settings
+from tests.support.gateway import running_gateway
+from tests.support.redis_server import RedisServer
+
+STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+FIRST_TOKEN_S = 1.0
+CHUNKS = 20
+CHUNK_INTERVAL_S = 0.01
+#: Every content delta the fake sends, joined: what each stream must deliver whole.
+ANSWER = "".join(f"token{index} " for index in range(CHUNKS))
+DATABASE = 11
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """One streamed chat as its client saw it: seconds to the first content, the text, or the error."""
+
+    first_token_s: float | None
+    text: str
+    error: str | None = None
+    #: Seconds to the stream's first event (the gateway sends the role chunk once the task is submitted).
+    opened_s: float | None = None
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, headers: dict[str, str], index: int) -> Streamed:
+    body = {"model": bare_io_app.MODEL, "stream": True, "messages": [{"role": "user", "content": f"scale #{index}"}]}
+    started = time.perf_counter()
+    first: float | None = None
+    opened: float | None = None
+    pieces: list[str] = []
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code != 200:
+                return Streamed(None, "", f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                opened = opened if opened is not None else time.perf_counter() - started
+                event = json.loads(line[6:])
+                if "error" in event:
+                    return Streamed(first, "".join(pieces), f"error event: {event['error'].get('message')}")
+                content = ((event.get("choices") or [{}])[0].get("delta") or {}).get("content")
+                if content:
+                    first = first if first is not None else time.perf_counter() - started
+                    pieces.append(content)
+    except httpx.HTTPError as exc:
+        return Streamed(first, "".join(pieces), f"{type(exc).__name__}: {exc}")
+    return Streamed(first, "".join(pieces), opened_s=opened)
+
+
+async def wave(url: str, headers: dict[str, str]) -> list[Streamed]:
+    """``STREAMS`` streamed chats opened at once."""
+    limits = httpx.Limits(max_connections=STREAMS + 16, max_keepalive_connections=STREAMS + 16)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as client:
+        return list(await asyncio.gather(*(stream_one(client, url, headers, index) for index in range(STREAMS))))
+
+
+def stream_writes(redis: RedisServer) -> int:
+    """XADD calls the server has run so far (every stepper stream write is one)."""
+    stats = redis.client().info("commandstats").get("cmdstat_xadd", {})
+    return int(stats.get("calls", 0))
+
+
+def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
+    progress(f"stream_scale: {STREAMS} streamed chats at once, direct then via the gateway and one worker")
+    fake_options = ("--chunks", str(CHUNKS), "--chunk-interval", str(CHUNK_INTERVAL_S))
+    with fake_provider(FIRST_TOKEN_S, *fake_options) as base_url:
+        config = settings(base_url)
+        with (
+            fleet(
+                redis,
+                DATABASE,
+                config,
+                name="bench-stream-scale",
+                env=KEY_ENVIRONMENT,
+                pool="threads",
+                concurrency=STREAMS,
+                queues=["chat"],
+            ) as (_, worker),
+            tempfile.TemporaryDirectory() as directory,
+            running_gateway(redis_url(redis, DATABASE), Path(directory), config, env=KEY_ENVIRONMENT) as gateway,
+        ):
+            direct = asyncio.run(wave(f"{base_url}/chat/completions", {"Authorization": f"Bearer {API_KEY}"}))
+            progress(f"stream_scale: direct done; now {STREAMS} via the gateway")
+            writes_before = stream_writes(redis)
+            processes = {"worker": worker.process.pid, "gateway": gateway.process.pid}
+            if redis.process is not None:
+                processes["redis"] = redis.process.pid
+            cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            started = time.monotonic()
+            relayed = asyncio.run(wave(f"{gateway.url}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"}))
+            elapsed_s = time.monotonic() - started
+            writes = stream_writes(redis) - writes_before
+            cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / STREAMS for name, pid in processes.items()}
+            worker_mb = memory_mb(worker.process.pid, "VmHWM")
+            gateway_mb = memory_mb(gateway.process.pid, "VmHWM")
+    failed = [streamed for streamed in relayed if streamed.error is not None or streamed.text != ANSWER]
+    failed_direct = [streamed for streamed in direct if streamed.error is not None or streamed.text != ANSWER]
+    via_ms = _first_tokens_ms(relayed)
+    direct_ms = _first_tokens_ms(direct)
+    added_ms = percentile(via_ms, 0.5) - percentile(direct_ms, 0.5)
+    writes_per_delta = writes / (STREAMS * CHUNKS)
+    errors = sorted({streamed.error or "text lost" for streamed in failed})[:3]
+    return {
+        "stream_scale.first_token": compare(
+            Figure(f"first token, {STREAMS} streams at once via the gateway (p50)", percentile(via_ms, 0.5), "ms"),
+            Figure(f"first token, {STREAMS} streams at once direct (p50)", percentile(direct_ms, 0.5), "ms"),
+            f"every stream whole: {len(failed)} of {STREAMS} failed or lost text ({len(failed_direct)} direct); "
+            f"stepper adds {added_ms:.0f} ms at p50",
+            not failed,
+            added_ms=round(added_ms, 1),
+            opened_p50_ms=round(
+                percentile([s.opened_s * 1000 for s in relayed if s.opened_s is not None] or [0.0], 0.5), 1
+            ),
+            p95_ms={"gateway": round(percentile(via_ms, 0.95), 1), "direct": round(percentile(direct_ms, 0.95), 1)},
+            failed=len(failed),
+            errors=errors,
+            streams_per_s=round(STREAMS / elapsed_s, 1),
+            cpu_ms_per_stream={name: round(value, 2) for name, value in cpu_ms.items()},
+            peak_rss_mb={"worker": round(worker_mb, 1), "gateway": round(gateway_mb, 1)},
+        ),
+        "stream_scale.writes": compare(
+            Figure("Redis stream writes per vendor delta (batched)", writes_per_delta, "writes"),
+            Figure("one write per delta", 1.0, "writes"),
+            f"< 0.5 writes per delta ({writes} XADD for {STREAMS * CHUNKS} deltas)",
+            writes_per_delta < 0.5,
+        ),
+    }
+
+
+def _first_tokens_ms(streams: list[Streamed]) -> list[float]:
+    return [streamed.first_token_s * 1000 for streamed in streams if streamed.first_token_s is not None] or [0.0]
+
+
+def _opened_ms(streams: list[Streamed]) -> list[float]:
+    return [streamed.opened_s * 1000 for streamed in streams if streamed.opened_s is not None] or [0.0]
