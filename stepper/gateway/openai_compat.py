@@ -317,8 +317,7 @@ async def _stream(
     include_usage: bool,
 ) -> AsyncIterator[str]:
     """Server-sent events, the task's stream followed by the gateway's hub. Sets ``relay.over`` once the task's
-    outcome is known, and stops within a second of silence once the client is gone (or at once, when Starlette
-    cancels the relay)."""
+    outcome is known; stops where it waits when Starlette cancels the relay (the client hung up)."""
 
     def chunk(
         delta: dict[str, Any],

@@ -41,7 +41,9 @@ class Gateway:
     streams: StreamHub
 
 
-def gateway(request: Request) -> Gateway:
+# The dependencies that never block are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hop (and one of forty threads) per request for what takes microseconds.
+async def gateway(request: Request) -> Gateway:
     state: Gateway = request.app.state.gateway
     return state
 
@@ -49,7 +51,7 @@ def gateway(request: Request) -> Gateway:
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key from `stepper gateway new-key`>")
 
 
-def caller(
+async def caller(
     request: Request,
     state: Annotated[Gateway, Depends(gateway)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],

@@ -38,6 +38,10 @@ _Streams = dict[bytes | str | memoryview, int | bytes | str | memoryview]
 #: Entries read per stream per read, and how long one read blocks when nothing comes (milliseconds).
 COUNT = 100
 BLOCK_MS = 1000
+#: The longest silence between two questions to ``ended``, in ``BLOCK_MS``.
+MAX_SILENCE_CHECKS = 4
+#: The longest the hub waits between two reads that found entries (it waits what the last read cost it in CPU).
+MAX_PAUSE_S = 0.005
 #: Seconds the hub waits before reading again after a Redis error (its readers get the error meanwhile).
 ERROR_PAUSE_S = 0.5
 #: The wake stream keeps one entry and lives an hour past its last wake.
@@ -80,8 +84,10 @@ class StreamHub:
     ) -> AsyncIterator[StreamEvent]:
         """Yield a task's events from the start until ``done``, ``error`` or ``cancelled`` (yielded too).
 
-        ``ended`` is awaited after each ``BLOCK_MS`` of silence; it returns the events that end a task which
-        finished without writing its stream (``[]`` while it has not). Raises ``TimeoutError`` after
+        ``ended`` is awaited after ``BLOCK_MS`` of silence, then after twice as long while the silence lasts
+        (up to ``MAX_SILENCE_CHECKS`` times ``BLOCK_MS``: a thousand streams waiting for their first token
+        must not ask a thousand times a second); it returns the events that end a task which finished without
+        writing its stream (``[]`` while it has not). Raises ``TimeoutError`` after
         ``timeout_s``, and the ``RedisError`` that stopped the hub's read.
         """
         key = keys.stream(task_id).encode()
@@ -90,15 +96,18 @@ class StreamHub:
         try:
             await asyncio.to_thread(self._wake)
             deadline = time.monotonic() + timeout_s
+            silence_s = self._block_ms / 1000
             while time.monotonic() < deadline:
                 try:
-                    item = await asyncio.wait_for(reader.queue.get(), self._block_ms / 1000)
+                    item = await asyncio.wait_for(reader.queue.get(), min(silence_s, deadline - time.monotonic()))
                 except TimeoutError:
                     if events := await ended():
                         for event in await self._last_events(key, reader, events):
                             yield event
                         return
+                    silence_s = min(silence_s * 2, MAX_SILENCE_CHECKS * self._block_ms / 1000)
                     continue
+                silence_s = self._block_ms / 1000
                 for event in _events_of(item):
                     reader.yielded = True
                     yield event
@@ -165,11 +174,15 @@ class StreamHub:
                 try:
                     if connection is None:
                         connection = self._client.client()  # type: ignore[no-untyped-call]
+                    started_cpu_s = time.thread_time()
                     answer: Any = connection.xread(streams, count=COUNT, block=self._block_ms)
                 except RedisError as exc:
                     self._failed(len(streams) - 1, exc)
                     continue
                 self._dispatch(answer or [])
+                # A read's cost grows with the streams followed: spacing reads by what the last one cost keeps the
+                # hub under half a core and lets each read bring more (a few streams: microseconds).
+                time.sleep(min(MAX_PAUSE_S, time.thread_time() - started_cpu_s))
         finally:
             if connection is not None:
                 connection.close()
