@@ -27,15 +27,16 @@ from stepper.workers import pools
 @worker_init.connect
 def _prepare_worker(sender: Any = None, **_: Any) -> None:
     """Before the pool starts: one HTTP and one broker connection per concurrent task, so a threads or gevent
-    pool never waits for a pooled one nor fails to acknowledge (:mod:`stepper.workers.pools`); and tesseract
-    single-threaded, because the pool already keeps every core busy and OpenMP threads in each process would
-    only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
+    pool never waits for a pooled one nor fails to acknowledge, and a gevent consumer refills its pool promptly
+    (:mod:`stepper.workers.pools`); and tesseract single-threaded, because the pool already keeps every core
+    busy and OpenMP threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
     if isinstance(concurrency, int) and concurrency > 0:
         pools.size_for_concurrency(sender.app.conf, concurrency)
     pools.poll_without_fd_limit()
+    pools.refill_promptly_when_full()
     _check_guards()
     tracing.setup()
     if port := os.environ.get("STEPPER_METRICS_PORT"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from stepper.infra import connections
 from stepper.providers import transport
@@ -91,3 +93,26 @@ def test_gevent_workers_poll_sockets_above_fd_1023(mode: str, expected: str) -> 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(expected), done.stdout
+
+
+def test_a_full_gevent_pool_waits_briefly_for_its_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu waits as long as the consumer loop allows (2 s) while the pool is full, a finished task's slot empty
+    meanwhile; a gevent worker's waits at most ``FULL_POOL_WAIT_S`` then, and as long as asked otherwise."""
+    asked: list[float | None] = []
+    monkeypatch.setattr(
+        kombu_redis.MultiChannelPoller, "get", lambda _poller, _callback, timeout=None: asked.append(timeout)
+    )
+    monkeypatch.setattr(pools, "detect_environment", lambda: "gevent")
+    pools.refill_promptly_when_full()
+    full = SimpleNamespace(active_queues=["chat"], qos=SimpleNamespace(can_consume=lambda: False))
+    room = SimpleNamespace(active_queues=["chat"], qos=SimpleNamespace(can_consume=lambda: True))
+    kombu_redis.MultiChannelPoller.get(SimpleNamespace(_channels=[full]), None, 2.0)
+    kombu_redis.MultiChannelPoller.get(SimpleNamespace(_channels=[room]), None, 2.0)
+    assert asked == [pools.FULL_POOL_WAIT_S, 2.0]
+
+
+def test_other_pools_keep_kombus_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = kombu_redis.MultiChannelPoller.get
+    monkeypatch.setattr(pools, "detect_environment", lambda: "default")
+    pools.refill_promptly_when_full()
+    assert kombu_redis.MultiChannelPoller.get is before
