@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +28,11 @@ API_KEY = "bench-fake-key"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 2048
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up on a kept-alive connection is no error of the fake's: not printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def answer(body: Any) -> tuple[int, dict[str, Any]]:
