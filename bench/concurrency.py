@@ -20,13 +20,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from bench.fake_openai import API_KEY
-from bench.harness import Figure, compare, fleet, progress
+from bench.harness import Figure, compare, cpu_seconds, fleet, progress
 from bench.io_fleet import KEY_ENV, bare_io_worker, chat_request, fake_provider, stepper_settings
 from bench.memory import memory_mb
 from stepper.workers.profiles import PROFILES
@@ -41,7 +40,6 @@ TARGET_RATIO = 0.9
 TARGET_RSS_MB = 250
 #: Lines in a worker's log that mean a connection pool or poller gave out.
 FAULTS = ("MaxConnectionsError", "Couldn't ack", "Unrecoverable error", "filedescriptor out of range")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -58,12 +56,6 @@ class Side:
 def grid(name: str, default: tuple[Any, ...], cast: type) -> tuple[Any, ...]:
     value = os.environ.get(name)
     return tuple(cast(item) for item in value.split(",")) if value else default
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (its threads included), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def backlog(app: Celery, task: str, worker: Worker, label: str, tasks: int) -> Side:

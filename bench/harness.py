@@ -23,6 +23,9 @@ from stepper.config import load_config
 from tests.support.redis_server import RedisServer
 from tests.support.workers import REPO_ROOT, Worker, start_celery_worker, start_worker
 
+#: The kernel's clock ticks per second, the unit of /proc/<pid>/stat's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 @dataclass
 class Measurement:
@@ -64,6 +67,12 @@ def compare(
 
 def _rounded(value: float) -> float:
     return round(value, 3 if abs(value) < 10 else 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:

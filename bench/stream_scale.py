@@ -26,9 +26,8 @@ from typing import Any
 import httpx
 
 from bench import bare_io_app
-from bench.concurrency import cpu_seconds
 from bench.fake_openai import API_KEY
-from bench.harness import Figure, compare, fleet, percentile, progress, redis_url
+from bench.harness import Figure, compare, cpu_seconds, fleet, percentile, progress, redis_url
 from bench.io_fleet import fake_provider
 from bench.memory import memory_mb
 from bench.stream_latency import KEY, KEY_ENVIRONMENT, settings
