@@ -27,7 +27,7 @@ from typing import Literal
 from redis import Redis
 from redis.exceptions import RedisError
 
-from stepper.infra import revokes
+from stepper.infra import revokes, threads
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +200,7 @@ class Enforcer:
 
     def _start(self) -> None:
         """Start the thread if it is not running (called with the lock held); wake it if it waits."""
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="stepper-enforcer", daemon=True)
-            self._thread.start()
+        self._thread = threads.running(self._thread, self._run, "stepper-enforcer")
         self._wake.notify()
 
     def _run(self) -> None:

@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stepper.infra import keys, lua
+from stepper.infra import keys, lua, threads
 from stepper.infra.connections import redis_now_ms
 from stepper.infra.delayed import DelayedMessage
 
@@ -64,9 +64,7 @@ class Forgetter:
     def add(self, task_id: str) -> None:
         with self._lock:
             self._held.append(task_id)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="stepper-inflight-forgetter", daemon=True)
-                self._thread.start()
+            self._thread = threads.running(self._thread, self._run, "stepper-inflight-forgetter")
             self._arrived.notify()
 
     def flush(self) -> None:

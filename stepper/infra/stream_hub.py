@@ -27,7 +27,7 @@ from typing import Any, cast
 from redis import Redis
 from redis.exceptions import RedisError
 
-from stepper.infra import keys
+from stepper.infra import keys, threads
 from stepper.infra.connections import as_text
 from stepper.infra.streams import FINAL_EVENTS, EventType, StreamEvent
 
@@ -146,9 +146,7 @@ class StreamHub:
     def _follow(self, key: bytes, reader: _Reader) -> None:
         with self._lock:
             self._readers[key] = reader
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="stepper-stream-hub", daemon=True)
-                self._thread.start()
+            self._thread = threads.running(self._thread, self._run, "stepper-stream-hub")
             self._followed.notify()
 
     def _unfollow(self, key: bytes) -> None:

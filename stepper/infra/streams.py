@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol, cast
 
 from redis import Redis
 
-from stepper.infra import keys
+from stepper.infra import keys, threads
 from stepper.infra.connections import as_text
 
 EventType = Literal["delta", "tool_call", "reset", "done", "error", "cancelled"]
@@ -207,9 +207,7 @@ class Flusher:
     def watch(self, sink: RedisStreamSink) -> None:
         with self._lock:
             self._sinks.add(sink)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="stepper-stream-flusher", daemon=True)
-                self._thread.start()
+            self._thread = threads.running(self._thread, self._run, "stepper-stream-flusher")
             self._wake.notify()
 
     def _run(self) -> None:
