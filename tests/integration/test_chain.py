@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,15 @@ from tests.support.providers import calls
 from tests.support.waiting import wait_until
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def only_failing(retry: dict[str, float]) -> dict[str, Any]:
+    """A chat chain of one provider that always fails transiently, its breaker never opening, and ``retry``."""
+    return {
+        "stepper_chains": {"chat": ["failing:down-model"]},
+        "stepper_breaker": {"fail_max": 100, "reset_timeout_s": 300},
+        "stepper_retry": retry,
+    }
 
 
 def test_fallback_then_breaker_opens_fleet_wide(start_fleet: Callable[..., Fleet]) -> None:
@@ -42,20 +52,14 @@ def test_fallback_then_breaker_opens_fleet_wide(start_fleet: Callable[..., Fleet
 
 
 def test_transient_chain_failure_retries_through_the_broker(start_fleet: Callable[..., Fleet]) -> None:
-    fleet = start_fleet(
-        {
-            "stepper_chains": {"chat": ["failing:down-model"]},
-            "stepper_breaker": {"fail_max": 100, "reset_timeout_s": 300},
-            "stepper_retry": {
-                "attempts_per_provider": 2,
-                "backoff_base_s": 0.01,
-                "backoff_cap_s": 0.02,
-                "task_max_retries": 2,
-                "task_countdown_cap_s": 0.2,
-            },
-        },
-        name="retry",
-    )
+    retry = {
+        "attempts_per_provider": 2,
+        "backoff_base_s": 0.01,
+        "backoff_cap_s": 0.02,
+        "task_max_retries": 2,
+        "task_countdown_cap_s": 0.2,
+    }
+    fleet = start_fleet(only_failing(retry), name="retry")
     result = fleet.app.send_task("stepper.chat", kwargs=HELLO)
     with pytest.raises(ChainExhausted) as caught:
         result.get(timeout=60)
@@ -72,19 +76,8 @@ def test_transient_chain_failure_retries_through_the_broker(start_fleet: Callabl
 def test_a_retry_stays_journaled_until_its_task_ends(start_fleet: Callable[..., Fleet]) -> None:
     """A retry due within a second is published at once under the same task id and journaled: ending the first
     run must not forget that entry. The final failure does, with the worker's next batch."""
-    fleet = start_fleet(
-        {
-            "stepper_chains": {"chat": ["failing:down-model"]},
-            "stepper_breaker": {"fail_max": 100, "reset_timeout_s": 300},
-            "stepper_retry": {
-                "attempts_per_provider": 1,
-                "backoff_base_s": 0.8,
-                "task_max_retries": 1,
-                "task_countdown_cap_s": 0.8,
-            },
-        },
-        name="retry-journal",
-    )
+    retry = {"attempts_per_provider": 1, "backoff_base_s": 0.8, "task_max_retries": 1, "task_countdown_cap_s": 0.8}
+    fleet = start_fleet(only_failing(retry), name="retry-journal")
     result = fleet.app.send_task("stepper.chat", kwargs=HELLO)
     wait_until(lambda: calls(fleet.redis, "failing") == 1, "the first run's call")
     watched_until = time.monotonic() + 0.4  # the retry runs 0.8 s after the first run failed
