@@ -36,6 +36,14 @@ BrokerKind = Literal["redis", "amqp"]
 REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel"})
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 
+#: Celery's ``broker_transport`` for Redis broker URLs: kombu's Redis transport, reusing its redis-py clients
+#: (stepper.infra.redis_transport). ``rediss://`` stays on kombu's own: kombu gives a ``rediss`` URL its
+#: default TLS options only when the URL's scheme names the transport.
+REDIS_TRANSPORTS = {
+    "redis": "stepper.infra.redis_transport:Transport",
+    "sentinel": "stepper.infra.redis_transport:SentinelTransport",
+}
+
 #: The exchange RabbitMQ dead-letters to (a rejected message, one over the quorum queues' delivery limit), and
 #: the durable queue bound to it that the workers' housekeeping drains into stepper's dead-letter store.
 DEAD_LETTER_EXCHANGE = "stepper.dead-letters"

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stepper.brokers import broker_kind, is_redis_url, split_sentinel_url
+from stepper.brokers import REDIS_TRANSPORTS, broker_kind, is_redis_url, scheme_of, split_sentinel_url
 from stepper.errors import ConfigError
 from stepper.priorities import PRIORITY_STEPS
 from stepper.schemas import KINDS, describe_validation_error
@@ -271,10 +271,13 @@ def resolve_state_url(config: Mapping[str, Any]) -> str:
 
 
 def _apply_broker(config: dict[str, Any]) -> None:
-    """Resolve the state's Redis, then give Sentinel URLs' master name to kombu and Celery as transport options,
-    and, on RabbitMQ, publisher confirms (a publish returns once the broker has the message)."""
+    """Resolve the state's Redis, choose the Redis transport, then give Sentinel URLs' master name to kombu and
+    Celery as transport options, and, on RabbitMQ, publisher confirms (a publish returns once the broker has the
+    message)."""
     config["stepper_state_url"] = resolve_state_url(config)
     broker = broker_kind(str(config["broker_url"]))
+    # kombu's Redis transport with its clients reused, unless the deployment chose a transport itself.
+    config.setdefault("broker_transport", REDIS_TRANSPORTS.get(scheme_of(str(config["broker_url"]))))
     config["broker_url"], broker_options = split_sentinel_url(str(config["broker_url"]))
     if broker == "amqp":
         broker_options = {**broker_options, "confirm_publish": True}

@@ -64,6 +64,21 @@ def test_a_sentinel_url_gives_kombu_its_form_and_the_master_name() -> None:
     assert loaded["stepper_state_url"] == SENTINELS  # redis-py's Sentinel reads the whole URL
 
 
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://10.0.0.9:6379/2", "stepper.infra.redis_transport:Transport"),
+        (SENTINELS, "stepper.infra.redis_transport:SentinelTransport"),
+        ("rediss://10.0.0.9:6380/2", None),  # kombu's own: it gives a rediss URL its default TLS options
+        ("amqp://rabbit//", None),
+    ],
+)
+def test_redis_brokers_get_the_transport_that_reuses_clients(url: str, transport: str | None) -> None:
+    assert config(STEPPER_BROKER_URL=url, STEPPER_STATE_REDIS_URL="redis://state:6379/0")["broker_transport"] == (
+        transport
+    )
+
+
 def test_sentinel_url_parts() -> None:
     parsed = parse_sentinel_url(SENTINELS)
     assert parsed.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))

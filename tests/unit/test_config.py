@@ -66,6 +66,11 @@ def settings_error(config: dict[str, Any]) -> str:
 # --- load_config -------------------------------------------------------------------------------------
 
 
+def test_a_broker_transport_the_deployment_chose_is_kept(config_module: ConfigModule) -> None:
+    name = config_module('broker_transport = "redis"  # kombu\'s own Redis transport\n')
+    assert load_config({"CELERY_CONFIG_MODULE": name})["broker_transport"] == "redis"
+
+
 def test_missing_config_module_gives_the_defaults() -> None:
     config = load_config(ABSENT)
     for key, value in CELERY_DEFAULTS.items():
