@@ -93,6 +93,12 @@ CELERY_DEFAULTS: dict[str, Any] = {
         "health_check_interval": 25,
     },
     "result_backend_transport_options": {},
+    # Celery's Redis result backends, storing each result in one round trip (stepper.infra.result_backend).
+    "override_backends": {
+        "redis": "stepper.infra.result_backend:RedisBackend",
+        "rediss": "stepper.infra.result_backend:RedisBackend",
+        "sentinel": "stepper.infra.result_backend:SentinelBackend",
+    },
     # The same for the result backend's connections (Celery's redis_* settings; its default keepalive is off).
     "redis_socket_keepalive": True,
     "redis_socket_connect_timeout": 5,
@@ -104,6 +110,7 @@ CELERY_DEFAULTS: dict[str, Any] = {
 MERGED_SETTINGS = (
     "broker_transport_options",
     "result_backend_transport_options",
+    "override_backends",
     "stepper_providers",
     "stepper_chains",
     "stepper_breaker",

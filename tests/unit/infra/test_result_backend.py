@@ -1,0 +1,70 @@
+"""stepper's Redis result backend: Celery's rules for storing a result, in one round trip."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from celery import states
+
+from stepper.celery import StepperCelery, create_app
+from stepper.config import load_config
+from stepper.infra.result_backend import RedisBackend
+from tests.support.redis_server import RedisServer
+
+
+def app_on(redis_server: RedisServer, **settings: Any) -> StepperCelery:
+    config = load_config({"STEPPER_REDIS_URL": redis_server.url, "CELERY_CONFIG_MODULE": "absent_config"})
+    return create_app({**config, **settings})
+
+
+def stored(client: redis.Redis, task_id: str) -> dict[str, Any]:
+    raw = client.get(f"celery-task-meta-{task_id}")
+    assert raw is not None
+    meta: dict[str, Any] = json.loads(raw)
+    return meta
+
+
+def test_a_result_is_stored_with_its_expiry_and_published(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    app = app_on(redis_server)
+    assert isinstance(app.backend, RedisBackend)
+    listener = redis_client.pubsub()
+    listener.subscribe("celery-task-meta-t1")
+    assert listener.get_message(timeout=5) is not None  # the subscription's confirmation
+    app.backend.store_result("t1", {"answer": 42}, states.SUCCESS)
+    meta = stored(redis_client, "t1")
+    assert (meta["status"], meta["result"], meta["task_id"]) == ("SUCCESS", {"answer": 42}, "t1")
+    assert 0 < redis_client.ttl("celery-task-meta-t1") <= app.conf.result_expires
+    published = listener.get_message(timeout=5)
+    assert published is not None and json.loads(published["data"])["result"] == {"answer": 42}
+    listener.close()
+    assert app.AsyncResult("t1").get(timeout=5) == {"answer": 42}
+
+
+def test_a_success_is_never_overwritten_by_a_late_update(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    """Celery's rule (a lost worker's redelivered task failing after the first run succeeded): kept atomically."""
+    backend = app_on(redis_server).backend
+    backend.store_result("t2", None, states.RETRY)
+    assert stored(redis_client, "t2")["status"] == "RETRY"
+    backend.store_result("t2", {"answer": 1}, states.SUCCESS)
+    backend.store_result("t2", ValueError("late"), states.FAILURE)
+    backend.store_result("t2", {"answer": 2}, states.SUCCESS)
+    assert (stored(redis_client, "t2")["status"], stored(redis_client, "t2")["result"]) == ("SUCCESS", {"answer": 1})
+
+
+def test_a_failure_keeps_the_failure_expiry(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    backend = app_on(redis_server, result_failure_expires=60).backend
+    backend.store_result("t3", ValueError("no"), states.FAILURE)
+    assert stored(redis_client, "t3")["status"] == "FAILURE"
+    assert 0 < redis_client.ttl("celery-task-meta-t3") <= 60
+
+
+def test_compressed_results_are_stored_celerys_way(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    """The script reads the stored status as JSON: a compressed backend keeps Celery's GET-then-store."""
+    app = app_on(redis_server, result_compression="gzip")
+    app.backend.store_result("t4", {"answer": 4}, states.SUCCESS)
+    app.backend.store_result("t4", ValueError("late"), states.FAILURE)
+    assert app.AsyncResult("t4").result == {"answer": 4}
+    raw = redis_client.get("celery-task-meta-t4")
+    assert raw is not None and not raw.startswith(b"{")  # really compressed
