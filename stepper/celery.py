@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from celery import Celery, Task
@@ -77,10 +78,16 @@ class StepperCelery(Celery):  # type: ignore[misc]
     task_cls = "stepper.celery:StepperTask"
     _native_delays_declared = False
 
-    @property
+    @cached_property
     def broker_kind(self) -> BrokerKind:
-        """Which broker carries this app's messages: "redis" (Redis, Sentinel) or "amqp" (RabbitMQ)."""
+        """Which broker carries this app's messages: "redis" (Redis, Sentinel) or "amqp" (RabbitMQ). Read once,
+        like the state's URL: a task asks several times, and Celery's configuration lookups cost microseconds."""
         return broker_kind(str(self.conf.broker_url))
+
+    @cached_property
+    def state_url(self) -> str:
+        """The URL of the Redis holding this app's fleet state (see stepper.config.resolve_state_url)."""
+        return resolve_state_url(self.conf)
 
     @property
     def native_delays(self) -> bool:
@@ -137,8 +144,8 @@ class StepperCelery(Celery):  # type: ignore[misc]
         )
 
     def state_client(self) -> Redis:
-        """The Redis holding this app's fleet state (see stepper.config.resolve_state_url)."""
-        return client_for(resolve_state_url(self.conf))
+        """The Redis holding this app's fleet state (see :attr:`state_url`)."""
+        return client_for(self.state_url)
 
     def _journal(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str) -> bool:
         """Record the message in the in-flight journal before it is published (see stepper.infra.inflight)."""
