@@ -21,7 +21,7 @@ from kombu.transport.native_delayed_delivery import (
 )
 from redis import Redis
 
-from stepper.brokers import BrokerKind, broker_kind, task_queue
+from stepper.brokers import REDIS_TRANSPORTS, BrokerKind, broker_kind, task_queue
 from stepper.config import current_config, parse_stepper_settings, resolve_state_url
 from stepper.infra import delayed, inflight, revokes
 from stepper.infra.connections import client_for
@@ -113,13 +113,10 @@ class StepperCelery(Celery):  # type: ignore[misc]
         if name not in FAMILY_TASKS or self.broker_kind == "amqp":
             return self._publish(name, args, kwargs, options)
         task_id = options["task_id"] = str(options.get("task_id") or uuid.uuid4())
-        journaled = self._journal(name, args, kwargs, options, task_id)
-        try:
+        message = self._message(name, args, kwargs, options, task_id)
+        if message is None:
             return self._publish(name, args, kwargs, options)
-        except Exception:
-            if journaled:  # nothing was published: nothing to reconcile
-                inflight.forget(self.state_client(), [task_id])
-            raise
+        return self._publish_journaled(name, args, kwargs, options, message)
 
     def _declare_native_delays(self) -> None:
         """Declare Celery's native delayed delivery exchanges and queues and bind stepper's queues to them, once
@@ -147,13 +144,38 @@ class StepperCelery(Celery):  # type: ignore[misc]
         """The Redis holding this app's fleet state (see :attr:`state_url`)."""
         return client_for(self.state_url)
 
-    def _journal(self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str) -> bool:
-        """Record the message in the in-flight journal before it is published (see stepper.infra.inflight)."""
-        message = self._message(name, args, kwargs, options, task_id)
-        if message is None:
-            return False
-        inflight.record(self.state_client(), task_id, message)
-        return True
+    @cached_property
+    def _journal_in_broker(self) -> bool:
+        """Whether the in-flight journal lives in the broker's Redis: the transport then writes each entry with
+        its message (stepper.infra.redis_transport)."""
+        return self.state_url == str(self.conf.broker_url)
+
+    @cached_property
+    def _transport_journals(self) -> bool:
+        """Whether the broker's transport writes the journal entries (stepper's own Redis transport)."""
+        return self.conf.broker_transport in REDIS_TRANSPORTS.values()
+
+    def _publish_journaled(
+        self, name: str, args: Any, kwargs: Any, options: dict[str, Any], message: delayed.DelayedMessage
+    ) -> Any:
+        """Publish ``message`` with its entry in the in-flight journal (see stepper.infra.inflight): written by
+        stepper's transport with the message or just before it, else here before the publish."""
+        task_id = options["task_id"]
+        publishing = inflight.Publishing(self.state_client(), task_id, message.to_json(), self._journal_in_broker)
+        if not self._transport_journals:
+            publishing.journal()
+        token = inflight.publishing.set(publishing)
+        try:
+            sent = self._publish(name, args, kwargs, options)
+        except Exception:
+            if publishing.journaled:  # nothing was published: nothing to reconcile
+                inflight.forget(self.state_client(), [task_id])
+            raise
+        finally:
+            inflight.publishing.reset(token)
+        if not publishing.journaled:  # published by another transport (kombu's, after a failover to another URL)
+            publishing.journal()
+        return sent
 
     def _message(
         self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str

@@ -9,6 +9,11 @@ tasks in batches (``forget_soon``): one transaction per ``FORGET_WINDOW_S``, not
 housekeeping reconciles entries older than a grace period: a task whose result is stored is forgotten; one
 found in a queue, in the unacknowledged hash or among delayed messages waits on; one found nowhere on two
 checks a lease apart is published again, with the same task id.
+
+When the journal lives in the broker's own Redis (one Redis for everything, the default), the entry and the
+message go in one script, both or neither, in the publish's round trip: the producer sets :data:`publishing`
+around its publish, and stepper's kombu transport (stepper.infra.redis_transport) writes the two together.
+Elsewhere the transport journals the message just before it pushes it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import logging
 import os
 import threading
 import time
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import cast
 
 from redis import Redis
@@ -34,11 +41,46 @@ log = logging.getLogger(__name__)
 FORGET_WINDOW_S = 0.05
 
 
-def record(client: Redis, task_id: str, message: DelayedMessage) -> None:
-    """Journal ``message`` (what ``send_task`` publishes) under ``task_id``, stamped with Redis's clock: one
-    round trip. Raises TypeError when an option is not JSON."""
-    script = lua.script(client, "inflight_record")
-    script(keys=[keys.inflight_since(), keys.inflight_messages()], args=[task_id, message.to_json()])
+@dataclass
+class Publishing:
+    """A stepper message being published, to journal before (or with) its push onto the broker's queue.
+
+    ``client`` is the state Redis that holds the journal, ``message`` the JSON of what ``send_task`` publishes;
+    ``in_broker`` says that the broker's Redis is that same Redis (the entry may then go with the message).
+    ``journaled`` turns True once the entry is written.
+    """
+
+    client: Redis
+    task_id: str
+    message: str
+    in_broker: bool
+    journaled: bool = False
+
+    def journal(self) -> None:
+        """Write the entry alone (one round trip); the message is pushed afterwards."""
+        record(self.client, self.task_id, self.message)
+        self.journaled = True
+
+    def journal_and_push(self, broker: Redis, queue_key: str, payload: str) -> None:
+        """Write the entry and push ``payload`` (the message as kombu carries it) onto the list ``queue_key``:
+        one script, both or neither. Only when ``in_broker``: ``broker`` is then the journal's Redis too."""
+        script = lua.script(broker, "inflight_journal", "inflight_publish")
+        script(
+            keys=[keys.inflight_since(), keys.inflight_messages(), queue_key],
+            args=[self.task_id, self.message, payload],
+        )
+        self.journaled = True
+
+
+#: The publish in progress in this thread or greenlet, set by the producer (stepper.celery) around it.
+publishing: ContextVar[Publishing | None] = ContextVar("stepper_publishing", default=None)
+
+
+def record(client: Redis, task_id: str, message: str) -> None:
+    """Journal ``message`` (the JSON of what ``send_task`` publishes) under ``task_id``, stamped with Redis's
+    clock: one round trip."""
+    script = lua.script(client, "inflight_journal", "inflight_record")
+    script(keys=[keys.inflight_since(), keys.inflight_messages()], args=[task_id, message])
 
 
 def forget(client: Redis, task_ids: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one redis-py client per connection pool instead of one per operation.
+"""kombu's Redis transport, with one redis-py client per connection pool instead of one per operation, and the
+in-flight journal written with the messages it publishes.
 
 kombu's Redis channel builds a new ``redis.Redis`` for every publish, ack and unacked-index update
 (``Channel.conn_or_acquire`` → ``Channel._create_client``), and redis-py copies its whole table of response
@@ -8,18 +9,28 @@ checks a connection out of the channel's pool and returns it), so this channel k
 it out again; a new pool (after a reconnect) gets a new client. The client kombu keeps for BRPOP and the
 Pub/Sub client are left alone: kombu pins a connection on them.
 
+The channels also write the in-flight journal entry of a stepper message they publish (stepper.infra.inflight,
+:data:`~stepper.infra.inflight.publishing`): with the message, in one script, when the journal lives in this
+Redis; otherwise just before the push.
+
 stepper's configuration selects these classes through Celery's ``broker_transport`` for ``redis://`` and
 ``sentinel://`` broker URLs (stepper.brokers.REDIS_TRANSPORTS).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+from stepper.infra import inflight
 
 
-class _ReusedClient:
-    """Mixed into kombu's channels: ``_create_client()`` returns the same client while the pool stays the same."""
+class _StepperChannel:
+    """Mixed into kombu's channels: ``_create_client()`` returns the same client while the pool stays the same,
+    and ``_put()`` journals stepper's messages."""
 
     _reused: redis.Redis | None = None
 
@@ -31,12 +42,30 @@ class _ReusedClient:
             reused = self._reused = super()._create_client()  # type: ignore[misc]
         return reused
 
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """kombu's push of ``message`` onto ``queue``, journaling a stepper message first or with it."""
+        publishing = inflight.publishing.get()
+        if publishing is None or publishing.journaled:  # not a stepper message, or kombu trying the push again
+            super()._put(queue, message, **kwargs)  # type: ignore[misc]
+            return
+        channel: Any = self  # kombu's channel, untyped
+        plain = (
+            "_publish_batch" not in kwargs and queue not in (channel._expires or ()) and not channel.global_keyprefix
+        )
+        if publishing.in_broker and plain:
+            key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
+            with channel.conn_or_acquire() as client:
+                publishing.journal_and_push(client, key, dumps(message))
+            return
+        publishing.journal()
+        super()._put(queue, message, **kwargs)  # type: ignore[misc]
 
-class Channel(_ReusedClient, kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped
+
+class Channel(_StepperChannel, kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped
     pass
 
 
-class SentinelChannel(_ReusedClient, kombu_redis.SentinelChannel):  # type: ignore[misc]
+class SentinelChannel(_StepperChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
     pass
 
 

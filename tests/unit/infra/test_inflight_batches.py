@@ -14,7 +14,7 @@ from stepper.infra.delayed import DelayedMessage
 def journal(client: redis.Redis, task_ids: list[str]) -> None:
     for task_id in task_ids:
         message = DelayedMessage(name="stepper.chat", args=[], kwargs={}, options={"task_id": task_id})
-        inflight.record(client, task_id, message)
+        inflight.record(client, task_id, message.to_json())
 
 
 def exec_calls(client: redis.Redis) -> int:

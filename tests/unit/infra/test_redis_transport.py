@@ -1,10 +1,18 @@
-"""stepper's kombu Redis transport hands out one redis-py client per pool, and still works as kombu's."""
+"""stepper's kombu Redis transport: one redis-py client per pool, the in-flight journal written with each stepper
+message, and otherwise kombu's."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import redis
 from kombu import Connection
+from kombu.transport import redis as kombu_redis
 
+from stepper.celery import StepperCelery, create_app
+from stepper.config import load_config
+from stepper.infra import inflight, keys
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
 
@@ -36,3 +44,60 @@ def test_messages_go_through_and_acks_clear_the_unacked_hash(
             message.ack()
         assert redis_client.hlen("unacked") == 0
         queue.close()
+
+
+CHAT = {"messages": [{"role": "user", "content": "journaled"}]}
+
+
+def app_on(redis_server: RedisServer, **environ: str) -> StepperCelery:
+    given = {"STEPPER_REDIS_URL": redis_server.url, "CELERY_CONFIG_MODULE": "absent_config", **environ}
+    return create_app(load_config(given))
+
+
+def chat_queues(client: redis.Redis) -> list[bytes]:
+    """Every list kombu keeps for the chat queue (one per priority level)."""
+    return [name for name in client.keys("chat*") if client.type(name) == b"list"]
+
+
+def test_a_stepper_message_and_its_journal_entry_are_written_together(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def separately(*args: Any) -> None:
+        raise AssertionError("the entry was written in a round trip of its own")
+
+    monkeypatch.setattr(inflight, "record", separately)
+    result = app_on(redis_server).send_task("stepper.chat", kwargs=CHAT)
+    assert inflight.message(redis_client, result.id) is not None
+    (queue,) = chat_queues(redis_client)
+    assert result.id.encode() in redis_client.lindex(queue, 0)
+
+
+def test_a_push_refused_leaves_no_journal_entry(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both or neither: a message the producer was told failed must not be published later from its entry."""
+    redis_client.set("taken", "not a list")
+    monkeypatch.setattr(Channel, "_q_for_pri", lambda self, queue, priority: "taken")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        app_on(redis_server).send_task("stepper.chat", kwargs=CHAT)
+    assert redis_client.hlen(keys.inflight_messages()) == 0
+    assert redis_client.zcard(keys.inflight_since()) == 0
+
+
+def test_with_the_journal_in_another_redis_its_entry_is_written_before_the_push(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_url = redis_server.url.rsplit("/", 1)[0] + "/5"
+    happened: list[str] = []
+    record, push = inflight.record, kombu_redis.Channel._put
+    monkeypatch.setattr(inflight, "record", lambda *args: (happened.append("journal"), record(*args))[1])
+    monkeypatch.setattr(
+        kombu_redis.Channel, "_put", lambda *args, **kw: (happened.append("push"), push(*args, **kw))[1]
+    )
+    result = app_on(redis_server, STEPPER_STATE_REDIS_URL=state_url).send_task("stepper.chat", kwargs=CHAT)
+    assert happened == ["journal", "push"]
+    state = redis.Redis.from_url(state_url)
+    assert inflight.message(state, result.id) is not None
+    assert inflight.message(redis_client, result.id) is None  # not in the broker's database
+    state.flushdb()
+    state.close()
