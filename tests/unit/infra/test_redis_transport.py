@@ -56,7 +56,7 @@ def app_on(redis_server: RedisServer, **environ: str) -> StepperCelery:
 
 def chat_queues(client: redis.Redis) -> list[bytes]:
     """Every list kombu keeps for the chat queue (one per priority level)."""
-    return [name for name in client.keys("chat*") if client.type(name) == b"list"]
+    return [name for name in client.keys("chat*") if isinstance(name, bytes) and client.type(name) == b"list"]
 
 
 def test_a_stepper_message_and_its_journal_entry_are_written_together(
@@ -69,7 +69,8 @@ def test_a_stepper_message_and_its_journal_entry_are_written_together(
     result = app_on(redis_server).send_task("stepper.chat", kwargs=CHAT)
     assert inflight.message(redis_client, result.id) is not None
     (queue,) = chat_queues(redis_client)
-    assert result.id.encode() in redis_client.lindex(queue, 0)
+    pushed = redis_client.lindex(queue, 0)
+    assert isinstance(pushed, bytes) and result.id.encode() in pushed
 
 
 def test_a_push_refused_leaves_no_journal_entry(
@@ -90,10 +91,17 @@ def test_with_the_journal_in_another_redis_its_entry_is_written_before_the_push(
     state_url = redis_server.url.rsplit("/", 1)[0] + "/5"
     happened: list[str] = []
     record, push = inflight.record, kombu_redis.Channel._put
-    monkeypatch.setattr(inflight, "record", lambda *args: (happened.append("journal"), record(*args))[1])
-    monkeypatch.setattr(
-        kombu_redis.Channel, "_put", lambda *args, **kw: (happened.append("push"), push(*args, **kw))[1]
-    )
+
+    def journal(*args: Any) -> None:
+        happened.append("journal")
+        record(*args)
+
+    def put(*args: Any, **kwargs: Any) -> None:
+        happened.append("push")
+        push(*args, **kwargs)
+
+    monkeypatch.setattr(inflight, "record", journal)
+    monkeypatch.setattr(kombu_redis.Channel, "_put", put)
     result = app_on(redis_server, STEPPER_STATE_REDIS_URL=state_url).send_task("stepper.chat", kwargs=CHAT)
     assert happened == ["journal", "push"]
     state = redis.Redis.from_url(state_url)

@@ -29,7 +29,7 @@ def stored(client: redis.Redis, task_id: str) -> dict[str, Any]:
 def test_a_result_is_stored_with_its_expiry_and_published(redis_server: RedisServer, redis_client: redis.Redis) -> None:
     app = app_on(redis_server)
     assert isinstance(app.backend, RedisBackend)
-    listener = redis_client.pubsub()
+    listener = redis_client.pubsub()  # type: ignore[no-untyped-call]
     listener.subscribe("celery-task-meta-t1")
     assert listener.get_message(timeout=5) is not None  # the subscription's confirmation
     app.backend.store_result("t1", {"answer": 42}, states.SUCCESS)
@@ -67,4 +67,4 @@ def test_compressed_results_are_stored_celerys_way(redis_server: RedisServer, re
     app.backend.store_result("t4", ValueError("late"), states.FAILURE)
     assert app.AsyncResult("t4").result == {"answer": 4}
     raw = redis_client.get("celery-task-meta-t4")
-    assert raw is not None and not raw.startswith(b"{")  # really compressed
+    assert isinstance(raw, bytes) and not raw.startswith(b"{")  # really compressed
