@@ -49,6 +49,7 @@ class _StepperChannel:
             super()._put(queue, message, **kwargs)  # type: ignore[misc]
             return
         channel: Any = self  # kombu's channel, untyped
+        # kombu's batched publishes, expiring queues and global key prefixes keep kombu's own push.
         plain = (
             "_publish_batch" not in kwargs and queue not in (channel._expires or ()) and not channel.global_keyprefix
         )
