@@ -46,7 +46,7 @@ from stepper.gateway.cancellation import (
     wait_watching,
 )
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
+from stepper.gateway.state import Gateway, admit_now, caller, gateway, limited, submitted_by
 from stepper.infra.streams import StreamEvent, answer_events
 from stepper.producer import outcome_events, submit
 
@@ -186,8 +186,8 @@ async def chat_completions(
         raise ApiError(404, f"the model {body.model!r} does not exist or is not served here", "model_not_found")
     arguments = to_chat_request(body)
     parsed = FAMILIES["chat"].parse(arguments)  # InvalidRequest (422) names the field
-    await admit(state, who, FAMILIES["chat"].estimate_tokens(parsed))
-    result = await run_in_threadpool(submit, "chat", arguments, priority="interactive", headers=submitted_by(who))
+    tokens = FAMILIES["chat"].estimate_tokens(parsed)
+    result = await run_in_threadpool(_admit_and_submit, state, who, tokens, arguments)
     completion_id = f"chatcmpl-{result.id}"
     created = int(time.time())
     if body.stream:
@@ -222,6 +222,12 @@ async def chat_completions(
         ],
         "usage": _usage(value),
     }
+
+
+def _admit_and_submit(state: Gateway, who: Caller, tokens: int, arguments: dict[str, Any]) -> AsyncResult | EagerResult:
+    """Admit the caller and submit its chat in one thread hop: a streamed chat's first token waits on both."""
+    admit_now(state, who, tokens)
+    return submit("chat", arguments, priority="interactive", headers=submitted_by(who))
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

@@ -70,20 +70,26 @@ async def caller(
 
 
 async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
+    """:func:`admit_now` in a worker thread (it asks Redis)."""
+    await run_in_threadpool(admit_now, state, who, tokens)
+
+
+def admit_now(state: Gateway, who: Caller, tokens: int = 0) -> None:
     """Let the caller submit work: refuse a key whose spend budget is spent (429 ``insufficient_quota``, as
     OpenAI answers an account out of credit), then charge one request and ``tokens`` to the key's rate limits
-    (429 ``rate_limit_exceeded``)."""
+    (429 ``rate_limit_exceeded``). Blocking: one thread hop for both checks, or for the admission and the
+    submission together (the chat route)."""
     lines = lines_of("key", who.identity, state.settings.gateway.budget_for(who.identity))
-    if lines and (spent := await run_in_threadpool(state.budgets.exhausted, lines)) is not None:
+    if lines and (spent := state.budgets.exhausted(lines)) is not None:
         state.metrics.refused.labels(who.identity, "budget_exhausted").inc()
         retry_after = str(max(1, math.ceil(spent.resets_in_s)))
         raise ApiError(429, f"{spent.message()}", "insufficient_quota", headers={"Retry-After": retry_after})
-    await _charge(state, who, tokens)
+    _charge(state, who, tokens)
 
 
-async def _charge(state: Gateway, who: Caller, tokens: int = 0) -> None:
+def _charge(state: Gateway, who: Caller, tokens: int = 0) -> None:
     try:
-        await run_in_threadpool(state.limiter.admit, who, tokens)
+        state.limiter.admit(who, tokens)
     except RateLimitExceeded:
         state.metrics.refused.labels(who.identity, "rate_limited").inc()
         raise
@@ -92,7 +98,7 @@ async def _charge(state: Gateway, who: Caller, tokens: int = 0) -> None:
 async def limited(state: Annotated[Gateway, Depends(gateway)], who: Annotated[Caller, Depends(caller)]) -> Caller:
     """An authenticated caller, charged one request against its key's limit (reading work is never refused for
     its budget)."""
-    await _charge(state, who)
+    await run_in_threadpool(_charge, state, who)
     return who
 
 

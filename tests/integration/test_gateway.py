@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from stepper.gateway.auth import key_digest
+from stepper.infra import keys
 from stepper.samples import sample_requests
 from stepper.schemas import Kind
 from tests.integration.conftest import GATEWAY_KEY, MOCK_SETTINGS, Fleet
@@ -197,9 +198,9 @@ ALLOWED_ORIGIN = "https://app.example"
 
 @pytest.fixture(scope="module")
 def limited_gateway(gateway_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    """Two keys, each allowed 3 requests and 100 estimated tokens a minute."""
+    """Three keys, each allowed 3 requests and 100 estimated tokens a minute."""
     settings = {**MOCK_SETTINGS, "stepper_gateway": {"rpm": 3, "tpm": 100, "cors_origins": [ALLOWED_ORIGIN]}}
-    digests = f"{key_digest('stp_requests-key')},{key_digest('stp_tokens-key')}"
+    digests = ",".join(key_digest(key) for key in ("stp_requests-key", "stp_tokens-key", "stp_chat-key"))
     directory = Path(tmp_path_factory.mktemp("limited"))
     with running_gateway(gateway_fleet.url, directory, settings, env={"STEPPER_GATEWAY_KEY_HASHES": digests}) as gw:
         yield gw
@@ -228,6 +229,29 @@ def test_tokens_per_minute_per_key_answer_429(limited_gateway: RunningGateway) -
     assert int(second.headers["Retry-After"]) >= 1
 
 
+def test_a_chat_over_the_keys_token_limit_is_refused_before_it_is_submitted(
+    limited_gateway: RunningGateway, gateway_fleet: Fleet
+) -> None:
+    """The chat route admits and submits in one step: a refused chat answers OpenAI's 429 and sends nothing."""
+    headers = {"Authorization": "Bearer stp_chat-key"}
+    markers = [uuid.uuid4().hex, uuid.uuid4().hex]
+    answers = [
+        requests.post(
+            f"{limited_gateway.url}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{marker} " + "word " * 100}]},
+            headers=headers,
+            timeout=30,
+        )
+        for marker in markers
+    ]
+    # ~170 estimated tokens each against the key's 100 a minute: the first spends them, the second is refused.
+    assert [answer.status_code for answer in answers] == [200, 429], answers[-1].text
+    assert answers[1].json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(answers[1].headers["Retry-After"]) >= 1
+    journaled = gateway_fleet.redis.hvals(keys.inflight_messages())
+    assert not any(markers[1].encode() in message for message in journaled)  # never published
+
+
 def preflight(gateway: RunningGateway, origin: str) -> requests.Response:
     headers = {
         "Origin": origin,
@@ -248,10 +272,10 @@ def test_no_key_reaches_the_gateway_log(gateway: RunningGateway, limited_gateway
     wrong = "stp_a-key-nobody-configured-5e6f"
     assert get(gateway, "/v1/models", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
     assert get(gateway, "/v1/models").status_code == 200
-    for running, keys in ((gateway, (GATEWAY_KEY, wrong)), (limited_gateway, ("stp_requests-key", "stp_tokens-key"))):
+    for running, given in ((gateway, (GATEWAY_KEY, wrong)), (limited_gateway, ("stp_requests-key", "stp_tokens-key"))):
         log = running.log()
         assert "/v1/models" in log  # the log has the requests...
-        assert not [key for key in keys if key in log]  # ...and none of the keys offered
+        assert not [key for key in given if key in log]  # ...and none of the keys offered
 
 
 def test_redis_down_is_a_503_that_says_so(tmp_path: Path) -> None:
