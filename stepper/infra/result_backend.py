@@ -4,12 +4,14 @@ Before it stores a task's state, Celery's key-value backends read what is stored
 already there (``BaseKeyValueStoreBackend._store_result``: a lost worker's late update must not overwrite a
 result), then ``SETEX`` and ``PUBLISH`` in a transaction: two round trips on every task, and a window between
 the check and the write. These backends do the same in one Lua script (``lua/result_store.lua``), atomically.
-Everything else (reading results, chords, expiry, retries on connection errors) is Celery's.
+Everything else (reading results, chords, expiry, retries on connection errors) is Celery's. The writes that
+ride with a task's result (:mod:`stepper.infra.result_riders`: its cache entries) go in the same script when
+they are for this backend's Redis database, else just before it.
 
 stepper's configuration selects them through Celery's ``override_backends`` setting for the ``redis``,
 ``rediss`` and ``sentinel`` schemes (stepper.config.CELERY_DEFAULTS), so result backend URLs keep their form.
-A backend that serializes to anything but JSON, or compresses results, stores them Celery's way: the script
-reads the stored status as JSON.
+A backend that serializes to anything but JSON, or compresses results, stores them Celery's way (after writing
+the riders): the script reads the stored status as JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 from redis.commands.core import Script
 
-from stepper.infra import lua
+from stepper.infra import lua, result_riders
+from stepper.infra.result_riders import Rider
 
 
 class _OneRoundTripStore:
@@ -44,6 +47,7 @@ class _OneRoundTripStore:
     ) -> Any:
         backend: Any = self
         if backend.serializer != "json" or backend.compression:
+            result_riders.write(result_riders.take(task_id))
             return super()._store_result(  # type: ignore[misc]
                 task_id, result, state, traceback=traceback, request=request, **kwargs
             )
@@ -55,11 +59,20 @@ class _OneRoundTripStore:
         expires = backend.failure_expires if state == states.FAILURE else None
         if expires is None:
             expires = backend.expires
-        backend.ensure(self._store, (backend.get_key_for_task(task_id), value, int(expires or 0)))
+        riders = result_riders.take(task_id)
+        if not result_riders.all_in(riders, self._database):
+            result_riders.write(riders)
+            riders = []
+        backend.ensure(self._store, (backend.get_key_for_task(task_id), value, int(expires or 0), riders))
         return result
 
-    def _store(self, key: bytes | str, value: str, expires_s: int) -> None:
-        self._store_script(keys=[key], args=[value, expires_s])
+    @cached_property
+    def _database(self) -> tuple[Any, ...] | None:
+        return result_riders.database(self.client)  # type: ignore[attr-defined]
+
+    def _store(self, key: bytes | str, value: str, expires_s: int, riders: list[Rider]) -> None:
+        keys, args = result_riders.script_arguments(riders)
+        self._store_script(keys=[key, *keys], args=[value, expires_s, *args])
 
 
 class RedisBackend(_OneRoundTripStore, celery_redis.RedisBackend):  # type: ignore[misc]  # Celery is untyped

@@ -24,8 +24,9 @@ from pydantic import BaseModel
 from redis import Redis
 
 from stepper.config import current_settings
-from stepper.infra import keys, lua
+from stepper.infra import keys, lua, result_riders
 from stepper.infra.connections import cache_redis
+from stepper.infra.result_riders import Rider
 from stepper.schemas import ChatRequest, Kind
 from stepper.schemas.common import TaskRequest
 from stepper.settings import CacheSettings, CacheWindow, StepperSettings
@@ -88,8 +89,8 @@ class ResultStore(Protocol):
         """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
         ...
 
-    def finish(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
-        """Store the result for ``ttl_s`` and release the computation's claim."""
+    def finish(self, key: str, owner: str, result: dict[str, Any], ttl_s: float) -> None:
+        """Store the result for ``ttl_s`` and release ``owner``'s claim of its computation."""
         ...
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
@@ -131,12 +132,12 @@ class ResultCache:
         raw, claimed = self._probe(keys=[key, keys.flight(key)], args=[owner, ttl_ms(lease_s)])
         return Probe(None if raw is None else stored_hit(raw, window, self.clock()), bool(claimed))
 
-    def finish(self, key: str, result: dict[str, Any], ttl_s: float) -> None:
-        """Store the result and release the computation's claim, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, stored_entry(result, self.clock()), px=ttl_ms(ttl_s))
-        pipe.delete(keys.flight(key))
-        pipe.execute()
+    def finish(self, key: str, owner: str, result: dict[str, Any], ttl_s: float) -> None:
+        """Store the result and release the computation's claim, in one round trip. In a worker running task
+        ``owner``, the write rides with the task's stored result (:mod:`stepper.infra.result_riders`)."""
+        rider = Rider(self.client, key, stored_entry(result, self.clock()), ttl_ms(ttl_s), (keys.flight(key),))
+        if not result_riders.defer(owner, rider):
+            result_riders.write([rider])
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
         """The stored result; without a window (idempotency) it never goes stale."""

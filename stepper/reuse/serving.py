@@ -36,7 +36,7 @@ def serve(
         if probe.hit is not None:
             return as_cached(probe.hit.result)
         ttl_s = settings.cache.idempotency_window_s
-        return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
+        return _single_flight(results, key, task_id, probe.claimed, ttl_s=ttl_s, compute=compute)
     if not cacheable(family.kind, request, settings.cache):
         return compute()
     window = settings.cache.windows[family.kind]
@@ -45,7 +45,7 @@ def serve(
     if request.cache == "refresh":
         try:
             claimed = results.claim_flight(key, task_id, lease_s)
-            return _single_flight(results, key, claimed, ttl_s=ttl_s, compute=compute)
+            return _single_flight(results, key, task_id, claimed, ttl_s=ttl_s, compute=compute)
         finally:
             results.refreshed(key)
     probe = results.probe(key, task_id, lease_s, window)
@@ -55,11 +55,13 @@ def serve(
         if not hit.fresh and results.claim_refresh(key, lease_s):
             enqueue_refresh(family, request)
         return as_cached(hit.result)
-    return _single_flight(results, key, probe.claimed, ttl_s=ttl_s, compute=compute)
+    return _single_flight(results, key, task_id, probe.claimed, ttl_s=ttl_s, compute=compute)
 
 
-def _single_flight(results: ResultStore, key: str, claimed: bool, *, ttl_s: float, compute: Compute) -> dict[str, Any]:
-    """Compute when this caller claimed the computation; otherwise wait for the one who did."""
+def _single_flight(
+    results: ResultStore, key: str, task_id: str, claimed: bool, *, ttl_s: float, compute: Compute
+) -> dict[str, Any]:
+    """Compute when this caller (task ``task_id``) claimed the computation; otherwise wait for the one who did."""
     if not claimed:
         waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
         if waited is not None:
@@ -70,5 +72,5 @@ def _single_flight(results: ResultStore, key: str, claimed: bool, *, ttl_s: floa
     except BaseException:
         results.land(key)
         raise
-    results.finish(key, result, ttl_s)
+    results.finish(key, task_id, result, ttl_s)
     return result

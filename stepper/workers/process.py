@@ -9,6 +9,8 @@ from typing import Any
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_postrun,
+    task_prerun,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -18,7 +20,7 @@ from prometheus_client import multiprocess
 
 from stepper.errors import ConfigError
 from stepper.guards.admission import RedisGuardBackend
-from stepper.infra import inflight, logs, metrics, tracing
+from stepper.infra import inflight, logs, metrics, result_riders, tracing
 from stepper.infra.connections import state_redis
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
@@ -58,6 +60,20 @@ def _warm_up(**_: Any) -> None:
     """Build this child's registry, guard, Redis client and tracer before its first task arrives."""
     current_executor()
     tracing.setup()
+
+
+@task_prerun.connect
+def _hold_riders(task_id: str | None = None, **_: Any) -> None:
+    """A task's cache entries ride with its stored result (stepper.infra.result_riders)..."""
+    if task_id is not None:
+        result_riders.hold(task_id)
+
+
+@task_postrun.connect
+def _release_riders(task_id: str | None = None, **_: Any) -> None:
+    """...and those its result did not take (none was stored) are written once it has run."""
+    if task_id is not None:
+        result_riders.release(task_id)
 
 
 @worker_process_shutdown.connect

@@ -123,3 +123,22 @@ def test_submit_with_a_known_idempotency_key_returns_the_first_task(counting_fle
 def test_a_family_served_from_cache_keeps_its_output_shape(counting_fleet: Fleet) -> None:
     result = stepper.submit("chat", deterministic("shape")).get(timeout=30)
     FAMILIES["chat"].output_model.model_validate(result["output"])
+
+
+def test_a_result_nobody_stores_still_leaves_its_cache_entry(counting_fleet: Fleet) -> None:
+    """The cache entry rides with the stored result (stepper.infra.result_riders); a task whose result is not
+    stored (``ignore_result``) writes it once it has run, and releases its single-flight claim."""
+    request = deterministic("not stored")
+    entries = "stepper:cache:chat:*}"  # not the claims (``...}:flight``)
+    existing = set(counting_fleet.redis.keys(entries))
+    sent = counting_fleet.app.send_task("stepper.chat", kwargs=request, ignore_result=True)
+    deadline = time.monotonic() + 30
+    while not (written := set(counting_fleet.redis.keys(entries)) - existing):
+        assert time.monotonic() < deadline, "the cache entry was never written"
+        time.sleep(0.05)
+    (key,) = written
+    assert json.loads(counting_fleet.redis.get(key) or b"{}")["result"]["kind"] == "chat"
+    assert not counting_fleet.redis.exists(key + b":flight")
+    assert not counting_fleet.redis.exists(f"celery-task-meta-{sent.id}")
+    again = counting_fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=30)
+    assert again["cached"] is True

@@ -103,7 +103,7 @@ class Harness:
         assert hit is not None
         self.clock.offset_s -= WINDOW.fresh_s + 1
         try:
-            self.store.finish(key, hit.result, WINDOW.fresh_s + WINDOW.stale_s)
+            self.store.finish(key, "task-stale", hit.result, WINDOW.fresh_s + WINDOW.stale_s)
         finally:
             self.clock.offset_s += WINDOW.fresh_s + 1
 
@@ -143,7 +143,7 @@ def chat_key(request: ChatRequest) -> str:
 
 
 def test_an_entry_is_fresh_for_its_window_then_stale(cache: Harness) -> None:
-    cache.store.finish("k", {"n": 1}, ttl_s=WINDOW.fresh_s + WINDOW.stale_s)
+    cache.store.finish("k", "task-1", {"n": 1}, ttl_s=WINDOW.fresh_s + WINDOW.stale_s)
     assert cache.store.get("k", WINDOW) == Hit({"n": 1}, fresh=True)
     cache.clock.offset_s += WINDOW.fresh_s + 1
     assert cache.store.get("k", WINDOW) == Hit({"n": 1}, fresh=False)
@@ -156,7 +156,7 @@ def test_probe_hands_out_one_claim_per_key_and_keeps_it_for_its_owner(cache: Har
     assert cache.store.probe("k", "task-2", lease_s=60) == Probe(None, claimed=False)
     assert cache.store.probe("k", "task-1", lease_s=60) == Probe(None, claimed=True)  # redelivered
     assert not cache.store.claim_flight("k", "task-2", lease_s=60)
-    cache.store.finish("k", {"n": 1}, ttl_s=60)  # stores and releases the claim
+    cache.store.finish("k", "task-1", {"n": 1}, ttl_s=60)  # stores and releases the claim
     assert cache.store.probe("k", "task-2", lease_s=60, window=WINDOW) == Probe(Hit({"n": 1}, True), claimed=False)
     assert cache.store.claim_flight("k", "task-2", lease_s=60)
 
@@ -177,7 +177,7 @@ def test_one_refresh_is_claimed_until_it_is_done(cache: Harness) -> None:
 
 def test_a_waiter_gets_the_result_the_owner_stores(cache: Harness) -> None:
     assert cache.store.claim_flight("k", "task-1", lease_s=60)
-    landing = threading.Timer(0.1, cache.store.finish, args=("k", {"n": 1}, 60))
+    landing = threading.Timer(0.1, cache.store.finish, args=("k", "task-1", {"n": 1}, 60))
     landing.start()
     try:
         assert cache.store.wait_for("k", timeout_s=30) == {"n": 1}
@@ -189,7 +189,7 @@ def test_memory_entries_and_claims_run_out_on_its_clock() -> None:
     """Redis runs out keys on its own clock; the memory store on the one it was given."""
     clock = Clock()
     store = MemoryResultCache(clock)
-    store.finish("k", {"n": 1}, ttl_s=10)
+    store.finish("k", "task-1", {"n": 1}, ttl_s=10)
     assert store.claim_flight("k", "task-1", lease_s=10)
     assert store.claim_refresh("k", ttl_s=10)
     clock.offset_s += 9.9
