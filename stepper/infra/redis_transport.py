@@ -11,7 +11,9 @@ Pub/Sub client are left alone: kombu pins a connection on them.
 
 The channels also write the in-flight journal entry of a stepper message they publish (stepper.infra.inflight,
 :data:`~stepper.infra.inflight.publishing`): with the message, in one script, when the journal lives in this
-Redis; otherwise just before the push.
+Redis; otherwise just before the push. And they register each task message they deliver, so that the script
+storing the task's SUCCESS in the same database acknowledges it too (stepper.infra.result_riders); kombu's
+acknowledgement of a message acknowledged that way does not go to Redis again.
 
 stepper's configuration selects these classes through Celery's ``broker_transport`` for ``redis://`` and
 ``sentinel://`` broker URLs (stepper.brokers.REDIS_TRANSPORTS).
@@ -23,15 +25,42 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-from stepper.infra import inflight
+from stepper.infra import inflight, result_riders
+from stepper.infra.result_riders import Delivery
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
+    """kombu's acknowledgement emulation on Redis, telling :mod:`stepper.infra.result_riders` of each task message
+    delivered and acknowledged."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        super().append(message, delivery_tag)
+        task_id = (message.headers or {}).get("id")
+        channel: Any = self.channel
+        if isinstance(task_id, str) and not channel.global_keyprefix:  # a prefixed client renames every key
+            database = result_riders.database(channel._create_client())
+            delivery = Delivery(database, self.unacked_index_key, self.unacked_key, delivery_tag)
+            result_riders.delivered(task_id, delivery)
+
+    def ack(self, delivery_tag: str) -> None:
+        if result_riders.acknowledged(delivery_tag):  # removed with its task's SUCCESS: only the bookkeeping is left
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        result_riders.acknowledged(delivery_tag)
+        super().reject(delivery_tag, requeue=requeue)
 
 
 class _StepperChannel:
     """Mixed into kombu's channels: ``_create_client()`` returns the same client while the pool stays the same,
-    and ``_put()`` journals stepper's messages."""
+    ``_put()`` journals stepper's messages, and the QoS tells of deliveries and acknowledgements."""
 
+    QoS = QoS
     _reused: redis.Redis | None = None
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
@@ -41,6 +70,15 @@ class _StepperChannel:
         if reused is None or reused.connection_pool is not self.pool:  # type: ignore[attr-defined]
             reused = self._reused = super()._create_client()  # type: ignore[misc]
         return reused
+
+    def close(self) -> None:
+        """kombu's close (which puts back what was delivered and not acknowledged), then no store acknowledges the
+        messages this channel delivered: kombu's QoS that kept them is gone."""
+        qos: Any = getattr(self, "_qos", None)
+        tags = list(qos._delivered) if qos is not None else []
+        super().close()  # type: ignore[misc]
+        for tag in tags:
+            result_riders.acknowledged(tag)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         """kombu's push of ``message`` onto ``queue``, journaling a stepper message first or with it."""

@@ -5,8 +5,9 @@ already there (``BaseKeyValueStoreBackend._store_result``: a lost worker's late 
 result), then ``SETEX`` and ``PUBLISH`` in a transaction: two round trips on every task, and a window between
 the check and the write. These backends do the same in one Lua script (``lua/result_store.lua``), atomically.
 Everything else (reading results, chords, expiry, retries on connection errors) is Celery's. The writes that
-ride with a task's result (:mod:`stepper.infra.result_riders`: its cache entries) go in the same script when
-they are for this backend's Redis database, else just before it.
+ride with a task's result (:mod:`stepper.infra.result_riders`: its cache entries, and with a SUCCESS the removal
+of its messages from kombu's unacknowledged index and hash) go in the same script when they are for this
+backend's Redis database; cache entries for another go just before it.
 
 stepper's configuration selects them through Celery's ``override_backends`` setting for the ``redis``,
 ``rediss`` and ``sentinel`` schemes (stepper.config.CELERY_DEFAULTS), so result backend URLs keep their form.
@@ -26,7 +27,7 @@ from kombu.utils.encoding import bytes_to_str
 from redis.commands.core import Script
 
 from stepper.infra import lua, result_riders
-from stepper.infra.result_riders import Rider
+from stepper.infra.result_riders import Delivery, Rider
 
 
 class _OneRoundTripStore:
@@ -63,15 +64,20 @@ class _OneRoundTripStore:
         if not result_riders.all_in(riders, self._database):
             result_riders.write(riders)
             riders = []
-        backend.ensure(self._store, (backend.get_key_for_task(task_id), value, int(expires or 0), riders))
+        # Only a SUCCESS acknowledges: after any other state Celery may still reject or requeue the message.
+        deliveries = result_riders.take_deliveries(task_id, self._database) if state == states.SUCCESS else []
+        backend.ensure(self._store, (backend.get_key_for_task(task_id), value, int(expires or 0), riders, deliveries))
+        result_riders.removed(deliveries)
         return result
 
     @cached_property
     def _database(self) -> tuple[Any, ...] | None:
         return result_riders.database(self.client)  # type: ignore[attr-defined]
 
-    def _store(self, key: bytes | str, value: str, expires_s: int, riders: list[Rider]) -> None:
-        keys, args = result_riders.script_arguments(riders)
+    def _store(
+        self, key: bytes | str, value: str, expires_s: int, riders: list[Rider], deliveries: list[Delivery]
+    ) -> None:
+        keys, args = result_riders.script_arguments(riders, deliveries)
         self._store_script(keys=[key, *keys], args=[value, expires_s, *args])
 
 

@@ -1,4 +1,4 @@
-"""Writes that ride with a task's stored result: the result cache's entry goes in the same round trip.
+"""Writes that ride with a task's stored result: its cache entry and its acknowledgement, in the same round trip.
 
 A worker that computed an answer writes it to the result cache, and releases its single-flight claim, a moment
 before Celery stores the same answer as the task's result: two round trips for one answer. When the cache and
@@ -11,6 +11,16 @@ A write is held for its task from Celery's ``task_prerun`` signal to ``task_post
 is written then: no result was stored (``ignore_result``, an eager call), or the backend stores elsewhere. A
 write for a task that is not held (outside a worker) is not deferred at all: :func:`defer` says so and the
 caller writes it itself.
+
+The acknowledgement rides the same way. With ``acks_late`` Celery acknowledges a message once its task has run
+and its result is stored; on a Redis broker kombu then removes the message from its unacknowledged index and
+hash (``kombu.transport.redis.QoS.ack``), one more round trip. stepper's transport
+(:mod:`stepper.infra.redis_transport`) registers each task message it delivers (:func:`delivered`); a store of
+that task's SUCCESS in the same database takes the registration (:func:`take_deliveries`) and removes the
+message in its script, and the transport's acknowledgement then skips Redis (:func:`acknowledged`). A result
+stored is then never left beside a message still waiting to be redelivered, even for a moment. Only a SUCCESS
+acknowledges: after any other state Celery may still reject or requeue the message. In a prefork worker the
+parent delivers and the child stores, so nothing rides and the parent acknowledges as kombu does.
 """
 
 from __future__ import annotations
@@ -37,9 +47,24 @@ class Rider:
     releases: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A task message delivered by a Redis broker, as kombu's QoS keeps it until it is acknowledged: under
+    ``delivery_tag`` in the sorted set ``index_key`` and the hash ``hash_key`` of ``database``."""
+
+    database: tuple[Any, ...] | None
+    index_key: str
+    hash_key: str
+    delivery_tag: str
+
+
 _lock = threading.Lock()
 #: Task id -> the writes held for its stored result, for the tasks running in this process.
 _held: dict[str, list[Rider]] = {}
+#: Task id -> its messages delivered and not yet acknowledged; delivery tag -> task id; the tags a store removed.
+_deliveries: dict[str, list[Delivery]] = {}
+_task_of: dict[str, str] = {}
+_removed: set[str] = set()
 
 
 def hold(task_id: str) -> None:
@@ -93,14 +118,65 @@ def write(riders: list[Rider]) -> None:
         pipe.execute()
 
 
-def script_arguments(riders: list[Rider]) -> tuple[list[str], list[Any]]:
-    """``riders`` as the KEYS and ARGV that follow a script's own (``lua/result_store.lua``): the keys set, then
-    the keys deleted; the number set, then each one's value and PX."""
+def delivered(task_id: str, delivery: Delivery) -> None:
+    """Task ``task_id``'s message was delivered and awaits its acknowledgement (the transport's ``QoS.append``)."""
+    with _lock:
+        _deliveries.setdefault(task_id, []).append(delivery)
+        _task_of[delivery.delivery_tag] = task_id
+
+
+def take_deliveries(task_id: str, database_: tuple[Any, ...] | None) -> list[Delivery]:
+    """The messages of ``task_id`` delivered from ``database_`` and not yet acknowledged, all kept under the same
+    index and hash, for its store to remove (it reports them with :func:`removed`); none when ``database_`` is
+    None."""
+    if database_ is None:
+        return []
+    with _lock:
+        theirs = _deliveries.pop(task_id, [])
+        ours = [delivery for delivery in theirs if delivery.database == database_]
+        keys = (ours[0].index_key, ours[0].hash_key) if ours else None
+        taken = [delivery for delivery in ours if (delivery.index_key, delivery.hash_key) == keys]
+        if kept := [delivery for delivery in theirs if delivery not in taken]:
+            _deliveries[task_id] = kept
+        return taken
+
+
+def removed(deliveries: list[Delivery]) -> None:
+    """``deliveries`` were removed from the unacknowledged index and hash with their task's result."""
+    with _lock:
+        _removed.update(delivery.delivery_tag for delivery in deliveries)
+
+
+def acknowledged(delivery_tag: str) -> bool:
+    """Forget the message ``delivery_tag`` (the transport acknowledges or rejects it); True when its task's store
+    removed it already, so that the acknowledgement has nothing left to do in Redis."""
+    with _lock:
+        task_id = _task_of.pop(delivery_tag, None)
+        if task_id is not None and task_id in _deliveries:
+            left = [delivery for delivery in _deliveries[task_id] if delivery.delivery_tag != delivery_tag]
+            if left:
+                _deliveries[task_id] = left
+            else:
+                del _deliveries[task_id]
+        if delivery_tag in _removed:
+            _removed.discard(delivery_tag)
+            return True
+        return False
+
+
+def script_arguments(riders: list[Rider], deliveries: list[Delivery]) -> tuple[list[str], list[Any]]:
+    """``riders`` and ``deliveries`` as the KEYS and ARGV that follow the store script's own
+    (``lua/result_store.lua``): the keys set, the keys deleted, then the unacknowledged index and hash; the three
+    counts, each key's value and PX, then the delivery tags. The deliveries must share one index and hash."""
     deleted = [key for rider in riders for key in rider.releases]
-    values: list[Any] = [len(riders)]
+    keys = [rider.key for rider in riders] + deleted
+    values: list[Any] = [len(riders), len(deleted), len(deliveries)]
     for rider in riders:
         values += [rider.value, rider.px_ms]
-    return [rider.key for rider in riders] + deleted, values
+    if deliveries:
+        keys += [deliveries[0].index_key, deliveries[0].hash_key]
+        values += [delivery.delivery_tag for delivery in deliveries]
+    return keys, values
 
 
 def all_in(riders: list[Rider], database_: tuple[Any, ...] | None) -> bool:

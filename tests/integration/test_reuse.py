@@ -14,6 +14,7 @@ import pytest
 import stepper
 from stepper.config import current_settings
 from stepper.families import FAMILIES
+from stepper.infra.connections import as_text
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.support.providers import ORDER_KEY, calls, run_order
 
@@ -138,7 +139,7 @@ def test_a_result_nobody_stores_still_leaves_its_cache_entry(counting_fleet: Fle
         time.sleep(0.05)
     (key,) = written
     assert json.loads(counting_fleet.redis.get(key) or b"{}")["result"]["kind"] == "chat"
-    assert not counting_fleet.redis.exists(key + b":flight")
+    assert not counting_fleet.redis.exists(f"{as_text(key)}:flight")
     assert not counting_fleet.redis.exists(f"celery-task-meta-{sent.id}")
     again = counting_fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=30)
     assert again["cached"] is True

@@ -1,18 +1,25 @@
 -- Store a task's result and publish it to the producers waiting on it, unless a SUCCESS is stored already: Celery's
 -- own rule (BaseKeyValueStoreBackend._store_result: a lost worker's late update must not overwrite a success),
 -- kept atomically and in one round trip instead of a GET, then a SETEX and a PUBLISH. The writes that ride with
--- the result (stepper.infra.result_riders: the task's cache entries, and the release of their single-flight
--- claims) go first, whatever the stored state: they are written before anyone hears of the result.
--- KEYS[1]: celery-task-meta-<task id>; KEYS[2..n+1]: keys to set; KEYS[n+2..]: keys to delete.
--- ARGV[1]: the encoded meta (JSON); ARGV[2]: expiry in seconds, 0 for none; ARGV[3]: n, the keys to set (0 if
--- absent); ARGV[4..3+2n]: each key's value and PX in milliseconds.
+-- the result (stepper.infra.result_riders) go first, whatever the stored state, so they are done before anyone
+-- hears of the result: the task's cache entries, the release of their single-flight claims, and the removal of
+-- the task's delivered messages from kombu's unacknowledged index and hash (the acknowledgement, with a SUCCESS).
+-- KEYS[1]: celery-task-meta-<task id>; then ARGV[3] keys to set, ARGV[4] keys to delete, and when ARGV[5] > 0
+-- the unacknowledged index (a sorted set) and hash.
+-- ARGV[1]: the encoded meta (JSON); ARGV[2]: expiry in seconds, 0 for none; ARGV[3..5]: the counts above (all
+-- 0 if absent); then each key set's value and PX in milliseconds; then the delivery tags to remove.
 -- Returns 1 when stored, 0 when a SUCCESS was kept.
-local set = tonumber(ARGV[3] or '0')
+local set, deleted, acked = tonumber(ARGV[3] or '0'), tonumber(ARGV[4] or '0'), tonumber(ARGV[5] or '0')
 for i = 1, set do
-  redis.call('SET', KEYS[1 + i], ARGV[2 + 2 * i], 'PX', ARGV[3 + 2 * i])
+  redis.call('SET', KEYS[1 + i], ARGV[4 + 2 * i], 'PX', ARGV[5 + 2 * i])
 end
-if #KEYS > 1 + set then
-  redis.call('DEL', unpack(KEYS, 2 + set))
+if deleted > 0 then
+  redis.call('DEL', unpack(KEYS, 2 + set, 1 + set + deleted))
+end
+if acked > 0 then
+  local tags = {unpack(ARGV, 6 + 2 * set, 5 + 2 * set + acked)}
+  redis.call('ZREM', KEYS[2 + set + deleted], unpack(tags))
+  redis.call('HDEL', KEYS[3 + set + deleted], unpack(tags))
 end
 local current = redis.call('GET', KEYS[1])
 if current then

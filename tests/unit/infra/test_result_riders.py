@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import states
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from stepper.celery import create_app
 from stepper.config import load_config
 from stepper.infra import result_riders
-from stepper.infra.result_riders import Rider
+from stepper.infra.redis_transport import Transport
+from stepper.infra.result_riders import Delivery, Rider
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -125,3 +129,93 @@ def test_the_database_a_client_writes_to() -> None:
     assert result_riders.all_in(riders, ("tcp", "127.0.0.1", 7000, 3))
     assert not result_riders.all_in(riders, ("tcp", "127.0.0.1", 7000, 0))
     assert not result_riders.all_in(riders, None)
+
+
+# The acknowledgement: a task message delivered by stepper's transport, removed by its task's stored SUCCESS
+
+
+@pytest.fixture
+def delivered(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[tuple[Any, Any]]:
+    """A task message (headers as Celery's protocol 2 gives them) delivered by stepper's transport, unacknowledged;
+    and its consumer's channel."""
+    with Connection(redis_server.url, transport=Transport) as connection:
+        queue = connection.SimpleQueue("riders")
+        queue.put({"kwargs": {}}, headers={"id": "t-acked", "task": "stepper.chat"})
+        message = queue.get(timeout=5)
+        assert redis_client.hlen("unacked") == 1
+        yield message, queue.consumer.channel
+        queue.close()
+
+
+def no_ack_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*_: Any, **__: Any) -> None:
+        raise AssertionError("the acknowledgement went to Redis again")
+
+    monkeypatch.setattr(kombu_redis.QoS, "_remove_from_indices", refused)
+
+
+def test_a_stored_success_acknowledges_its_delivered_message(
+    backend: object, redis_client: redis.Redis, delivered: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message, channel = delivered
+    backend.store_result("t-acked", {"answer": 1}, states.SUCCESS)  # type: ignore[attr-defined]
+    assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
+    no_ack_round_trip(monkeypatch)
+    message.ack()  # Celery's acknowledgement, after the store: bookkeeping only
+    channel.qos._flush()
+    assert message.delivery_tag not in channel.qos._delivered
+    assert not result_riders.acknowledged(message.delivery_tag)  # forgotten
+
+
+def test_a_failure_leaves_the_acknowledgement_to_celery(
+    backend: object, redis_client: redis.Redis, delivered: tuple[Any, Any]
+) -> None:
+    """After a FAILURE Celery may still reject or requeue the message: it stays unacknowledged until then."""
+    message, _channel = delivered
+    backend.store_result("t-acked", ValueError("no"), states.FAILURE)  # type: ignore[attr-defined]
+    assert redis_client.hlen("unacked") == 1
+    message.reject(requeue=True)
+    assert redis_client.hlen("unacked") == 0 and redis_client.llen("riders") == 1  # back on its queue
+
+
+def test_a_message_from_another_database_is_acknowledged_by_kombu(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    config = load_config({"STEPPER_REDIS_URL": redis_server.url, "CELERY_CONFIG_MODULE": "absent_config"})
+    backend = create_app(config).backend
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/7", transport=Transport) as connection:
+        broker = redis.Redis(host="127.0.0.1", port=redis_server.port, db=7)
+        queue = connection.SimpleQueue("elsewhere")
+        queue.put({"kwargs": {}}, headers={"id": "t-elsewhere-db", "task": "stepper.chat"})
+        message = queue.get(timeout=5)
+        backend.store_result("t-elsewhere-db", {"answer": 1}, states.SUCCESS)
+        assert broker.hlen("unacked") == 1  # the store's script runs in database 0
+        message.ack()
+        assert broker.hlen("unacked") == 0
+        queue.close()
+        broker.flushdb()
+        broker.close()
+
+
+def test_registrations_are_forgotten_once_acknowledged() -> None:
+    delivery = Delivery(("tcp", "127.0.0.1", 6379, 0), "unacked_index", "unacked", "tag-1")
+    result_riders.delivered("t-forgotten", delivery)
+    assert not result_riders.acknowledged("tag-1")
+    assert result_riders.take_deliveries("t-forgotten", delivery.database) == []
+    result_riders.delivered("t-taken", delivery)
+    assert result_riders.take_deliveries("t-taken", ("tcp", "127.0.0.1", 6379, 1)) == []  # another database
+    assert result_riders.take_deliveries("t-taken", delivery.database) == [delivery]
+    result_riders.removed([delivery])
+    assert result_riders.acknowledged("tag-1")
+    assert not result_riders.acknowledged("tag-1")
+
+
+def test_a_closed_channel_leaves_nothing_for_a_store_to_acknowledge(redis_server: RedisServer) -> None:
+    """kombu puts back what a closing channel delivered; a later store must not remove it again."""
+    with Connection(redis_server.url, transport=Transport) as connection:
+        queue = connection.SimpleQueue("closing")
+        queue.put({"kwargs": {}}, headers={"id": "t-closed", "task": "stepper.chat"})
+        database = result_riders.database(queue.consumer.channel._create_client())
+        queue.get(timeout=5)
+        queue.close()
+    assert result_riders.take_deliveries("t-closed", database) == []
