@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from kombu.utils import json
@@ -35,7 +36,12 @@ class DelayedMessage:
     options: dict[str, Any]
 
     def to_json(self) -> str:
-        """kombu's JSON (datetimes and UUIDs included); raises TypeError for anything else it cannot encode."""
+        """kombu's JSON (datetimes and UUIDs included); raises TypeError for anything else it cannot encode.
+        Encoded once: the producer checks a message with it, then journals or schedules the same text."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         return str(json.dumps({"name": self.name, "args": self.args, "kwargs": self.kwargs, "options": self.options}))
 
     @classmethod

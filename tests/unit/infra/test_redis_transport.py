@@ -9,6 +9,7 @@ import pytest
 import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
+from kombu.utils import json as kombu_json
 
 from stepper.celery import StepperCelery, create_app
 from stepper.config import load_config
@@ -71,6 +72,21 @@ def test_a_stepper_message_and_its_journal_entry_are_written_together(
     (queue,) = chat_queues(redis_client)
     pushed = redis_client.lindex(queue, 0)
     assert isinstance(pushed, bytes) and result.id.encode() in pushed
+
+
+def test_a_journaled_message_is_encoded_once(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer checks that the message is JSON and journals that same text (it was encoded twice)."""
+    encoded: list[str] = []
+    dumps = kombu_json.dumps
+
+    def counted(value: Any) -> str:
+        text = str(dumps(value))
+        encoded.append(text)
+        return text
+
+    monkeypatch.setattr(kombu_json, "dumps", counted)  # the function stepper.infra.delayed encodes with
+    result = app_on(redis_server).send_task("stepper.chat", kwargs=CHAT)
+    assert len([text for text in encoded if result.id in text and '"stepper.chat"' in text]) == 1
 
 
 def test_a_push_refused_leaves_no_journal_entry(
