@@ -48,7 +48,7 @@ class _OneRoundTripStore:
     ) -> Any:
         backend: Any = self
         if backend.serializer != "json" or backend.compression:
-            result_riders.write(result_riders.take(task_id))
+            result_riders.write_or_log(task_id, result_riders.take(task_id))
             return super()._store_result(  # type: ignore[misc]
                 task_id, result, state, traceback=traceback, request=request, **kwargs
             )
@@ -62,7 +62,7 @@ class _OneRoundTripStore:
             expires = backend.expires
         riders = result_riders.take(task_id)
         if not result_riders.all_in(riders, self._database):
-            result_riders.write(riders)
+            result_riders.write_or_log(task_id, riders)
             riders = []
         # Only a SUCCESS acknowledges: after any other state Celery may still reject or requeue the message.
         deliveries = result_riders.take_deliveries(task_id, self._database) if state == states.SUCCESS else []

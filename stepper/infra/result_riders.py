@@ -94,10 +94,15 @@ def take(task_id: str) -> list[Rider]:
 
 
 def release(task_id: str) -> None:
-    """Stop holding writes for ``task_id`` and write what no store took (Celery's ``task_postrun``). A Redis
-    error is logged, not raised: the entry is a cache entry, and the claim it would release runs out."""
+    """Stop holding writes for ``task_id`` and write what no store took (Celery's ``task_postrun``)."""
     with _lock:
         riders = _held.pop(task_id, [])
+    write_or_log(task_id, riders)
+
+
+def write_or_log(task_id: str, riders: list[Rider]) -> None:
+    """Write ``riders`` of task ``task_id`` now; a Redis error is logged, not raised. They are cache entries, and
+    the task's answer is computed: it must not fail for them (a claim they would release runs out by itself)."""
     try:
         write(riders)
     except RedisError as exc:

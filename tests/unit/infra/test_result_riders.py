@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -108,6 +109,18 @@ def test_writes_no_store_took_are_written_once_the_task_has_run(redis_client: re
 
 def test_a_write_for_a_task_not_held_is_not_deferred(redis_client: redis.Redis) -> None:
     assert not result_riders.defer("t-elsewhere", entry(redis_client))
+
+
+def test_a_cache_entry_that_cannot_be_written_does_not_fail_the_store(
+    backend: object, redis_client: redis.Redis, held: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer is computed: a cache entry for another Redis that is down must not turn it into a failure."""
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
+    result_riders.defer(held, entry(unreachable))
+    with caplog.at_level(logging.WARNING, logger="stepper.infra.result_riders"):
+        backend.store_result(held, {"answer": 1}, states.SUCCESS)  # type: ignore[attr-defined]
+    assert json.loads(redis_client.get(f"celery-task-meta-{held}") or b"{}")["status"] == "SUCCESS"
+    assert f"could not write 1 cache entries of task {held}" in caplog.text
 
 
 def test_a_redis_error_at_release_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
