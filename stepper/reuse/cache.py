@@ -89,8 +89,9 @@ class ResultStore(Protocol):
         """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
         ...
 
-    def finish(self, key: str, owner: str, result: dict[str, Any], ttl_s: float) -> None:
-        """Store the result for ``ttl_s`` and release ``owner``'s claim of its computation."""
+    def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
+        """Store the result for ``ttl_s`` and release the claim of its computation, with the stored result of task
+        ``rides_with`` where the store can (None: at once)."""
         ...
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:
@@ -132,11 +133,11 @@ class ResultCache:
         raw, claimed = self._probe(keys=[key, keys.flight(key)], args=[owner, ttl_ms(lease_s)])
         return Probe(None if raw is None else stored_hit(raw, window, self.clock()), bool(claimed))
 
-    def finish(self, key: str, owner: str, result: dict[str, Any], ttl_s: float) -> None:
+    def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
         """Store the result and release the computation's claim, in one round trip. In a worker running task
-        ``owner``, the write rides with the task's stored result (:mod:`stepper.infra.result_riders`)."""
+        ``rides_with``, the write rides with the task's stored result (:mod:`stepper.infra.result_riders`)."""
         rider = Rider(self.client, key, stored_entry(result, self.clock()), ttl_ms(ttl_s), (keys.flight(key),))
-        if not result_riders.defer(owner, rider):
+        if rides_with is None or not result_riders.defer(rides_with, rider):
             result_riders.write([rider])
 
     def get(self, key: str, window: CacheWindow | None = None) -> Hit | None:

@@ -41,7 +41,7 @@ class MemoryResultCache:
                 return Probe(stored_hit(raw, window, self.clock()), claimed=False)
             return Probe(None, self._claim(keys.flight(key), owner, lease_s))
 
-    def finish(self, key: str, owner: str, result: dict[str, Any], ttl_s: float) -> None:
+    def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
         """Store the result for ``ttl_s`` and release the computation's claim, at once."""
         with self._lock:
             self._write(key, stored_entry(result, self.clock()), ttl_s)

@@ -36,7 +36,9 @@ def serve(
         if probe.hit is not None:
             return as_cached(probe.hit.result)
         ttl_s = settings.cache.idempotency_window_s
-        return _single_flight(results, key, task_id, probe.claimed, ttl_s=ttl_s, compute=compute)
+        # Written the moment the answer exists, not with the stored result: a worker that dies in between must
+        # leave as short a window as possible in which a redelivery would do the work (a charge, a send) again.
+        return _single_flight(results, key, None, probe.claimed, ttl_s=ttl_s, compute=compute)
     if not cacheable(family.kind, request, settings.cache):
         return compute()
     window = settings.cache.windows[family.kind]
@@ -59,9 +61,10 @@ def serve(
 
 
 def _single_flight(
-    results: ResultStore, key: str, task_id: str, claimed: bool, *, ttl_s: float, compute: Compute
+    results: ResultStore, key: str, rides_with: str | None, claimed: bool, *, ttl_s: float, compute: Compute
 ) -> dict[str, Any]:
-    """Compute when this caller (task ``task_id``) claimed the computation; otherwise wait for the one who did."""
+    """Compute when this caller claimed the computation; otherwise wait for the one who did. The entry rides with
+    the stored result of task ``rides_with`` (None: written at once)."""
     if not claimed:
         waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
         if waited is not None:
@@ -72,5 +75,5 @@ def _single_flight(
     except BaseException:
         results.land(key)
         raise
-    results.finish(key, task_id, result, ttl_s)
+    results.finish(key, rides_with, result, ttl_s)
     return result

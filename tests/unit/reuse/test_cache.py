@@ -17,6 +17,7 @@ import redis
 
 from stepper.config import current_settings
 from stepper.families import FAMILIES, Family
+from stepper.infra import result_riders
 from stepper.reuse.cache import Hit, Probe, ResultCache, ResultStore, cache_key, cacheable, idempotency_key
 from stepper.reuse.cache_memory import MemoryResultCache
 from stepper.reuse.serving import serve
@@ -303,6 +304,25 @@ def test_idempotency_key_runs_once_even_when_not_cacheable(cache: Harness) -> No
     assert cache.store.get(idempotency_key("chat", "order-42")) == Hit(first, fresh=True)
     other = cache.serve(chat(temperature=0.9, idempotency_key="order-43"), "task-3", compute)
     assert compute.calls == 2 and other["output"] == {"call": 2}
+
+
+def test_in_a_worker_a_cache_entry_waits_for_the_stored_result_and_an_idempotency_entry_does_not(
+    redis_client: redis.Redis,
+) -> None:
+    """Between task_prerun and task_postrun a cache entry rides with the task's stored result (written at
+    postrun when nothing stored it); an idempotency entry is written the moment the answer exists, so that a
+    worker dying before the store leaves the shortest window for the work to be done twice."""
+    clock = Clock()
+    cache = Harness(ResultCache(redis_client, current_settings().cache, clock), clock)
+    result_riders.hold("task-held")
+    try:
+        cache.serve(chat(), "task-held", Compute())
+        assert cache.store.get(chat_key(chat())) is None  # held for the store
+        cache.serve(chat(temperature=0.9, idempotency_key="order-9"), "task-held", Compute())
+        assert cache.store.get(idempotency_key("chat", "order-9")) is not None
+    finally:
+        result_riders.release("task-held")
+    assert cache.store.get(chat_key(chat())) is not None
 
 
 def test_a_redelivered_owner_resumes_its_own_flight(cache: Harness) -> None:
