@@ -21,6 +21,7 @@ stepper's configuration selects these classes through Celery's ``broker_transpor
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -39,11 +40,14 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
     def append(self, message: Any, delivery_tag: str) -> None:
         super().append(message, delivery_tag)
         task_id = (message.headers or {}).get("id")
-        channel: Any = self.channel
-        if isinstance(task_id, str) and not channel.global_keyprefix:  # a prefixed client renames every key
-            database = result_riders.database(channel._create_client())
-            delivery = Delivery(database, self.unacked_index_key, self.unacked_key, delivery_tag)
+        if isinstance(task_id, str) and not self.channel.global_keyprefix:  # a prefixed client renames every key
+            delivery = Delivery(self._database, self.unacked_index_key, self.unacked_key, delivery_tag)
             result_riders.delivered(task_id, delivery)
+
+    @cached_property
+    def _database(self) -> tuple[Any, ...] | None:
+        """The database this channel's messages are kept in (the same after a reconnect: same URL)."""
+        return result_riders.database(self.channel._create_client())
 
     def ack(self, delivery_tag: str) -> None:
         if result_riders.acknowledged(delivery_tag):  # removed with its task's SUCCESS: only the bookkeeping is left
