@@ -29,6 +29,7 @@ from requests.utils import get_auth_from_url, get_environ_proxies, get_netrc_aut
 from urllib3 import BaseHTTPResponse, PoolManager, ProxyManager, Timeout
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError
 from urllib3.util import make_headers
 
 from stepper import __version__
@@ -41,6 +42,15 @@ DEFAULT_HEADERS = {"User-Agent": f"stepper/{__version__}", "Accept": "*/*", "Acc
 #: Bytes read at a time from a streamed body (``requests``' ``iter_lines`` reads 512 too): a chunked answer
 #: yields each chunk as it arrives.
 STREAM_CHUNK_BYTES = 512
+#: A streamed answer's reader stops at the event that ends the answer (OpenAI's ``[DONE]``, Anthropic's
+#: ``message_stop``...), before the chunked body's terminating chunk, which the server sends right after it.
+#: Closing then would close the connection, and the next call to the vendor would open another one: a TCP
+#: and TLS handshake on the way to every streamed first token. So the rest of the body is read first, at
+#: most this many bytes...
+DRAIN_BYTES = 64 * 1024
+#: ... and waiting at most this long for each read. A body that goes on (an answer abandoned midway) or does
+#: not end in time costs no more than that, and its connection is closed, as before.
+DRAIN_WAIT_S = 0.01
 
 
 def configure_pool(size: int) -> None:
@@ -169,6 +179,7 @@ class Answer:
         self.status_code = raw.status
         self.headers = raw.headers
         self._content: bytes | None = None
+        self._chunks: Iterator[bytes] | None = None
 
     @property
     def content(self) -> bytes:
@@ -194,14 +205,34 @@ class Answer:
 
     def iter_lines(self) -> Iterator[str]:
         """The body's lines as they arrive (see :func:`lines_of`)."""
-        return lines_of(self._raw.stream(STREAM_CHUNK_BYTES, decode_content=True))
+        self._chunks = self._raw.stream(STREAM_CHUNK_BYTES, decode_content=True)
+        return lines_of(self._chunks)
 
     def close(self) -> None:
-        """Return the connection to its pool when the body was read to its end, else close it (a half-read
-        body cannot be followed by another request on the same connection)."""
-        if self._content is None and not self._raw.closed:
+        """Return the connection to its pool when the body was read to its end, or a streamed body's end
+        could be read at once (see :data:`DRAIN_BYTES`); else close it (a half-read body cannot be followed
+        by another request on the same connection). The next request on a kept connection sets its own
+        socket timeout again (urllib3's ``HTTPConnection.request``)."""
+        if self._content is None and not self._raw.closed and not self._drained():
             self._raw.close()
         self._raw.release_conn()
+
+    def _drained(self) -> bool:
+        """Read what is left of a streamed body, within :data:`DRAIN_BYTES` and :data:`DRAIN_WAIT_S` per
+        read; True when its end was reached."""
+        sock = getattr(self._raw.connection, "sock", None)
+        if self._chunks is None or sock is None:
+            return False
+        left = DRAIN_BYTES
+        try:
+            sock.settimeout(DRAIN_WAIT_S)
+            for chunk in self._chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return False
+        except (HTTPError, OSError):  # a read that timed out, a connection the server or a cut closed
+            return False
+        return bool(self._raw.closed)
 
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -3,7 +3,8 @@
 A vendor fake registers routes: ``(method, path regex) -> handler(request) -> Reply``. The handler checks the
 request against the vendor's documented shape (and answers 400 like the vendor when it is wrong). Before
 the handler runs, the next injected ``Fault`` (if any) replaces the answer: an error status with headers,
-a delay past the client's timeout, a reset connection, a truncated body or a stream that stops. Every
+a delay past the client's timeout, a reset connection, a truncated body, a stream that stops mid-body or one
+that ends early. Streams are chunked bodies on kept-alive connections, as real vendors send them. Every
 request is recorded with its arrival time, so tests can check Retry-After was honoured.
 """
 
@@ -32,6 +33,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     arrived: float
+    #: The client's (host, port): requests that share it came over one kept-alive connection.
+    peer: tuple[str, int] = ("", 0)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -56,7 +59,8 @@ class Fault:
     delay_s: float = 0.0  # sleep before answering (past the client's read timeout, say)
     reset: bool = False  # close the connection with a TCP reset, no answer
     truncate: bool = False  # send the handler's JSON body cut in half
-    stop_stream_after: int | None = None  # send this many events, then drop the connection
+    stop_stream_after: int | None = None  # send this many events, then drop the connection mid-body
+    end_stream_after: int | None = None  # send this many events, then end the body cleanly, its last events unsent
 
 
 Handler = Callable[[Request], Reply]
@@ -124,6 +128,7 @@ class FakeServer:
                     {key.lower(): value for key, value in self.headers.items()},
                     self.rfile.read(length),
                     time.monotonic(),
+                    (str(self.client_address[0]), int(self.client_address[1])),
                 )
                 with fake._lock:
                     fake.requests.append(request)
@@ -143,13 +148,13 @@ class FakeServer:
                     self._send_bytes(reply.status, data[: len(data) // 2], reply.headers, declared=len(data))
                     self.close_connection = True
                     return
-                self._send(reply, stop_after=fault.stop_stream_after if fault else None)
+                self._send(reply, fault)
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-            def _send(self, reply: Reply, stop_after: int | None = None) -> None:
+            def _send(self, reply: Reply, fault: Fault | None = None) -> None:
                 if reply.events is not None:
-                    self._send_events(reply, stop_after)
+                    self._send_events(reply, fault or Fault())
                     return
                 data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
                 self._send_bytes(reply.status, data, {"Content-Type": "application/json", **reply.headers})
@@ -164,21 +169,34 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _send_events(self, reply: Reply, stop_after: int | None) -> None:
+            def _send_events(self, reply: Reply, fault: Fault) -> None:
+                """Each event a chunk of a chunked body on a kept-alive connection, as uvicorn-served vendors
+                (vLLM) and OpenAI's, Anthropic's and Google's APIs stream. A stopped stream drops the connection
+                before the terminating chunk, which a client reads as a body cut short; an ended one sends the
+                terminating chunk early, a whole body that lacks its last events."""
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
+                self.send_header("Transfer-Encoding", "chunked")
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.close_connection = True
-                for sent, (event, data) in enumerate(reply.events or ()):
-                    if stop_after is not None and sent >= stop_after:
-                        return
-                    lines = ([f"event: {event}"] if event else []) + [f"data: {line}" for line in data.split("\n")]
-                    self.wfile.write(("\n".join(lines) + "\n\n").encode())
-                    self.wfile.flush()
+                try:
+                    for sent, (event, data) in enumerate(reply.events or ()):
+                        if fault.stop_stream_after is not None and sent >= fault.stop_stream_after:
+                            self.close_connection = True
+                            return
+                        if fault.end_stream_after is not None and sent >= fault.end_stream_after:
+                            break
+                        lines = ([f"event: {event}"] if event else []) + [f"data: {ln}" for ln in data.split("\n")]
+                        self._chunk(("\n".join(lines) + "\n\n").encode())
+                    self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
 
         return _Handler
 

@@ -53,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tests.support.fake_http import FakeServer, Reply, Request
+from tests.support.fake_http import FakeServer, Fault, Reply, Request
 from tests.support.vendors.common import words
 
 Flavour = Literal["openai", "vllm", "tgi", "llamacpp", "ollama", "litellm"]
@@ -382,35 +382,42 @@ def _split(text: str, parts: int) -> list[str]:
 # ---- the wire ------------------------------------------------------------------------------------------------
 
 
-def _send_stream(handler: Any, reply: Reply, stop_after: int | None) -> None:
+def _send_stream(handler: Any, reply: Reply, fault: Fault) -> None:
     """Replaces the plain FakeServer's event writer: waits out the first-byte delay and the pauses between frames
-    watching the client's socket, and logs the moment the client hangs up. ``stop_after`` is an injected
-    ``Fault(stop_stream_after=...)``: that many frames, then the server drops the connection."""
+    watching the client's socket, and logs the moment the client hangs up. Each frame is a chunk of a chunked
+    body on a kept-alive connection, as vLLM (uvicorn) and OpenAI stream. An injected
+    ``Fault(stop_stream_after=...)`` sends that many frames, then drops the connection mid-body;
+    ``Fault(end_stream_after=...)`` ends the body cleanly after that many."""
     stream = reply.events
     assert isinstance(stream, _Stream)
     log = stream.log
-    handler.close_connection = True
     try:
         if not _client_stays(handler.connection, stream.first_byte_delay_s):
             log.hung_up_at = time.monotonic()
+            handler.close_connection = True
             return
         handler.send_response(reply.status)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
-        handler.send_header("Connection", "close")
+        handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
         for index, frame in enumerate(stream.frames):
-            if stop_after is not None and index >= stop_after:
+            if fault.stop_stream_after is not None and index >= fault.stop_stream_after:
+                handler.close_connection = True
                 return
+            if fault.end_stream_after is not None and index >= fault.end_stream_after:
+                break
             if index and not _client_stays(handler.connection, stream.between_frames_s):
                 log.hung_up_at = time.monotonic()
+                handler.close_connection = True
                 return
-            handler.wfile.write(frame.encode())
-            handler.wfile.flush()
+            handler._chunk(frame.encode())
             log.frames_sent += 1
-        log.completed = True
+        handler._chunk(b"")
+        log.completed = log.frames_sent == len(stream.frames)
     except (BrokenPipeError, ConnectionResetError):
         log.hung_up_at = time.monotonic()
+        handler.close_connection = True
 
 
 def _client_stays(connection: socket.socket, seconds: float) -> bool:

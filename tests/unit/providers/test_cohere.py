@@ -192,10 +192,20 @@ def test_a_streamed_error_finish_is_truncated_output_with_its_reason(
     assert sink.events[-1].type == "reset"
 
 
-def test_stream_that_stops_midway_resets_and_raises(provider: CohereProvider, fake: FakeCohere) -> None:
-    fake.inject(Fault(stop_stream_after=4))  # message-start, content-start, two content-deltas
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        # message-start, content-start, two content-deltas
+        (Fault(stop_stream_after=4), "closed the connection in the middle of its event stream"),
+        (Fault(end_stream_after=4), "message-end"),
+    ],
+)
+def test_stream_that_stops_midway_resets_and_raises(
+    provider: CohereProvider, fake: FakeCohere, fault: Fault, expected: str
+) -> None:
+    fake.inject(fault)
     sink = Sink()
-    with pytest.raises(TruncatedOutput, match="message-end"):
+    with pytest.raises(TruncatedOutput, match=expected):
         streamed(provider, chat("one two three four five six", stream=True), sink)
     assert [event.type for event in sink.events] == ["delta", "delta", "reset"]
 

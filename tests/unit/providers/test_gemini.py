@@ -264,10 +264,19 @@ def test_streaming_reports_the_final_usage(provider: GeminiProvider, fake: FakeG
     assert answer.usage["input_tokens"] >= 1 and answer.usage["output_tokens"] >= 1
 
 
-def test_stream_that_stops_midway_resets_and_raises(provider: GeminiProvider, fake: FakeGemini) -> None:
-    fake.inject(Fault(stop_stream_after=2))
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault(stop_stream_after=2), "closed the connection in the middle of its event stream"),
+        (Fault(end_stream_after=2), "finishReason"),
+    ],
+)
+def test_stream_that_stops_midway_resets_and_raises(
+    provider: GeminiProvider, fake: FakeGemini, fault: Fault, expected: str
+) -> None:
+    fake.inject(fault)
     sink = Sink()
-    with pytest.raises(TruncatedOutput, match="finishReason"):
+    with pytest.raises(TruncatedOutput, match=expected):
         streamed(provider, chat("one two three four five six", stream=True), sink, MODEL)
     assert [event.type for event in sink.events] == ["delta", "delta", "reset"]
 

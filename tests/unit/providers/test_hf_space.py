@@ -177,9 +177,18 @@ def test_a_typing_cursor_never_reaches_the_deltas(provider: HfSpaceProvider, fak
     assert not isinstance(pieces[-1], str) and pieces[-1].text == "fake-space says: one two three"
 
 
-def test_stream_that_stops_midway_resets_and_raises(provider: HfSpaceProvider, fake: FakeHfSpace) -> None:
-    fake.inject(Fault(), Fault(stop_stream_after=4))  # the submit goes through; the results stop after 3 texts
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault(stop_stream_after=4), "closed the connection in the middle of its event stream"),
+        (Fault(end_stream_after=4), "without complete or error"),
+    ],
+)
+def test_stream_that_stops_midway_resets_and_raises(
+    provider: HfSpaceProvider, fake: FakeHfSpace, fault: Fault, expected: str
+) -> None:
+    fake.inject(Fault(), fault)  # the submit goes through; the results stop after 3 texts
     sink = Sink()
-    with pytest.raises(TruncatedOutput, match="without complete or error"):
+    with pytest.raises(TruncatedOutput, match=expected):
         streamed(provider, chat("one two three four five six", stream=True), sink)
     assert [event.type for event in sink.events] == ["delta", "delta", "reset"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -141,8 +143,17 @@ def test_event_stream_is_parsed(server: FakeServer) -> None:
     assert events == [SseEvent("message", '{"n": 1}'), SseEvent("update", '{"n": 2}'), SseEvent("message", "[DONE]")]
 
 
-def test_stream_that_stops_midway_yields_only_whole_events(server: FakeServer) -> None:
+def test_stream_dropped_midway_yields_its_whole_events_then_raises(server: FakeServer) -> None:
     server.inject(Fault(stop_stream_after=1))
+    seen = []
+    with pytest.raises(TruncatedOutput, match="closed the connection in the middle of its event stream"):
+        for event in client(server).stream("POST", "/events", {}, {}):
+            seen.append(event.data)
+    assert seen == ['{"n": 1}']
+
+
+def test_stream_ended_early_yields_only_whole_events(server: FakeServer) -> None:
+    server.inject(Fault(end_stream_after=1))
     assert [event.data for event in client(server).stream("POST", "/events", {}, {})] == ['{"n": 1}']
 
 
@@ -212,3 +223,55 @@ def test_load_shedding_with_429_is_busy_not_broken(server: FakeServer) -> None:
     with pytest.raises(RateLimited, match="Model is overloaded") as raised:
         client(server).post_json("/echo", {}, {})
     assert not raised.value.trips_breaker
+
+
+def _until_done(http: HttpClient) -> list[str]:
+    """Read a stream as the adapters do: stop at the event that says the answer is whole, leaving the rest of
+    the body (the terminating chunk) unread."""
+    seen = []
+    for event in http.stream("POST", "/events", {}, {}):
+        seen.append(event.data)
+        if event.data == "[DONE]":
+            break
+    return seen
+
+
+def test_a_stream_read_to_its_last_event_leaves_its_connection_to_the_next_call(server: FakeServer) -> None:
+    http = client(server)
+    assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
+    assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
+    assert http.post_json("/echo", {"a": 1}, {}) == {"you_sent": {"a": 1}}
+    assert len({request.peer for request in server.requests}) == 1  # one connection, kept alive
+
+
+@pytest.mark.parametrize("fault", [Fault(stop_stream_after=1), Fault(end_stream_after=1)])
+def test_a_stream_that_broke_or_ended_early_is_not_followed_on_its_connection_by_a_broken_call(
+    server: FakeServer, fault: Fault
+) -> None:
+    server.inject(fault)
+    http = client(server)
+    with contextlib.suppress(TruncatedOutput):
+        _until_done(http)
+    assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
+
+
+def test_a_stream_abandoned_with_little_left_is_read_to_its_end_and_its_connection_kept(server: FakeServer) -> None:
+    http = client(server)
+    for _event in http.stream("POST", "/events", {}, {}):
+        break  # the caller stops reading: the unread rest of the body must not meet the next request
+    assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
+    assert len({request.peer for request in server.requests}) == 1
+
+
+def test_a_stream_abandoned_while_its_server_goes_on_closes_its_connection(server: FakeServer) -> None:
+    def slow_events() -> Iterator[tuple[str | None, str]]:
+        yield None, '{"n": 1}'
+        time.sleep(0.5)  # far past DRAIN_WAIT_S
+        yield None, "[DONE]"
+
+    server.route("POST", "/slow", lambda request: Reply(events=slow_events()))
+    http = client(server)
+    for _event in http.stream("POST", "/slow", {}, {}):
+        break
+    assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
+    assert len({request.peer for request in server.requests}) == 2

@@ -117,6 +117,20 @@ def test_streaming_relays_deltas_and_returns_the_whole_answer(provider: OpenAIPr
     assert reply.usage["output_tokens"] >= 1
 
 
+def test_streamed_chats_one_after_another_share_one_kept_alive_connection(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    token = current_sink.set(Sink())
+    try:
+        for content in ("first stream", "second stream"):
+            provider.complete(chat(content, stream=True), "m")
+        provider.complete(chat("then a plain one"), "m")
+    finally:
+        current_sink.reset(token)
+    assert len(fake.requests) == 3
+    assert len({request.peer for request in fake.requests}) == 1  # no handshake before each streamed first token
+
+
 def test_stream_that_stops_midway_resets_and_raises(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
     fake.inject(Fault(stop_stream_after=3))
     sink = Sink()
