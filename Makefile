@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := redis-server tesseract-ocr espeak-ng
 # Debian packages only the tests need: ffmpeg encodes the screen recordings they give the steps detector;
 # chromium opens the how-to guide and the gateway's /docs headless. rabbitmq-server runs the broker matrix (the
-# tests start a private node; Sentinel runs as redis-server --sentinel).
-TEST_PACKAGES := ffmpeg chromium rabbitmq-server
+# tests start a private node; Sentinel runs as redis-server --sentinel). openssl makes the certificate of the
+# HTTPS vendor the TLS tests call.
+TEST_PACKAGES := ffmpeg chromium rabbitmq-server openssl
 # Tesseract languages (its codes: eng, deu, chi_sim, ...) installed as tesseract-ocr-<code> for OCR's `lang`;
 # English and the major European languages unless told otherwise: make run OCR_LANGUAGES="eng deu jpn".
 OCR_LANGUAGES ?= eng deu fra ita spa por

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from stepper.errors import (
@@ -243,6 +245,8 @@ class HttpClient:
             raise Timeout(f"{self.name} did not accept a connection within {self.connect_timeout_s:g}s") from None
         except ReadTimeoutError:
             raise self._no_answer() from None
+        except SSLError as exc:
+            raise self._tls_error(exc) from None
         except (HTTPError, OSError) as exc:
             raise Unavailable(f"{self.name} could not be reached ({_reason(exc)})") from None
         if response.status_code >= 400:
@@ -261,6 +265,19 @@ class HttpClient:
                 "do not follow redirects; set its base_url to where it is served"
             )
         return response
+
+    def _tls_error(self, exc: SSLError) -> ProviderError:
+        """A certificate this worker does not trust is a setting to change, not a fault to retry: AuthError
+        (the next provider, no breaker trip), saying which CA bundle is read. Any other TLS failure (a
+        handshake cut short, no shared protocol) is Unavailable, naming OpenSSL's reason."""
+        cause = _innermost(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return AuthError(
+                f"{self.name}'s TLS certificate is not trusted ({cause.verify_message}); if a proxy or a private "
+                f"CA signs it, set REQUESTS_CA_BUNDLE to that CA's PEM bundle (read now: {self._environment.ca_bundle})"
+            )
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        return Unavailable(f"{self.name} could not be reached: the TLS handshake failed ({reason})")
 
     def error_for(self, response: Answer) -> ProviderError:
         """Map an HTTP error answer onto the exception tree by what the vendor says it means (see
@@ -383,8 +400,12 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause, without the URL (which may carry a key in its query string)."""
-    cause: BaseException = exc
+    """The innermost cause's type, without the URL (which may carry a key in its query string)."""
+    return type(_innermost(exc)).__name__
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    cause = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    return type(cause).__name__
+    return cause

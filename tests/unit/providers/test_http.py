@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,7 @@ from stepper.errors import (
 from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_duration, parse_retry_after
 from stepper.settings import ProviderSettings
 from tests.support.fake_http import FakeServer, Fault, Reply, running
+from tests.support.tls import Certificate, self_signed
 
 SECRET = "sk-test-super-secret-0123456789"
 
@@ -275,3 +277,34 @@ def test_a_stream_abandoned_while_its_server_goes_on_closes_its_connection(serve
         break
     assert _until_done(http) == ['{"n": 1}', '{"n": 2}', "[DONE]"]
     assert len({request.peer for request in server.requests}) == 2
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[FakeServer, Certificate]]:
+    certificate = self_signed(tmp_path)
+    fake = FakeServer(tls=certificate.server_context())
+    fake.route("POST", "/events", lambda request: Reply(events=[(None, '{"n": 1}'), (None, "[DONE]")]))
+    for running_fake in running(fake):
+        yield running_fake, certificate
+
+
+def test_streams_over_tls_trust_the_ca_bundle_and_share_one_handshake(
+    tls_server: tuple[FakeServer, Certificate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, certificate = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate.cert_path))
+    http = client(server)
+    for _ in range(3):
+        assert _until_done(http) == ['{"n": 1}', "[DONE]"]
+    assert len({request.peer for request in server.requests}) == 1
+
+
+def test_a_vendor_whose_certificate_is_not_trusted_is_unavailable_saying_why(
+    tls_server: tuple[FakeServer, Certificate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = tls_server
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    expected = r"acme's TLS certificate is not trusted \(self.signed certificate\).*set REQUESTS_CA_BUNDLE"
+    with pytest.raises(AuthError, match=expected):
+        _until_done(client(server))
