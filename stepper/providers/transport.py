@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import Message
@@ -48,8 +49,8 @@ STREAM_CHUNK_BYTES = 512
 #: and TLS handshake on the way to every streamed first token. So the rest of the body is read first, at
 #: most this many bytes...
 DRAIN_BYTES = 64 * 1024
-#: ... and waiting at most this long for each read. A body that goes on (an answer abandoned midway) or does
-#: not end in time costs no more than that, and its connection is closed, as before.
+#: ... and for at most this long in all. A body that goes on (an answer abandoned midway) or does not end in
+#: time costs no more than that, and its connection is closed, as before.
 DRAIN_WAIT_S = 0.01
 
 
@@ -218,21 +219,25 @@ class Answer:
         self._raw.release_conn()
 
     def _drained(self) -> bool:
-        """Read what is left of a streamed body, within :data:`DRAIN_BYTES` and :data:`DRAIN_WAIT_S` per
-        read; True when its end was reached."""
+        """Read what is left of a streamed body, within :data:`DRAIN_BYTES` and :data:`DRAIN_WAIT_S`; True
+        when its end was reached."""
         sock = getattr(self._raw.connection, "sock", None)
         if self._chunks is None or sock is None:
             return False
         left = DRAIN_BYTES
+        deadline = time.monotonic() + DRAIN_WAIT_S
         try:
-            sock.settimeout(DRAIN_WAIT_S)
-            for chunk in self._chunks:
+            while (wait_s := deadline - time.monotonic()) > 0:
+                sock.settimeout(wait_s)  # each read waits only for what is left of the time
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return bool(self._raw.closed)
                 left -= len(chunk)
                 if left < 0:
                     return False
         except (HTTPError, OSError):  # a read that timed out, a connection the server or a cut closed
             return False
-        return bool(self._raw.closed)
+        return False
 
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -265,13 +265,23 @@ def test_a_stream_abandoned_with_little_left_is_read_to_its_end_and_its_connecti
     assert len({request.peer for request in server.requests}) == 1
 
 
-def test_a_stream_abandoned_while_its_server_goes_on_closes_its_connection(server: FakeServer) -> None:
-    def slow_events() -> Iterator[tuple[str | None, str]]:
-        yield None, '{"n": 1}'
-        time.sleep(0.5)  # far past DRAIN_WAIT_S
-        yield None, "[DONE]"
+def slow_events() -> Iterator[tuple[str | None, str]]:
+    yield None, '{"n": 1}'
+    time.sleep(0.5)  # far past DRAIN_WAIT_S
+    yield None, "[DONE]"
 
-    server.route("POST", "/slow", lambda request: Reply(events=slow_events()))
+
+def trickling_events() -> Iterator[tuple[str | None, str]]:
+    for n in range(500):  # an event every 2 ms for a second: each read is quick, the whole is not
+        yield None, f'{{"n": {n}}}'
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("events", [slow_events, trickling_events])
+def test_a_stream_abandoned_while_its_server_goes_on_closes_its_connection(
+    server: FakeServer, events: Callable[[], Iterator[tuple[str | None, str]]]
+) -> None:
+    server.route("POST", "/slow", lambda request: Reply(events=events()))
     http = client(server)
     for _event in http.stream("POST", "/slow", {}, {}):
         break
