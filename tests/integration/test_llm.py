@@ -14,8 +14,9 @@ from stepper.gateway.auth import key_digest
 from stepper.infra.streams import read_stream
 from stepper.samples import sample_requests
 from tests.integration.conftest import GATEWAY_KEY, Fleet
-from tests.support.fake_http import Fault, running
+from tests.support.fake_http import Fault, running, serving
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.tls import self_signed
 from tests.support.vendors.openai import FakeOpenAI
 
 OPENAI_KEY = "sk-integration-openai-7f3a9c"
@@ -85,6 +86,25 @@ def test_chat_is_served_by_the_first_provider(llm_fleet: Fleet, openai: FakeOpen
     assert result["output"]["message"]["content"] == "fake-openai says: hello there"
     assert result["usage"]["input_tokens"] >= 1
     assert len(openai.requests) == 1
+
+
+def test_streamed_chats_over_tls_share_one_vendor_connection_in_a_worker(
+    start_fleet: Callable[..., Fleet], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    certificate = self_signed(tmp_path_factory.mktemp("tls"))
+    with serving(FakeOpenAI(OPENAI_KEY, "tls-openai", tls=certificate.server_context())) as vendor:
+        settings = {**LLM_SETTINGS, "stepper_chains": {"chat": ["openai:gpt-4o-mini"]}}
+        env = {
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "STEPPER_OPENAI_BASE_URL": vendor.base_url,  # https://127.0.0.1:<port>/v1
+            "REQUESTS_CA_BUNDLE": str(certificate.cert_path),
+        }
+        fleet = start_fleet(settings, name="tls", env=env)
+        for _ in range(3):
+            result = fleet.app.send_task("stepper.chat", kwargs={**HELLO, "stream": True}).get(timeout=30)
+            assert result["output"]["message"]["content"] == "tls-openai says: hello there"
+        assert len(vendor.requests) == 3
+        assert len({request.peer for request in vendor.requests}) == 1  # one TLS handshake for three streams
 
 
 def test_retry_after_is_honoured_then_fallback(llm_fleet: Fleet, openai: FakeOpenAI, mistral: FakeOpenAI) -> None:

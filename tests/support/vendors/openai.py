@@ -13,6 +13,7 @@ first fragment (``index``, ``id``, ``type``, ``function.name``, empty arguments)
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from typing import Any
 
@@ -49,8 +50,8 @@ def error(status: int, message: str, kind: str = "invalid_request_error") -> Rep
 
 
 class FakeOpenAI(FakeServer):
-    def __init__(self, api_key: str, name: str = "fake-openai") -> None:
-        super().__init__()
+    def __init__(self, api_key: str, name: str = "fake-openai", tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls=tls)
         self.api_key = api_key
         self.name = name
         self.script = Script()
