@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -62,6 +62,15 @@ class Fault:
     truncate: bool = False  # send the handler's JSON body cut in half
     stop_stream_after: int | None = None  # send this many events, then drop the connection mid-body
     end_stream_after: int | None = None  # send this many events, then end the body cleanly, its last events unsent
+
+    def stream_cut(self, sent: int) -> Literal["drop", "end"] | None:
+        """What this fault does to a stream that sent ``sent`` events so far: drop the connection mid-body, end
+        the body early, or nothing."""
+        if self.stop_stream_after is not None and sent >= self.stop_stream_after:
+            return "drop"
+        if self.end_stream_after is not None and sent >= self.end_stream_after:
+            return "end"
+        return None
 
 
 Handler = Callable[[Request], Reply]
@@ -179,6 +188,23 @@ class FakeServer:
                 (vLLM) and OpenAI's, Anthropic's and Google's APIs stream. A stopped stream drops the connection
                 before the terminating chunk, which a client reads as a body cut short; an ended one sends the
                 terminating chunk early, a whole body that lacks its last events."""
+                self._begin_events(reply)
+                try:
+                    for sent, (event, data) in enumerate(reply.events or ()):
+                        cut = fault.stream_cut(sent)
+                        if cut == "drop":
+                            self.close_connection = True
+                            return
+                        if cut == "end":
+                            break
+                        lines = ([f"event: {event}"] if event else []) + [f"data: {ln}" for ln in data.split("\n")]
+                        self._chunk(("\n".join(lines) + "\n\n").encode())
+                    self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up
+                    self.close_connection = True
+
+            def _begin_events(self, reply: Reply) -> None:
+                """The status and headers of a streamed answer: a chunked body of server-sent events."""
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -186,18 +212,6 @@ class FakeServer:
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                try:
-                    for sent, (event, data) in enumerate(reply.events or ()):
-                        if fault.stop_stream_after is not None and sent >= fault.stop_stream_after:
-                            self.close_connection = True
-                            return
-                        if fault.end_stream_after is not None and sent >= fault.end_stream_after:
-                            break
-                        lines = ([f"event: {event}"] if event else []) + [f"data: {ln}" for ln in data.split("\n")]
-                        self._chunk(("\n".join(lines) + "\n\n").encode())
-                    self._chunk(b"")
-                except (BrokenPipeError, ConnectionResetError):  # the client hung up
-                    self.close_connection = True
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -396,16 +396,13 @@ def _send_stream(handler: Any, reply: Reply, fault: Fault) -> None:
             log.hung_up_at = time.monotonic()
             handler.close_connection = True
             return
-        handler.send_response(reply.status)
-        handler.send_header("Content-Type", "text/event-stream")
-        handler.send_header("Cache-Control", "no-cache")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.end_headers()
+        handler._begin_events(reply)
         for index, frame in enumerate(stream.frames):
-            if fault.stop_stream_after is not None and index >= fault.stop_stream_after:
+            cut = fault.stream_cut(index)
+            if cut == "drop":
                 handler.close_connection = True
                 return
-            if fault.end_stream_after is not None and index >= fault.end_stream_after:
+            if cut == "end":
                 break
             if index and not _client_stays(handler.connection, stream.between_frames_s):
                 log.hung_up_at = time.monotonic()
