@@ -110,13 +110,17 @@ class Attempt(Strict):
 
 
 class TaskResult(Strict):
-    """What every task returns, whatever its kind."""
+    """What every task returns, whatever its kind.
+
+    The short fields come first: Celery's "succeeded" log line and Flower's result column show a prefix of the
+    result (``FamilyTask.resultrepr_maxsize``), which then names who answered before the answer itself.
+    """
 
     kind: Kind
-    output: dict[str, Any]
     provider: str
     model: str
     cached: bool = False
+    output: dict[str, Any]
     attempts: list[Attempt]
     elapsed_ms: float
     usage: Usage = Field(default_factory=dict)
