@@ -60,7 +60,7 @@ class GuardBackend(Protocol):
         """``overspent``: tokens earlier calls used beyond their estimate, settled first (saves a round trip)."""
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
-        """Storage for one pybreaker object of the calling thread, over the provider's shared state."""
+        """Storage for one pybreaker object (used by one call at a time), over the provider's shared state."""
 
     def cool_down(self, provider: str, seconds: float) -> None:
         """Keep every caller away from ``provider`` for ``seconds`` (its Retry-After); a longer cooldown already

@@ -1,8 +1,11 @@
 """The guard around every provider call: fleet-wide admission (breaker and rate limits), then pybreaker.
 
 pybreaker holds its lock for the whole call, so one shared breaker object would let a threads pool make one
-call at a time. Each thread therefore gets its own ``CircuitBreaker`` over the same shared storage; the
-state that matters lives in the backend (Redis for a fleet).
+call at a time. Each call therefore takes a ``CircuitBreaker`` of its own over the same shared storage from the
+provider's idle ones, and puts it back: the state that matters lives in the backend (Redis for a fleet), and a
+process builds as many breakers per provider as it ever makes calls to it at once. Not one per thread: under
+gevent every task is a greenlet of its own, and pybreaker's Redis storage writes its three keys (``SETNX``)
+whenever one is built, so a breaker per thread cost three round trips on every call.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class ProviderGuard:
         self._max_cooldown_s = max_cooldown_s
         self._sleep = sleep
         self._listeners = (_ReportTransitions(), *listeners)
-        self._local = threading.local()
+        self._idle: dict[str, list[pybreaker.CircuitBreaker]] = {}
+        self._idle_lock = threading.Lock()
         # Tokens used beyond the estimates, per provider, settled in the next admission's script (one round
         # trip fewer per call); a process that never calls that provider again leaves the bucket to refill.
         self._overspent: dict[str, int] = {}
@@ -75,7 +79,7 @@ class ProviderGuard:
         admission = self._admit(provider, limits, tokens)
         if admission is None:
             return fn()
-        breaker = self._breaker(provider)
+        breaker = self._take_breaker(provider)
         storage = cast(PrimedStorage, breaker._state_storage)
         storage.prime(admission)
         try:
@@ -91,6 +95,8 @@ class ProviderGuard:
             raise
         finally:
             storage.unprime()
+            with self._idle_lock:
+                self._idle[provider].append(breaker)
         self._settle(provider, limits, tokens, reply.usage)
         return reply
 
@@ -157,16 +163,18 @@ class ProviderGuard:
         except RedisError as exc:
             log.warning("could not record %s's cooldown of %.1fs (%s)", provider, seconds, exc)
 
-    def _breaker(self, provider: str) -> pybreaker.CircuitBreaker:
-        breakers: dict[str, pybreaker.CircuitBreaker] = self._local.__dict__.setdefault("breakers", {})
-        if provider not in breakers:
-            breakers[provider] = pybreaker.CircuitBreaker(
-                fail_max=self._settings.fail_max,
-                reset_timeout=self._settings.reset_timeout_s,
-                exclude=[is_not_provider_failure],
-                listeners=list(self._listeners),
-                state_storage=self._backend.breaker_storage(provider),
-                name=provider,
-                throw_new_error_on_trip=False,
-            )
-        return breakers[provider]
+    def _take_breaker(self, provider: str) -> pybreaker.CircuitBreaker:
+        """One of ``provider``'s idle breakers, or a new one when every one is in a call (see the module)."""
+        with self._idle_lock:
+            idle = self._idle.setdefault(provider, [])
+            if idle:
+                return idle.pop()
+        return pybreaker.CircuitBreaker(
+            fail_max=self._settings.fail_max,
+            reset_timeout=self._settings.reset_timeout_s,
+            exclude=[is_not_provider_failure],
+            listeners=list(self._listeners),
+            state_storage=self._backend.breaker_storage(provider),
+            name=provider,
+            throw_new_error_on_trip=False,
+        )

@@ -256,7 +256,7 @@ def test_probe_on_another_guard_closes_the_circuit_for_all(harness: Harness) -> 
 
 
 def test_calls_overlap(harness: Harness) -> None:
-    """pybreaker holds a lock for the whole call; one breaker per thread keeps a threads pool concurrent."""
+    """pybreaker holds a lock for the whole call; a breaker per call in flight keeps a threads pool concurrent."""
     guard = guard_over(harness)
     lock = threading.Lock()
     running = 0
@@ -372,7 +372,7 @@ def test_a_probe_that_is_rate_limited_does_not_keep_the_lease(harness: Harness) 
 
 def test_a_successful_call_is_one_redis_command(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
-    guard.call("p", Limits(), 0, Calls())  # loads the script and this thread's breaker storage
+    guard.call("p", Limits(), 0, Calls())  # loads the script and builds a breaker and its storage
     sent = count_commands(redis_client, monkeypatch)
     redis_client.config_resetstat()
     sent.clear()
@@ -383,6 +383,51 @@ def test_a_successful_call_is_one_redis_command(redis_client: redis.Redis, monke
     assert stats["cmdstat_evalsha"]["calls"] == 3
     assert "cmdstat_set" not in stats
     assert "cmdstat_incr" not in stats
+
+
+def test_a_call_from_a_new_thread_is_still_one_redis_command(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gevent worker runs every task in a greenlet of its own: a breaker built per thread (or greenlet) would
+    write pybreaker's three keys (SETNX) on every call."""
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(), 0, Calls())
+    sent = count_commands(redis_client, monkeypatch)
+    sent.clear()
+    for _ in range(3):
+        caller = threading.Thread(target=guard.call, args=("p", Limits(), 0, Calls()))
+        caller.start()
+        caller.join()
+    assert sent == ["EVALSHA"] * 3
+
+
+def test_breakers_are_built_for_calls_at_once_not_for_each_call(harness: Harness) -> None:
+    used: set[pybreaker.CircuitBreaker] = set()
+
+    class Seen(pybreaker.CircuitBreakerListener):
+        def before_call(self, cb: pybreaker.CircuitBreaker, func: Any, *args: Any, **kwargs: Any) -> None:
+            used.add(cb)
+
+    guard = guard_over(harness, listeners=(Seen(),))
+    release = threading.Event()
+    entered = threading.Barrier(5)  # the four calls and this thread
+
+    def held() -> Reply[ChatOutput]:
+        entered.wait(timeout=10)
+        release.wait(timeout=10)
+        return OK
+
+    with ThreadPoolExecutor(4) as pool:
+        waiting = [pool.submit(guard.call, "p", Limits(), 0, held) for _ in range(4)]
+        entered.wait(timeout=10)  # all four calls hold a breaker at once
+        release.set()
+        assert [future.result() for future in waiting] == [OK] * 4
+    for _ in range(10):
+        caller = threading.Thread(target=guard.call, args=("p", Limits(), 0, Calls()))
+        caller.start()
+        caller.join()
+    guard.call("q", Limits(), 0, Calls())
+    assert sorted(str(breaker.name) for breaker in used) == ["p"] * 4 + ["q"]
 
 
 def test_token_settlement_rides_on_the_next_admission(
