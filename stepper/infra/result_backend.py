@@ -13,29 +13,79 @@ stepper's configuration selects them through Celery's ``override_backends`` sett
 ``rediss`` and ``sentinel`` schemes (stepper.config.CELERY_DEFAULTS), so result backend URLs keep their form.
 A backend that serializes to anything but JSON, or compresses results, stores them Celery's way (after writing
 the riders): the script reads the stored status as JSON.
+
+Celery builds a backend per thread (``app.backend`` is thread-local), and under gevent a thread is a greenlet,
+so a gevent worker built one for every task: about 0.4 ms of CPU, most of it redis-py reading its own version
+from the installed package's metadata, then a client, a connection pool and a new connection to Redis for its one
+store. These backends read that version once per process, and in a worker (:func:`share_clients`) every backend
+of an app shares one client and its pool, which the worker sizes for its concurrency (stepper.workers.pools).
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import states
 from celery.backends import redis as celery_redis
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
+from redis import Redis
 from redis.commands.core import Script
 
 from stepper.infra import lua, result_riders
 from stepper.infra.result_riders import Delivery, Rider
 
+#: The connection parameters Celery's ``_add_driver_info`` sets (redis-py's ``DriverInfo``, or its fallback).
+_DRIVER_PARAMS = ("driver_info", "lib_name", "lib_version")
+#: Per app, the client its backends share in each process (keyed by pid), once :func:`share_clients` was called.
+_shared: weakref.WeakKeyDictionary[Any, dict[tuple[int, type], Redis]] | None = None
+
+
+def share_clients() -> None:
+    """Make every backend of an app in this process (and the processes it forks) use one client. For workers,
+    whose pool of ``redis_max_connections`` is sized for every task storing at once; a producer's threads keep
+    a client each, since each thread's result consumer holds a connection while it waits."""
+    global _shared  # noqa: PLW0603  (one switch per process, set once at worker start-up)
+    if _shared is None:
+        _shared = weakref.WeakKeyDictionary()
+
 
 class _OneRoundTripStore:
-    """Mixed into Celery's Redis backends: ``_store_result`` as one script call."""
+    """Mixed into Celery's Redis backends: ``_store_result`` as one script call, and cheap to build (see the
+    module)."""
+
+    #: What Celery's ``_add_driver_info`` adds to the connection parameters, worked out by the first backend.
+    _driver_params: ClassVar[dict[str, Any] | None] = None
+
+    def _add_driver_info(self) -> None:
+        """Celery's, once per process: redis-py's ``DriverInfo`` reads redis's version with importlib.metadata
+        (about 0.3 ms), and Celery builds a backend per thread or greenlet."""
+        connparams: dict[str, Any] = self.connparams  # type: ignore[attr-defined]
+        known = _OneRoundTripStore._driver_params
+        if known is None:
+            super()._add_driver_info()  # type: ignore[misc]
+            known = {name: connparams[name] for name in _DRIVER_PARAMS if name in connparams}
+            _OneRoundTripStore._driver_params = known
+        connparams.update(known)
+
+    @cached_property
+    def client(self) -> Redis:
+        """Celery's client, or the one this app's backends share in a worker (:func:`share_clients`)."""
+        backend: Any = self
+        if _shared is None:
+            return backend._create_client(**backend.connparams)  # type: ignore[no-any-return]
+        clients = _shared.setdefault(backend.app, {})
+        where = (os.getpid(), type(self))
+        if where not in clients:  # two threads may both build one here: the first stored is kept
+            clients.setdefault(where, backend._create_client(**backend.connparams))
+        return clients[where]
 
     @cached_property
     def _store_script(self) -> Script:
-        return self.client.register_script(lua.source("result_store"))  # type: ignore[attr-defined,no-any-return]
+        return self.client.register_script(lua.source("result_store"))
 
     def _store_result(
         self,
@@ -72,7 +122,7 @@ class _OneRoundTripStore:
 
     @cached_property
     def _database(self) -> tuple[Any, ...] | None:
-        return result_riders.database(self.client)  # type: ignore[attr-defined]
+        return result_riders.database(self.client)
 
     def _store(
         self, key: bytes | str, value: str, expires_s: int, riders: list[Rider], deliveries: list[Delivery]

@@ -20,7 +20,7 @@ from prometheus_client import multiprocess
 
 from stepper.errors import ConfigError
 from stepper.guards.admission import RedisGuardBackend
-from stepper.infra import inflight, logs, metrics, result_riders, tracing
+from stepper.infra import inflight, logs, metrics, result_backend, result_riders, tracing
 from stepper.infra.connections import state_redis
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
@@ -30,8 +30,10 @@ from stepper.workers import pools
 def _prepare_worker(sender: Any = None, **_: Any) -> None:
     """Before the pool starts: one HTTP and one broker connection per concurrent task, so a threads or gevent
     pool never waits for a pooled one nor fails to acknowledge, and a gevent consumer refills its pool promptly
-    (:mod:`stepper.workers.pools`); and tesseract single-threaded, because the pool already keeps every core
-    busy and OpenMP threads in each process would only fight it (an operator's own OMP_THREAD_LIMIT wins)."""
+    (:mod:`stepper.workers.pools`); one result-backend client for all the tasks of the process
+    (:func:`stepper.infra.result_backend.share_clients`); and tesseract single-threaded, because the pool already
+    keeps every core busy and OpenMP threads in each process would only fight it (an operator's own
+    OMP_THREAD_LIMIT wins)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
@@ -39,6 +41,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
         pools.size_for_concurrency(sender.app.conf, concurrency)
     pools.poll_without_fd_limit()
     pools.refill_promptly_when_full()
+    result_backend.share_clients()
     _check_guards()
     tracing.setup()
     if port := os.environ.get("STEPPER_METRICS_PORT"):

@@ -66,3 +66,19 @@ def test_a_pool_wider_than_every_default_finishes_its_backlog_without_an_error(
     log = fleet.worker.log()
     for fault in ("MaxConnectionsError", "Couldn't ack", "Unrecoverable error", "filedescriptor out of range"):
         assert fault not in log
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_a_worker_does_not_connect_to_redis_again_for_every_task(pool: str, start_fleet: Callable[..., Fleet]) -> None:
+    """Celery builds a result backend per thread, and under gevent every task is a greenlet of its own: each
+    task's backend made a client, a pool and a connection to Redis for its one store. Now the backends of a
+    worker share one client; ``total_connections_received`` counts every connection Redis accepted."""
+    fleet = start_fleet({"stepper_mode": "mock"}, name=f"connections-{pool}", pool=pool, concurrency=8)
+    chats = 60
+    request = {"messages": [{"role": "user", "content": "warm"}], "cache": "bypass"}
+    fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+    before = int(fleet.redis.info("stats")["total_connections_received"])
+    for index in range(chats):  # one at a time: a task's connection is never in use when the next starts
+        request = {"messages": [{"role": "user", "content": f"#{index}"}], "cache": "bypass"}
+        fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+    assert int(fleet.redis.info("stats")["total_connections_received"]) - before < chats / 4

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
+import pytest
 import redis
+from celery import __version__ as celery_version
 from celery import states
 
 from stepper.celery import StepperCelery, create_app
 from stepper.config import load_config
+from stepper.infra import result_backend
 from stepper.infra.result_backend import RedisBackend
 from tests.support.redis_server import RedisServer
 
@@ -68,3 +72,40 @@ def test_compressed_results_are_stored_celerys_way(redis_server: RedisServer, re
     assert app.AsyncResult("t4").result == {"answer": 4}
     raw = redis_client.get("celery-task-meta-t4")
     assert isinstance(raw, bytes) and not raw.startswith(b"{")  # really compressed
+
+
+def test_backends_built_per_thread_read_the_driver_version_once_and_still_name_celery(
+    redis_server: RedisServer,
+) -> None:
+    """Celery builds a backend per thread (per task under gevent); redis-py's DriverInfo reads its version from
+    the package's metadata each time, which cost most of building one."""
+    app = app_on(redis_server)
+    built: list[Any] = []
+    for _ in range(2):
+        reader = threading.Thread(target=lambda: built.append(app.backend))
+        reader.start()
+        reader.join()
+    first, second = built
+    assert first is not second
+    assert first.connparams["driver_info"] is second.connparams["driver_info"]
+    assert second.connparams["driver_info"].formatted_name.endswith(f"(celery_v{celery_version})")
+    assert second.client.ping()
+
+
+def test_in_a_worker_the_backends_of_an_app_share_one_client(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(result_backend, "_shared", None)
+    alone = app_on(redis_server)
+    result_backend.share_clients()
+    app, other = app_on(redis_server), app_on(redis_server)
+    clients: list[redis.Redis] = []
+    for owner in (app, app, other, alone):
+        reader = threading.Thread(target=lambda owner=owner: clients.append(owner.backend.client))
+        reader.start()
+        reader.join()
+    assert clients[0] is clients[1]
+    assert clients[2] is not clients[0]  # another app: its own settings, its own client
+    assert len({id(client) for client in clients}) == 3
+    app.backend.store_result("shared", {"answer": 42}, states.SUCCESS)
+    assert app.AsyncResult("shared").get(timeout=5) == {"answer": 42}
