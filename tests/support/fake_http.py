@@ -73,6 +73,17 @@ class Fault:
         return None
 
 
+#: What stepper's transport says of an event stream whose server dropped the connection mid-body.
+DROPPED_MIDWAY = "closed the connection in the middle of its event stream"
+
+
+def stream_cuts(after: int, unfinished: str) -> list[tuple[Fault, str]]:
+    """The two ways a stream stops after ``after`` events, each with the error message it must raise: the
+    connection dropped mid-body, and the body ended cleanly without its last events (``unfinished``: what the
+    adapter names as missing). For ``pytest.mark.parametrize(("fault", "expected"), ...)``."""
+    return [(Fault(stop_stream_after=after), DROPPED_MIDWAY), (Fault(end_stream_after=after), unfinished)]
+
+
 Handler = Callable[[Request], Reply]
 
 

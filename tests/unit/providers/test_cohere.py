@@ -16,7 +16,7 @@ from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import Message
 from stepper.settings import ProviderSettings
-from tests.support.fake_http import Fault, running
+from tests.support.fake_http import Fault, running, stream_cuts
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.cohere import FakeCohere
 
@@ -192,14 +192,8 @@ def test_a_streamed_error_finish_is_truncated_output_with_its_reason(
     assert sink.events[-1].type == "reset"
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"),
-    [
-        # message-start, content-start, two content-deltas
-        (Fault(stop_stream_after=4), "closed the connection in the middle of its event stream"),
-        (Fault(end_stream_after=4), "message-end"),
-    ],
-)
+# After message-start, content-start and two content-deltas.
+@pytest.mark.parametrize(("fault", "expected"), stream_cuts(4, "message-end"))
 def test_stream_that_stops_midway_resets_and_raises(
     provider: CohereProvider, fake: FakeCohere, fault: Fault, expected: str
 ) -> None:

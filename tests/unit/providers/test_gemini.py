@@ -24,7 +24,7 @@ from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import JsonSchemaFormat, Message, ResponseFormat
 from stepper.settings import ProviderSettings
-from tests.support.fake_http import Fault, running
+from tests.support.fake_http import Fault, running, stream_cuts
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.gemini import FakeGemini
 
@@ -264,13 +264,7 @@ def test_streaming_reports_the_final_usage(provider: GeminiProvider, fake: FakeG
     assert answer.usage["input_tokens"] >= 1 and answer.usage["output_tokens"] >= 1
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"),
-    [
-        (Fault(stop_stream_after=2), "closed the connection in the middle of its event stream"),
-        (Fault(end_stream_after=2), "finishReason"),
-    ],
-)
+@pytest.mark.parametrize(("fault", "expected"), stream_cuts(2, "finishReason"))
 def test_stream_that_stops_midway_resets_and_raises(
     provider: GeminiProvider, fake: FakeGemini, fault: Fault, expected: str
 ) -> None:

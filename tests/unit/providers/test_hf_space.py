@@ -16,7 +16,7 @@ from stepper.samples import sample_requests
 from stepper.schemas import ChatRequest, ReportRequest
 from stepper.schemas.chat import Message
 from stepper.settings import ProviderSettings
-from tests.support.fake_http import Fault, running
+from tests.support.fake_http import Fault, running, stream_cuts
 from tests.support.streaming import Sink, streamed
 from tests.support.vendors.hf_space import FakeHfSpace
 
@@ -177,13 +177,7 @@ def test_a_typing_cursor_never_reaches_the_deltas(provider: HfSpaceProvider, fak
     assert not isinstance(pieces[-1], str) and pieces[-1].text == "fake-space says: one two three"
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"),
-    [
-        (Fault(stop_stream_after=4), "closed the connection in the middle of its event stream"),
-        (Fault(end_stream_after=4), "without complete or error"),
-    ],
-)
+@pytest.mark.parametrize(("fault", "expected"), stream_cuts(4, "without complete or error"))
 def test_stream_that_stops_midway_resets_and_raises(
     provider: HfSpaceProvider, fake: FakeHfSpace, fault: Fault, expected: str
 ) -> None:
