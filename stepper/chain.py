@@ -67,7 +67,7 @@ from stepper.errors import (
 from stepper.families import Family
 from stepper.guards.admission import Limits
 from stepper.guards.backoff import wait_before_retry
-from stepper.guards.breaker import ProviderGuard
+from stepper.guards.breaker import AdmissionAhead, ProviderGuard
 from stepper.guards.routing import MemoryRouteBackend, Pick, Router
 from stepper.guards.spend import BudgetLine, Budgets, MemorySpendLedger, Scope, provider_lines
 from stepper.infra import metrics, tracing
@@ -109,6 +109,8 @@ class _Run:
     scope: TaskScope
     #: The identity of the gateway key that submitted the task, charged with what it spends.
     gateway_key: str | None = None
+    #: The admission of the first call, asked ahead with the cache probe (ChainExecutor.ahead), if it was.
+    ahead: AdmissionAhead | None = None
     attempts: list[Attempt] = field(default_factory=list)
     retry_after_hints: list[float] = field(default_factory=list)
     #: Tokens the request needs, once a vendor counted them in a context-overflow error.
@@ -164,17 +166,44 @@ class ChainExecutor:
             links.append(self._mock_link(entries[0].model))
         return links
 
+    def ahead(self, family: Family, request: BaseModel) -> AdmissionAhead | None:
+        """The admission of the call a run of ``request`` makes first, for the cache probe to ask in its round trip
+        when it misses (stepper.reuse.serving), or None unless that call is certain: the first provider has one
+        deployment and no spend caps, and the request no ``deadline_s`` (which could skip it). Give it to
+        :meth:`run`; end it with :meth:`release`."""
+        if getattr(request, "deadline_s", None) is not None:
+            return None
+        try:
+            link = self.resolve_chain(family.kind, getattr(request, "model", None))[0]
+        except (InvalidRequest, IndexError):  # the run will say what is wrong
+            return None
+        if link.skip_reason is not None or len(link.targets) != 1 or self._budget_lines(link):
+            return None
+        target = link.targets[0]
+        limits = Limits(rpm=target.settings.rpm, tpm=target.settings.tpm)
+        return self._guard.ahead(target.guard, limits, family.estimate_tokens(request) if limits.tpm else 0)
+
+    def release(self, ahead: AdmissionAhead) -> None:
+        """End an admission from :meth:`ahead` (what it took for a call never made is given back)."""
+        self._guard.release(ahead)
+
     def run(
-        self, family: Family, request: BaseModel, scope: TaskScope | None = None, gateway_key: str | None = None
+        self,
+        family: Family,
+        request: BaseModel,
+        scope: TaskScope | None = None,
+        gateway_key: str | None = None,
+        ahead: AdmissionAhead | None = None,
     ) -> TaskResult:
         """The first valid answer along the chain.
 
         ``scope`` is the task's (cancellation, deadline); none: a run that is never cancelled and has no
         deadline. ``gateway_key``: the identity of the gateway key that submitted it, charged with its cost.
-        Raises ``InvalidRequest`` or a chain-stopping ``PermanentError``, ``Cancelled``, ``DeadlineExceeded`` or
-        ``ChainExhausted``, each of the last three carrying the attempts.
+        ``ahead``: the first call's admission, asked already (:meth:`ahead`). Raises ``InvalidRequest`` or a
+        chain-stopping ``PermanentError``, ``Cancelled``, ``DeadlineExceeded`` or ``ChainExhausted``, each of
+        the last three carrying the attempts.
         """
-        run = _Run(family.kind, scope or TaskScope(), gateway_key)
+        run = _Run(family.kind, scope or TaskScope(), gateway_key, ahead)
         token = current_task.set(run.scope)  # the HTTP layer cuts calls by it
         try:
             return self._run(family, request, run)
@@ -237,7 +266,7 @@ class ChainExecutor:
             run.scope.last_first_byte_s = None
             try:
                 call = partial(self._invoke, family, request, link, pick)
-                reply = self._guard.call(target.guard, limits, tokens if limits.tpm else 0, call)
+                reply = self._guard.call(target.guard, limits, tokens if limits.tpm else 0, call, run.ahead)
             except SoftTimeLimitExceeded:
                 self._router.done(pick, None)
                 raise

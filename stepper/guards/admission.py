@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import pybreaker
 from redis import Redis
@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.errors import ConfigError
 from stepper.infra import keys, lua
+from stepper.infra.lua import ScriptCall
 
 Verdict = Literal["closed", "probe", "reject", "cooldown"]
 
@@ -55,9 +56,10 @@ class Limits:
 
 class GuardBackend(Protocol):
     def admit(
-        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, *, overspent: int = 0, unused: int = 0
     ) -> Admission:
-        """``overspent``: tokens earlier calls used beyond their estimate, settled first (saves a round trip)."""
+        """``overspent``: tokens earlier calls used beyond their estimate; ``unused``: requests earlier admissions
+        took for calls never made. Both are settled first (saves a round trip)."""
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         """Storage for one pybreaker object (used by one call at a time), over the provider's shared state."""
@@ -75,19 +77,32 @@ class RedisGuardBackend:
         if client.get_encoder().decode_responses:
             raise ValueError("the guard's Redis client must be made with decode_responses=False")
         self._client = client
-        self._admit = lua.script(client, "admit")
+        self._admit = lua.script(client, "admission", "admit")
         self._cool_down = lua.script(client, "cool_down")
 
     def admit(
-        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, *, overspent: int = 0, unused: int = 0
     ) -> Admission:
+        call = self.asked_along(provider, limits, tokens, reset_timeout_s, overspent=overspent, unused=unused)
+        return self.answer(self._admit(keys=call.keys, args=call.args))
+
+    def asked_along(
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, *, overspent: int, unused: int
+    ) -> ScriptCall:
+        """The same admission as the keys and arguments of admission.lua's ``admit``, for another script to ask in
+        its own round trip; read what it answers with :meth:`answer`."""
         breaker, probe = keys.breaker(provider), keys.probe(provider)
         rpm, tpm = keys.rate_bucket(provider, "rpm"), keys.rate_bucket(provider, "tpm")
         pybreaker_keys = [f"{breaker}:pybreaker:{name}" for name in ("state", "fail_counter", "opened_at")]
-        state, fails, verdict, wait_ms = self._admit(
-            keys=[*pybreaker_keys, probe, rpm, tpm, keys.cooldown(provider)],
-            args=[int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent],
+        return ScriptCall(
+            self._client,
+            [*pybreaker_keys, probe, rpm, tpm, keys.cooldown(provider)],
+            [int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent, unused],
         )
+
+    def answer(self, reply: Any) -> Admission:
+        """What ``admit`` answered, as an :class:`Admission`."""
+        state, fails, verdict, wait_ms = reply
         return Admission(verdict.decode(), state.decode(), int(fails), int(wait_ms) / 1000)
 
     def cool_down(self, provider: str, seconds: float) -> None:
@@ -190,10 +205,9 @@ class MemoryGuardBackend:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
 
     def admit(
-        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, overspent: int = 0
+        self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, *, overspent: int = 0, unused: int = 0
     ) -> Admission:
-        if overspent:
-            self._settle_tokens(provider, limits, overspent)
+        self._settle(provider, limits, overspent, unused)
         storage = self.breaker_storage(provider)
         with self._lock:
             now = self._clock()
@@ -226,11 +240,13 @@ class MemoryGuardBackend:
             until = self._clock() + seconds
             self._cooldown_until[provider] = max(until, self._cooldown_until.get(provider, 0.0))
 
-    def _settle_tokens(self, provider: str, limits: Limits, overspent: int) -> None:
+    def _settle(self, provider: str, limits: Limits, overspent: int, unused: int) -> None:
+        """Take ``overspent`` tokens from the tpm bucket and give ``unused`` requests back to the rpm bucket."""
         with self._lock:
-            if limits.tpm and (provider, "tpm") in self._buckets:
-                tokens, stamp = self._buckets[(provider, "tpm")]
-                self._buckets[(provider, "tpm")] = (tokens - overspent, stamp)
+            for name, per_minute, change in (("tpm", limits.tpm, -overspent), ("rpm", limits.rpm, unused)):
+                if change and per_minute and (provider, name) in self._buckets:
+                    tokens, stamp = self._buckets[(provider, name)]
+                    self._buckets[(provider, name)] = (tokens + change, stamp)
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
         with self._lock:

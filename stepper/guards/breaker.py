@@ -24,8 +24,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.contracts import Reply
 from stepper.errors import Cancelled, CircuitOpen, ConfigError, ProviderError, RateLimited, StepperError
-from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage
+from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage, RedisGuardBackend
 from stepper.infra import metrics
+from stepper.infra.lua import ScriptCall
 from stepper.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,42 @@ class _ReportTransitions(pybreaker.CircuitBreakerListener):
         if old is not None and old.name != new.name:
             log.warning("circuit breaker %s: %s -> %s", cb.name, old.name, new.name)
             metrics.BREAKER_TRANSITIONS.labels(cb.name, new.name).inc()
+
+
+class AdmissionAhead:
+    """The admission of a call to ``provider``, asked ahead of it by another script in that script's round trip
+    (the cache probe asks it when it misses and claims the computation, stepper.reuse.cache). :attr:`call` is
+    what the script runs, worked out when first read; :meth:`answered` keeps the answer, which
+    :meth:`ProviderGuard.call` then uses instead of asking again. Made by :meth:`ProviderGuard.ahead`."""
+
+    def __init__(self, guard: ProviderGuard, backend: RedisGuardBackend, provider: str, limits: Limits, tokens: int):
+        self.provider, self.limits, self.tokens = provider, limits, tokens
+        self._guard, self._backend = guard, backend
+        self._call: ScriptCall | None = None
+        #: The settlements the call carries (GuardBackend.admit), taken from the guard when it was worked out.
+        self.settling = (0, 0)
+        self.admission: Admission | None = None
+        self.taken = False
+
+    @property
+    def call(self) -> ScriptCall:
+        """admission.lua's ``admit`` for this call, with what the guard owes the provider's buckets."""
+        if self._call is None:
+            overspent, unused = self.settling = self._guard.settlements(self.provider)
+            self._call = self._backend.asked_along(
+                self.provider, self.limits, self.tokens, self._guard.reset_timeout_s, overspent=overspent, unused=unused
+            )
+        return self._call
+
+    def answered(self, reply: Any) -> None:
+        self.admission = self._backend.answer(reply)
+
+    def take(self, provider: str) -> Admission | None:
+        """The answer, once, for the call to ``provider`` it was asked for; None for any other call."""
+        if self.taken or self.admission is None or provider != self.provider:
+            return None
+        self.taken = True
+        return self.admission
 
 
 class ProviderGuard:
@@ -68,15 +105,25 @@ class ProviderGuard:
         self._listeners = (_ReportTransitions(), *listeners)
         self._idle: dict[str, list[pybreaker.CircuitBreaker]] = {}
         self._idle_lock = threading.Lock()
-        # Tokens used beyond the estimates, per provider, settled in the next admission's script (one round
-        # trip fewer per call); a process that never calls that provider again leaves the bucket to refill.
+        # Tokens used beyond the estimates, and requests admitted ahead for calls never made, per provider, settled
+        # in the next admission's script (one round trip fewer per call); a process that never calls that provider
+        # again leaves the buckets to refill.
         self._overspent: dict[str, int] = {}
+        self._unused: dict[str, int] = {}
+        self._owed_lock = threading.Lock()
         self._failing_open = threading.Event()
-        self._overspent_lock = threading.Lock()
 
-    def call(self, provider: str, limits: Limits, tokens: int, fn: Callable[[], ReplyT]) -> ReplyT:
-        """Run ``fn`` if the breaker and the rate limits let it; raise CircuitOpen or RateLimited if not."""
-        admission = self._admit(provider, limits, tokens)
+    def call(
+        self,
+        provider: str,
+        limits: Limits,
+        tokens: int,
+        fn: Callable[[], ReplyT],
+        ahead: AdmissionAhead | None = None,
+    ) -> ReplyT:
+        """Run ``fn`` if the breaker and the rate limits let it; raise CircuitOpen or RateLimited if not. The first
+        answer is ``ahead``'s when it was asked for this call (:meth:`ahead`)."""
+        admission = self._admit(provider, limits, tokens, None if ahead is None else ahead.take(provider))
         if admission is None:
             return fn()
         breaker = self._take_breaker(provider)
@@ -105,33 +152,51 @@ class ProviderGuard:
         settled in the next admission's script."""
         used = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
         if limits.tpm and used:
-            with self._overspent_lock:
-                self._overspent[provider] = self._overspent.get(provider, 0) + used - reserved
+            self._owe(provider, used - reserved, 0)
 
-    def _admit(self, provider: str, limits: Limits, tokens: int) -> Admission | None:
-        """Ask the backend, waiting out short rate-limit waits. None: the backend is down, call unguarded."""
+    def _owe(self, provider: str, overspent: int, unused: int) -> None:
+        """Settle ``overspent`` tokens and ``unused`` requests with the next admission of ``provider``."""
+        with self._owed_lock:
+            for owed, amount in ((self._overspent, overspent), (self._unused, unused)):
+                if amount:
+                    owed[provider] = owed.get(provider, 0) + amount
+
+    @property
+    def reset_timeout_s(self) -> float:
+        return self._settings.reset_timeout_s
+
+    def ahead(self, provider: str, limits: Limits, tokens: int) -> AdmissionAhead | None:
+        """The admission of a call to ``provider`` for another script to ask in its round trip, or None when the
+        backend has no scripts (memory). Pass it to :meth:`call`, and end it with :meth:`release` whatever
+        happened: a call it admitted that was never made gives its request and tokens back."""
+        if not isinstance(self._backend, RedisGuardBackend):
+            return None
+        return AdmissionAhead(self, self._backend, provider, limits, tokens)
+
+    def release(self, ahead: AdmissionAhead) -> None:
+        """End ``ahead``. Not answered (the cache had the result, or lives in another Redis): the settlements it
+        carried are owed again. Admitted but not used by a call: its request and tokens are given back with the
+        next admission. A half-open probe it won is not given back: the next one comes after the reset timeout."""
+        admission = ahead.admission
+        if admission is None:
+            self._owe(ahead.provider, *ahead.settling)
+        elif not ahead.taken and admission.verdict in ("closed", "probe") and admission.wait_s <= 0:
+            limits = ahead.limits
+            self._owe(ahead.provider, -ahead.tokens if limits.tpm else 0, 1 if limits.rpm else 0)
+
+    def settlements(self, provider: str) -> tuple[int, int]:
+        """What is owed to ``provider``'s buckets (overspent tokens, unused requests), now left to the caller."""
+        with self._owed_lock:
+            return self._overspent.pop(provider, 0), self._unused.pop(provider, 0)
+
+    def _admit(self, provider: str, limits: Limits, tokens: int, first: Admission | None) -> Admission | None:
+        """Ask the backend (unless ``first`` is its answer already), waiting out short rate-limit waits. None: the
+        backend is down, call unguarded."""
         deadline = time.monotonic() + self._max_wait_s
         while True:
-            with self._overspent_lock:
-                overspent = self._overspent.pop(provider, 0)
-            try:
-                admission = self._backend.admit(
-                    provider, limits, tokens, self._settings.reset_timeout_s, overspent=overspent
-                )
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # The guards protect vendors; a Redis outage must not stop work that is already running. This is
-                # the one failure that lets calls through unguarded: counted, and logged once per outage.
-                metrics.GUARD_FAIL_OPEN.labels(provider).inc()
-                if not self._failing_open.is_set():
-                    self._failing_open.set()
-                    log.warning("guard state unreachable (%s); calling providers without breaker or rate limit", exc)
+            admission, first = first or self._ask(provider, limits, tokens), None
+            if admission is None:
                 return None
-            except RedisError as exc:
-                raise ConfigError(
-                    f"the guards' Redis refused admission for {provider} ({type(exc).__name__}: {exc}); nothing "
-                    "was called unguarded. Check that stepper's Redis user may run scripts (EVAL, EVALSHA) and "
-                    "that the server is Redis 6.2 or newer"
-                ) from None
             if self._failing_open.is_set():
                 self._failing_open.clear()
                 log.info("guard state reachable again: breakers and rate limits apply")
@@ -156,6 +221,29 @@ class ProviderGuard:
             metrics.RATE_LIMIT_WAITS.labels(provider).inc()
             metrics.RATE_LIMIT_WAIT_SECONDS.labels(provider).inc(admission.wait_s)
             self._sleep(admission.wait_s)
+
+    def _ask(self, provider: str, limits: Limits, tokens: int) -> Admission | None:
+        """One answer of the backend, settling what is owed; None when its Redis is unreachable (fail open)."""
+        overspent, unused = self.settlements(provider)
+        try:
+            admission = self._backend.admit(
+                provider, limits, tokens, self._settings.reset_timeout_s, overspent=overspent, unused=unused
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # The guards protect vendors; a Redis outage must not stop work that is already running. This is
+            # the one failure that lets calls through unguarded: counted, and logged once per outage.
+            metrics.GUARD_FAIL_OPEN.labels(provider).inc()
+            if not self._failing_open.is_set():
+                self._failing_open.set()
+                log.warning("guard state unreachable (%s); calling providers without breaker or rate limit", exc)
+            return None
+        except RedisError as exc:
+            raise ConfigError(
+                f"the guards' Redis refused admission for {provider} ({type(exc).__name__}: {exc}); nothing "
+                "was called unguarded. Check that stepper's Redis user may run scripts (EVAL, EVALSHA) and "
+                "that the server is Redis 6.2 or newer"
+            ) from None
+        return admission
 
     def _cool_down(self, provider: str, seconds: float) -> None:
         try:

@@ -26,6 +26,7 @@ from redis import Redis
 from stepper.config import current_settings
 from stepper.infra import keys, lua, result_riders
 from stepper.infra.connections import cache_redis
+from stepper.infra.lua import ScriptCall
 from stepper.infra.result_riders import Rider
 from stepper.schemas import ChatRequest, Kind
 from stepper.schemas.common import TaskRequest
@@ -81,12 +82,35 @@ def cacheable(kind: Kind, request: TaskRequest, settings: CacheSettings) -> bool
     return not (isinstance(request, ChatRequest) and request.temperature != 0)
 
 
+class Admitting(Protocol):
+    """The admission of the call a claimed computation makes first (stepper.guards.breaker.AdmissionAhead): a probe
+    that misses and claims the computation asks it in its own round trip, where the store can, and hands it the
+    answer."""
+
+    @property
+    def call(self) -> ScriptCall:
+        """admission.lua's ``admit``, with its keys and arguments."""
+        ...
+
+    def answered(self, reply: Any) -> None:
+        """Keep what ``admit`` answered."""
+        ...
+
+
 class ResultStore(Protocol):
     """Where results are kept for reuse: entries with a TTL, judged fresh or stale by their window, and the claims
     (single flight, one refresh per stale period) that keep identical requests from computing twice."""
 
-    def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
+    def probe(
+        self,
+        key: str,
+        owner: str,
+        lease_s: float,
+        window: CacheWindow | None = None,
+        admitting: Admitting | None = None,
+    ) -> Probe:
+        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner); with the
+        claim, ``admitting`` answered where the store can ask it in the same round trip."""
         ...
 
     def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
@@ -126,11 +150,34 @@ class ResultCache:
         self.client = client
         self.settings = settings
         self.clock = clock
-        self._probe = lua.script(client, "cache_probe")
+        self._probe = lua.script(client, "cache_claim", "cache_probe")
+        self._probe_admit = lua.script(client, "cache_claim", "admission", "cache_probe_admit")
+        self._database = result_riders.database(client)
 
-    def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
-        raw, claimed = self._probe(keys=[key, keys.flight(key)], args=[owner, ttl_ms(lease_s)])
+    def probe(
+        self,
+        key: str,
+        owner: str,
+        lease_s: float,
+        window: CacheWindow | None = None,
+        admitting: Admitting | None = None,
+    ) -> Probe:
+        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner). With the
+        claim, ``admitting`` is asked in the same script (``lua/cache_probe_admit.lua``) when its keys live in this
+        cache's Redis database: one round trip before the provider call instead of two."""
+        probe_keys = [key, keys.flight(key)]
+        probe_args: list[str | int | float] = [owner, ttl_ms(lease_s)]
+        if (
+            admitting is None
+            or self._database is None
+            or result_riders.database(admitting.call.client) != self._database
+        ):
+            raw, claimed = self._probe(keys=probe_keys, args=probe_args)
+        else:
+            call = admitting.call
+            raw, claimed, *answer = self._probe_admit(keys=probe_keys + call.keys, args=probe_args + call.args)
+            if answer:
+                admitting.answered(answer[0])
         return Probe(None if raw is None else stored_hit(raw, window, self.clock()), bool(claimed))
 
     def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepper.infra import keys
-from stepper.reuse.cache import Hit, Probe, poll_for_result, stored_entry, stored_hit, ttl_ms
+from stepper.reuse.cache import Admitting, Hit, Probe, poll_for_result, stored_entry, stored_hit, ttl_ms
 from stepper.settings import CacheWindow
 
 
@@ -33,8 +33,17 @@ class MemoryResultCache:
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
 
-    def probe(self, key: str, owner: str, lease_s: float, window: CacheWindow | None = None) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner)."""
+    def probe(
+        self,
+        key: str,
+        owner: str,
+        lease_s: float,
+        window: CacheWindow | None = None,
+        admitting: Admitting | None = None,
+    ) -> Probe:
+        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner).
+        ``admitting`` is never asked here: memory costs no round trip, and the call asks its admission itself."""
+        del admitting
         with self._lock:
             raw = self._read(key)
             if raw is not None:

@@ -12,7 +12,7 @@ from typing import Any
 from stepper.config import current_config, current_settings
 from stepper.families import Family
 from stepper.infra import metrics
-from stepper.reuse.cache import ResultStore, cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.cache import Admitting, ResultStore, cache_key, cacheable, idempotency_key, result_cache
 from stepper.reuse.submitting import as_cached, enqueue_refresh
 from stepper.schemas.common import TaskRequest
 
@@ -20,11 +20,18 @@ Compute = Callable[[], dict[str, Any]]
 
 
 def serve(
-    family: Family, request: TaskRequest, task_id: str, compute: Compute, *, results: ResultStore | None = None
+    family: Family,
+    request: TaskRequest,
+    task_id: str,
+    compute: Compute,
+    *,
+    results: ResultStore | None = None,
+    admitting: Admitting | None = None,
 ) -> dict[str, Any]:
     """The task's result for ``request``, computing it (``compute`` runs the chain) only when it must.
 
     ``results`` is where results are reused; by default this process's Redis cache (:func:`result_cache`).
+    ``admitting``: the admission of the chain's first call, asked with a probe that claims the computation.
     """
     settings = current_settings()
     if results is None:
@@ -32,7 +39,7 @@ def serve(
     lease_s = float(current_config().get("task_time_limit") or 300)
     if request.idempotency_key is not None:
         key = idempotency_key(family.kind, request.idempotency_key)
-        probe = results.probe(key, task_id, lease_s)
+        probe = results.probe(key, task_id, lease_s, admitting=admitting)
         if probe.hit is not None:
             return as_cached(probe.hit.result)
         ttl_s = settings.cache.idempotency_window_s
@@ -50,7 +57,7 @@ def serve(
             return _single_flight(results, key, task_id, claimed, ttl_s=ttl_s, compute=compute)
         finally:
             results.refreshed(key)
-    probe = results.probe(key, task_id, lease_s, window)
+    probe = results.probe(key, task_id, lease_s, window, admitting)
     hit = probe.hit
     metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
     if hit is not None:

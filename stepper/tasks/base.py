@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, cast
 
 from celery import states
@@ -26,6 +27,7 @@ from stepper.config import current_settings
 from stepper.errors import Cancelled, ChainExhausted, DeadlineExceeded, InvalidRequest, PoisonMessage
 from stepper.families import FAMILIES, Family
 from stepper.guards.backoff import full_jitter
+from stepper.guards.breaker import AdmissionAhead
 from stepper.guards.spend import GATEWAY_KEY_HEADER
 from stepper.infra import inflight, metrics, tracing
 from stepper.infra.cancellation import TaskScope, task_scope
@@ -86,16 +88,15 @@ def _run_family(
         raise
     redelivery = is_redelivery(task.request)
     family = FAMILIES[kind]
+    executor = current_executor()
+    # The chain's first admission rides with the cache probe when that misses (one round trip fewer).
+    ahead = executor.ahead(family, request)
     try:
         with (
             task_scope(task.request.id, _deadline_at(task, request), task.app.state_client()) as scope,
             _stream_for(task, request) as sink,
         ):
-            result = _stored_result(task) if redelivery else None
-            if result is None:
-                if redelivery:
-                    count_redelivery(task.request.id, kind)
-                result = serve(family, request, task.request.id, lambda: _compute(task, family, request, scope))
+            result = _answer(task, family, request, scope, redelivery=redelivery, ahead=ahead)
             if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
                 sink.done(result["output"]["message"])
     except Retry:
@@ -123,11 +124,33 @@ def _run_family(
         _finished(task)
         raise
     finally:
+        if ahead is not None:
+            executor.release(ahead)
         if redelivery:
             _forget_redeliveries(task.request.id)
     metrics.record_task(kind, "cached" if result.get("cached") else "success", time.monotonic() - started)
     outcomes.succeeded(task.request.id, kind, request, result)
     _finished(task)
+    return result
+
+
+def _answer(
+    task: FamilyTask,
+    family: Family,
+    request: TaskRequest,
+    scope: TaskScope,
+    *,
+    redelivery: bool,
+    ahead: AdmissionAhead | None,
+) -> dict[str, Any]:
+    """A redelivered task's stored result, else the request served: from the cache, by single flight, or by the
+    chain."""
+    result = _stored_result(task) if redelivery else None
+    if result is None:
+        if redelivery:
+            count_redelivery(task.request.id, family.kind)
+        compute = partial(_compute, task, family, request, scope, ahead)
+        result = serve(family, request, task.request.id, compute, admitting=ahead)
     return result
 
 
@@ -190,8 +213,10 @@ def _deadline_at(task: FamilyTask, request: TaskRequest) -> float | None:
     return time.monotonic() + (when - datetime.now(UTC)).total_seconds()
 
 
-def _compute(task: FamilyTask, family: Family, request: TaskRequest, scope: TaskScope) -> dict[str, Any]:
-    result = _run_chain(task, family, request, scope).model_dump(mode="json")
+def _compute(
+    task: FamilyTask, family: Family, request: TaskRequest, scope: TaskScope, ahead: AdmissionAhead | None
+) -> dict[str, Any]:
+    result = _run_chain(task, family, request, scope, ahead).model_dump(mode="json")
     result["attempts"] = history.whole(task.app.state_client(), task.request.id, _run_number(task), result["attempts"])
     return result
 
@@ -200,13 +225,16 @@ def _run_number(task: FamilyTask) -> int:
     return int(task.request.retries or 0) + 1
 
 
-def _run_chain(task: FamilyTask, family: Family, request: BaseModel, scope: TaskScope) -> TaskResult:
+def _run_chain(
+    task: FamilyTask, family: Family, request: BaseModel, scope: TaskScope, ahead: AdmissionAhead | None
+) -> TaskResult:
     """The chain's answer; its failure goes back to the broker when a later run could succeed in time, and
     carries the attempts of every run when it is final."""
     client = task.app.state_client()
     try:
         gateway_key = getattr(task.request, GATEWAY_KEY_HEADER, None)
-        return current_executor().run(family, request, scope, gateway_key if isinstance(gateway_key, str) else None)
+        key = gateway_key if isinstance(gateway_key, str) else None
+        return current_executor().run(family, request, scope, key, ahead)
     except ChainExhausted as exc:
         retry = current_settings().retry
         if exc.retryable and task.request.retries < retry.task_max_retries:

@@ -9,12 +9,15 @@ each answer long enough for the calls to pile up, and the vendor's own count sho
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from hashlib import sha1
 from typing import Any
 
 import pytest
 
+from stepper.infra import lua
 from tests.integration.conftest import Fleet
 from tests.support.fake_http import running
+from tests.support.monitor import monitored
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible
 
 CONCURRENCY = 150
@@ -82,3 +85,36 @@ def test_a_worker_does_not_connect_to_redis_again_for_every_task(pool: str, star
         request = {"messages": [{"role": "user", "content": f"#{index}"}], "cache": "bypass"}
         fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
     assert int(fleet.redis.info("stats")["total_connections_received"]) - before < chats / 4
+
+
+def test_a_chat_that_misses_the_cache_asks_its_admission_in_the_probe_s_round_trip(
+    start_fleet: Callable[..., Fleet],
+) -> None:
+    """Before its first provider call a chat that misses the cache used to make two round trips: the probe that
+    claims its computation, then the admission. Now the probe's script asks the admission when it claims
+    (``lua/cache_probe_admit.lua``); a hit asks none. Counted with Redis's MONITOR, by script."""
+    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
+    fleet = start_fleet({"stepper_mode": "mock", "stepper_providers": {"mock": mock}}, name="probe-admits")
+    database = int(fleet.url.rsplit("/", 1)[1])
+    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
+    together = sha1(lua.source("cache_claim", "admission", "cache_probe_admit").encode()).hexdigest()
+    bucket = "stepper:{mock}:rpm"
+
+    def chat(content: str) -> dict[str, Any]:
+        request = {"messages": [{"role": "user", "content": content}], "temperature": 0}
+        answer: dict[str, Any] = fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+        return answer
+
+    chat("warm")
+    misses = 10
+    with monitored(fleet.redis) as seen:
+        answers = [chat(f"miss #{index}") for index in range(misses)]
+        hits = [chat("warm") for _ in range(5)]
+    assert [answer["cached"] for answer in answers] == [False] * misses
+    assert [hit["cached"] for hit in hits] == [True] * 5
+    ours = [command for command in seen if command["db"] == database]
+    scripts = [command["command"].split()[1] for command in ours if command["command"].startswith("EVALSHA ")]
+    assert scripts.count(alone) == 0
+    assert scripts.count(together) == misses + 5  # every probe, and only the misses took a request:
+    taken = [command for command in ours if command["command"].startswith(f"HSET {bucket} ")]
+    assert len(taken) == misses

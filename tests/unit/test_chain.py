@@ -6,6 +6,7 @@ import time
 from typing import Any, ClassVar, cast
 
 import pytest
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel
 
@@ -28,14 +29,16 @@ from stepper.errors import (
     UnsupportedParameter,
 )
 from stepper.families import FAMILIES
-from stepper.guards.admission import MemoryGuardBackend
+from stepper.guards.admission import GuardBackend, MemoryGuardBackend, RedisGuardBackend
 from stepper.guards.breaker import ProviderGuard
 from stepper.infra.cancellation import TaskScope
 from stepper.providers.mock import MockProvider
 from stepper.registry import Registry
+from stepper.reuse.cache import ResultCache
 from stepper.schemas import ChatOutput, ChatRequest, Kind, ReportOutput, TaskResult
-from stepper.settings import BreakerSettings, Mode, RetrySettings, StepperSettings
+from stepper.settings import BreakerSettings, CacheSettings, Mode, RetrySettings, StepperSettings
 from tests.unit.factories import retry_settings, stepper_settings
+from tests.unit.guards.harness import count_commands
 
 Step = BaseException | Reply[BaseModel]
 
@@ -82,6 +85,7 @@ class Executor:
         retry: RetrySettings | None = None,
         breaker: BreakerSettings | None = None,
         on_content_filter: dict[Kind, str] | None = None,
+        guards: GuardBackend | None = None,
     ) -> None:
         specs = specs or {}
         self.settings: StepperSettings = stepper_settings(
@@ -98,7 +102,7 @@ class Executor:
             self.registry.register("chat", name, cls)
         self.sleeps: list[float] = []
         # The guard's clock moves with the chain's (recorded, not slept) waits, as it would in real time.
-        backend = MemoryGuardBackend(clock=lambda: time.time() + sum(self.sleeps))
+        backend = guards or MemoryGuardBackend(clock=lambda: time.time() + sum(self.sleeps))
         guard = ProviderGuard(backend, self.settings.breaker, max_wait_s=0)
         self.executor = ChainExecutor(self.settings, self.registry, guard, sleep=self.sleeps.append)
 
@@ -541,3 +545,44 @@ def test_a_provider_too_slow_for_the_deadline_left_is_skipped() -> None:
     assert result.provider == "fast"
     assert outcomes(result) == [("slow", "skipped"), ("fast", "ok")]
     assert "usually answers in" in str(result.attempts[0].error)
+
+
+# --- the first call's admission, asked ahead with the cache probe ------------------------------------------------
+
+
+def test_the_first_call_is_admitted_ahead_only_when_it_is_certain(redis_client: redis.Redis) -> None:
+    family = FAMILIES["chat"]
+    providers: dict[str, type[Provider]] = {"first": scripted(answer("one")), "second": scripted(answer("two"))}
+    chain = Executor(providers, ["first:m1", "second:m2"], guards=RedisGuardBackend(redis_client))
+    plain = family.parse({"messages": [{"role": "user", "content": "hi"}]})
+    ahead = chain.executor.ahead(family, plain)
+    assert ahead is not None
+    assert ahead.provider == "first"
+    with_deadline = family.parse({"messages": [{"role": "user", "content": "hi"}], "deadline_s": 30})
+    assert chain.executor.ahead(family, with_deadline) is None  # a slow first provider may be skipped for it
+    unserved = family.parse({"messages": [{"role": "user", "content": "hi"}], "model": "nobody-serves-it"})
+    assert chain.executor.ahead(family, unserved) is None  # the run says why
+    spend_capped = {"first": {"budget": {"per_day": 5.0}}}
+    capped = Executor(providers, ["first:m1"], specs=spend_capped, guards=RedisGuardBackend(redis_client))
+    assert capped.executor.ahead(family, plain) is None  # a spent budget moves on without calling
+    memory = Executor(providers, ["first:m1"])
+    assert memory.executor.ahead(family, plain) is None
+
+
+def test_a_run_makes_its_first_call_on_the_admission_asked_ahead(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family = FAMILIES["chat"]
+    first = scripted(answer("one"))
+    chain = Executor({"first": first}, ["first:m1"], guards=RedisGuardBackend(redis_client))
+    request = family.parse({"messages": [{"role": "user", "content": "hi"}], "temperature": 0})
+    chain.executor.run(family, request)  # loads the scripts
+    ahead = chain.executor.ahead(family, request)
+    assert ahead is not None
+    cache = ResultCache(redis_client, CacheSettings())
+    assert cache.probe("entry", "task-1", 60.0, admitting=ahead).claimed
+    sent = count_commands(redis_client, monkeypatch)
+    result = chain.executor.run(family, request, ahead=ahead)
+    chain.executor.release(ahead)
+    assert result.provider == "first"
+    assert "EVALSHA" not in sent  # no admission asked during the run

@@ -6,6 +6,7 @@ dead-letter store's add and remove both use its ``drop`` function) is sent as th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
@@ -25,3 +26,13 @@ def script(client: Redis, *names: str) -> Script:
     """The scripts ``names`` registered on ``client``, once per client: callers on a hot path (every
     submission) must not hash the text again at each call. The script loads itself on first use."""
     return client.register_script(source(*names))
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """A call of a script's function (admission.lua's ``admit``, say) for another script to make in its own round
+    trip: the function's keys and arguments, on ``client``'s Redis."""
+
+    client: Redis
+    keys: list[str]
+    args: list[str | int | float]

@@ -1,6 +1,4 @@
 -- Read the result or, when there is none, claim its computation: one round trip on every miss.
-local value = redis.call('GET', KEYS[1])
-if value then return {value, 0} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return {false, 1} end
-return {false, 0}
+-- KEYS and ARGV as cache_claim.lua's probe takes them. Returns {value or nil, claimed (1 or 0)}.
+local value, claimed = probe(KEYS, ARGV)
+return {value, claimed}

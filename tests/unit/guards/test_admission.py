@@ -91,6 +91,22 @@ def test_settle_tokens_without_a_token_limit_does_nothing(harness: Harness) -> N
     assert admit(harness, Limits(rpm=5)).wait_s == 0
 
 
+def test_unused_requests_are_given_back_before_the_next_take(harness: Harness) -> None:
+    """An admission asked ahead whose call was never made gives its request back with the next admission."""
+    limits = Limits(rpm=2)
+    assert admit(harness, limits).wait_s == 0
+    assert admit(harness, limits).wait_s == 0
+    assert admit(harness, limits).wait_s > 0
+    assert harness.backend.admit("p", limits, 0, RESET_S, unused=1).wait_s == 0
+    assert admit(harness, limits).wait_s > 0
+
+
+def test_unused_requests_without_a_request_limit_do_nothing(harness: Harness) -> None:
+    assert harness.backend.admit("p", Limits(tpm=100), 0, RESET_S, unused=5).wait_s == 0
+    assert admit(harness, Limits(rpm=1)).wait_s == 0
+    assert admit(harness, Limits(rpm=1)).wait_s > 0
+
+
 def test_open_circuit_rejects_until_the_reset_timeout(harness: Harness) -> None:
     harness.force("p", pybreaker.STATE_OPEN, 1)
     for _ in range(3):

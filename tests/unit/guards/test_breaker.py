@@ -29,10 +29,11 @@ from stepper.errors import (
     UnsupportedInput,
 )
 from stepper.guards.admission import Limits, MemoryGuardBackend, RedisGuardBackend
-from stepper.guards.breaker import ProviderGuard, is_not_provider_failure
+from stepper.guards.breaker import AdmissionAhead, ProviderGuard, is_not_provider_failure
 from stepper.infra import metrics
+from stepper.reuse.cache import ResultCache
 from stepper.schemas import ChatOutput
-from stepper.settings import BreakerSettings
+from stepper.settings import BreakerSettings, CacheSettings
 from tests.support.redis_server import free_port
 from tests.unit.guards.harness import Harness, breaker_key, count_commands, settle
 
@@ -442,6 +443,104 @@ def test_token_settlement_rides_on_the_next_admission(
     assert sent == ["EVALSHA"]  # the 500 were settled inside the admission script
     left = float(redis_client.hget("stepper:{p}:tpm", "tokens") or 0)
     assert left < 1000 - 100 - 600 + 5  # both calls' real use is charged (plus a few ms of refill)
+
+
+# --- an admission asked ahead, with the cache probe ------------------------------------------------------------
+
+
+def probe_asking(redis_client: redis.Redis, ahead: AdmissionAhead, key: str = "entry") -> bool:
+    """Probe the cache on ``redis_client`` for ``key`` as a task would, asking ``ahead`` with it; True on a hit."""
+    cache = ResultCache(redis_client, CacheSettings())
+    return cache.probe(key, "task-1", 60.0, admitting=ahead).hit is not None
+
+
+def test_an_admission_asked_with_the_probe_is_not_asked_again(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(rpm=100), 0, Calls())  # loads the admission script and builds a breaker
+    ahead = guard.ahead("p", Limits(rpm=100), 0)
+    assert ahead is not None
+    sent = count_commands(redis_client, monkeypatch)
+    assert not probe_asking(redis_client, ahead)
+    sent.clear()
+    fn = Calls()
+    assert guard.call("p", Limits(rpm=100), 0, fn, ahead) is OK
+    assert fn.count == 1
+    assert sent == []  # admitted already: the call itself costs no round trip
+    guard.release(ahead)
+    assert guard.call("p", Limits(rpm=100), 0, Calls(), ahead) is OK  # used once: the next call asks again
+    assert sent == ["EVALSHA"]
+
+
+def test_an_admission_asked_ahead_but_not_used_gives_its_request_and_tokens_back(redis_client: redis.Redis) -> None:
+    limits = Limits(rpm=2, tpm=1000)
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    ahead = guard.ahead("p", limits, 600)
+    assert ahead is not None
+    assert not probe_asking(redis_client, ahead)
+    assert ahead.admission is not None
+    assert ahead.admission.verdict == "closed"
+    guard.release(ahead)  # the task was cancelled before its call, say
+    # Both requests and the tokens are there again: without the refund the second call would wait.
+    assert guard.call("p", limits, 600, Calls()) is OK
+    assert guard.call("p", limits, 100, Calls()) is OK
+    with pytest.raises(RateLimited):
+        guard.call("p", limits, 100, Calls())
+
+
+def test_an_admission_the_probe_did_not_ask_leaves_what_it_owed_to_the_next(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache hit asks no admission: the token settlement the admission would have carried is not lost."""
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    limits = Limits(tpm=1000)
+    used_more = Reply(OK.output, {"input_tokens": 300, "output_tokens": 300})
+    guard.call("p", limits, 100, lambda: used_more)  # 500 owed
+    redis_client.set("entry", '{"result": {"cached": "answer"}, "stored_at": 0}')
+    ahead = guard.ahead("p", limits, 100)
+    assert ahead is not None
+    assert probe_asking(redis_client, ahead)
+    assert ahead.admission is None
+    guard.release(ahead)
+    sent = count_commands(redis_client, monkeypatch)
+    assert guard.call("p", limits, 100, Calls()) is OK
+    assert sent == ["EVALSHA"]
+    left = float(redis_client.hget("stepper:{p}:tpm", "tokens") or 0)
+    assert left < 1000 - 100 - 600 + 5  # the 500 owed were settled with this admission
+
+
+def test_an_admission_ahead_that_must_wait_is_waited_out_by_the_call(redis_client: redis.Redis) -> None:
+    limits = Limits(rpm=1)
+    sleeps: list[float] = []
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=120, sleep=sleeps.append)
+    guard.call("p", limits, 0, Calls())
+    ahead = guard.ahead("p", limits, 0)
+    assert ahead is not None
+    assert not probe_asking(redis_client, ahead)
+    assert ahead.admission is not None
+    assert ahead.admission.wait_s > 0
+    redis_client.delete("stepper:{p}:rpm")  # the minute passes while the call waits
+    assert guard.call("p", limits, 0, Calls(), ahead) is OK
+    assert len(sleeps) == 1
+    guard.release(ahead)
+    assert redis_client.hget("stepper:{p}:rpm", "tokens") == b"0"  # nothing given back: the wait took nothing
+
+
+def test_an_admission_ahead_answers_only_the_call_it_was_asked_for(redis_client: redis.Redis) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    redis_client.set(breaker_key("p", "state"), "open")
+    redis_client.set(breaker_key("p", "opened_at"), int(time.time()))
+    ahead = guard.ahead("p", Limits(), 0)
+    assert ahead is not None
+    assert not probe_asking(redis_client, ahead)
+    assert ahead.take("q") is None  # another provider's call asks for itself
+    with pytest.raises(CircuitOpen):
+        guard.call("p", Limits(), 0, Calls(), ahead)
+
+
+def test_memory_guards_ask_nothing_ahead() -> None:
+    assert ProviderGuard(MemoryGuardBackend(), BREAKER, max_wait_s=0).ahead("p", Limits(rpm=1), 0) is None
 
 
 def test_fails_open_when_redis_is_unreachable() -> None:

@@ -17,12 +17,16 @@ import redis
 
 from stepper.config import current_settings
 from stepper.families import FAMILIES, Family
+from stepper.guards.admission import Limits, RedisGuardBackend
 from stepper.infra import result_riders
+from stepper.infra.lua import ScriptCall
 from stepper.reuse.cache import Hit, Probe, ResultCache, ResultStore, cache_key, cacheable, idempotency_key
 from stepper.reuse.cache_memory import MemoryResultCache
 from stepper.reuse.serving import serve
 from stepper.schemas import ChatOutput, ChatRequest, OcrOutput
 from stepper.schemas.common import TaskRequest
+from tests.support.redis_server import RedisServer
+from tests.unit.guards.harness import count_commands
 
 CHAT = FAMILIES["chat"]
 WINDOW = current_settings().cache.windows["chat"]
@@ -386,3 +390,75 @@ def test_redis_redelivered_owner_resumes_its_flight_at_its_raw_key(redis_client:
     compute = Compute()
     assert serve(CHAT, chat(idempotency_key="order-7"), "task-1", compute)["output"] == {"call": 1}
     assert compute.calls == 1
+
+
+# The chain's first admission, asked with the probe
+
+
+@dataclass
+class Admitting:
+    """An admission for the probe to ask (as stepper.guards.breaker.AdmissionAhead), recording what it answered."""
+
+    call: ScriptCall
+    answers: list[Any] = field(default_factory=list)
+
+    def answered(self, reply: Any) -> None:
+        self.answers.append(reply)
+
+
+def admitting(client: redis.Redis) -> Admitting:
+    backend = RedisGuardBackend(client)
+    return Admitting(backend.asked_along("p", Limits(rpm=10), 0, 30.0, overspent=0, unused=0))
+
+
+def test_a_probe_that_claims_the_computation_asks_the_admission_in_its_round_trip(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ResultCache(redis_client, current_settings().cache)
+    serve(CHAT, chat(max_tokens=1), "task-0", Compute(), results=store, admitting=admitting(redis_client))  # loads it
+    asked = admitting(redis_client)
+    sent = count_commands(redis_client, monkeypatch)
+    assert serve(CHAT, chat(), "task-1", Compute(), results=store, admitting=asked)["output"] == {"call": 1}
+    assert sent == ["EVALSHA"]  # the probe and the admission in one script; the entry is written by a pipeline
+    (reply,) = asked.answers
+    assert RedisGuardBackend(redis_client).answer(reply).verdict == "closed"
+    assert 8 <= float(redis_client.hget("stepper:{p}:rpm", "tokens") or 0) < 8.1  # both probes took a request
+
+
+def test_a_probe_that_finds_the_result_or_waits_for_it_asks_no_admission(redis_client: redis.Redis) -> None:
+    store = ResultCache(redis_client, current_settings().cache)
+    serve(CHAT, chat(), "task-1", Compute(), results=store)
+    hit = admitting(redis_client)
+    assert serve(CHAT, chat(), "task-2", Compute(), results=store, admitting=hit)["cached"]
+    busy = chat_key(chat(max_tokens=7))
+    redis_client.set(f"{busy}:flight", b"task-3", px=60_000)  # another task computes it
+    waiting = admitting(redis_client)
+    assert store.probe(busy, "task-4", 60.0, WINDOW, waiting) == Probe(None, claimed=False)
+    assert hit.answers == waiting.answers == []
+    assert not redis_client.exists("stepper:{p}:rpm")  # nothing was taken
+
+
+def test_an_idempotency_key_probe_asks_the_admission_too(redis_client: redis.Redis) -> None:
+    store = ResultCache(redis_client, current_settings().cache)
+    asked = admitting(redis_client)
+    serve(CHAT, chat(temperature=0.9, idempotency_key="order-1"), "task-1", Compute(), results=store, admitting=asked)
+    assert len(asked.answers) == 1
+
+
+def test_an_admission_in_another_redis_database_is_left_to_the_call(
+    redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    other = redis.Redis(port=redis_server.port, db=3)  # emptied with the others by the redis_client fixture
+    store = ResultCache(redis_client, current_settings().cache)
+    asked = admitting(other)
+    assert serve(CHAT, chat(), "task-1", Compute(), results=store, admitting=asked)["output"] == {"call": 1}
+    assert asked.answers == []
+    assert not other.exists("stepper:{p}:rpm")
+
+
+def test_the_memory_store_leaves_the_admission_to_the_call(redis_client: redis.Redis) -> None:
+    asked = admitting(redis_client)
+    assert serve(CHAT, chat(), "task-1", Compute(), results=MemoryResultCache(), admitting=asked)["output"] == {
+        "call": 1
+    }
+    assert asked.answers == []
