@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -92,6 +93,13 @@ class _Server(ThreadingHTTPServer):
     # The standard library listens with a backlog of 5: a worker opening hundreds of connections at once would
     # see SYNs dropped and each retried a second later.
     request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a streaming reader stopping at its first token, say) is not the server's
+        error: real servers let it go quietly. Anything else is printed, as the standard library does."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeServer:
