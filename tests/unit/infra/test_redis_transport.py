@@ -16,6 +16,7 @@ from stepper.config import load_config
 from stepper.infra import inflight, keys
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
+from tests.unit.guards.harness import count_commands
 
 
 def test_a_channel_reuses_its_client_until_its_pool_changes(redis_server: RedisServer) -> None:
@@ -45,6 +46,52 @@ def test_messages_go_through_and_acks_clear_the_unacked_hash(
             message.ack()
         assert redis_client.hlen("unacked") == 0
         queue.close()
+
+
+def test_a_delivery_is_recorded_in_one_command_with_the_entries_kombu_writes(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu records every delivered message with a transaction of four commands; stepper's transport writes the
+    same index and hash entries with one script."""
+    entries: dict[str, tuple[list[Any], float | None]] = {}
+    for name, transport in (("kombu", kombu_redis.Transport), ("stepper", Transport)):
+        with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=transport) as connection:
+            queue = connection.SimpleQueue("recorded")
+            queue.put({"by": name})
+            sent = count_commands(connection.default_channel._create_client(), monkeypatch)
+            message = queue.get(timeout=5)
+            if name == "stepper":
+                assert sent == ["EVALSHA"]
+            tag = message.delivery_tag
+            entries[name] = (
+                kombu_json.loads(redis_client.hget("unacked", tag) or b""),
+                redis_client.zscore("unacked_index", tag),
+            )
+            message.ack()
+            queue.close()
+    (kombu_entry, kombu_stamp), (stepper_entry, stepper_stamp) = entries["kombu"], entries["stepper"]
+    assert stepper_entry[1:] == kombu_entry[1:]  # the exchange and routing key
+    assert stepper_entry[0].keys() == kombu_entry[0].keys()  # the raw message, as kombu's restore reads it
+    assert kombu_stamp is not None
+    assert stepper_stamp is not None
+    assert 0 <= stepper_stamp - kombu_stamp < 60  # delivery times, in seconds
+
+
+def test_a_delivery_never_acknowledged_is_restored_by_kombu(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    with Connection(url, transport=Transport) as connection:
+        queue = connection.SimpleQueue("restored")
+        queue.put({"number": 1})
+        queue.get(timeout=5)  # taken, never acknowledged
+        assert redis_client.hlen("unacked") == 1
+        connection.default_channel.qos.restore_unacked_once()  # what kombu does when the channel closes
+    assert redis_client.hlen("unacked") == 0
+    with Connection(url, transport=Transport) as connection:
+        again = connection.SimpleQueue("restored").get(timeout=5)
+        assert again.payload == {"number": 1}
+        again.ack()
 
 
 CHAT = {"messages": [{"role": "user", "content": "journaled"}]}
