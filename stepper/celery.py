@@ -21,7 +21,7 @@ from kombu.transport.native_delayed_delivery import (
 )
 from redis import Redis
 
-from stepper.brokers import REDIS_TRANSPORTS, BrokerKind, broker_kind, task_queue
+from stepper.brokers import REDIS_TRANSPORTS, BrokerKind, broker_kind, split_sentinel_url, task_queue
 from stepper.config import current_config, parse_stepper_settings, resolve_state_url
 from stepper.infra import delayed, inflight, revokes
 from stepper.infra.connections import client_for
@@ -147,8 +147,12 @@ class StepperCelery(Celery):  # type: ignore[misc]
     @cached_property
     def _journal_in_broker(self) -> bool:
         """Whether the in-flight journal lives in the broker's Redis: the transport then writes each entry with
-        its message (stepper.infra.redis_transport)."""
-        return self.state_url == str(self.conf.broker_url)
+        its message (stepper.infra.redis_transport). A Sentinel broker URL has lost its master name to the
+        transport options (stepper.config), so the state's URL is compared the same way."""
+        state_url, state_options = split_sentinel_url(self.state_url)
+        broker_options = self.conf.broker_transport_options or {}
+        same_master = state_options.get("master_name") == broker_options.get("master_name")
+        return state_url == str(self.conf.broker_url) and same_master
 
     @cached_property
     def _transport_journals(self) -> bool:

@@ -190,12 +190,25 @@ def all_in(riders: list[Rider], database_: tuple[Any, ...] | None) -> bool:
 
 
 def database(client: Redis) -> tuple[Any, ...] | None:
-    """Where ``client``'s commands land: TCP host, port and database, or a Unix socket and database. None for
-    anything else (a Sentinel-managed pool, a cluster), which is never taken for the same database."""
+    """Where ``client``'s commands land: TCP host, port and database, a Unix socket and database, or, for the
+    master of a Sentinel-managed service, its name, its sentinels and the database (every client of that master
+    follows it through a failover). None for anything else (a replica, a cluster), which is never taken for the
+    same database."""
     pool = getattr(client, "connection_pool", None)
-    if pool is None or hasattr(pool, "service_name"):
+    if pool is None:
         return None
     options = pool.connection_kwargs
+    number = int(options.get("db") or 0)
+    if hasattr(pool, "service_name"):
+        manager = getattr(pool, "sentinel_manager", None)
+        if manager is None or not getattr(pool, "is_master", False):
+            return None
+        sentinels = sorted(_address(sentinel.connection_pool.connection_kwargs) for sentinel in manager.sentinels)
+        return ("sentinel", pool.service_name, tuple(sentinels), number)
     if "path" in options:
-        return ("unix", options["path"], int(options.get("db") or 0))
-    return ("tcp", options.get("host"), int(options.get("port") or 6379), int(options.get("db") or 0))
+        return ("unix", options["path"], number)
+    return ("tcp", *_address(options), number)
+
+
+def _address(options: dict[str, Any]) -> tuple[str | None, int]:
+    return options.get("host"), int(options.get("port") or 6379)

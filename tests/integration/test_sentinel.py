@@ -10,16 +10,20 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stepper.infra import lua
 from stepper.infra.connections import client_for
 from tests.integration.conftest import producer_app
 from tests.support.chaos import Supervisor
+from tests.support.monitor import monitored
 from tests.support.providers import journal, journal_settings
 from tests.support.sentinel import SentinelGroup
+from tests.support.workers import start_worker
 
 BEFORE, AFTER = 30, 10
 
@@ -69,3 +73,35 @@ def test_a_failover_mid_backlog_loses_no_task(sentinel_group: SentinelGroup, tmp
               f"{len(supervisor.workers) - 1} worker restart(s)")  # fmt: skip
     finally:
         supervisor.stop()
+
+
+def test_through_sentinel_a_chat_makes_the_round_trips_it_makes_on_redis(
+    sentinel_group: SentinelGroup, tmp_path: Path
+) -> None:
+    """Writes ride together when they go to one database: the journal entry with the message, the admission with
+    the cache probe, the cache entry and the acknowledgement with the result. Each client (kombu's, Celery's,
+    stepper's) makes its own Sentinel client from the URL, and their masters used to count as different
+    databases, so on Sentinel every one of those writes went in a round trip of its own. Counted on the master
+    with MONITOR, for chats that miss the cache."""
+    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
+    settings = {"stepper_mode": "mock", "stepper_providers": {"mock": mock}}
+    worker = start_worker(sentinel_group.url, tmp_path / "worker", settings, name="sentinel-rides", queues=["chat"])
+    try:
+        app = producer_app(sentinel_group.url)
+
+        def chat(content: str) -> dict[str, Any]:
+            request = {"messages": [{"role": "user", "content": content}], "temperature": 0}
+            answer: dict[str, Any] = app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+            return answer
+
+        chat("warm")
+        assert sentinel_group.master is not None
+        with monitored(sentinel_group.master.client()) as seen:
+            answers = [chat(f"miss #{index}") for index in range(10)]
+    finally:
+        worker.stop()
+    assert [answer["cached"] for answer in answers] == [False] * 10
+    sent = [command["command"] for command in seen if command["client_type"] != "lua"]
+    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
+    assert not [command for command in sent if command.startswith(("LPUSH ", f"EVALSHA {alone} "))]
+    assert not [command for command in sent if command.startswith(("HDEL unacked ", "SET stepper:cache:"))]

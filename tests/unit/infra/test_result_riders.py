@@ -14,6 +14,7 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from stepper.celery import create_app
 from stepper.config import load_config
@@ -135,13 +136,33 @@ def test_a_redis_error_at_release_is_logged_not_raised(caplog: pytest.LogCapture
 def test_the_database_a_client_writes_to() -> None:
     assert result_riders.database(redis.Redis.from_url("redis://127.0.0.1:7000/3")) == ("tcp", "127.0.0.1", 7000, 3)
     assert result_riders.database(redis.Redis.from_url("unix:///run/redis.sock?db=2")) == ("unix", "/run/redis.sock", 2)
-    sentinel_managed = redis.Redis.from_url("redis://127.0.0.1:7000/0")
-    sentinel_managed.connection_pool.service_name = "mymaster"  # type: ignore[attr-defined]
-    assert result_riders.database(sentinel_managed) is None
+    not_managed = redis.Redis.from_url("redis://127.0.0.1:7000/0")
+    not_managed.connection_pool.service_name = "mymaster"  # type: ignore[attr-defined]
+    assert result_riders.database(not_managed) is None
     riders = [entry(redis.Redis.from_url("redis://127.0.0.1:7000/3"))]
     assert result_riders.all_in(riders, ("tcp", "127.0.0.1", 7000, 3))
     assert not result_riders.all_in(riders, ("tcp", "127.0.0.1", 7000, 0))
     assert not result_riders.all_in(riders, None)
+
+
+def sentinel_client(sentinels: list[tuple[str, int]], db: int, service: str, *, master: bool = True) -> redis.Redis:
+    """A client of ``service``'s master (or a replica) found through ``sentinels``; nothing connects yet."""
+    manager: Any = Sentinel(sentinels, db=db)  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel untyped
+    client: redis.Redis = manager.master_for(service) if master else manager.slave_for(service)
+    return client
+
+
+def test_the_master_of_a_sentinel_service_is_one_database_whoever_asks_for_it() -> None:
+    """The broker (kombu), the result backend (Celery) and stepper's state each make their own Sentinel client from
+    the same URL; their masters are one database, so writes ride together there too."""
+    sentinels = [("127.0.0.1", 26379), ("127.0.0.1", 26380)]
+    master = result_riders.database(sentinel_client(sentinels, 2, "mymaster"))
+    assert master == ("sentinel", "mymaster", (("127.0.0.1", 26379), ("127.0.0.1", 26380)), 2)
+    assert result_riders.database(sentinel_client(list(reversed(sentinels)), 2, "mymaster")) == master
+    assert result_riders.database(sentinel_client(sentinels, 3, "mymaster")) != master
+    assert result_riders.database(sentinel_client(sentinels, 2, "other")) != master
+    assert result_riders.database(sentinel_client(sentinels[:1], 2, "mymaster")) != master
+    assert result_riders.database(sentinel_client(sentinels, 2, "mymaster", master=False)) is None  # no writes there
 
 
 # The acknowledgement: a task message delivered by stepper's transport, removed by its task's stored SUCCESS
