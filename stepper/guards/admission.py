@@ -76,7 +76,7 @@ class RedisGuardBackend:
         # pybreaker's Redis storage decodes bytes itself and breaks on a decoding client.
         if client.get_encoder().decode_responses:
             raise ValueError("the guard's Redis client must be made with decode_responses=False")
-        self._client = client
+        self.client = client
         self._admit = lua.script(client, "admission", "admit")
         self._cool_down = lua.script(client, "cool_down")
 
@@ -95,7 +95,6 @@ class RedisGuardBackend:
         rpm, tpm = keys.rate_bucket(provider, "rpm"), keys.rate_bucket(provider, "tpm")
         pybreaker_keys = [f"{breaker}:pybreaker:{name}" for name in ("state", "fail_counter", "opened_at")]
         return ScriptCall(
-            self._client,
             [*pybreaker_keys, probe, rpm, tpm, keys.cooldown(provider)],
             [int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent, unused],
         )
@@ -121,13 +120,13 @@ class RedisGuardBackend:
             return
         except RedisError as exc:
             raise ConfigError(
-                f"the guards cannot use the Redis at {self._client.connection_pool.connection_kwargs.get('host')} "
+                f"the guards cannot use the Redis at {self.client.connection_pool.connection_kwargs.get('host')} "
                 f"({type(exc).__name__}: {exc}); stepper's Redis user must be allowed to run scripts (EVAL, "
                 "EVALSHA, SCRIPT) on its keys, on Redis 6.2 or newer"
             ) from None
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
-        return PrimedRedisStorage(self._client, keys.breaker(provider))
+        return PrimedRedisStorage(self.client, keys.breaker(provider))
 
 
 class PrimedRedisStorage(pybreaker.CircuitRedisStorage):

@@ -57,6 +57,8 @@ class AdmissionAhead:
     def __init__(self, guard: ProviderGuard, backend: RedisGuardBackend, provider: str, limits: Limits, tokens: int):
         self.provider, self.limits, self.tokens = provider, limits, tokens
         self._guard, self._backend = guard, backend
+        #: Where the admission's keys live (the guards' Redis).
+        self.client = backend.client
         self._call: ScriptCall | None = None
         #: The settlements the call carries (GuardBackend.admit), taken from the guard when it was worked out.
         self.settling = (0, 0)

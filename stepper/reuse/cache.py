@@ -88,8 +88,13 @@ class Admitting(Protocol):
     answer."""
 
     @property
+    def client(self) -> Redis:
+        """A client of the Redis the admission's keys live in."""
+        ...
+
+    @property
     def call(self) -> ScriptCall:
-        """admission.lua's ``admit``, with its keys and arguments."""
+        """admission.lua's ``admit``, with its keys and arguments (worked out when the probe asks it)."""
         ...
 
     def answered(self, reply: Any) -> None:
@@ -167,11 +172,7 @@ class ResultCache:
         cache's Redis database: one round trip before the provider call instead of two."""
         probe_keys = [key, keys.flight(key)]
         probe_args: list[str | int | float] = [owner, ttl_ms(lease_s)]
-        if (
-            admitting is None
-            or self._database is None
-            or result_riders.database(admitting.call.client) != self._database
-        ):
+        if admitting is None or self._database is None or result_riders.database(admitting.client) != self._database:
             raw, claimed = self._probe(keys=probe_keys, args=probe_args)
         else:
             call = admitting.call

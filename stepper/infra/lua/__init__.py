@@ -31,8 +31,7 @@ def script(client: Redis, *names: str) -> Script:
 @dataclass(frozen=True)
 class ScriptCall:
     """A call of a script's function (admission.lua's ``admit``, say) for another script to make in its own round
-    trip: the function's keys and arguments, on ``client``'s Redis."""
+    trip: the function's keys and arguments."""
 
-    client: Redis
     keys: list[str]
     args: list[str | int | float]

@@ -399,6 +399,7 @@ def test_redis_redelivered_owner_resumes_its_flight_at_its_raw_key(redis_client:
 class Admitting:
     """An admission for the probe to ask (as stepper.guards.breaker.AdmissionAhead), recording what it answered."""
 
+    client: redis.Redis
     call: ScriptCall
     answers: list[Any] = field(default_factory=list)
 
@@ -408,7 +409,7 @@ class Admitting:
 
 def admitting(client: redis.Redis) -> Admitting:
     backend = RedisGuardBackend(client)
-    return Admitting(backend.asked_along("p", Limits(rpm=10), 0, 30.0, overspent=0, unused=0))
+    return Admitting(client, backend.asked_along("p", Limits(rpm=10), 0, 30.0, overspent=0, unused=0))
 
 
 def test_a_probe_that_claims_the_computation_asks_the_admission_in_its_round_trip(
