@@ -33,6 +33,7 @@ def submit(
     *,
     priority: PriorityName | int = "normal",
     correlation_id: str | None = None,
+    parsed: TaskRequest | None = None,
     **options: Any,
 ) -> AsyncResult | EagerResult:
     """Validate ``request`` here, then return a fresh cached result at once or enqueue it on the kind's queue.
@@ -42,11 +43,14 @@ def submit(
     request with an ``idempotency_key`` seen within the window returns the first submission's task. Bad
     requests fail here, with the field named, without a round trip. ``options`` go to Celery's
     ``apply_async`` (``countdown``, ``link``, ``task_id``...). ``correlation_id`` follows the request into
-    the workers' log lines.
+    the workers' log lines. ``parsed``: ``request`` as the caller already validated it
+    (``FAMILIES[kind].parse(request)``, as the gateway and ``stepper batch`` do before admitting it), so that it
+    is not validated twice; ``request`` is still what is sent.
     """
     if kind not in FAMILIES:
         raise InvalidRequest(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    parsed = cast(TaskRequest, FAMILIES[kind].parse(request))
+    if parsed is None:
+        parsed = cast(TaskRequest, FAMILIES[kind].parse(request))
     if parsed.callback_url is not None:
         check_callback_url(parsed.callback_url, current_settings().webhooks)
     from stepper.celery import app  # loads Celery only when a producer first submits

@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -49,6 +49,7 @@ from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admit_now, caller, gateway, limited, submitted_by
 from stepper.infra.streams import StreamEvent, answer_events
 from stepper.producer import outcome_events, submit
+from stepper.schemas import ChatRequest
 
 router = APIRouter(tags=["openai"])
 
@@ -185,9 +186,9 @@ async def chat_completions(
     if body.model not in _accepted_models(state):
         raise ApiError(404, f"the model {body.model!r} does not exist or is not served here", "model_not_found")
     arguments = to_chat_request(body)
-    parsed = FAMILIES["chat"].parse(arguments)  # InvalidRequest (422) names the field
+    parsed = cast(ChatRequest, FAMILIES["chat"].parse(arguments))  # InvalidRequest (422) names the field
     tokens = FAMILIES["chat"].estimate_tokens(parsed)
-    result = await run_in_threadpool(_admit_and_submit, state, who, tokens, arguments)
+    result = await run_in_threadpool(_admit_and_submit, state, who, tokens, arguments, parsed)
     completion_id = f"chatcmpl-{result.id}"
     created = int(time.time())
     if body.stream:
@@ -224,10 +225,13 @@ async def chat_completions(
     }
 
 
-def _admit_and_submit(state: Gateway, who: Caller, tokens: int, arguments: dict[str, Any]) -> AsyncResult | EagerResult:
-    """Admit the caller and submit its chat in one thread hop: a streamed chat's first token waits on both."""
+def _admit_and_submit(
+    state: Gateway, who: Caller, tokens: int, arguments: dict[str, Any], parsed: ChatRequest
+) -> AsyncResult | EagerResult:
+    """Admit the caller and submit its chat (validated already) in one thread hop: a streamed chat's first token
+    waits on both."""
     admit_now(state, who, tokens)
-    return submit("chat", arguments, priority="interactive", headers=submitted_by(who))
+    return submit("chat", arguments, priority="interactive", parsed=parsed, headers=submitted_by(who))
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
