@@ -95,6 +95,10 @@ class StepperCelery(Celery):  # type: ignore[misc]
         return self.broker_kind == "amqp" and (self.conf.get("stepper_rabbitmq") or {}).get("queue_type") == "quorum"
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Celery's ``send_task``, with stepper's priorities, deadlines, kept delays and in-flight journal. An
+        admission the caller set around it (:data:`stepper.infra.inflight.admitting`) is asked before the message
+        is pushed, in the push's own script where it can be; its refusal raises and nothing is sent."""
+        admission = inflight.admitting.get()
         options["priority"] = priority_value(options.get("priority"))
         deadline_s = (kwargs or {}).get("deadline_s") if name in FAMILY_TASKS else None
         if isinstance(deadline_s, int | float) and deadline_s > 0 and options.get("expires") is None:
@@ -104,19 +108,22 @@ class StepperCelery(Celery):  # type: ignore[misc]
         delay_s = _delay_s(options.get("countdown"), options.get("eta"))
         kept_here = name.startswith("stepper.") and not self.native_delays
         if kept_here and delay_s is not None and delay_s >= MIN_KEPT_DELAY_S:
+            if admission is not None:
+                admission.ask()
             kept = self._keep_until_due(name, args, kwargs, options, delay_s)
             if kept is not None:
                 return kept
         if delay_s is not None and delay_s > 0 and self.native_delays:
             self._declare_native_delays()
         # RabbitMQ confirms every publish (confirm_publish): a message it accepted is not lost in flight.
-        if name not in FAMILY_TASKS or self.broker_kind == "amqp":
-            return self._publish(name, args, kwargs, options)
         task_id = options["task_id"] = str(options.get("task_id") or uuid.uuid4())
-        message = self._message(name, args, kwargs, options, task_id)
+        journaled = name in FAMILY_TASKS and self.broker_kind != "amqp"
+        message = self._message(name, args, kwargs, options, task_id) if journaled else None
         if message is None:
+            if admission is not None:
+                admission.ask()
             return self._publish(name, args, kwargs, options)
-        return self._publish_journaled(name, args, kwargs, options, message)
+        return self._publish_journaled(name, args, kwargs, options, message, admission)
 
     def _declare_native_delays(self) -> None:
         """Declare Celery's native delayed delivery exchanges and queues and bind stepper's queues to them, once
@@ -159,13 +166,22 @@ class StepperCelery(Celery):  # type: ignore[misc]
         """Whether the broker's transport writes the journal entries (stepper's own Redis transport)."""
         return self.conf.broker_transport in REDIS_TRANSPORTS.values()
 
-    def _publish_journaled(
-        self, name: str, args: Any, kwargs: Any, options: dict[str, Any], message: delayed.DelayedMessage
+    def _publish_journaled(  # noqa: PLR0917  (send_task's arguments, then what it worked out)
+        self,
+        name: str,
+        args: Any,
+        kwargs: Any,
+        options: dict[str, Any],
+        message: delayed.DelayedMessage,
+        admission: inflight.PublishAdmission | None,
     ) -> Any:
-        """Publish ``message`` with its entry in the in-flight journal (see stepper.infra.inflight): written by
-        stepper's transport with the message or just before it, else here before the publish."""
+        """Publish ``message`` with its entry in the in-flight journal (see stepper.infra.inflight), and
+        ``admission`` asked first: by stepper's transport with the message or just before it, else here before
+        the publish."""
         task_id = options["task_id"]
-        publishing = inflight.Publishing(self.state_client(), task_id, message.to_json(), self._journal_in_broker)
+        publishing = inflight.Publishing(
+            self.state_client(), task_id, message.to_json(), self._journal_in_broker, admission
+        )
         if not self._transport_journals:
             publishing.journal()
         token = inflight.publishing.set(publishing)
@@ -174,12 +190,21 @@ class StepperCelery(Celery):  # type: ignore[misc]
         except Exception:
             if publishing.journaled:  # nothing was published: nothing to reconcile
                 inflight.forget(self.state_client(), [task_id])
+            self._unsubscribe(task_id)
             raise
         finally:
             inflight.publishing.reset(token)
         if not publishing.journaled:  # published by another transport (kombu's, after a failover to another URL)
+            publishing.admission = None  # the message is out: its admission could only refuse what was sent
             publishing.journal()
         return sent
+
+    def _unsubscribe(self, task_id: str) -> None:
+        """Stop waiting for the result of a task whose publish failed: Celery's Redis backend subscribed to its
+        result's channel before the publish (``on_task_call``), and no result will ever come."""
+        consumer = getattr(self.backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.cancel_for(task_id)
 
     def _message(
         self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str

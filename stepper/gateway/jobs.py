@@ -9,6 +9,7 @@ Redis for as long as results are kept: any other id is a 404, so the gateway is 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from typing import Annotated, Any, Literal, cast
 
 from celery.result import AsyncResult, EagerResult
@@ -21,7 +22,7 @@ from stepper.errors import ChainExhausted, InvalidRequest
 from stepper.families import FAMILIES
 from stepper.gateway.auth import Caller
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit, caller, gateway, limited, submitted_by
+from stepper.gateway.state import Gateway, admit, admitting, caller, gateway, limited, submitted_by
 from stepper.infra import keys
 from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import priority_from_text
@@ -112,8 +113,7 @@ def _add_job_route(path: str, kind: Kind, model: type[BaseModel]) -> None:
         priority: Priority = "normal",
     ) -> JobAccepted:
         tokens = FAMILIES[kind].estimate_tokens(body)
-        await admit(state, who, tokens)
-        accepted = await _submit(state, request, who, kind, body, priority)
+        accepted = await _submit(state, request, who, kind, body, priority, tokens=tokens)
         response.status_code = 200 if accepted.status == "cached" else 202
         return accepted
 
@@ -200,11 +200,19 @@ async def _submit(  # noqa: PLR0917  (one call site per route, all positional)
     body: BaseModel | dict[str, Any],
     priority: str,
     parsed: TaskRequest | None = None,
+    tokens: int | None = None,
 ) -> JobAccepted:
-    """Submit one job; ``parsed`` is ``body`` already validated by ``FAMILIES[kind].parse`` (not validated again)."""
+    """Submit one job; ``parsed`` is ``body`` already validated by ``FAMILIES[kind].parse`` (not validated again).
+    With ``tokens``, the caller is admitted for the job as it is published (:func:`admitting`), in the same thread
+    hop; without, it was admitted already (a batch, for all its jobs)."""
     args = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
     level = priority_from_text(priority)
-    result = await run_in_threadpool(submit, kind, args, priority=level, parsed=parsed, headers=submitted_by(who))
+
+    def submitting() -> AsyncResult | EagerResult:
+        with admitting(state, who, tokens) if tokens is not None else nullcontext():
+            return submit(kind, args, priority=level, parsed=parsed, headers=submitted_by(who))
+
+    result = await run_in_threadpool(submitting)
     cached = isinstance(result, EagerResult)
     value = result.result if cached else None
     await run_in_threadpool(_remember, state, result.id, kind, value)

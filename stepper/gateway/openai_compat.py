@@ -46,7 +46,7 @@ from stepper.gateway.cancellation import (
     wait_watching,
 )
 from stepper.gateway.errors import ApiError
-from stepper.gateway.state import Gateway, admit_now, caller, gateway, limited, submitted_by
+from stepper.gateway.state import Gateway, admitting, caller, gateway, limited, submitted_by
 from stepper.infra.streams import StreamEvent, answer_events
 from stepper.producer import outcome_events, submit
 from stepper.schemas import ChatRequest
@@ -228,10 +228,10 @@ async def chat_completions(
 def _admit_and_submit(
     state: Gateway, who: Caller, tokens: int, arguments: dict[str, Any], parsed: ChatRequest
 ) -> AsyncResult | EagerResult:
-    """Admit the caller and submit its chat (validated already) in one thread hop: a streamed chat's first token
-    waits on both."""
-    admit_now(state, who, tokens)
-    return submit("chat", arguments, priority="interactive", parsed=parsed, headers=submitted_by(who))
+    """Admit the caller and submit its chat (validated already) in one thread hop, the rate-limit charge riding
+    with the publish: a streamed chat's first token waits on both."""
+    with admitting(state, who, tokens):
+        return submit("chat", arguments, priority="interactive", parsed=parsed, headers=submitted_by(who))
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

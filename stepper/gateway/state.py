@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from stepper.gateway.auth import ANONYMOUS, Caller, KeyLimiter, RateLimitExceede
 from stepper.gateway.errors import ApiError
 from stepper.gateway.metrics import GatewayMetrics
 from stepper.guards.spend import GATEWAY_KEY_HEADER, Budgets, lines_of
+from stepper.infra import inflight
 from stepper.infra.redaction import Redactor
 from stepper.infra.stream_hub import StreamHub
 from stepper.settings import StepperSettings
@@ -77,14 +80,38 @@ async def admit(state: Gateway, who: Caller, tokens: int = 0) -> None:
 def admit_now(state: Gateway, who: Caller, tokens: int = 0) -> None:
     """Let the caller submit work: refuse a key whose spend budget is spent (429 ``insufficient_quota``, as
     OpenAI answers an account out of credit), then charge one request and ``tokens`` to the key's rate limits
-    (429 ``rate_limit_exceeded``). Blocking: one thread hop for both checks, or for the admission and the
-    submission together (the chat route)."""
+    (429 ``rate_limit_exceeded``). Blocking: one thread hop for both checks."""
+    _check_budget(state, who)
+    _charge(state, who, tokens)
+
+
+@contextmanager
+def admitting(state: Gateway, who: Caller, tokens: int = 0) -> Iterator[None]:
+    """:func:`admit_now` for the one task the block submits, with the rate-limit charge asked by that task's
+    publish in its own round trip (:data:`stepper.infra.inflight.admitting`), or alone before a publish that
+    cannot carry it and after a block that published nothing (a cached answer). A refusal raises and nothing is
+    published. Blocking: the admission and the submission in one thread hop (a streamed chat's first token waits
+    on both)."""
+    _check_budget(state, who)
+    admission = state.limiter.admission(who, tokens)
+    token = inflight.admitting.set(admission)
+    try:
+        yield
+        if admission is not None:
+            admission.ask()  # asked by the publish already: only a refusal something swallowed is raised again
+    except RateLimitExceeded:
+        state.metrics.refused.labels(who.identity, "rate_limited").inc()
+        raise
+    finally:
+        inflight.admitting.reset(token)
+
+
+def _check_budget(state: Gateway, who: Caller) -> None:
     lines = lines_of("key", who.identity, state.settings.gateway.budget_for(who.identity))
     if lines and (spent := state.budgets.exhausted(lines)) is not None:
         state.metrics.refused.labels(who.identity, "budget_exhausted").inc()
         retry_after = str(max(1, math.ceil(spent.resets_in_s)))
         raise ApiError(429, f"{spent.message()}", "insufficient_quota", headers={"Retry-After": retry_after})
-    _charge(state, who, tokens)
 
 
 def _charge(state: Gateway, who: Caller, tokens: int = 0) -> None:

@@ -14,6 +14,11 @@ When the journal lives in the broker's own Redis (one Redis for everything, the 
 message go in one script, both or neither, in the publish's round trip: the producer sets :data:`publishing`
 around its publish, and stepper's kombu transport (stepper.infra.redis_transport) writes the two together.
 Elsewhere the transport journals the message just before it pushes it.
+
+A publish can also carry a rate-limit admission (:data:`admitting`, set by the gateway around a submission: the
+caller's key is charged for the task): where the admission's keys live in that same Redis, the script asks it
+first and pushes and journals the message only if it admits (``lua/inflight_publish_admit.lua``), so a streamed
+chat's first token waits on one round trip fewer. Elsewhere the admission is asked alone just before.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Protocol, cast
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stepper.infra import keys, lua, threads
+from stepper.infra import keys, lua, result_riders, threads
 from stepper.infra.connections import redis_now_ms
 from stepper.infra.delayed import DelayedMessage
 
@@ -41,12 +46,47 @@ log = logging.getLogger(__name__)
 FORGET_WINDOW_S = 0.05
 
 
+class PublishAdmission(Protocol):
+    """A rate-limit admission that the publish of one message asks before it pushes (a gateway key's,
+    stepper.gateway.auth.KeyAdmission). A refusal raises, from :meth:`answered` or :meth:`ask`, and nothing is
+    pushed or journaled."""
+
+    @property
+    def client(self) -> Redis:
+        """A client of the Redis the admission's keys live in."""
+        ...
+
+    @property
+    def call(self) -> lua.ScriptCall:
+        """admission.lua's ``admit``, with its keys and arguments."""
+        ...
+
+    def answered(self, reply: Any, pushed: bool) -> None:
+        """Keep what ``admit`` answered in the publish's script; raise the refusal when the message was not
+        pushed."""
+        ...
+
+    @property
+    def asked(self) -> bool:
+        """Whether it was asked already (alone or with a push)."""
+        ...
+
+    def ask(self) -> None:
+        """Ask alone (one round trip) unless it was asked already; raise the refusal, then or again now."""
+        ...
+
+
+#: The admission the publish in progress in this thread or greenlet asks, set by its caller around it.
+admitting: ContextVar[PublishAdmission | None] = ContextVar("stepper_admitting", default=None)
+
+
 @dataclass
 class Publishing:
     """A stepper message being published, to journal before (or with) its push onto the broker's queue.
 
     ``client`` is the state Redis that holds the journal, ``message`` the JSON of what ``send_task`` publishes;
     ``in_broker`` says that the broker's Redis is that same Redis (the entry may then go with the message).
+    ``admission``, when the publish carries one, is asked before the message is pushed (see the module).
     ``journaled`` turns True once the entry is written.
     """
 
@@ -54,22 +94,43 @@ class Publishing:
     task_id: str
     message: str
     in_broker: bool
+    admission: PublishAdmission | None = None
     journaled: bool = False
 
     def journal(self) -> None:
-        """Write the entry alone (one round trip); the message is pushed afterwards."""
+        """Ask the admission alone, then write the entry alone (two round trips at most); the message is pushed
+        afterwards."""
+        if self.admission is not None:
+            self.admission.ask()
         record(self.client, self.task_id, self.message)
         self.journaled = True
 
     def journal_and_push(self, broker: Redis, queue_key: str, payload: str) -> None:
         """Write the entry and push ``payload`` (the message as kombu carries it) onto the list ``queue_key``:
-        one script, both or neither. Only when ``in_broker``: ``broker`` is then the journal's Redis too."""
-        script = lua.script(broker, "inflight_journal", "inflight_publish")
-        script(
-            keys=[keys.inflight_since(), keys.inflight_messages(), queue_key],
-            args=[self.task_id, self.message, payload],
+        one script, both or neither, which asks the admission first where its keys live in ``broker`` (else it is
+        asked alone before). Only when ``in_broker``: ``broker`` is then the journal's Redis too. Raises the
+        admission's refusal, with nothing written."""
+        names, values = (
+            [keys.inflight_since(), keys.inflight_messages(), queue_key],
+            [self.task_id, self.message, payload],
         )
+        admission = self.admission if self.admission is not None and not self.admission.asked else None
+        if admission is None or not _same_database(admission.client, broker):
+            if admission is not None:
+                admission.ask()
+            lua.script(broker, "inflight_journal", "inflight_publish")(keys=names, args=values)
+            self.journaled = True
+            return
+        call = admission.call
+        script = lua.script(broker, "admission", "inflight_journal", "inflight_publish_admit")
+        pushed, answer = script(keys=[*names, *call.keys], args=[*values, *call.args])
+        admission.answered(answer, bool(pushed))
         self.journaled = True
+
+
+def _same_database(one: Redis, other: Redis) -> bool:
+    place = result_riders.database(one)
+    return place is not None and place == result_riders.database(other)
 
 
 #: The publish in progress in this thread or greenlet, set by the producer (stepper.celery) around it.

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import pytest
 import requests
 
 from stepper.gateway.auth import key_digest
-from stepper.infra import keys
+from stepper.infra import keys, lua
 from stepper.samples import sample_requests
 from stepper.schemas import Kind
 from tests.integration.conftest import GATEWAY_KEY, MOCK_SETTINGS, Fleet
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.monitor import monitored
 from tests.support.redis_server import RESERVED_DATABASES, RedisServer, free_port
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
@@ -198,9 +200,11 @@ ALLOWED_ORIGIN = "https://app.example"
 
 @pytest.fixture(scope="module")
 def limited_gateway(gateway_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    """Three keys, each allowed 3 requests and 100 estimated tokens a minute."""
+    """Four keys, each allowed 3 requests and 100 estimated tokens a minute."""
     settings = {**MOCK_SETTINGS, "stepper_gateway": {"rpm": 3, "tpm": 100, "cors_origins": [ALLOWED_ORIGIN]}}
-    digests = ",".join(key_digest(key) for key in ("stp_requests-key", "stp_tokens-key", "stp_chat-key"))
+    digests = ",".join(
+        key_digest(key) for key in ("stp_requests-key", "stp_tokens-key", "stp_chat-key", "stp_riding-key")
+    )
     directory = Path(tmp_path_factory.mktemp("limited"))
     with running_gateway(gateway_fleet.url, directory, settings, env={"STEPPER_GATEWAY_KEY_HASHES": digests}) as gw:
         yield gw
@@ -227,6 +231,33 @@ def test_tokens_per_minute_per_key_answer_429(limited_gateway: RunningGateway) -
     )
     assert first.status_code == 202 and second.status_code == 429
     assert int(second.headers["Retry-After"]) >= 1
+
+
+def test_a_key_s_rate_limit_is_charged_in_the_round_trip_that_publishes_its_task(
+    limited_gateway: RunningGateway, gateway_fleet: Fleet
+) -> None:
+    """A job and a chat each charge their key in their publish's script (``lua/inflight_publish_admit.lua``), not in
+    an admission of their own; a cached answer, which publishes nothing, is charged alone. Counted with Redis's
+    MONITOR, by script."""
+    headers = {"Authorization": "Bearer stp_riding-key"}
+    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
+    riding = sha1(lua.source("admission", "inflight_journal", "inflight_publish_admit").encode()).hexdigest()
+    cached = {"messages": [{"role": "user", "content": f"riding {uuid.uuid4().hex}"}], "cache": "use"}
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"riding {uuid.uuid4().hex}"}]}
+    jobs = f"{limited_gateway.url}/api/v1/tasks/content-generation"
+    with monitored(gateway_fleet.redis) as seen:
+        job = requests.post(jobs, json=cached, headers=headers, timeout=30)
+        answer = requests.post(f"{limited_gateway.url}/v1/chat/completions", json=chat, headers=headers, timeout=30)
+        assert (job.status_code, answer.status_code) == (202, 200), answer.text
+        gateway_fleet.app.AsyncResult(job.json()["jobId"]).get(timeout=30)  # the status route would charge the key
+        again = requests.post(jobs, json=cached, headers=headers, timeout=30)
+        assert (again.status_code, again.json()["status"]) == (200, "cached")
+    ours = [command["command"] for command in seen if "{gateway-" in command["command"]]
+    scripts = [command.split()[1] for command in ours if command.startswith("EVALSHA ")]
+    # An EVALSHA is logged again after a NOSCRIPT (the script's first run on this server).
+    assert set(scripts) == {riding, alone}
+    assert scripts[-1] == alone and scripts.count(alone) == 1
+    assert len([command for command in ours if command.startswith("HSET ") and ":rpm " in command]) == 3
 
 
 def test_a_chat_over_the_keys_token_limit_is_refused_before_it_is_submitted(

@@ -13,6 +13,8 @@ from kombu.utils import json as kombu_json
 
 from stepper.celery import StepperCelery, create_app
 from stepper.config import load_config
+from stepper.gateway.auth import Caller, KeyAdmission, KeyLimiter, RateLimitExceeded
+from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import inflight, keys
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
@@ -172,3 +174,93 @@ def test_with_the_journal_in_another_redis_its_entry_is_written_before_the_push(
     assert inflight.message(redis_client, result.id) is None  # not in the broker's database
     state.flushdb()
     state.close()
+
+
+def key_admission(url: str, rpm: int, key: str = "k") -> KeyAdmission:
+    """A gateway key's admission of one request (``rpm`` requests a minute), not asked yet, its buckets in the
+    Redis at ``url``."""
+    admission = KeyLimiter(redis.Redis.from_url(url), rpm=rpm, tpm=0).admission(Caller(key))
+    assert admission is not None
+    return admission
+
+
+def send_admitted(app: StepperCelery, admission: KeyAdmission) -> Any:
+    token = inflight.admitting.set(admission)
+    try:
+        return app.send_task("stepper.chat", kwargs=CHAT)
+    finally:
+        inflight.admitting.reset(token)
+
+
+def requests_left(client: redis.Redis, key: str = "k") -> float:
+    return float(client.hget(keys.rate_bucket(f"gateway-{key}", "rpm"), "tokens") or 0)
+
+
+def test_an_admission_rides_with_the_push_and_its_journal_entry(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def alone(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the admission was asked in a round trip of its own")
+
+    monkeypatch.setattr(RedisGuardBackend, "admit", alone)
+    monkeypatch.setattr(inflight, "record", alone)
+    admission = key_admission(redis_server.url, rpm=10)
+    result = send_admitted(app_on(redis_server), admission)
+    assert admission.asked
+    assert requests_left(redis_client) == 9
+    assert inflight.message(redis_client, result.id) is not None
+    (queue,) = chat_queues(redis_client)
+    assert result.id.encode() in (redis_client.lindex(queue, 0) or b"")
+
+
+def test_a_refused_admission_publishes_nothing_and_stops_waiting_for_a_result(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    key_admission(redis_server.url, rpm=1).ask()  # the key's one request this minute
+    app = app_on(redis_server)
+    refused = key_admission(redis_server.url, rpm=1)
+    with pytest.raises(RateLimitExceeded) as raised:
+        send_admitted(app, refused)
+    assert raised.value.retry_after_s >= 1
+    assert chat_queues(redis_client) == []
+    assert redis_client.hlen(keys.inflight_messages()) == 0
+    assert not app.backend.result_consumer.subscribed_to  # Celery subscribed to the result's channel, then let go
+    with pytest.raises(RateLimitExceeded):  # asked again: the same refusal, no second charge
+        refused.ask()
+
+
+def test_an_admission_asked_already_is_not_charged_again_by_the_publish(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    admission = key_admission(redis_server.url, rpm=10)
+    admission.ask()
+    send_admitted(app_on(redis_server), admission)
+    assert requests_left(redis_client) == 9
+    assert len(chat_queues(redis_client)) == 1
+
+
+def test_an_admission_in_another_redis_is_asked_alone_before_the_push(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_url = redis_server.url.rsplit("/", 1)[0] + "/6"
+    other = redis.Redis.from_url(other_url)
+    happened: list[str] = []
+    admit, publish = RedisGuardBackend.admit, inflight.Publishing.journal_and_push
+
+    def asked(*args: Any, **kwargs: Any) -> Any:
+        happened.append("admission")
+        return admit(*args, **kwargs)
+
+    def pushed(*args: Any) -> None:
+        publish(*args)
+        happened.append("push")
+
+    monkeypatch.setattr(RedisGuardBackend, "admit", asked)
+    monkeypatch.setattr(inflight.Publishing, "journal_and_push", pushed)
+    result = send_admitted(app_on(redis_server), key_admission(other_url, rpm=10))
+    assert happened == ["admission", "push"]
+    assert requests_left(other) == 9
+    assert redis_client.exists(keys.rate_bucket("gateway-k", "rpm")) == 0
+    assert inflight.message(redis_client, result.id) is not None
+    other.flushdb()
+    other.close()
