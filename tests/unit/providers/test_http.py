@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from urllib3.util import Url
 
 from stepper.errors import (
     AuthError,
@@ -22,6 +23,7 @@ from stepper.errors import (
     Unavailable,
     UnsupportedInput,
 )
+from stepper.providers import transport
 from stepper.providers.http import HttpClient, SseEvent, iter_sse, parse_duration, parse_retry_after
 from stepper.settings import ProviderSettings
 from tests.support.fake_http import DROPPED_MIDWAY, FakeServer, Fault, Reply, running
@@ -52,6 +54,23 @@ def client(server: FakeServer, timeout_s: float = 2.0) -> HttpClient:
 def test_post_json_round_trip(server: FakeServer) -> None:
     assert client(server).post_json("/echo", {"a": 1}, {"Authorization": "Bearer x"}) == {"you_sent": {"a": 1}}
     assert server.requests[0].headers["authorization"] == "Bearer x"
+
+
+def test_a_vendor_s_url_is_parsed_once_not_at_every_call(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    parse = transport.parse_url
+
+    def counting(url: str) -> Url:
+        parsed.append(url)
+        return parse(url)
+
+    monkeypatch.setattr(transport, "parse_url", counting)
+    transport._parsed.cache_clear()
+    calls = client(server)
+    answers = [calls.post_json("/echo", {"n": n}, {}) for n in range(3)]
+    assert answers == [{"you_sent": {"n": n}} for n in range(3)]
+    assert parsed == [f"{server.url}/echo"]
+    assert [request.path for request in server.requests] == ["/echo"] * 3
 
 
 def test_environment_proxy_is_honoured(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
