@@ -213,7 +213,7 @@ class _Run:
         self.in_flight: dict[str, _InFlight] = {}
         self.started = clock()
         self.last_report = self.started
-        #: How long the previous poll took: a poll asks about every task in flight, one round trip each.
+        #: How long the previous poll took: a poll asks about every task in flight (:func:`ready_ids`).
         self.last_poll_s = 0.0
 
     def add(self, job: Job, result: PendingResult) -> None:
@@ -233,8 +233,9 @@ class _Run:
 
     def _poll(self, now: float) -> int:
         finished = 0
+        ready = ready_ids([entry.result for entry in self.in_flight.values()])
         for job_id, entry in list(self.in_flight.items()):
-            if entry.result.ready():
+            if entry.result.id in ready:
                 self._record(entry.job, entry.result)
             elif now - entry.submitted_at > self.timeout_s:
                 message = f"no result within {self.timeout_s:g}s (task {entry.result.id} may still finish)"
@@ -278,6 +279,24 @@ class _Run:
         self.summary.elapsed_s = self.clock() - self.started
         self.report(force=True)
         return self.summary
+
+
+def ready_ids(results: Iterable[PendingResult]) -> set[str]:
+    """The ids of ``results`` that are ready. The tasks of a result backend that stores results by key (Celery's
+    Redis backend, and the other key-value ones: ``supports_native_join``) are asked about together, in one
+    ``MGET`` (its ``get_many``, once, as ``ResultSet.join_native`` asks); any other result is asked alone (a
+    cached answer, an ``EagerResult``, without a round trip)."""
+    ready: set[str] = set()
+    together: dict[int, tuple[Any, list[str]]] = {}
+    for result in results:
+        backend = getattr(result, "backend", None)
+        if backend is not None and getattr(backend, "supports_native_join", False):
+            together.setdefault(id(backend), (backend, []))[1].append(result.id)
+        elif result.ready():
+            ready.add(result.id)
+    for backend, task_ids in together.values():
+        ready.update(task_id for task_id, _meta in backend.get_many(task_ids, interval=0, max_iterations=1))
+    return ready
 
 
 def submit_many(

@@ -8,11 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from celery import states
+from celery.result import AsyncResult, EagerResult
 
 import stepper.producer
-from stepper.batch import Job, LineError, Progress, load_jobs, submit_many
+from stepper.batch import Job, LineError, Progress, load_jobs, ready_ids, submit_many
+from stepper.celery import create_app
 from stepper.cli import main
+from stepper.config import load_config
 from stepper.errors import ChainExhausted, InvalidRequest
+from tests.support.redis_server import RedisServer
+from tests.unit.guards.harness import count_commands
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 FAILED = "every provider in the chain failed"
@@ -300,3 +307,18 @@ def test_early_polls_take_at_most_a_tenth_of_the_time_spent_submitting(tmp_path:
     submitting_s = len(jobs) * 0.001 + asked_while_submitting[-1] * 0.001
     assert asked_while_submitting[-1] * 0.001 <= 0.12 * submitting_s
     assert asked_while_submitting[-1] > 0  # early finishers are still looked for
+
+
+def test_a_poll_asks_the_redis_backend_about_every_task_in_one_round_trip(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's Redis backend answers for all the tasks in flight with one MGET, not a GET per task; a cached
+    answer (EagerResult) is ready without asking."""
+    app = create_app(load_config({"STEPPER_REDIS_URL": redis_server.url, "CELERY_CONFIG_MODULE": "absent_config"}))
+    done, failed, pending = (AsyncResult(f"task-{name}", app=app) for name in ("done", "failed", "pending"))
+    app.backend.store_result(done.id, {"answer": 42}, states.SUCCESS)
+    app.backend.store_result(failed.id, ValueError("no"), states.FAILURE)
+    cached = EagerResult("cached", {"answer": 1}, states.SUCCESS)
+    sent = count_commands(app.backend.client, monkeypatch)
+    assert ready_ids([done, failed, pending, cached]) == {done.id, failed.id, cached.id}
+    assert sent == ["MGET"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from urllib3.util import Url
+from urllib3.util import Url, parse_url
 
 from stepper.errors import (
     AuthError,
@@ -58,11 +58,9 @@ def test_post_json_round_trip(server: FakeServer) -> None:
 
 def test_a_vendor_s_url_is_parsed_once_not_at_every_call(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
-    parse = transport.parse_url
-
     def counting(url: str) -> Url:
         parsed.append(url)
-        return parse(url)
+        return parse_url(url)
 
     monkeypatch.setattr(transport, "parse_url", counting)
     transport._parsed.cache_clear()
