@@ -58,6 +58,7 @@ def test_post_json_round_trip(server: FakeServer) -> None:
 
 def test_a_vendor_s_url_is_parsed_once_not_at_every_call(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
+
     def counting(url: str) -> Url:
         parsed.append(url)
         return parse_url(url)
