@@ -114,23 +114,21 @@ class Publishing:
             [keys.inflight_since(), keys.inflight_messages(), queue_key],
             [self.task_id, self.message, payload],
         )
-        admission = self.admission if self.admission is not None and not self.admission.asked else None
-        if admission is None or not _same_database(admission.client, broker):
+        admission = self.admission
+        if (
+            admission is not None
+            and not admission.asked
+            and result_riders.writes_to(admission.client, result_riders.database(broker))
+        ):
+            call = admission.call
+            script = lua.script(broker, "admission", "inflight_journal", "inflight_publish_admit")
+            pushed, answer = script(keys=[*names, *call.keys], args=[*values, *call.args])
+            admission.answered(answer, bool(pushed))
+        else:
             if admission is not None:
-                admission.ask()
+                admission.ask()  # asked already: nothing, or its refusal again
             lua.script(broker, "inflight_journal", "inflight_publish")(keys=names, args=values)
-            self.journaled = True
-            return
-        call = admission.call
-        script = lua.script(broker, "admission", "inflight_journal", "inflight_publish_admit")
-        pushed, answer = script(keys=[*names, *call.keys], args=[*values, *call.args])
-        admission.answered(answer, bool(pushed))
         self.journaled = True
-
-
-def _same_database(one: Redis, other: Redis) -> bool:
-    place = result_riders.database(one)
-    return place is not None and place == result_riders.database(other)
 
 
 #: The publish in progress in this thread or greenlet, set by the producer (stepper.celery) around it.

@@ -186,7 +186,13 @@ def script_arguments(riders: list[Rider], deliveries: list[Delivery]) -> tuple[l
 
 def all_in(riders: list[Rider], database_: tuple[Any, ...] | None) -> bool:
     """Whether every one of ``riders`` writes to ``database_`` (a :func:`database`; never when it is None)."""
-    return database_ is not None and all(database(rider.client) == database_ for rider in riders)
+    return database_ is not None and all(writes_to(rider.client, database_) for rider in riders)
+
+
+def writes_to(client: Redis, database_: tuple[Any, ...] | None) -> bool:
+    """Whether ``client``'s commands land in ``database_`` (a :func:`database`; never when it is None): the test
+    for a write to ride in another's round trip."""
+    return database_ is not None and database(client) == database_
 
 
 def database(client: Redis) -> tuple[Any, ...] | None:

@@ -172,7 +172,7 @@ class ResultCache:
         cache's Redis database: one round trip before the provider call instead of two."""
         probe_keys = [key, keys.flight(key)]
         probe_args: list[str | int | float] = [owner, ttl_ms(lease_s)]
-        if admitting is None or self._database is None or result_riders.database(admitting.client) != self._database:
+        if admitting is None or not result_riders.writes_to(admitting.client, self._database):
             raw, claimed = self._probe(keys=probe_keys, args=probe_args)
         else:
             call = admitting.call
