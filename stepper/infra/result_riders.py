@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -47,15 +48,21 @@ class Rider:
     releases: tuple[str, ...] = ()
 
 
+def _recorded() -> None:
+    """A delivery whose record was written before it was registered."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A task message delivered by a Redis broker, as kombu's QoS keeps it until it is acknowledged: under
-    ``delivery_tag`` in the sorted set ``index_key`` and the hash ``hash_key`` of ``database``."""
+    ``delivery_tag`` in the sorted set ``index_key`` and the hash ``hash_key`` of ``database``. ``confirm``
+    returns once those entries are written (the transport sends the record without waiting for it)."""
 
     database: tuple[Any, ...] | None
     index_key: str
     hash_key: str
     delivery_tag: str
+    confirm: Callable[[], None] = field(default=_recorded, compare=False, repr=False)
 
 
 _lock = threading.Lock()
@@ -132,8 +139,8 @@ def delivered(task_id: str, delivery: Delivery) -> None:
 
 def take_deliveries(task_id: str, database_: tuple[Any, ...] | None) -> list[Delivery]:
     """The messages of ``task_id`` delivered from ``database_`` and not yet acknowledged, all kept under the same
-    index and hash, for its store to remove (it reports them with :func:`removed`); none when ``database_`` is
-    None."""
+    index and hash, for its store to remove (it reports them with :func:`removed`), each one's record confirmed;
+    none when ``database_`` is None. Raises the RedisError of a record that could not be written."""
     if database_ is None:
         return []
     with _lock:
@@ -143,7 +150,9 @@ def take_deliveries(task_id: str, database_: tuple[Any, ...] | None) -> list[Del
         taken = [delivery for delivery in ours if (delivery.index_key, delivery.hash_key) == keys]
         if kept := [delivery for delivery in theirs if delivery not in taken]:
             _deliveries[task_id] = kept
-        return taken
+    for delivery in taken:
+        delivery.confirm()
+    return taken
 
 
 def removed(deliveries: list[Delivery]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu
 import pytest
 import redis
 from kombu import Connection
@@ -18,7 +19,6 @@ from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import inflight, keys
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
-from tests.unit.guards.harness import count_commands
 
 
 def test_a_channel_reuses_its_client_until_its_pool_changes(redis_server: RedisServer) -> None:
@@ -60,10 +60,10 @@ def test_a_delivery_is_recorded_in_one_command_with_the_entries_kombu_writes(
         with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=transport) as connection:
             queue = connection.SimpleQueue("recorded")
             queue.put({"by": name})
-            sent = count_commands(connection.default_channel._create_client(), monkeypatch)
+            sent = sent_commands(monkeypatch)
             message = queue.get(timeout=5)
             if name == "stepper":
-                assert sent == ["EVALSHA"]
+                assert [command for command in sent if command != "BRPOP"] == ["EVALSHA"]
             tag = message.delivery_tag
             entries[name] = (
                 kombu_json.loads(redis_client.hget("unacked", tag) or b""),
@@ -77,6 +77,20 @@ def test_a_delivery_is_recorded_in_one_command_with_the_entries_kombu_writes(
     assert kombu_stamp is not None
     assert stepper_stamp is not None
     assert 0 <= stepper_stamp - kombu_stamp < 60  # delivery times, in seconds
+
+
+def sent_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every command any Redis connection of this process sends from now on, one by one (a pipeline's
+    are sent packed, and not seen here)."""
+    sent: list[str] = []
+    send = redis.connection.AbstractConnection.send_command
+
+    def counting(connection: redis.connection.AbstractConnection, *args: Any, **options: Any) -> None:
+        sent.append(str(args[0]))
+        send(connection, *args, **options)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", counting)
+    return sent
 
 
 def test_a_delivery_never_acknowledged_is_restored_by_kombu(
@@ -94,6 +108,113 @@ def test_a_delivery_never_acknowledged_is_restored_by_kombu(
         again = connection.SimpleQueue("restored").get(timeout=5)
         assert again.payload == {"number": 1}
         again.ack()
+
+
+def test_a_delivery_is_handed_on_before_the_answer_of_its_record_is_read(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer sends the record, hands the message on (to the pool, in a worker), then reads the answer."""
+    events: list[str] = []
+    read = redis.connection.AbstractConnection.read_response
+
+    def reading(connection: redis.connection.AbstractConnection, *args: Any, **options: Any) -> Any:
+        answer = read(connection, *args, **options)
+        if answer == 1:  # unacked_add.lua's answer
+            events.append("record answered")
+        return answer
+
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        queue = kombu.Queue("handed-on")
+        with connection.Producer() as producer:
+            producer.publish({"n": 1}, routing_key="handed-on", declare=[queue])
+        sent = sent_commands(monkeypatch)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", reading)
+        received: list[kombu.Message] = []
+
+        def handed_on(body: Any, message: kombu.Message) -> None:
+            events.append(f"handed on after {[command for command in sent if command != 'BRPOP']}")
+            received.append(message)
+
+        with connection.Consumer(queue, callbacks=[handed_on]):
+            connection.drain_events(timeout=5)
+        assert events == ["handed on after ['EVALSHA']", "record answered"]
+        assert redis_client.hlen("unacked") == 1
+        received[0].ack()
+    assert redis_client.hlen("unacked") == 0
+
+
+def delivered_unconfirmed(connection: Connection, name: str) -> tuple[Any, kombu.Message]:
+    """A message taken with basic_get, whose record is sent and its answer not read yet, and its channel's QoS."""
+    channel = connection.default_channel
+    channel.basic_publish(channel.prepare_message("{}"), exchange="", routing_key=name)
+    raw = channel.basic_get(name)
+    assert raw is not None
+    assert channel.qos._records_due  # sent, not confirmed
+    return channel.qos, raw
+
+
+def test_an_acknowledgement_reads_the_answer_of_the_record_first(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing may remove a message's entries before its record is written: the ack would find nothing, and the
+    record would then leave behind an entry that a restore runs again."""
+    events: list[str] = []
+    read = redis.connection.AbstractConnection.read_response
+    send_packed = redis.connection.AbstractConnection.send_packed_command
+
+    def reading(connection: redis.connection.AbstractConnection, *args: Any, **options: Any) -> Any:
+        events.append("answer read")
+        return read(connection, *args, **options)
+
+    def sending(connection: redis.connection.AbstractConnection, command: Any, *args: Any, **options: Any) -> None:
+        events.append("pipeline sent")  # kombu's acknowledgement: ZREM and HDEL in a transaction
+        send_packed(connection, command, *args, **options)  # type: ignore[no-untyped-call]
+
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        qos, message = delivered_unconfirmed(connection, "acked")
+        monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", reading)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", sending)
+        qos.ack(message.delivery_tag)
+        monkeypatch.undo()
+        assert events[:2] == ["answer read", "pipeline sent"]
+        assert not qos._records_due
+        assert redis_client.hlen("unacked") == 0
+        assert redis_client.zcard("unacked_index") == 0
+
+
+def test_a_record_whose_answer_is_lost_with_its_connection_is_written_again(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        qos, message = delivered_unconfirmed(connection, "lost-answer")
+        redis_client.delete("unacked", "unacked_index")  # as if the record never reached Redis
+        qos._records_connection.disconnect()  # and its connection dropped before the answer
+        qos.confirm()
+        assert redis_client.hexists("unacked", message.delivery_tag)
+        assert redis_client.zscore("unacked_index", message.delivery_tag) is not None
+        qos.ack(message.delivery_tag)
+    assert redis_client.hlen("unacked") == 0
+
+
+def test_a_record_sent_after_redis_lost_its_scripts_is_written_by_loading_the_script(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        delivered_unconfirmed(connection, "loaded-first")[0].confirm()  # the script is loaded
+        redis_client.script_flush()  # what a restarted Redis has forgotten
+        qos, message = delivered_unconfirmed(connection, "no-script")
+        qos.confirm()
+        assert redis_client.hexists("unacked", message.delivery_tag)
+
+
+def test_a_record_redis_refuses_is_raised(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        redis_client.set("unacked", "not a hash")
+        qos, _message = delivered_unconfirmed(connection, "refused")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            qos.confirm()
+        assert not qos._records_due
+        redis_client.delete("unacked")
 
 
 CHAT = {"messages": [{"role": "user", "content": "journaled"}]}

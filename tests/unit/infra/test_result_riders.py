@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -242,6 +243,20 @@ def test_registrations_are_forgotten_once_acknowledged() -> None:
     result_riders.removed([delivery])
     assert result_riders.acknowledged("tag-1")
     assert not result_riders.acknowledged("tag-1")
+
+
+def test_a_store_takes_deliveries_whose_records_are_confirmed() -> None:
+    """The transport sends a delivery's record without waiting for it: the store that removes the delivery's
+    entries must not run before the record is written."""
+    confirmed: list[str] = []
+    database = ("tcp", "127.0.0.1", 6379, 0)
+    for tag, task_id in (("tag-mine", "t-confirmed"), ("tag-other", "t-other")):
+        confirm = partial(confirmed.append, tag)
+        result_riders.delivered(task_id, Delivery(database, "unacked_index", "unacked", tag, confirm))
+    taken = result_riders.take_deliveries("t-confirmed", database)
+    assert [delivery.delivery_tag for delivery in taken] == ["tag-mine"]
+    assert confirmed == ["tag-mine"]
+    assert result_riders.acknowledged("tag-other") is False
 
 
 def test_a_closed_channel_leaves_nothing_for_a_store_to_acknowledge(redis_server: RedisServer) -> None:
