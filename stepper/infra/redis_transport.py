@@ -13,11 +13,12 @@ kombu records every message it delivers in its unacknowledged index and hash (fo
 the restore of a lost worker's messages) with a transaction of four commands, and waits for Redis's answer
 before it hands the message on. This QoS writes the same entries with one script, sent as soon as the message
 is read (25 µs of CPU less per delivery on a quiet process, about 50 µs in a busy worker), and hands the
-message on without waiting: the consumer reads the answer once the task is on its way to the pool, so a task
-starts a Redis round trip sooner. Nothing touches a message's entries before its record is confirmed: its
-acknowledgement, rejection or restore, and the result store that acknowledges it, each read the answers still
-due first (:meth:`QoS.confirm`). A record whose answer is lost with its connection is written again (the same
-entries: ZADD and HSET are idempotent), and one that fails is raised as kombu's own record would be.
+message on without waiting: a task starts a Redis round trip sooner, and the consumer never waits on a record.
+The answers are read by the first thing that needs them: nothing touches a message's entries before its record
+is confirmed, so its acknowledgement, rejection or restore, and the result store that acknowledges it, read the
+answers still due first (:meth:`QoS.confirm`; by then they have long arrived). A record whose answer is lost
+with its connection is written again (the same entries: ZADD and HSET are idempotent), and one that fails is
+raised there, as kombu's own record would have raised.
 
 The channels also write the in-flight journal entry of a stepper message they publish (stepper.infra.inflight,
 :data:`~stepper.infra.inflight.publishing`): with the message, in one script, when the journal lives in this
@@ -42,11 +43,98 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.infra import inflight, lua, result_riders
 from stepper.infra.result_riders import Delivery
+
+#: A record's KEYS and ARGV for ``lua/unacked_add.lua``.
+_Record = tuple[list[str], list[Any]]
+
+
+class _Records:
+    """The unacknowledged records one QoS sent without waiting (see the module), until their answers are read.
+
+    Thread-safe: the consumer sends, and whichever thread first needs the entries confirms. A record stays due
+    until it is known to be written, so a confirmation that fails (Redis unreachable) is tried again by the next.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        #: A connection of ``_client``'s pool, held while answers are due on it.
+        self._connection: Connection | None = None
+        #: Records sent on ``_connection``, in the order sent: their answers are still to be read.
+        self._sent: list[_Record] = []
+        #: Records whose answers were lost with their connection, or that could not be sent: written again.
+        self._unsure: list[_Record] = []
+
+    def send(self, client: redis.Redis, record: _Record) -> None:
+        """Send ``record`` through ``client``'s pool without waiting for its answer, as EVAL: Redis runs it as it
+        arrives even when it has lost its scripts (a restart), which an EVALSHA would only say in its answer.
+        Raises the RedisError of a record that could not be written (Redis unreachable), as kombu's own
+        record would."""
+        keys, args = record
+        with self._lock:
+            if client is not self._client:  # a new pool, after a reconnect: the old one's records first
+                self._confirm()
+                self._client = client
+            if self._connection is None:
+                self._connection = client.connection_pool.get_connection()
+            try:
+                self._connection.send_command(  # type: ignore[no-untyped-call]
+                    "EVAL", lua.source("unacked_add"), len(keys), *keys, *args
+                )
+            except (RedisConnectionError, RedisTimeoutError):
+                self._unsure.append(record)
+                self._drop_connection(client, self._connection)
+                self._confirm()
+                return
+            self._sent.append(record)
+
+    def confirm(self) -> None:
+        """Return once every record sent is written: read the answers due, write again (waiting) those whose
+        answers were lost. Raises the RedisError of a record Redis refused, or of one it could not be reached
+        for (that one stays due)."""
+        with self._lock:
+            self._confirm()
+
+    def _confirm(self) -> None:
+        client, connection = self._client, self._connection
+        if client is None:  # nothing sent yet
+            return
+        refused: ResponseError | None = None
+        if connection is not None:
+            try:
+                while self._sent:
+                    try:
+                        connection.read_response()
+                    except ResponseError as exc:
+                        refused = refused or exc
+                    self._sent.pop(0)
+            except (RedisConnectionError, RedisTimeoutError):
+                self._drop_connection(client, connection)
+            else:
+                client.connection_pool.release(connection)
+                self._connection = None
+        if self._unsure:
+            script = lua.script(client, "unacked_add")
+            while self._unsure:
+                keys, args = self._unsure[0]
+                script(keys=keys, args=args)
+                self._unsure.pop(0)
+        if refused is not None:
+            raise refused
+
+    def _drop_connection(self, client: redis.Redis, connection: Connection) -> None:
+        """Give back a broken connection: whether its records were written is unknown, so they are written again
+        (ZADD and HSET are idempotent)."""
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        client.connection_pool.release(connection)
+        self._connection = None
+        self._unsure = self._sent + self._unsure
+        self._sent = []
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
@@ -55,12 +143,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._records_lock = threading.Lock()
-        #: The records sent on ``_records_connection`` (checked out of ``_records_client``'s pool) whose answers
-        #: are still to be read: each one's KEYS and ARGV, in the order sent.
-        self._records_due: list[tuple[list[str], list[Any]]] = []
-        self._records_connection: Connection | None = None
-        self._records_client: redis.Redis | None = None
+        self._records = _Records()
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's record of a delivered message in the unacknowledged index and hash, the same entries in one
@@ -71,7 +154,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
             return
         delivery = message.delivery_info
         entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        self._send_record([self.unacked_index_key, self.unacked_key], [time.time(), delivery_tag, entry])
+        record = ([self.unacked_index_key, self.unacked_key], [time.time(), delivery_tag, entry])
+        self._records.send(self.channel._create_client(), record)
         virtual.QoS.append(self, message, delivery_tag)
         task_id = (message.headers or {}).get("id")
         if isinstance(task_id, str):
@@ -81,59 +165,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
             )
 
     def confirm(self) -> None:
-        """Read the answers of the records sent and not yet confirmed, writing again any whose answer was lost
-        with its connection or whose script Redis no longer had. Raises the RedisError of a record that could
-        not be written."""
-        with self._records_lock:
-            self._confirm_due()
-
-    def _send_record(self, keys: list[str], args: list[Any]) -> None:
-        client = self.channel._create_client()
-        script = lua.script(client, "unacked_add")
-        with self._records_lock:
-            if self._records_client is not client:  # a new pool, after a reconnect: settle the old one's first
-                self._confirm_due()
-            if self._records_connection is None:
-                self._records_connection = client.connection_pool.get_connection()
-                self._records_client = client
-            self._records_due.append((keys, args))
-            try:
-                self._records_connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except (RedisConnectionError, RedisTimeoutError):
-                self._records_connection.disconnect()
-                client.connection_pool.release(self._records_connection)
-                self._records_connection = None
-                self._confirm_due()  # every record due is written again, waiting, on a connection from the pool
-
-    def _confirm_due(self) -> None:
-        """:meth:`confirm`, with the lock held; the connection goes back to its pool."""
-        connection, client, due = self._records_connection, self._records_client, self._records_due
-        self._records_connection, self._records_due = None, []
-        if client is None:
-            return
-        again: list[tuple[list[str], list[Any]]] = list(due) if connection is None else []
-        failure: ResponseError | None = None
-        answered = 0
-        if connection is not None:
-            try:
-                for answered, record in enumerate(due):  # noqa: B007  (read after the loop when it breaks)
-                    try:
-                        connection.read_response()
-                    except NoScriptError:  # Redis restarted or flushed its scripts: the call loads it
-                        again.append(record)
-                    except ResponseError as exc:
-                        failure = failure or exc
-            except (RedisConnectionError, RedisTimeoutError):
-                # Whether the rest were written is unknown: they are written again.
-                connection.disconnect()  # type: ignore[no-untyped-call]
-                again += due[answered:]
-            finally:
-                client.connection_pool.release(connection)
-        script = lua.script(client, "unacked_add")
-        for keys, args in again:
-            script(keys=keys, args=args)
-        if failure is not None:
-            raise failure
+        """Return once the records of the messages delivered are written (see :meth:`_Records.confirm`)."""
+        self._records.confirm()
 
     @cached_property
     def _database(self) -> tuple[Any, ...] | None:
@@ -153,16 +186,10 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
         super().reject(delivery_tag, requeue=requeue)
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore of one message from its entry, once the entry is written. kombu's restores of a closing
+        channel's messages and of those past the visibility timeout both come here."""
         self.confirm()
         super().restore_by_tag(tag, client=client, leftmost=leftmost)
-
-    def restore_unacked(self, client: Any = None) -> None:
-        self.confirm()
-        super().restore_unacked(client)
-
-    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
-        self.confirm()
-        super().restore_visible(start=start, num=num, interval=interval)
 
 
 class _StepperChannel:
@@ -171,16 +198,6 @@ class _StepperChannel:
 
     QoS = QoS
     _reused: redis.Redis | None = None
-
-    def _brpop_read(self, **options: Any) -> Any:
-        """kombu's read of a message (which records it and hands it on), then the record's answer: the task is
-        on its way meanwhile."""
-        try:
-            return super()._brpop_read(**options)  # type: ignore[misc]
-        finally:
-            qos: QoS | None = getattr(self, "_qos", None)
-            if qos is not None:
-                qos.confirm()
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:  # kombu pins a connection on the client it keeps for BRPOP: never share that one

@@ -139,20 +139,27 @@ def delivered(task_id: str, delivery: Delivery) -> None:
 
 def take_deliveries(task_id: str, database_: tuple[Any, ...] | None) -> list[Delivery]:
     """The messages of ``task_id`` delivered from ``database_`` and not yet acknowledged, all kept under the same
-    index and hash, for its store to remove (it reports them with :func:`removed`), each one's record confirmed;
-    none when ``database_`` is None. Raises the RedisError of a record that could not be written."""
+    index and hash, for its store to remove (it reports them with :func:`removed`); none when ``database_`` is
+    None. Each one's record is confirmed first; when that raises (a RedisError), none is taken, and a store tried
+    again takes them."""
     if database_ is None:
         return []
     with _lock:
-        theirs = _deliveries.pop(task_id, [])
-        ours = [delivery for delivery in theirs if delivery.database == database_]
-        keys = (ours[0].index_key, ours[0].hash_key) if ours else None
-        taken = [delivery for delivery in ours if (delivery.index_key, delivery.hash_key) == keys]
-        if kept := [delivery for delivery in theirs if delivery not in taken]:
-            _deliveries[task_id] = kept
-    for delivery in taken:
+        confirming = _taken(task_id, database_)
+    for delivery in confirming:
         delivery.confirm()
-    return taken
+    with _lock:
+        taken = _taken(task_id, database_)
+        if kept := [delivery for delivery in _deliveries.pop(task_id, []) if delivery not in taken]:
+            _deliveries[task_id] = kept
+        return taken
+
+
+def _taken(task_id: str, database_: tuple[Any, ...]) -> list[Delivery]:
+    """What :func:`take_deliveries` takes, with the lock held."""
+    ours = [delivery for delivery in _deliveries.get(task_id, []) if delivery.database == database_]
+    keys = (ours[0].index_key, ours[0].hash_key) if ours else None
+    return [delivery for delivery in ours if (delivery.index_key, delivery.hash_key) == keys]
 
 
 def removed(deliveries: list[Delivery]) -> None:

@@ -11,12 +11,13 @@ import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
+from redis.commands.core import Script
 
 from stepper.celery import StepperCelery, create_app
 from stepper.config import load_config
 from stepper.gateway.auth import Caller, KeyAdmission, KeyLimiter, RateLimitExceeded
 from stepper.guards.admission import RedisGuardBackend
-from stepper.infra import inflight, keys
+from stepper.infra import inflight, keys, result_riders
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
 
@@ -63,7 +64,7 @@ def test_a_delivery_is_recorded_in_one_command_with_the_entries_kombu_writes(
             sent = sent_commands(monkeypatch)
             message = queue.get(timeout=5)
             if name == "stepper":
-                assert [command for command in sent if command != "BRPOP"] == ["EVALSHA"]
+                assert [command for command in sent if command != "BRPOP"] == ["EVAL"]
             tag = message.delivery_tag
             entries[name] = (
                 kombu_json.loads(redis_client.hget("unacked", tag) or b""),
@@ -110,19 +111,20 @@ def test_a_delivery_never_acknowledged_is_restored_by_kombu(
         again.ack()
 
 
-def test_a_delivery_is_handed_on_before_the_answer_of_its_record_is_read(
+def test_a_delivery_is_handed_on_without_waiting_for_the_answer_of_its_record(
     redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The consumer sends the record, hands the message on (to the pool, in a worker), then reads the answer."""
+    """The consumer sends the record and hands the message on (to the pool, in a worker) without waiting for the
+    answer: the acknowledgement reads it."""
     events: list[str] = []
     read = redis.connection.AbstractConnection.read_response
 
     def reading(connection: redis.connection.AbstractConnection, *args: Any, **options: Any) -> Any:
-        answer = read(connection, *args, **options)
-        if answer == 1:  # unacked_add.lua's answer
+        if connection is records_connection:
             events.append("record answered")
-        return answer
+        return read(connection, *args, **options)
 
+    records_connection = None
     with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
         queue = kombu.Queue("handed-on")
         with connection.Producer() as producer:
@@ -137,19 +139,22 @@ def test_a_delivery_is_handed_on_before_the_answer_of_its_record_is_read(
 
         with connection.Consumer(queue, callbacks=[handed_on]):
             connection.drain_events(timeout=5)
-        assert events == ["handed on after ['EVALSHA']", "record answered"]
-        assert redis_client.hlen("unacked") == 1
+        assert events == ["handed on after ['EVAL']"]
+        assert redis_client.hlen("unacked") == 1  # written, its answer not read yet
+        records_connection = connection.default_channel.qos._records._connection
         received[0].ack()
+        assert events[:2] == ["handed on after ['EVAL']", "record answered"]  # then the connection is reused
     assert redis_client.hlen("unacked") == 0
 
 
-def delivered_unconfirmed(connection: Connection, name: str) -> tuple[Any, kombu.Message]:
+def delivered_unconfirmed(connection: Connection, name: str, task_id: str = "") -> tuple[Any, kombu.Message]:
     """A message taken with basic_get, whose record is sent and its answer not read yet, and its channel's QoS."""
     channel = connection.default_channel
-    channel.basic_publish(channel.prepare_message("{}"), exchange="", routing_key=name)
+    headers = {"id": task_id} if task_id else {}
+    channel.basic_publish(channel.prepare_message("{}", headers=headers), exchange="", routing_key=name)
     raw = channel.basic_get(name)
     assert raw is not None
-    assert channel.qos._records_due  # sent, not confirmed
+    assert channel.qos._records._sent  # sent, not confirmed
     return channel.qos, raw
 
 
@@ -177,7 +182,7 @@ def test_an_acknowledgement_reads_the_answer_of_the_record_first(
         qos.ack(message.delivery_tag)
         monkeypatch.undo()
         assert events[:2] == ["answer read", "pipeline sent"]
-        assert not qos._records_due
+        assert not qos._records._sent
         assert redis_client.hlen("unacked") == 0
         assert redis_client.zcard("unacked_index") == 0
 
@@ -188,7 +193,7 @@ def test_a_record_whose_answer_is_lost_with_its_connection_is_written_again(
     with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
         qos, message = delivered_unconfirmed(connection, "lost-answer")
         redis_client.delete("unacked", "unacked_index")  # as if the record never reached Redis
-        qos._records_connection.disconnect()  # and its connection dropped before the answer
+        qos._records._connection.disconnect()  # and its connection dropped before the answer
         qos.confirm()
         assert redis_client.hexists("unacked", message.delivery_tag)
         assert redis_client.zscore("unacked_index", message.delivery_tag) is not None
@@ -196,15 +201,49 @@ def test_a_record_whose_answer_is_lost_with_its_connection_is_written_again(
     assert redis_client.hlen("unacked") == 0
 
 
-def test_a_record_sent_after_redis_lost_its_scripts_is_written_by_loading_the_script(
+def test_a_record_stays_due_until_redis_can_be_reached_and_the_store_waits_for_it(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis restart loses the answers due; writing the records again fails while it is down. The result store
+    of a task that finishes then fails (Celery tries it again) and takes its delivery only once the record is
+    written, so its script can still remove the entries."""
+    written = Script.__call__
+    calls: list[str] = []
+
+    def unreachable_once(script: Script, *args: Any, **options: Any) -> Any:
+        calls.append("write again")
+        if len(calls) == 1:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+        return written(script, *args, **options)
+
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        qos, message = delivered_unconfirmed(connection, "restarted", task_id="t-restarted")
+        database = result_riders.database(connection.default_channel._create_client())
+        redis_client.delete("unacked", "unacked_index")  # lost with the restart
+        qos._records._connection.disconnect()  # and the answer with its connection
+        monkeypatch.setattr(Script, "__call__", unreachable_once)
+        with pytest.raises(redis.ConnectionError):
+            result_riders.take_deliveries("t-restarted", database)
+        assert not redis_client.hexists("unacked", message.delivery_tag)
+        (taken,) = result_riders.take_deliveries("t-restarted", database)  # the store, tried again
+        assert taken.delivery_tag == message.delivery_tag
+        assert calls == ["write again", "write again"]
+        assert redis_client.hexists("unacked", message.delivery_tag)
+        result_riders.acknowledged(message.delivery_tag)
+
+
+def test_a_record_is_written_as_it_arrives_even_after_redis_lost_its_scripts(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
+    """The record is written before anyone reads its answer: a worker that dies meanwhile leaves it for the
+    restore. An EVALSHA that Redis no longer knows (after a restart) would write nothing until answered."""
     with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
-        delivered_unconfirmed(connection, "loaded-first")[0].confirm()  # the script is loaded
+        delivered_unconfirmed(connection, "loaded-first")[0].confirm()
         redis_client.script_flush()  # what a restarted Redis has forgotten
         qos, message = delivered_unconfirmed(connection, "no-script")
-        qos.confirm()
         assert redis_client.hexists("unacked", message.delivery_tag)
+        assert redis_client.zscore("unacked_index", message.delivery_tag) is not None
+        qos.confirm()
 
 
 def test_a_record_redis_refuses_is_raised(redis_server: RedisServer, redis_client: redis.Redis) -> None:
@@ -213,7 +252,7 @@ def test_a_record_redis_refuses_is_raised(redis_server: RedisServer, redis_clien
         qos, _message = delivered_unconfirmed(connection, "refused")
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             qos.confirm()
-        assert not qos._records_due
+        assert not qos._records._sent
         redis_client.delete("unacked")
 
 
