@@ -203,6 +203,11 @@ class _StepperChannel:
         if asynchronous:  # kombu pins a connection on the client it keeps for BRPOP: never share that one
             return super()._create_client(asynchronous=True)  # type: ignore[misc,no-any-return]
         reused = self._reused
+        if reused is not None and self.closed:  # type: ignore[attr-defined]
+            # kombu dropped this channel's pool and its connection when it closed, and would fail building another
+            # (AttributeError: the worker stops). Celery still acknowledges here the tasks that were running when
+            # the broker connection broke; the client this channel had reconnects for them.
+            return reused
         if reused is None or reused.connection_pool is not self.pool:  # type: ignore[attr-defined]
             reused = self._reused = super()._create_client()  # type: ignore[misc]
         return reused

@@ -424,3 +424,20 @@ def test_an_admission_in_another_redis_is_asked_alone_before_the_push(
     assert inflight.message(redis_client, result.id) is not None
     other.flushdb()
     other.close()
+
+
+def test_a_message_delivered_before_its_connection_closed_can_still_be_acknowledged(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Celery acknowledges a task that was running when the broker connection broke once the task ends, on the
+    closed channel: kombu's transport then fails building a pool for a connection it has dropped (AttributeError,
+    and the worker stops). stepper's channel acknowledges with the client it had."""
+    connection = Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport)
+    queue = connection.SimpleQueue("late-ack")
+    queue.put({"n": 1})
+    message = queue.get(timeout=5)
+    message.channel.qos.restore_unacked_once = lambda *args: None  # as when Redis was down at the close
+    connection.close()
+    assert redis_client.hlen("unacked") == 1
+    message.ack()
+    assert redis_client.hlen("unacked") == 0
