@@ -13,12 +13,12 @@ kombu records every message it delivers in its unacknowledged index and hash (fo
 the restore of a lost worker's messages) with a transaction of four commands, and waits for Redis's answer
 before it hands the message on. This QoS writes the same entries with one script, sent as soon as the message
 is read (25 µs of CPU less per delivery on a quiet process, about 50 µs in a busy worker), and hands the
-message on without waiting: a task starts a Redis round trip sooner, and the consumer never waits on a record.
-The answers are read by the first thing that needs them: nothing touches a message's entries before its record
-is confirmed, so its acknowledgement, rejection or restore, and the result store that acknowledges it, read the
-answers still due first (:meth:`QoS.confirm`; by then they have long arrived). A record whose answer is lost
-with its connection is written again (the same entries: ZADD and HSET are idempotent), and one that fails is
-raised there, as kombu's own record would have raised.
+message on without waiting: a task starts a Redis round trip sooner. The consumer reads the answer once the
+message is on its way to the pool, and nothing touches a message's entries before its record is confirmed: its
+acknowledgement, rejection or restore, and the result store that acknowledges it, read an answer still due
+first (:meth:`QoS.confirm`). A record whose answer is lost with its connection is written again (the same
+entries: ZADD and HSET are idempotent), and one that fails is raised where it is confirmed, as kombu's own
+record would have raised.
 
 The channels also write the in-flight journal entry of a stepper message they publish (stepper.infra.inflight,
 :data:`~stepper.infra.inflight.publishing`): with the message, in one script, when the journal lives in this
@@ -77,7 +77,9 @@ class _Records:
         record would."""
         keys, args = record
         with self._lock:
-            if client is not self._client:  # a new pool, after a reconnect: the old one's records first
+            # One answer due at most: redis-py's health check (a PING before a command on a connection idle for
+            # health_check_interval) would read an answer still due as its PONG, and the answer would be lost.
+            if self._sent or client is not self._client:
                 self._confirm()
                 self._client = client
             if self._connection is None:
@@ -198,6 +200,16 @@ class _StepperChannel:
 
     QoS = QoS
     _reused: redis.Redis | None = None
+
+    def _brpop_read(self, **options: Any) -> Any:
+        """kombu's read of a message, which records it and hands it on, then the record's answer: the task is on
+        its way meanwhile, and the connection goes back to its pool with nothing due on it."""
+        try:
+            return super()._brpop_read(**options)  # type: ignore[misc]
+        finally:
+            qos: QoS | None = getattr(self, "_qos", None)
+            if qos is not None:
+                qos.confirm()
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:  # kombu pins a connection on the client it keeps for BRPOP: never share that one

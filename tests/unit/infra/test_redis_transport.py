@@ -111,20 +111,19 @@ def test_a_delivery_never_acknowledged_is_restored_by_kombu(
         again.ack()
 
 
-def test_a_delivery_is_handed_on_without_waiting_for_the_answer_of_its_record(
+def test_a_delivery_is_handed_on_before_the_answer_of_its_record_is_read(
     redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The consumer sends the record and hands the message on (to the pool, in a worker) without waiting for the
-    answer: the acknowledgement reads it."""
+    """The consumer sends the record, hands the message on (to the pool, in a worker), then reads the answer."""
     events: list[str] = []
     read = redis.connection.AbstractConnection.read_response
 
     def reading(connection: redis.connection.AbstractConnection, *args: Any, **options: Any) -> Any:
-        if connection is records_connection:
+        answer = read(connection, *args, **options)
+        if answer == 1:  # unacked_add.lua's (BRPOP answers with the message)
             events.append("record answered")
-        return read(connection, *args, **options)
+        return answer
 
-    records_connection = None
     with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
         queue = kombu.Queue("handed-on")
         with connection.Producer() as producer:
@@ -139,11 +138,10 @@ def test_a_delivery_is_handed_on_without_waiting_for_the_answer_of_its_record(
 
         with connection.Consumer(queue, callbacks=[handed_on]):
             connection.drain_events(timeout=5)
-        assert events == ["handed on after ['EVAL']"]
-        assert redis_client.hlen("unacked") == 1  # written, its answer not read yet
-        records_connection = connection.default_channel.qos._records._connection
+        assert events == ["handed on after ['EVAL']", "record answered"]
+        assert redis_client.hlen("unacked") == 1
+        monkeypatch.undo()
         received[0].ack()
-        assert events[:2] == ["handed on after ['EVAL']", "record answered"]  # then the connection is reused
     assert redis_client.hlen("unacked") == 0
 
 
@@ -185,6 +183,23 @@ def test_an_acknowledgement_reads_the_answer_of_the_record_first(
         assert not qos._records._sent
         assert redis_client.hlen("unacked") == 0
         assert redis_client.zcard("unacked_index") == 0
+
+
+def test_a_record_is_sent_only_once_the_answer_due_before_it_is_read(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """redis-py checks a connection idle for ``health_check_interval`` with a PING before the next command, and
+    would read an answer still due as its PONG: that answer would never come, and its reader would wait for it
+    until the socket timed out (the consumer of a prefork worker stalled on it)."""
+    with Connection(f"redis://127.0.0.1:{redis_server.port}/0", transport=Transport) as connection:
+        qos, first = delivered_unconfirmed(connection, "one-due")
+        held = qos._records._connection
+        held.health_check_interval, held.next_health_check = 25, 0  # the next command is checked
+        _qos, second = delivered_unconfirmed(connection, "one-due")
+        assert len(qos._records._sent) == 1  # the second's; the first's answer was read before it was sent
+        qos.confirm()
+        assert redis_client.hexists("unacked", first.delivery_tag)
+        assert redis_client.hexists("unacked", second.delivery_tag)
 
 
 def test_a_record_whose_answer_is_lost_with_its_connection_is_written_again(
