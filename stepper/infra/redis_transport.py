@@ -56,8 +56,9 @@ _Record = tuple[list[str], list[Any]]
 class _Records:
     """The unacknowledged records one QoS sent without waiting (see the module), until their answers are read.
 
-    Thread-safe: the consumer sends, and whichever thread first needs the entries confirms. A record stays due
-    until it is known to be written, so a confirmation that fails (Redis unreachable) is tried again by the next.
+    Thread-safe: the consumer sends a record and reads its answer after the hand-off; an acknowledgement or a
+    result store in another thread reads it first if it is still due. A record stays due until it is known to
+    be written, so a confirmation that fails (Redis unreachable) is tried again by the next.
     """
 
     def __init__(self) -> None:
