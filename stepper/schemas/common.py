@@ -112,8 +112,8 @@ class Attempt(Strict):
 class TaskResult(Strict):
     """What every task returns, whatever its kind.
 
-    The short fields come first: Celery's "succeeded" log line and Flower's result column show a prefix of the
-    result (``FamilyTask.resultrepr_maxsize``), which then names who answered before the answer itself.
+    The short fields come first: Flower's result column (and Celery's "succeeded" log line, at DEBUG) show a
+    prefix of the result (``FamilyTask.resultrepr_maxsize``), which then names who answered before the answer.
     """
 
     kind: Kind

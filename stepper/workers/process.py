@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from celery.signals import (
@@ -65,6 +66,28 @@ def _warm_up(**_: Any) -> None:
     tracing.setup()
 
 
+#: When each task running in this process started (``time.monotonic()``), by task id, for its log line.
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _start_clock(task_id: str | None = None, **_: Any) -> None:
+    if task_id is not None:
+        _started[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _log_end(
+    task_id: str | None = None, task: Any = None, state: str | None = None, retval: Any = None, **_: Any
+) -> None:
+    """The task's one log line (:func:`stepper.infra.logs.log_task_end`)."""
+    if task_id is None or task is None:
+        return
+    started = _started.pop(task_id, None)
+    if started is not None:
+        logs.log_task_end(task.name, task_id, state or "", time.monotonic() - started, retval)
+
+
 @task_prerun.connect
 def _hold_riders(task_id: str | None = None, **_: Any) -> None:
     """A task's cache entries ride with its stored result (stepper.infra.result_riders)..."""
@@ -95,7 +118,9 @@ def _forget_metrics(pid: int | None = None, **_: Any) -> None:
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _structure_logs(logger: Any = None, **_: Any) -> None:
-    """Secrets redacted from every line; JSON lines when STEPPER_LOG_FORMAT=json."""
+def _structure_logs(logger: Any = None, loglevel: int | str | None = None, **_: Any) -> None:
+    """Secrets redacted from every line; JSON lines when STEPPER_LOG_FORMAT=json; one line per task."""
     if logger is not None:
         logs.install(logger)
+    if loglevel is not None:
+        logs.one_line_per_task(loglevel)
