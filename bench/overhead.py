@@ -7,7 +7,9 @@ the cache write, metrics and hooks. The baseline is ``bare.echo`` (bench/bare_ap
 its keyword arguments. Same Redis, same threads pool and concurrency, same serializer, acks and prefetch.
 
 The two run alternately, ``ROUNDS`` times, and the median of each round's ratio is reported: the machine is
-noisy and a drift hits both sides. Targets (orchestration issue): throughput at least 0.9x bare Celery, and
+noisy and a drift hits both sides. Each worker's CPU per task (milliseconds, from /proc, over the bursts) is
+reported beside it: on 2 cores the worker's one interpreter bounds the burst, so that figure explains the ratio
+and moves far less than it from run to run. Targets (orchestration issue): throughput at least 0.9x bare Celery, and
 a sequential round trip (p50) at most 1 ms longer.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 from celery import Celery
 
 from bench import bare_app
-from bench.harness import Figure, bare_worker, compare, fleet, percentile, progress, timed
+from bench.harness import Figure, bare_worker, compare, cpu_seconds, fleet, percentile, progress, timed
 from stepper.config import CELERY_DEFAULTS
 from tests.support.redis_server import RedisServer
 
@@ -78,15 +80,17 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
     options = {"pool": "threads", "concurrency": CONCURRENCY}
     progress(f"overhead: starting a stepper worker (mock chat, threads x{CONCURRENCY}) and a bare Celery worker")
     with (
-        fleet(redis, 2, STEPPER_SETTINGS, name="bench-overhead", queues=["chat"], **options) as (stepper_app, _),
-        bare_worker(redis, 3, name="bench-bare", **options) as (bare, _),
+        fleet(redis, 2, STEPPER_SETTINGS, name="bench-overhead", queues=["chat"], **options) as (stepper_app, stepper),
+        bare_worker(redis, 3, name="bench-bare", **options) as (bare, bare_process),
     ):
         sides = {"stepper": _sender(stepper_app, "stepper.chat"), "bare": _sender(bare, "bare.echo")}
+        pids = {"stepper": stepper.process.pid, "bare": bare_process.process.pid}
         for name, send in sides.items():
             for result in [send(chat_request(f"warm-up {name}", index)) for index in range(WARM_UP)]:
                 result.get(timeout=60)
         per_second: dict[str, list[float]] = {"stepper": [], "bare": []}
         p50_ms: dict[str, list[float]] = {"stepper": [], "bare": []}
+        cpu_ms: dict[str, list[float]] = {"stepper": [], "bare": []}
         for round_number in range(ROUNDS):
             # Alternate which side goes first, so a slow spell of the machine does not always hit the same one.
             order = list(sides) if round_number % 2 == 0 else list(reversed(sides))
@@ -95,7 +99,9 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
                     f"overhead: round {round_number + 1}/{ROUNDS}, {name}: {TASKS} tasks, then {SEQUENTIAL} one by one"
                 )
                 label = f"{name} round {round_number}"
+                cpu_before = cpu_seconds(pids[name])
                 per_second[name].append(throughput(sides[name], f"{label} burst"))
+                cpu_ms[name].append((cpu_seconds(pids[name]) - cpu_before) * 1000 / TASKS)
                 p50_ms[name].append(round_trip_p50_ms(sides[name], f"{label} sequential"))
     ratios = [s / b for s, b in zip(per_second["stepper"], per_second["bare"], strict=True)]
     extra_ms = [s - b for s, b in zip(p50_ms["stepper"], p50_ms["bare"], strict=True)]
@@ -107,6 +113,7 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
             f">= {THROUGHPUT_TARGET}x (median ratio of {ROUNDS} alternated rounds: {_listed(ratios, 'x')})",
             ratio >= THROUGHPUT_TARGET,
             ratio=ratio,
+            cpu_ms_per_task={name: round(statistics.median(values), 3) for name, values in cpu_ms.items()},
             rounds={name: [round(value, 1) for value in values] for name, values in per_second.items()},
         ),
         "overhead.round_trip": compare(
