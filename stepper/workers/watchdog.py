@@ -3,11 +3,14 @@
 Celery and kombu have had releases (5.7.0 among them) where, after a broker restart, the worker process lives
 on while its consumer is gone: it answers nothing and runs nothing, and ``inspect ping`` cannot tell, since
 the remote control goes down with the consumer. The watchdog judges by what matters: while the broker answers,
-this worker's queues hold work and it has a free slot, it must be receiving messages. If it received none
-for ``stepper_recovery["stall_s"]`` (or Celery's consumer is not running for that long), it logs why and
-exits with status 70 (EX_SOFTWARE): ``stepper fleet up``, compose's restart policy and Kubernetes restart
-it, and the recovery sweep puts back whatever it held. While healthy it touches ``STEPPER_LIVENESS_FILE``
-(when set) at every check: a liveness probe checks that file's age, not ``inspect ping``.
+this worker's queues hold work and it has a free slot, it must be receiving messages. If it received none for
+``stepper_recovery["stall_s"]`` and messages waited through two checks (``stall_s / 4`` apart) without one
+being taken, or Celery's consumer is not running for ``stall_s``, it logs why and exits with status 70
+(EX_SOFTWARE): ``stepper fleet up``, compose's restart policy and Kubernetes restart it, and the recovery sweep
+puts back whatever it held. Messages seen waiting once are not enough: a worker idle for longer than ``stall_s``
+is now and then checked in the milliseconds between a publish and its delivery, and a message that is not a task
+(malformed, unregistered) is taken without Celery's ``task_received``. While healthy it touches
+``STEPPER_LIVENESS_FILE`` (when set) at every check: a liveness probe checks that file's age, not ``inspect ping``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class Watchdog:
         self.queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self.liveness_file = os.environ.get(LIVENESS_FILE_ENV)
         self._not_running_since: float | None = None
+        #: How many messages waited at the last check that found some while this worker was idle, with a free slot.
+        self._waiting: int | None = None
         _last_received[0] = time.monotonic()  # the worker gets a whole stall_s to start consuming
 
     def tick(self) -> None:
@@ -73,6 +78,7 @@ class Watchdog:
             return None
         ping_broker(self.worker.app)  # the broker down is an outage, not a stall: the consumer reconnects later
         if not self._consumer_running():
+            self._waiting = None
             self._not_running_since = self._not_running_since or now
             if now - self._not_running_since >= self.stall_s:
                 return f"Celery's consumer has not been running for {now - self._not_running_since:.0f}s"
@@ -80,10 +86,12 @@ class Watchdog:
         self._not_running_since = None
         idle_s = now - _last_received[0]
         if idle_s < self.stall_s or not self._has_free_slot():
+            self._waiting = None
             return None
         waiting = {queue: sum(levels.values()) for queue, levels in queue_depths(self.worker.app, self.queues).items()}
-        if not any(waiting.values()):
-            return None
+        previous, self._waiting = self._waiting, sum(waiting.values()) or None
+        if self._waiting is None or previous is None or self._waiting < previous:
+            return None  # nothing waits, it only just came, or the consumer took some since the last check
         held = ", ".join(f"{queue} {count}" for queue, count in waiting.items() if count)
         return f"messages wait ({held}) and it has free slots, yet it received none for {idle_s:.0f}s"
 
