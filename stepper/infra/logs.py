@@ -106,9 +106,10 @@ def log_task_end(name: str, task_id: str, state: str, seconds: float, retval: An
     """The task's one INFO line once it ran, from Celery's ``task_postrun`` (``state``, ``retval``) and its run
     time in seconds: ``Task stepper.chat[<id>] succeeded after 0.012s: mock mock-1, 1 attempt``.
 
-    A stepper result names its provider and model, and the attempts or that it came from the cache, never
-    the answer. An exception is named with its message; Celery's ``Retry`` says when the task runs again and
-    why; ``Ignore`` and ``Reject`` show the exception they were raised from (a cancellation, Redis unreachable).
+    A stepper result names its provider and model, and the attempts made (those skipped, a provider not
+    configured here, are not counted) or that it came from the cache, never the answer. An exception is named
+    with its message; Celery's ``Retry`` says when the task runs again and why; ``Ignore`` and ``Reject`` show
+    the exception they were raised from (a cancellation, Redis unreachable).
     """
     if task_logger.isEnabledFor(logging.INFO):
         ending = ENDINGS.get(state, state.lower())
@@ -127,7 +128,8 @@ def _detail(retval: Any) -> str:
     answered = f": {retval['provider']} {retval['model']}"
     if retval.get("cached"):
         return f"{answered}, from the cache"
-    attempts = len(retval.get("attempts") or ())
+    # A provider not configured here (hybrid mode without its key) is an attempt "skipped": nothing was tried.
+    attempts = sum(1 for attempt in retval.get("attempts") or () if attempt.get("outcome") != "skipped")
     return f"{answered}, {attempts} attempt{'' if attempts == 1 else 's'}"
 
 

@@ -30,6 +30,8 @@ def test_a_result_names_who_answered_and_how_many_attempts_it_took(caplog: pytes
     assert ended(caplog, "SUCCESS", one) == "Task stepper.chat[t-1] succeeded after 0.012s: openai gpt-x, 1 attempt"
     two = ended(caplog, "SUCCESS", result(attempts=[{}, {}]))
     assert two.endswith(": openai gpt-x, 2 attempts")
+    hybrid = result(attempts=[{"outcome": "skipped"}, {"outcome": "skipped"}, {"outcome": "ok"}])
+    assert ended(caplog, "SUCCESS", hybrid).endswith(": openai gpt-x, 1 attempt")  # nothing tried where skipped
     cached = ended(caplog, "SUCCESS", result(cached=True, attempts=[{}]))
     assert cached.endswith(": openai gpt-x, from the cache")
 
