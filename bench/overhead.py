@@ -8,9 +8,9 @@ its keyword arguments. Same Redis, same threads pool and concurrency, same seria
 
 The two run alternately, ``ROUNDS`` times, and the median of each round's ratio is reported: the machine is
 noisy and a drift hits both sides. Each worker's CPU per task (milliseconds, from /proc, over the bursts) is
-reported beside it: on 2 cores the worker's one interpreter bounds the burst, so that figure explains the ratio
-and moves far less than it from run to run. Targets (orchestration issue): throughput at least 0.9x bare Celery, and
-a sequential round trip (p50) at most 1 ms longer.
+reported beside it: on 2 cores the worker's one interpreter bounds the burst, so that figure explains the ratio.
+Targets (orchestration issue): throughput at least 0.9x bare Celery, and a sequential round trip (p50) at most
+1 ms longer.
 """
 
 from __future__ import annotations
