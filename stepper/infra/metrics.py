@@ -13,7 +13,8 @@ import os
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
+
+from stepper.infra import metrics_files
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -82,7 +83,7 @@ def process_registry() -> CollectorRegistry:
     """This process's metrics, or every process's under prefork (multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        metrics_files.ConsistentCollector(registry)
         return registry
     from prometheus_client import REGISTRY
 

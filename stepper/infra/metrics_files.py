@@ -7,6 +7,10 @@ dead child, and every scrape reads them all: after days, scrapes slow down and t
 dead process's counters and histograms are added into one archive file per type and its files removed: the
 totals are unchanged and the directory holds the live processes plus two archives. (Live gauges of a dead
 process are removed by prometheus-client's own ``mark_process_dead``.)
+
+A scrape reads the directory under the same lock (:class:`ConsistentCollector`), shared: prometheus-client's
+collector lists the files, then reads them, and a merge in between removed a listed file (the scrape failed
+with ``FileNotFoundError``) or archived one already read (counted twice).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import mmap_dict
+from prometheus_client import CollectorRegistry, mmap_dict
+from prometheus_client.multiprocess import MultiProcessCollector
 
 #: prometheus-client's own reader and writer of its files (untyped there).
 MmapedDict: Any = mmap_dict.MmapedDict
@@ -46,6 +51,19 @@ def merge_dead_processes(directory: str | Path) -> int:
     return merged
 
 
+class ConsistentCollector(MultiProcessCollector):
+    """prometheus-client's collector of a multiprocess directory (``path``, else ``PROMETHEUS_MULTIPROC_DIR``),
+    registered in ``registry``, reading it while no merge runs: a dead process is counted once, in its own files
+    or in the archive."""
+
+    def __init__(self, registry: CollectorRegistry | None, path: str | None = None) -> None:
+        super().__init__(registry, path)  # type: ignore[no-untyped-call]  # prometheus-client is untyped here
+
+    def collect(self) -> Any:
+        with _locked(Path(self._path), fcntl.LOCK_SH):
+            return super().collect()  # type: ignore[no-untyped-call]
+
+
 def _add_into(archive_path: Path, path: Path) -> None:
     archive = MmapedDict(str(archive_path))
     try:
@@ -67,9 +85,10 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
+    """The directory's lock: exclusive for a merge, shared (``fcntl.LOCK_SH``) for a scrape."""
     with (folder / ".stepper-merge.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, mode)
         try:
             yield
         finally:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepper.errors import InvalidRequest
+from stepper.infra.metrics_files import ConsistentCollector
 from stepper.ops.exporter import FleetCollector
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.support.redis_server import free_port
@@ -84,7 +84,7 @@ def test_recycled_pool_processes_leave_no_files_behind(start_fleet: Callable[...
         time.sleep(0.2)
     assert len(list(directory.glob("*_[0-9]*.db"))) <= 4, sorted(path.name for path in directory.iterdir())
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    ConsistentCollector(registry, path=str(directory))  # what a worker's /metrics reads it with
     exported = generate_latest(registry).decode()
     assert 'stepper_tasks_total{kind="chat",outcome="success"} 12.0' in exported  # no dead child's count lost
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 
-from stepper.infra.metrics_files import merge_dead_processes
+from stepper.infra import metrics_files
+from stepper.infra.metrics_files import ConsistentCollector, merge_dead_processes
 
 CHILD = """
 from stepper.infra import metrics
@@ -28,7 +31,7 @@ def run_child(directory: Path, tasks: int) -> None:
 
 def scrape(directory: Path) -> dict[str, float]:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    ConsistentCollector(registry, path=str(directory))
     lines = generate_latest(registry).decode().splitlines()
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
@@ -61,3 +64,24 @@ def test_a_live_process_s_files_stay(tmp_path: Path) -> None:
     live.write_bytes(b"")
     assert merge_dead_processes(tmp_path) == 0
     assert live.exists()
+
+
+def test_a_merge_waits_for_a_scrape_that_listed_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape lists the files, then reads them: a merge in between removed a listed file and failed the scrape
+    (FileNotFoundError, met in CI with a worker recycling its pool processes)."""
+    run_child(tmp_path, 3)
+    merge = threading.Thread(target=merge_dead_processes, args=(tmp_path,))
+    read = metrics_files.MmapedDict.read_all_values_from_file
+
+    def read_after_a_merge_had_its_chance(path: str) -> Any:
+        if threading.current_thread() is threading.main_thread() and not merge.is_alive() and not merge.ident:
+            merge.start()
+            merge.join(timeout=0.5)  # the merge cannot run while the scrape holds the lock
+        return read(path)
+
+    monkeypatch.setattr(metrics_files.MmapedDict, "read_all_values_from_file", read_after_a_merge_had_its_chance)
+    totals = scrape(tmp_path)
+    merge.join(timeout=10)
+    assert not merge.is_alive()  # ...and ran once the scrape was done
+    assert totals['stepper_tasks_total{kind="chat",outcome="success"}'] == 3
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
