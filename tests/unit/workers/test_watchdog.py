@@ -16,7 +16,7 @@ STALL_S = 20.0
 
 
 class Broker:
-    """What the watchdog asks the broker: it answers, and ``depths`` wait in the chat queue."""
+    """What the watchdog asks the broker: it answers, and ``waiting`` messages wait in the chat queue."""
 
     def __init__(self) -> None:
         self.waiting = 0
