@@ -33,7 +33,6 @@ from celery.backends import redis as celery_redis
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 from redis import Redis
-from redis.commands.core import Script
 
 from stepper.infra import lua, result_riders
 from stepper.infra.result_riders import Delivery, Rider
@@ -83,10 +82,6 @@ class _OneRoundTripStore:
             clients.setdefault(where, backend._create_client(**backend.connparams))
         return clients[where]
 
-    @cached_property
-    def _store_script(self) -> Script:
-        return self.client.register_script(lua.source("result_store"))
-
     def _store_result(
         self,
         task_id: str,
@@ -128,7 +123,7 @@ class _OneRoundTripStore:
         self, key: bytes | str, value: str, expires_s: int, riders: list[Rider], deliveries: list[Delivery]
     ) -> None:
         keys, args = result_riders.script_arguments(riders, deliveries)
-        self._store_script(keys=[key, *keys], args=[value, expires_s, *args])
+        lua.script(self.client, "result_store")(keys=[key, *keys], args=[value, expires_s, *args])
 
 
 class RedisBackend(_OneRoundTripStore, celery_redis.RedisBackend):  # type: ignore[misc]  # Celery is untyped

@@ -78,16 +78,25 @@ def redis_harness(client: redis.Redis) -> Harness:
     return Harness("redis", RedisGuardBackend(client), lambda: RedisGuardBackend(client), state, force, age_opening)
 
 
+#: What redis-py sends on a connection of its own accord (redis.connection.Connection.on_connect, check_health).
+CONNECTION_HANDSHAKE = frozenset({"HELLO", "AUTH", "CLIENT", "SELECT", "PING"})
+
+
 def count_commands(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of every command the client sends from now on (a pipeline's aside)."""
+    """The name of every command sent from now on to ``client``'s Redis, by the client or by stepper's scripts on
+    their own connections to it (stepper.infra.lua); a pipeline's aside, and a new connection's handshake and
+    health checks."""
     sent: list[str] = []
-    execute: Callable[..., Any] = client.execute_command
+    where = client.connection_pool.connection_kwargs
+    send: Callable[..., Any] = redis.Connection.send_command
 
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return execute(*args, **options)
+    def counting(connection: redis.Connection, *args: Any, **options: Any) -> Any:
+        same_redis = (connection.host, connection.port, connection.db) == (where["host"], where["port"], where["db"])
+        if same_redis and str(args[0]) not in CONNECTION_HANDSHAKE:
+            sent.append(str(args[0]))
+        return send(connection, *args, **options)
 
-    monkeypatch.setattr(client, "execute_command", counting)
+    monkeypatch.setattr(redis.Connection, "send_command", counting)
     return sent
 
 

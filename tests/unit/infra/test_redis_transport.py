@@ -11,13 +11,13 @@ import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
-from redis.commands.core import Script
 
 from stepper.celery import StepperCelery, create_app
 from stepper.config import load_config
 from stepper.gateway.auth import Caller, KeyAdmission, KeyLimiter, RateLimitExceeded
 from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import inflight, keys, result_riders
+from stepper.infra.lua import LuaScript
 from stepper.infra.redis_transport import Channel, Transport
 from tests.support.redis_server import RedisServer
 
@@ -222,10 +222,10 @@ def test_a_record_stays_due_until_redis_can_be_reached_and_the_store_waits_for_i
     """A Redis restart loses the answers due; writing the records again fails while it is down. The result store
     of a task that finishes then fails (Celery tries it again) and takes its delivery only once the record is
     written, so its script can still remove the entries."""
-    written = Script.__call__
+    written = LuaScript.__call__
     calls: list[str] = []
 
-    def unreachable_once(script: Script, *args: Any, **options: Any) -> Any:
+    def unreachable_once(script: LuaScript, *args: Any, **options: Any) -> Any:
         calls.append("write again")
         if len(calls) == 1:
             raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
@@ -236,7 +236,7 @@ def test_a_record_stays_due_until_redis_can_be_reached_and_the_store_waits_for_i
         database = result_riders.database(connection.default_channel._create_client())
         redis_client.delete("unacked", "unacked_index")  # lost with the restart
         qos._records._connection.disconnect()  # and the answer with its connection
-        monkeypatch.setattr(Script, "__call__", unreachable_once)
+        monkeypatch.setattr(LuaScript, "__call__", unreachable_once)
         with pytest.raises(redis.ConnectionError):
             result_riders.take_deliveries("t-restarted", database)
         assert not redis_client.hexists("unacked", message.delivery_tag)
