@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol, cast
 
 from redis import Redis
 
-from stepper.infra import keys, threads
+from stepper.infra import keys, lua, threads
 from stepper.infra.connections import as_text
 
 EventType = Literal["delta", "tool_call", "reset", "done", "error", "cancelled"]
@@ -183,12 +183,11 @@ class RedisStreamSink:
         events = [*((held, "".join(pieces)) for held, pieces in self._held), *events]
         if not events:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for event, text in events:
-            pipe.xadd(self._key, {"type": event, "text": text}, maxlen=MAX_EVENTS, approximate=True)
-        if not self._written or any(event in FINAL_EVENTS for event, _ in events):
-            pipe.expire(self._key, TTL_S)  # set with the first write, renewed with the last
-        pipe.execute()  # held fragments a Redis error kept are written with the next event
+        # The time to live is set with the first write and renewed with the last.
+        renew = not self._written or any(event in FINAL_EVENTS for event, _ in events)
+        fields = [field for event in events for field in event]
+        # Held fragments that a Redis error kept are written with the next event.
+        lua.script(self._client, "stream_append")(keys=[self._key], args=[MAX_EVENTS, TTL_S if renew else 0, *fields])
         self._held.clear()
         self._held_chars = 0
         self._written = True
