@@ -23,8 +23,9 @@ from importlib import resources
 from typing import Any
 
 from redis import Redis
-from redis.connection import AbstractConnection
+from redis.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
+from redis.sentinel import SentinelConnectionPool
 
 
 @cache
@@ -51,11 +52,18 @@ class LuaScript:
     """
 
     def __init__(self, client: Redis, text: str) -> None:
-        self._connections = _connections(client)
+        pool = getattr(client, "connection_pool", None)
+        #: None for a client whose pool we cannot share (redis-py's RedisCluster routes each call by its keys'
+        #: slot; a BlockingConnectionPool keeps its own books): the call then goes through redis-py's Script.
+        self._connections = _connections(client) if type(pool) in SHARED_POOLS else None
+        self._registered = None if self._connections else client.register_script(text)
         self._text = text
         self.sha = sha1(text.encode(), usedforsecurity=False).hexdigest()
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        if self._registered is not None:
+            return self._registered(keys=keys, args=args)
+        assert self._connections is not None  # one of the two is set
         connection = self._connections.take()
         try:
             # The client's retry, as Redis.execute_command applies it: a connection gone stale (Redis restarted
@@ -83,10 +91,15 @@ class LuaScript:
             return connection.read_response()
 
 
+#: The pools whose connections LuaScript keeps for itself: redis-py's ConnectionPool, and Sentinel's, which keeps
+#: the same books (``_lock``, ``_in_use_connections``) and whose ``disconnect()`` closes the connections in use.
+SHARED_POOLS = (ConnectionPool, SentinelConnectionPool)
+
+
 class _Connections:
     """Connections to one client's Redis, made from its pool's class and parameters (TLS, Sentinel's master
     discovery, timeouts, health checks and retry included) and kept for the scripts: one per script call in
-    progress, at most.
+    progress, at most. They do not count against the pool's ``max_connections``.
 
     ``list.pop`` and ``list.append`` are atomic, so threads and greenlets share the list without a lock. A
     forked child drops its parent's connections rather than talk on their sockets.
@@ -104,7 +117,12 @@ class _Connections:
             return self._idle.pop()
         except IndexError:
             pool = self._pool
-            return pool.connection_class(**pool.connection_kwargs)  # type: ignore[no-any-return]
+            connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+            # Counted among the pool's connections in use, so that the pool's disconnect() (a client's close(),
+            # kombu dropping its pools) closes it with the others; the pool never hands it to anyone else.
+            with pool._lock:  # ConnectionPool's own books: see SHARED_POOLS
+                pool._in_use_connections.add(connection)
+            return connection
 
     def give_back(self, connection: AbstractConnection) -> None:
         if connection.pid == self._pid:

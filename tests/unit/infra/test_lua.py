@@ -114,3 +114,25 @@ def test_a_forked_child_makes_its_own_connection_and_leaves_its_parents_alone(re
     assert os.waitstatus_to_exitcode(status) == 0
     assert echo(keys=["k"], args=["parent again"]) == [b"k", b"parent again"]
     assert connections_to(redis_server, "lua-fork") == [parents]
+
+
+def test_closing_the_client_closes_the_connections_of_its_scripts(redis_server: RedisServer) -> None:
+    """kombu drops its pools and tests close their clients: the scripts' sockets must go with them."""
+    client = redis.Redis(port=redis_server.port, client_name="lua-close")
+    echo = LuaScript(client, ECHO)
+    assert echo(keys=["k"], args=["open"]) == [b"k", b"open"]
+    assert len(connections_to(redis_server, "lua-close")) == 1
+    client.close()
+    assert connections_to(redis_server, "lua-close") == []
+    assert echo(keys=["k"], args=["again"]) == [b"k", b"again"]  # a closed client's pool reconnects on use
+
+
+def test_a_pool_with_books_of_its_own_goes_through_redis_pys_script(redis_server: RedisServer) -> None:
+    pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        port=redis_server.port, max_connections=2, client_name="lua-blocking"
+    )
+    echo = LuaScript(redis.Redis(connection_pool=pool), ECHO)
+    assert echo(keys=["k"], args=["blocking"]) == [b"k", b"blocking"]
+    assert len(connections_to(redis_server, "lua-blocking")) == 1
+    pool.disconnect()  # the pool's own connection: nothing of the script's is left open
+    assert connections_to(redis_server, "lua-blocking") == []
