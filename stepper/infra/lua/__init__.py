@@ -1,20 +1,19 @@
-"""Redis Lua scripts, one file each beside this module, read once per process, and called on connections of
-their own.
+"""Redis Lua scripts, one file each beside this module, read once per process, and called without redis-py's
+per-command machinery.
 
 Each script says in its first lines what its KEYS and ARGV are. A script that builds on another (the
 dead-letter store's add and remove both use its ``drop`` function) is sent as the files joined in order.
 
 The scripts are the hot path of every task (the cache probe with its admission, the result store, the
-publish's journal), so :class:`LuaScript` calls them on a few connections it keeps for itself rather than
-through redis-py's ``Redis.evalsha``: redis-py 8's pool checkout, release and per-command telemetry cost
-about 60 µs of CPU per call on top of the 40 µs the round trip itself costs (measured with ``time.process_time``
-against a local Redis). The connections are redis-py's own, made from the client pool's class and
-parameters, and a call retries with the client's policy exactly as ``execute_command`` does.
+publish's journal), so :class:`LuaScript` sends them on a connection of the client's pool that it checks out
+itself rather than through redis-py's ``Redis.evalsha``: redis-py 8's checkout, release and per-command
+telemetry cost about 50 µs of CPU per call on top of the 40 µs the round trip itself costs (measured with
+``time.process_time`` against a local Redis). The connections and their pool are redis-py's own, and a call
+retries with the client's policy exactly as ``execute_command`` does.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -81,8 +80,13 @@ class LuaScript:
             self._connections.give_back(connection)
 
     def _run(self, connection: AbstractConnection, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        # As the pool's checkout does: a Sentinel-managed connection finds its master here, not in send_command.
+        # As the pool's checkout does: a Sentinel-managed connection finds its master in connect(), not in
+        # send_command; and a connection with something to read (a closed socket, an answer left unread by a
+        # caller interrupted) is made anew, or its stale answer would be taken for this one.
         connection.connect()  # type: ignore[no-untyped-call]
+        if connection.can_read():
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            connection.connect()  # type: ignore[no-untyped-call]
         connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
         try:
             return connection.read_response()
@@ -91,42 +95,37 @@ class LuaScript:
             return connection.read_response()
 
 
-#: The pools whose connections LuaScript keeps for itself: redis-py's ConnectionPool, and Sentinel's, which keeps
-#: the same books (``_lock``, ``_in_use_connections``) and whose ``disconnect()`` closes the connections in use.
+#: The pools LuaScript checks connections out of itself: redis-py's ConnectionPool, and Sentinel's, which keeps
+#: the same books (``_lock``, ``_available_connections``, ``_in_use_connections``).
 SHARED_POOLS = (ConnectionPool, SentinelConnectionPool)
 
 
 class _Connections:
-    """Connections to one client's Redis, made from its pool's class and parameters (TLS, Sentinel's master
-    discovery, timeouts, health checks and retry included) and kept for the scripts: one per script call in
-    progress, at most. They do not count against the pool's ``max_connections``.
-
-    ``list.pop`` and ``list.append`` are atomic, so threads and greenlets share the list without a lock. A
-    forked child drops its parent's connections rather than talk on their sockets.
-    """
+    """The checkout of one client's pool, without redis-py's per-checkout telemetry: the pool's own connections,
+    under its lock, counted in its ``max_connections`` (``MaxConnectionsError`` past it), closed by its
+    ``disconnect()``, and set aside by its fork check in a forked child, as ``ConnectionPool.get_connection``
+    and ``release`` keep them."""
 
     def __init__(self, client: Redis) -> None:
         self._pool = client.connection_pool
-        self._idle: list[AbstractConnection] = []
-        self._pid = os.getpid()
 
     def take(self) -> AbstractConnection:
-        if self._pid != os.getpid():
-            self._idle, self._pid = [], os.getpid()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            pool = self._pool
-            connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-            # Counted among the pool's connections in use, so that the pool's disconnect() (a client's close(),
-            # kombu dropping its pools) closes it with the others; the pool never hands it to anyone else.
-            with pool._lock:  # ConnectionPool's own books: see SHARED_POOLS
-                pool._in_use_connections.add(connection)
-            return connection
+        pool = self._pool
+        pool._checkpid()
+        with pool._lock:
+            try:
+                connection: AbstractConnection = pool._available_connections.pop()
+            except IndexError:
+                connection = pool.make_connection()  # type: ignore[assignment]  # a Connection, typed as its interface
+            pool._in_use_connections.add(connection)
+        return connection
 
     def give_back(self, connection: AbstractConnection) -> None:
-        if connection.pid == self._pid:
-            self._idle.append(connection)
+        pool = self._pool
+        with pool._lock:
+            if connection in pool._in_use_connections:  # not after a fork reset the books
+                pool._in_use_connections.remove(connection)
+                pool._available_connections.append(connection)
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Lua scripts called on connections of their own (stepper.infra.lua.LuaScript), against a real redis-server."""
+"""Lua scripts sent on connections LuaScript checks out of the client's pool itself, against a real redis-server."""
 
 from __future__ import annotations
 
