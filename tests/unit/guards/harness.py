@@ -83,9 +83,9 @@ CONNECTION_HANDSHAKE = frozenset({"HELLO", "AUTH", "CLIENT", "SELECT", "PING"})
 
 
 def count_commands(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of every command sent from now on to ``client``'s Redis, by the client or by stepper's scripts on
-    their own connections to it (stepper.infra.lua); a pipeline's aside, and a new connection's handshake and
-    health checks."""
+    """The name of every command sent from now on to ``client``'s Redis, through redis-py's ``execute_command`` or
+    by stepper's scripts, which skip it (stepper.infra.lua); a pipeline's aside, and a new connection's handshake
+    and health checks."""
     sent: list[str] = []
     where = client.connection_pool.connection_kwargs
     send: Callable[..., Any] = redis.Connection.send_command
