@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, partial
-from hashlib import sha1
 from importlib import resources
 from typing import Any
 
@@ -51,19 +50,22 @@ class LuaScript:
     """
 
     def __init__(self, client: Redis, text: str) -> None:
+        #: redis-py's own, for its SHA1 and text, and for the clients whose pool we do not check out of.
+        self._script = client.register_script(text)
         pool = getattr(client, "connection_pool", None)
         #: None for a client whose pool we cannot share (redis-py's RedisCluster routes each call by its keys'
         #: slot; a BlockingConnectionPool keeps its own books): the call then goes through redis-py's Script.
-        self._connections = _connections(client) if type(pool) in SHARED_POOLS else None
-        self._registered = None if self._connections else client.register_script(text)
-        self._text = text
-        self.sha = sha1(text.encode(), usedforsecurity=False).hexdigest()
+        self._pool: ConnectionPool | None = pool if type(pool) in SHARED_POOLS else None
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        if self._registered is not None:
-            return self._registered(keys=keys, args=args)
-        assert self._connections is not None  # one of the two is set
-        connection = self._connections.take()
+        pool = self._pool
+        if pool is None:
+            return self._script(keys=keys, args=args)
+        connection = _take(pool)
         try:
             # The client's retry, as Redis.execute_command applies it: a connection gone stale (Redis restarted
             # since) reconnects and the call runs again, with the policy's backoff between tries.
@@ -77,7 +79,7 @@ class LuaScript:
             connection.disconnect()  # type: ignore[no-untyped-call]
             raise
         finally:
-            self._connections.give_back(connection)
+            _give_back(pool, connection)
 
     def _run(self, connection: AbstractConnection, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         # As the pool's checkout does: a Sentinel-managed connection finds its master in connect(), not in
@@ -91,7 +93,7 @@ class LuaScript:
         try:
             return connection.read_response()
         except NoScriptError:
-            connection.send_command("EVAL", self._text, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            connection.send_command("EVAL", self._script.script, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
             return connection.read_response()
 
 
@@ -100,37 +102,26 @@ class LuaScript:
 SHARED_POOLS = (ConnectionPool, SentinelConnectionPool)
 
 
-class _Connections:
-    """The checkout of one client's pool, without redis-py's per-checkout telemetry: the pool's own connections,
-    under its lock, counted in its ``max_connections`` (``MaxConnectionsError`` past it), closed by its
-    ``disconnect()``, and set aside by its fork check in a forked child, as ``ConnectionPool.get_connection``
-    and ``release`` keep them."""
-
-    def __init__(self, client: Redis) -> None:
-        self._pool = client.connection_pool
-
-    def take(self) -> AbstractConnection:
-        pool = self._pool
-        pool._checkpid()
-        with pool._lock:
-            try:
-                connection: AbstractConnection = pool._available_connections.pop()
-            except IndexError:
-                connection = pool.make_connection()  # type: ignore[assignment]  # a Connection, typed as its interface
-            pool._in_use_connections.add(connection)
-        return connection
-
-    def give_back(self, connection: AbstractConnection) -> None:
-        pool = self._pool
-        with pool._lock:
-            if connection in pool._in_use_connections:  # not after a fork reset the books
-                pool._in_use_connections.remove(connection)
-                pool._available_connections.append(connection)
+def _take(pool: ConnectionPool) -> AbstractConnection:
+    """A connection of ``pool``, as ``ConnectionPool.get_connection`` hands it out, without its per-checkout
+    telemetry: under the pool's lock, counted in its ``max_connections`` (``MaxConnectionsError`` past it),
+    closed by its ``disconnect()``, and set aside by its fork check in a forked child."""
+    pool._checkpid()
+    with pool._lock:
+        try:
+            connection: AbstractConnection = pool._available_connections.pop()
+        except IndexError:
+            connection = pool.make_connection()  # type: ignore[assignment]  # a Connection, typed as its interface
+        pool._in_use_connections.add(connection)
+    return connection
 
 
-@cache
-def _connections(client: Redis) -> _Connections:
-    return _Connections(client)
+def _give_back(pool: ConnectionPool, connection: AbstractConnection) -> None:
+    """``connection`` back among ``pool``'s available ones, as ``ConnectionPool.release`` puts it."""
+    with pool._lock:
+        if connection in pool._in_use_connections:  # not after a fork reset the books
+            pool._in_use_connections.remove(connection)
+            pool._available_connections.append(connection)
 
 
 @dataclass(frozen=True)
