@@ -456,3 +456,19 @@ def test_a_message_delivered_before_its_connection_closed_can_still_be_acknowled
     assert redis_client.hlen("unacked") == 1
     message.ack()
     assert redis_client.hlen("unacked") == 0
+
+
+def test_a_message_shows_its_arguments_bounded_and_keeps_a_display_given(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    app = app_on(redis_server)
+    long = {**CHAT, "messages": [{"role": "user", "content": "word " * 2000}] * 20}
+    app.send_task("stepper.chat", kwargs=long)
+    app.send_task("stepper.chat", kwargs=CHAT, kwargsrepr="{'shown': 'as given'}")
+    (queue,) = chat_queues(redis_client)
+    shown = [kombu_json.loads(raw)["headers"] for raw in reversed(redis_client.lrange(queue, 0, -1))]
+    assert shown[0]["argsrepr"] == "()"
+    assert len(shown[0]["kwargsrepr"]) <= 1024
+    assert shown[0]["kwargsrepr"].startswith("{'messages': [{'content': 'word word")
+    assert "..." in shown[0]["kwargsrepr"]  # the content cut short, and the list after a few of its turns
+    assert shown[1]["kwargsrepr"] == "{'shown': 'as given'}"
