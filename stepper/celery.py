@@ -87,6 +87,7 @@ class StepperCelery(Celery):  # type: ignore[misc]
     """
 
     control_cls = "stepper.celery:StepperControl"
+    amqp_cls = "stepper.infra.producers:AMQP"
     task_cls = "stepper.celery:StepperTask"
     _native_delays_declared = False
 

@@ -472,3 +472,32 @@ def test_a_message_shows_its_arguments_bounded_and_keeps_a_display_given(
     assert shown[0]["kwargsrepr"].startswith("{'messages': [{'content': 'word word")
     assert "..." in shown[0]["kwargsrepr"]  # the content cut short, and the list after a few of its turns
     assert shown[1]["kwargsrepr"] == "{'shown': 'as given'}"
+
+
+def test_a_queue_is_declared_on_the_first_publish_of_a_connection_only(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared: list[str] = []
+    kombu_declare = kombu.common._imaybe_declare
+
+    def declare(entity: Any, *args: Any, **kwargs: Any) -> Any:
+        declared.append(entity.name)
+        return kombu_declare(entity, *args, **kwargs)
+
+    monkeypatch.setattr(kombu.common, "_imaybe_declare", declare)
+    app = app_on(redis_server)
+
+    def reconnected() -> None:
+        """kombu's producer pools are shared by equal connections: one of an earlier test may have declared."""
+        with app.producer_or_acquire() as producer:
+            producer.connection.declared_entities.clear()  # as kombu does when the connection closes
+
+    reconnected()
+    for _ in range(3):
+        app.send_task("stepper.chat", kwargs=CHAT)
+    assert declared == ["chat"]
+    reconnected()
+    app.send_task("stepper.chat", kwargs=CHAT)
+    assert declared == ["chat", "chat"]
+    (queue,) = chat_queues(redis_client)
+    assert redis_client.llen(queue) == 4
