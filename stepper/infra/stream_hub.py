@@ -99,7 +99,10 @@ class StreamHub:
             silence_s = self._block_ms / 1000
             while time.monotonic() < deadline:
                 try:
-                    item = await asyncio.wait_for(reader.queue.get(), min(silence_s, deadline - time.monotonic()))
+                    # Not asyncio.wait_for: before Python 3.12 it runs the get as a task of its own, a turn of the
+                    # event loop more for every batch of events.
+                    async with asyncio.timeout(min(silence_s, deadline - time.monotonic())):
+                        item = await reader.queue.get()
                 except TimeoutError:
                     if events := await ended():
                         for event in await self._last_events(key, reader, events):
