@@ -9,7 +9,8 @@ blocked on it returns at once, so a vendor stream stops within one enforcement t
 One daemon thread per process (:class:`Enforcer`) does both jobs: every ``TICK_S`` it ends the calls whose
 deadlines passed, and every ``REVOKE_POLL_S`` it asks Redis which running tasks were revoked
 (:mod:`stepper.infra.revokes`, which ``stepper.cancel`` and Celery's ``revoke`` write) and cancels them. It
-runs only while a task is registered, and costs one ``ZMSCORE`` per poll for all of this process's tasks.
+runs only while a task is registered, and costs one ``ZMSCORE`` per poll for all of this process's tasks; the
+first poll after it was idle comes ``REVOKE_POLL_S`` after the task that woke it started.
 """
 
 from __future__ import annotations
@@ -204,11 +205,17 @@ class Enforcer:
         self._wake.notify()
 
     def _run(self) -> None:
-        next_poll = 0.0
+        # The thread starts, and leaves its wait, when a task starts. That task was checked against the revokes
+        # when its worker received it (Celery's revoked set, which stepper's housekeeping loads from Redis every
+        # second, and the broadcast revokes): its first poll comes an interval later, not while its first vendor
+        # call is being made.
+        next_poll = time.monotonic() + REVOKE_POLL_S
         while True:
             with self._lock:
-                while not self._calls and not self._tasks:
-                    self._wake.wait()
+                if not self._calls and not self._tasks:
+                    while not self._calls and not self._tasks:
+                        self._wake.wait()
+                    next_poll = time.monotonic() + REVOKE_POLL_S
                 calls = list(self._calls)
                 tasks = dict(self._tasks)
                 client = self._client

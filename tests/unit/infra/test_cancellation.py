@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from redis import Redis
 
-from stepper.infra import revokes
-from stepper.infra.cancellation import TaskScope, current_call, enforcer, task_scope
+from stepper.infra import cancellation, revokes
+from stepper.infra.cancellation import Enforcer, TaskScope, current_call, enforcer, task_scope
 
 
 def wait_until(condition: object, timeout_s: float = 5.0) -> bool:
@@ -84,3 +85,28 @@ def test_a_revoke_recorded_in_redis_cancels_the_running_task(redis_client: Redis
         assert scope.reason == "revoked"
         assert not other.cancelled
     assert "running-task" not in enforcer()._tasks
+
+
+def test_a_task_waking_an_idle_enforcer_is_polled_for_revokes_an_interval_later_not_at_its_start(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polled: list[float] = []
+    revoked_among = revokes.revoked_among
+
+    def counted(client: Redis, task_ids: list[str]) -> set[str]:
+        polled.append(time.monotonic())
+        return revoked_among(client, task_ids)
+
+    monkeypatch.setattr(revokes, "revoked_among", counted)
+    idle = Enforcer()
+    scope = TaskScope("started-task", None)
+    started = time.monotonic()
+    idle.watch_task(scope, redis_client)
+    try:
+        time.sleep(cancellation.REVOKE_POLL_S / 2)
+        assert polled == []  # its worker checked the revokes when it received the task
+        revokes.record(redis_client, ["started-task"], keep_s=60)
+        assert wait_until(lambda: scope.cancelled)
+        assert polled[0] - started >= cancellation.REVOKE_POLL_S
+    finally:
+        idle.forget_task(scope)
