@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.errors import ConfigError
 from stepper.infra import keys, lua
-from stepper.infra.lua import ScriptCall
+from stepper.infra.lua import PendingReply, ScriptCall
 
 Verdict = Literal["closed", "probe", "reject", "cooldown"]
 
@@ -98,6 +98,11 @@ class RedisGuardBackend:
             [*pybreaker_keys, probe, rpm, tpm, keys.cooldown(provider)],
             [int(reset_timeout_s * 1000), limits.rpm, limits.tpm, tokens, overspent, unused],
         )
+
+    def send_admit(self, call: ScriptCall) -> PendingReply:
+        """Send an admission worked out by :meth:`asked_along` now, in a round trip of its own, and return its
+        reply to read when the call needs it (``PendingReply.get``, then :meth:`answer`)."""
+        return self._admit.send(keys=call.keys, args=call.args)
 
     def answer(self, reply: Any) -> Admission:
         """What ``admit`` answered, as an :class:`Admission`."""

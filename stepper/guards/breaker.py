@@ -26,7 +26,7 @@ from stepper.contracts import Reply
 from stepper.errors import Cancelled, CircuitOpen, ConfigError, ProviderError, RateLimited, StepperError
 from stepper.guards.admission import Admission, GuardBackend, Limits, PrimedStorage, RedisGuardBackend
 from stepper.infra import metrics
-from stepper.infra.lua import ScriptCall
+from stepper.infra.lua import PendingReply, ScriptCall
 from stepper.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class AdmissionAhead:
         self.settling = (0, 0)
         self.admission: Admission | None = None
         self.taken = False
+        #: The reply of an admission sent by :meth:`ask_now`, until it is read.
+        self._sent: PendingReply | None = None
 
     @property
     def call(self) -> ScriptCall:
@@ -78,12 +80,29 @@ class AdmissionAhead:
     def answered(self, reply: Any) -> None:
         self.admission = self._backend.answer(reply)
 
+    def ask_now(self) -> None:
+        """Send the admission at once in a round trip of its own, for a task whose first call no cache probe
+        comes before: Redis answers while the task gets ready to call, and :meth:`take` reads the answer."""
+        self._sent = self._backend.send_admit(self.call)
+
     def take(self, provider: str) -> Admission | None:
         """The answer, once, for the call to ``provider`` it was asked for; None for any other call."""
+        self.read()
         if self.taken or self.admission is None or provider != self.provider:
             return None
         self.taken = True
         return self.admission
+
+    def read(self) -> None:
+        """Read the reply :meth:`ask_now` sent for, once. A Redis error leaves the admission unanswered: the guard
+        asks again itself, and says what went wrong (or lets the call through while Redis is unreachable)."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return
+        try:
+            self.answered(sent.get())
+        except RedisError as exc:
+            log.debug("the admission sent ahead for %s got no answer (%s)", self.provider, exc)
 
 
 class ProviderGuard:
@@ -179,6 +198,7 @@ class ProviderGuard:
         """End ``ahead``. Not answered (the cache had the result, or lives in another Redis): the settlements it
         carried are owed again. Admitted but not used by a call: its request and tokens are given back with the
         next admission. A half-open probe it won is not given back: the next one comes after the reset timeout."""
+        ahead.read()  # a reply still due is read: its connection goes back, and an admission unused is given back
         admission = ahead.admission
         if admission is None:
             self._owe(ahead.provider, *ahead.settling)

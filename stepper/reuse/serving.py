@@ -67,6 +67,14 @@ def serve(
     return _single_flight(results, key, task_id, probe.claimed, ttl_s=ttl_s, compute=compute)
 
 
+def probes_first(family: Family, request: TaskRequest) -> bool:
+    """Whether :func:`serve` asks the result store (the idempotency entry, or the cache) before it computes:
+    that probe then asks the first call's admission (``admitting``) in its own round trip."""
+    if request.idempotency_key is not None:
+        return True
+    return request.cache != "refresh" and cacheable(family.kind, request, current_settings().cache)
+
+
 def _single_flight(
     results: ResultStore, key: str, rides_with: str | None, claimed: bool, *, ttl_s: float, compute: Compute
 ) -> dict[str, Any]:

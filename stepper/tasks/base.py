@@ -35,7 +35,7 @@ from stepper.infra.connections import state_redis
 from stepper.infra.logs import CORRELATION_HEADER, log_context
 from stepper.infra.streams import RedisStreamSink, current_sink
 from stepper.outcomes import listeners as outcomes
-from stepper.reuse.serving import serve
+from stepper.reuse.serving import probes_first, serve
 from stepper.schemas import ChatRequest, Kind, TaskResult
 from stepper.schemas.common import TaskRequest
 from stepper.tasks import history
@@ -89,8 +89,11 @@ def _run_family(
     redelivery = is_redelivery(task.request)
     family = FAMILIES[kind]
     executor = current_executor()
-    # The chain's first admission rides with the cache probe when that misses (one round trip fewer).
+    # The chain's first admission rides with the cache probe when that misses (one round trip fewer); without a
+    # probe it is sent now, and Redis answers while the task gets ready to call.
     ahead = executor.ahead(family, request)
+    if ahead is not None and not redelivery and not probes_first(family, request):
+        ahead.ask_now()
     try:
         with (
             task_scope(task.request.id, _deadline_at(task, request), task.app.state_client()) as scope,

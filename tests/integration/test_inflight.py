@@ -118,3 +118,31 @@ def test_a_chat_that_misses_the_cache_asks_its_admission_in_the_probe_s_round_tr
     assert scripts.count(together) == misses + 5  # every probe, and only the misses took a request:
     taken = [command for command in ours if command["command"].startswith(f"HSET {bucket} ")]
     assert len(taken) == misses
+
+
+def test_a_chat_no_probe_precedes_asks_its_admission_once(start_fleet: Callable[..., Fleet]) -> None:
+    """A chat sampled at a temperature is never read from the cache: its admission is sent as the task starts
+    (``AdmissionAhead.ask_now``) and read by the call, which does not ask again. Counted with MONITOR."""
+    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
+    fleet = start_fleet({"stepper_mode": "mock", "stepper_providers": {"mock": mock}}, name="asks-now")
+    database = int(fleet.url.rsplit("/", 1)[1])
+    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
+    together = sha1(lua.source("cache_claim", "admission", "cache_probe_admit").encode()).hexdigest()
+
+    def chat(content: str) -> dict[str, Any]:
+        request = {"messages": [{"role": "user", "content": content}]}
+        answer: dict[str, Any] = fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+        return answer
+
+    chat("warm")
+    chats = 10
+    with monitored(fleet.redis) as seen:
+        answers = [chat(f"sampled #{index}") for index in range(chats)]
+    assert [answer["provider"] for answer in answers] == ["mock"] * chats
+    scripts = [
+        command["command"].split()[1]
+        for command in seen
+        if command["db"] == database and command["command"].startswith("EVALSHA ")
+    ]
+    assert scripts.count(alone) == chats
+    assert scripts.count(together) == 0

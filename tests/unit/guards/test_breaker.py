@@ -543,6 +543,50 @@ def test_memory_guards_ask_nothing_ahead() -> None:
     assert ProviderGuard(MemoryGuardBackend(), BREAKER, max_wait_s=0).ahead("p", Limits(rpm=1), 0) is None
 
 
+# --- an admission asked now, for a task whose first call no probe precedes -------------------------------------
+
+
+def test_an_admission_asked_now_is_read_by_its_call_and_not_asked_again(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(rpm=100), 0, Calls())  # loads the admission script and builds a breaker
+    ahead = guard.ahead("p", Limits(rpm=100), 0)
+    assert ahead is not None
+    sent = count_commands(redis_client, monkeypatch)
+    ahead.ask_now()
+    assert sent == ["EVALSHA"]
+    fn = Calls()
+    assert guard.call("p", Limits(rpm=100), 0, fn, ahead) is OK
+    guard.release(ahead)
+    assert fn.count == 1
+    assert sent == ["EVALSHA"]  # the call read the answer sent for it
+    assert float(redis_client.hget("stepper:{p}:rpm", "tokens") or 0) == pytest.approx(98, abs=0.5)
+
+
+def test_an_admission_asked_now_and_never_used_is_read_and_given_back(redis_client: redis.Redis) -> None:
+    limits = Limits(rpm=1)
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    ahead = guard.ahead("p", limits, 0)
+    assert ahead is not None
+    ahead.ask_now()
+    guard.release(ahead)  # a redelivered task found its result stored, say
+    assert not redis_client.connection_pool._in_use_connections  # the reply was read: its connection is back
+    assert guard.call("p", limits, 0, Calls()) is OK  # the minute's one request was given back
+
+
+def test_an_admission_asked_now_of_an_unreachable_redis_lets_the_call_through() -> None:
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    guard = ProviderGuard(RedisGuardBackend(unreachable), BREAKER, max_wait_s=0)
+    ahead = guard.ahead("p", Limits(rpm=1), 0)
+    assert ahead is not None
+    ahead.ask_now()
+    fn = Calls()
+    assert guard.call("p", Limits(rpm=1), 0, fn, ahead) is OK  # the guards fail open, as when asked at the call
+    guard.release(ahead)
+    assert fn.count == 1
+
+
 def test_fails_open_when_redis_is_unreachable() -> None:
     client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     guard = ProviderGuard(RedisGuardBackend(client), BREAKER, max_wait_s=0)

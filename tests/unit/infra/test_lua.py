@@ -136,3 +136,45 @@ def test_a_pool_with_books_of_its_own_goes_through_redis_pys_script(redis_server
     assert len(connections_to(redis_server, "lua-blocking")) == 1
     pool.disconnect()  # the pool's own connection: nothing of the script's is left open
     assert connections_to(redis_server, "lua-blocking") == []
+
+
+def test_calls_sent_ahead_each_hold_a_connection_until_their_reply_is_read(redis_server: RedisServer) -> None:
+    client = redis.Redis(port=redis_server.port, client_name="lua-sent")
+    echo = LuaScript(client, ECHO)
+    first, second = echo.send(keys=["k"], args=["first"]), echo.send(keys=["k"], args=["second"])
+    assert len(connections_to(redis_server, "lua-sent")) == 2
+    assert echo(keys=["k"], args=["meanwhile"]) == [b"k", b"meanwhile"]  # on a third: both replies are still due
+    assert second.get() == [b"k", b"second"]
+    assert first.get() == [b"k", b"first"]
+    assert first.get() == [b"k", b"first"]  # read once, kept
+    assert len(client.connection_pool._in_use_connections) == 0
+    assert len(connections_to(redis_server, "lua-sent")) == 3
+
+
+def test_a_call_sent_ahead_of_a_flushed_script_cache_is_sent_whole(redis_client: redis.Redis) -> None:
+    echo = LuaScript(redis_client, ECHO)
+    redis_client.script_flush()
+    assert echo.send(keys=["k"], args=["v"]).get() == [b"k", b"v"]
+
+
+def test_an_error_of_a_script_sent_ahead_is_raised_when_its_reply_is_read(redis_client: redis.Redis) -> None:
+    sent = LuaScript(redis_client, "return redis.error_reply('refused')").send()
+    with pytest.raises(redis.ResponseError, match="refused"):
+        sent.get()
+    assert LuaScript(redis_client, ECHO)(keys=["k"], args=["after"]) == [b"k", b"after"]
+
+
+def test_a_call_whose_connection_died_before_its_reply_is_made_again(tmp_path: Path) -> None:
+    server = RedisServer(which("redis-server") or "redis-server", tmp_path)
+    server.start()
+    try:
+        client = redis.Redis(port=server.port, retry=riding_out(0.0))
+        count = LuaScript(client, "return redis.call('INCR', KEYS[1])")
+        assert count(keys=["n"]) == 1
+        server.crash_and_restart()  # the kept connection is dead: the send fails, or the reply never comes
+        assert count.send(keys=["n"]).get() == 1  # made on a new connection, once (Redis kept nothing)
+        sent = count.send(keys=["n"])
+        server.crash_and_restart()  # the reply due is lost with its connection
+        assert sent.get() in (1, 2)  # made again: once more at most, as a command's retry would
+    finally:
+        server.stop()

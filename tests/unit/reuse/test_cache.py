@@ -22,7 +22,7 @@ from stepper.infra import result_riders
 from stepper.infra.lua import ScriptCall
 from stepper.reuse.cache import Hit, Probe, ResultCache, ResultStore, cache_key, cacheable, idempotency_key
 from stepper.reuse.cache_memory import MemoryResultCache
-from stepper.reuse.serving import serve
+from stepper.reuse.serving import probes_first, serve
 from stepper.schemas import ChatOutput, ChatRequest, OcrOutput
 from stepper.schemas.common import TaskRequest
 from tests.support.redis_server import RedisServer
@@ -463,3 +463,33 @@ def test_the_memory_store_leaves_the_admission_to_the_call(redis_client: redis.R
         "call": 1
     }
     assert asked.answers == []
+
+
+class ProbeCounting(MemoryResultCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes = 0
+
+    def probe(self, *args: Any, **kwargs: Any) -> Probe:
+        self.probes += 1
+        return super().probe(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},  # no temperature: a new answer each time
+        {"temperature": 0.7},
+        {"temperature": 0},
+        {"temperature": 0, "cache": "refresh"},
+        {"temperature": 0, "cache": "bypass"},
+        {"cache": "use"},
+        {"idempotency_key": "order-2"},
+    ],
+)
+def test_probes_first_says_whether_serve_probes_before_it_computes(extra: dict[str, Any]) -> None:
+    """A task whose serve() probes nothing sends its first call's admission at once (stepper.tasks.base)."""
+    request = ChatRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], **extra})
+    store = ProbeCounting()
+    serve(CHAT, request, "task-1", Compute(), results=store)
+    assert probes_first(CHAT, request) == (store.probes > 0)
