@@ -115,16 +115,6 @@ class _OneRoundTripStore:
         result_riders.removed(deliveries)
         return result
 
-    def on_task_call(self, producer: Any, task_id: str) -> None:
-        """Nothing: a task's result channel is subscribed to when someone waits for it, not on every publish.
-
-        Celery's Redis backend subscribes to the result's Pub/Sub channel as each task is sent, and unsubscribes
-        when its ``AsyncResult`` is garbage collected: two commands and the Pub/Sub lock on every publish, about
-        80 µs of a producer's CPU, and a subscription held for every result object kept, waited for or not.
-        ``AsyncResult.get`` (and ``then``, ``join_native``) subscribes through ``add_pending_result`` anyway,
-        then reads the stored result, so a result stored before the subscription is not missed
-        (``celery.backends.redis.ResultConsumer.on_wait_for_pending``)."""
-
     @cached_property
     def _database(self) -> tuple[Any, ...] | None:
         return result_riders.database(self.client)

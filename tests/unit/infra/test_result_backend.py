@@ -109,17 +109,3 @@ def test_in_a_worker_the_backends_of_an_app_share_one_client(
     assert clients[2] is not clients[0]  # another app: its own settings, its own client
     app.backend.store_result("shared", {"answer": 42}, states.SUCCESS)
     assert app.AsyncResult("shared").get(timeout=5) == {"answer": 42}
-
-
-def test_a_publish_subscribes_to_nothing_and_a_get_finds_a_result_stored_before_or_after_it(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    """No worker runs: the results are stored here, one before its ``get`` subscribes, one while it waits."""
-    app = app_on(redis_server)
-    early, late = (app.send_task("stepper.report", kwargs={"n": n}) for n in (1, 2))
-    assert not app.backend.result_consumer.subscribed_to
-    assert redis_client.pubsub_numsub(f"celery-task-meta-{early.id}") == [(f"celery-task-meta-{early.id}".encode(), 0)]
-    app.backend.store_result(early.id, {"answer": 1}, states.SUCCESS)
-    assert early.get(timeout=5) == {"answer": 1}
-    threading.Timer(0.3, app.backend.store_result, (late.id, {"answer": 2}, states.SUCCESS)).start()
-    assert late.get(timeout=10) == {"answer": 2}
