@@ -82,8 +82,12 @@ class AdmissionAhead:
 
     def ask_now(self) -> None:
         """Send the admission at once in a round trip of its own, for a task whose first call no cache probe
-        comes before: Redis answers while the task gets ready to call, and :meth:`take` reads the answer."""
-        self._sent = self._backend.send_admit(self.call)
+        comes before: Redis answers while the task gets ready to call, and :meth:`take` reads the answer. A Redis
+        error (no connection left in the pool, say) leaves it to the call, as :meth:`read` does."""
+        try:
+            self._sent = self._backend.send_admit(self.call)
+        except RedisError as exc:
+            log.debug("the admission of %s could not be sent ahead (%s)", self.provider, exc)
 
     def take(self, provider: str) -> Admission | None:
         """The answer, once, for the call to ``provider`` it was asked for; None for any other call."""

@@ -688,3 +688,18 @@ def test_the_start_up_check_names_a_redis_the_guards_cannot_use(redis_client: re
             RedisGuardBackend(limited).check()
     finally:
         redis_client.acl_deluser(user)
+
+
+def test_an_admission_that_cannot_be_sent_now_is_left_to_the_call(redis_client: redis.Redis) -> None:
+    full = redis.Redis(port=redis_client.connection_pool.connection_kwargs["port"], max_connections=1)
+    guard = ProviderGuard(RedisGuardBackend(full), BREAKER, max_wait_s=0)
+    held = full.connection_pool.get_connection()  # the pool's one connection is in use: no send goes out
+    ahead = guard.ahead("p", Limits(rpm=5), 0)
+    assert ahead is not None
+    ahead.ask_now()
+    full.connection_pool.release(held)
+    fn = Calls()
+    assert guard.call("p", Limits(rpm=5), 0, fn, ahead) is OK  # asked at the call, on the connection now free
+    guard.release(ahead)
+    assert fn.count == 1
+    assert float(full.hget("stepper:{p}:rpm", "tokens") or 0) == pytest.approx(4, abs=0.5)
