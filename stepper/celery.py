@@ -228,9 +228,8 @@ class StepperCelery(Celery):  # type: ignore[misc]
         return sent
 
     def _unsubscribe(self, task_id: str) -> None:
-        """Stop waiting for the result of a task whose publish failed: a backend may have started listening for it
-        before the publish (Celery's ``on_task_call``: its own Redis backend subscribes to the result's channel;
-        stepper's waits for a ``get``), and no result will ever come."""
+        """Stop waiting for the result of a task whose publish failed: Celery's Redis backend subscribed to its
+        result's channel before the publish (``on_task_call``), and no result will ever come."""
         consumer = getattr(self.backend, "result_consumer", None)
         if consumer is not None:
             consumer.cancel_for(task_id)
