@@ -81,9 +81,10 @@ CELERY_DEFAULTS: dict[str, Any] = {
     "task_default_priority": 5,
     "broker_transport_options": {
         "priority_steps": list(PRIORITY_STEPS),
-        # Poll queues in a fixed order rather than round robin; kombu polls priority-major, so
-        # priority 0 of every queue comes before priority 1 of any.
-        "queue_order_strategy": "priority",
+        # kombu asks for the queues priority-major (level 0 of every queue before level 1 of any), whatever the
+        # order of the queues within a level; round robin rotates that order after each message, so that a
+        # backlog on one queue does not starve the others at its level (a fixed order would).
+        "queue_order_strategy": "round_robin",
         # A silently dead connection (a restarted Redis behind NAT, a failover) must be noticed, not waited on
         # forever: TCP keepalive, a bounded connect and (synchronous) command time, and kombu's health check,
         # which also drops a BRPOP connection whose reply is overdue (kombu 5.7).

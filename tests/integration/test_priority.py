@@ -41,3 +41,19 @@ def test_ten_levels_land_in_ten_lists(start_fleet: Callable[..., Fleet]) -> None
     sep = "\x06\x16"  # kombu's default separator, kept on purpose (see shared pitfalls)
     depths = [fleet.redis.llen("chat" if level == 0 else f"chat{sep}{level}") for level in range(10)]
     assert depths == [1] * 10
+
+
+def test_a_backlog_on_one_queue_does_not_starve_another_at_the_same_level(
+    start_fleet: Callable[..., Fleet],
+) -> None:
+    """kombu polls the queues of one level in an order: a fixed one served every report queued before the chat
+    sent after them (the report queue comes first), so a busy kind held up every other kind."""
+    fleet = start_fleet({"stepper_mode": "mock"}, name="fair", concurrency=1)
+    report = {"commit": {"sha": "0" * 40, "message": "m", "author": "a", "files": []}, "repository": "r/r"}
+    backlog = [fleet.app.send_task("stepper.report", kwargs={**report, "repository": f"r/{n}"}) for n in range(200)]
+    chat = fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "fair"}]})
+    chat.get(timeout=120)
+    for result in backlog:
+        result.get(timeout=120)
+    before = [result for result in backlog if result.date_done < chat.date_done]
+    assert len(before) < len(backlog) / 2, f"{len(before)} of {len(backlog)} reports were served before the chat"

@@ -211,7 +211,7 @@ def test_dead_connections_are_noticed() -> None:
 def test_priority_transport_options() -> None:
     options = load_config(ABSENT)["broker_transport_options"]
     assert options["priority_steps"] == list(range(10))
-    assert options["queue_order_strategy"] == "priority"
+    assert options["queue_order_strategy"] == "round_robin"
     assert "sep" not in options
     assert options["visibility_timeout"] == DEFAULT_VISIBILITY_TIMEOUT_S
 
