@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,35 @@ import click
 @click.option("--no-guide", is_flag=True, help="skip the how-to workflow")
 def demo_command(timeout_s: float, guide_out: Path, no_guide: bool) -> int:
     """submit one sample request of each kind and print the results, then build a how-to guide"""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     from stepper.producer import submit
     from stepper.samples import sample_requests
 
     pending = {kind: submit(kind, request, priority="interactive") for kind, request in sample_requests().items()}
     click.echo(f"submitted {len(pending)} sample jobs ({', '.join(pending)}); waiting for results...")
+    try:
+        failed = _wait_for(pending, timeout_s)
+    finally:
+        _stop_waiting(pending.values())
+    if not no_guide:
+        failed += _guide(guide_out, timeout_s)
+    return 1 if failed else 0
+
+
+def _stop_waiting(results: Iterable[Any]) -> None:
+    """Stop listening for the results not read (timed out, or Ctrl-C): now, while the interpreter is whole. Left
+    to Celery's ``AsyncResult.__del__`` at exit, the unsubscription would reconnect as the interpreter shuts
+    down and print its traceback. Redis unreachable: nothing is left to stop."""
+    from redis.exceptions import RedisError
+
+    for result in results:
+        with contextlib.suppress(RedisError, OSError):
+            result.backend.remove_pending_result(result)
+
+
+def _wait_for(pending: dict[str, Any], timeout_s: float) -> int:
+    """Print each result as it comes, within ``timeout_s`` in all; the number of kinds that did not answer."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
     deadline = time.monotonic() + timeout_s
     failed = 0
     for kind, result in pending.items():
@@ -44,9 +68,7 @@ def demo_command(timeout_s: float, guide_out: Path, no_guide: bool) -> int:
             continue
         click.echo(_describe(kind, value))
     click.echo(f"\n{len(pending) - failed} of {len(pending)} kinds answered.")
-    if not no_guide:
-        failed += _guide(guide_out, timeout_s)
-    return 1 if failed else 0
+    return failed
 
 
 def _guide(out: Path, timeout_s: float) -> int:
