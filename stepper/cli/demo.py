@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from stepper.schemas import Kind
 
 
 @click.command("demo")
@@ -49,7 +52,7 @@ def _stop_waiting(results: Iterable[Any]) -> None:
             result.backend.remove_pending_result(result)
 
 
-def _wait_for(pending: dict[str, Any], timeout_s: float) -> int:
+def _wait_for(pending: Mapping[Kind, Any], timeout_s: float) -> int:
     """Print each result as it comes, within ``timeout_s`` in all; the number of kinds that did not answer."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
