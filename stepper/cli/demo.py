@@ -44,12 +44,16 @@ def demo_command(timeout_s: float, guide_out: Path, no_guide: bool) -> int:
 def _stop_waiting(results: Iterable[Any]) -> None:
     """Stop listening for the results not read (timed out, or Ctrl-C): now, while the interpreter is whole. Left
     to Celery's ``AsyncResult.__del__`` at exit, the unsubscription would reconnect as the interpreter shuts
-    down and print its traceback. Redis unreachable: nothing is left to stop."""
+    down and print its traceback. A cached answer (an ``EagerResult``, no backend) and a Redis unreachable leave
+    nothing to stop."""
     from redis.exceptions import RedisError
 
     for result in results:
+        backend = getattr(result, "backend", None)
+        if backend is None:
+            continue
         with contextlib.suppress(RedisError, OSError):
-            result.backend.remove_pending_result(result)
+            backend.remove_pending_result(result)
 
 
 def _wait_for(pending: Mapping[Kind, Any], timeout_s: float) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import redis
+from celery.result import EagerResult
 from click.testing import CliRunner
 
 from stepper.celery import app
-from stepper.cli.demo import demo_command
+from stepper.cli.demo import _stop_waiting, demo_command
 
 
 def test_a_demo_whose_results_never_came_stops_listening_for_them(redis_client: redis.Redis) -> None:
@@ -17,3 +18,8 @@ def test_a_demo_whose_results_never_came_stops_listening_for_them(redis_client: 
     assert "0 of 6 kinds answered." in outcome.output
     assert "no result within 0.3s: is a worker consuming the 'chat' queue?" in outcome.output
     assert not app.backend.result_consumer.subscribed_to
+
+
+def test_a_demo_answered_from_the_cache_has_nothing_to_stop_listening_for(redis_client: redis.Redis) -> None:
+    """A second ``make run`` on the same Redis gets cached answers: ``EagerResult``s, which have no backend."""
+    _stop_waiting([EagerResult("cached-task", {"cached": True}, "SUCCESS")])
