@@ -9,6 +9,7 @@ each answer long enough for the calls to pile up, and the vendor's own count sho
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any
 
@@ -87,62 +88,69 @@ def test_a_worker_does_not_connect_to_redis_again_for_every_task(pool: str, star
     assert int(fleet.redis.info("stats")["total_connections_received"]) - before < chats / 4
 
 
+#: The admission alone, and the cache probe that asks it when it claims a computation (their EVALSHA digests).
+ADMISSION_ALONE = sha1(lua.source("admission", "admit").encode()).hexdigest()
+ADMISSION_WITH_PROBE = sha1(lua.source("cache_claim", "admission", "cache_probe_admit").encode()).hexdigest()
+
+
+@dataclass
+class Chatting:
+    """A mock-mode fleet whose provider's limits never wait, and its chats (``extra`` in every request)."""
+
+    fleet: Fleet
+    extra: dict[str, Any]
+
+    def __call__(self, content: str) -> dict[str, Any]:
+        request = {"messages": [{"role": "user", "content": content}], **self.extra}
+        answer: dict[str, Any] = self.fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
+        return answer
+
+    def commands(self, seen: list[dict[str, Any]]) -> list[str]:
+        """The commands MONITOR ``seen`` in this fleet's database."""
+        database = int(self.fleet.url.rsplit("/", 1)[1])
+        return [command["command"] for command in seen if command["db"] == database]
+
+    def scripts(self, seen: list[dict[str, Any]]) -> list[str]:
+        """The digests of the scripts this fleet's database ran among the commands MONITOR ``seen``."""
+        return [command.split()[1] for command in self.commands(seen) if command.startswith("EVALSHA ")]
+
+
+def chatting(start_fleet: Callable[..., Fleet], name: str, **extra: Any) -> Chatting:
+    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
+    return Chatting(start_fleet({"stepper_mode": "mock", "stepper_providers": {"mock": mock}}, name=name), extra)
+
+
 def test_a_chat_that_misses_the_cache_asks_its_admission_in_the_probe_s_round_trip(
     start_fleet: Callable[..., Fleet],
 ) -> None:
     """Before its first provider call a chat that misses the cache used to make two round trips: the probe that
     claims its computation, then the admission. Now the probe's script asks the admission when it claims
     (``lua/cache_probe_admit.lua``); a hit asks none. Counted with Redis's MONITOR, by script."""
-    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
-    fleet = start_fleet({"stepper_mode": "mock", "stepper_providers": {"mock": mock}}, name="probe-admits")
-    database = int(fleet.url.rsplit("/", 1)[1])
-    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
-    together = sha1(lua.source("cache_claim", "admission", "cache_probe_admit").encode()).hexdigest()
+    chat = chatting(start_fleet, "probe-admits", temperature=0)
     bucket = "stepper:{mock}:rpm"
-
-    def chat(content: str) -> dict[str, Any]:
-        request = {"messages": [{"role": "user", "content": content}], "temperature": 0}
-        answer: dict[str, Any] = fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
-        return answer
-
     chat("warm")
     misses = 10
-    with monitored(fleet.redis) as seen:
+    with monitored(chat.fleet.redis) as seen:
         answers = [chat(f"miss #{index}") for index in range(misses)]
         hits = [chat("warm") for _ in range(5)]
     assert [answer["cached"] for answer in answers] == [False] * misses
     assert [hit["cached"] for hit in hits] == [True] * 5
-    ours = [command for command in seen if command["db"] == database]
-    scripts = [command["command"].split()[1] for command in ours if command["command"].startswith("EVALSHA ")]
-    assert scripts.count(alone) == 0
-    assert scripts.count(together) == misses + 5  # every probe, and only the misses took a request:
-    taken = [command for command in ours if command["command"].startswith(f"HSET {bucket} ")]
+    scripts = chat.scripts(seen)
+    assert scripts.count(ADMISSION_ALONE) == 0
+    assert scripts.count(ADMISSION_WITH_PROBE) == misses + 5  # every probe, and only the misses took a request:
+    taken = [command for command in chat.commands(seen) if command.startswith(f"HSET {bucket} ")]
     assert len(taken) == misses
 
 
 def test_a_chat_no_probe_precedes_asks_its_admission_once(start_fleet: Callable[..., Fleet]) -> None:
-    """A chat sampled at a temperature is never read from the cache: its admission is sent as the task starts
+    """A chat without a temperature is never read from the cache: its admission is sent as the task starts
     (``AdmissionAhead.ask_now``) and read by the call, which does not ask again. Counted with MONITOR."""
-    mock = {"class": "stepper.providers.mock:MockProvider", "rpm": 100_000, "tpm": 10_000_000}
-    fleet = start_fleet({"stepper_mode": "mock", "stepper_providers": {"mock": mock}}, name="asks-now")
-    database = int(fleet.url.rsplit("/", 1)[1])
-    alone = sha1(lua.source("admission", "admit").encode()).hexdigest()
-    together = sha1(lua.source("cache_claim", "admission", "cache_probe_admit").encode()).hexdigest()
-
-    def chat(content: str) -> dict[str, Any]:
-        request = {"messages": [{"role": "user", "content": content}]}
-        answer: dict[str, Any] = fleet.app.send_task("stepper.chat", kwargs=request).get(timeout=60)
-        return answer
-
+    chat = chatting(start_fleet, "asks-now")
     chat("warm")
     chats = 10
-    with monitored(fleet.redis) as seen:
+    with monitored(chat.fleet.redis) as seen:
         answers = [chat(f"sampled #{index}") for index in range(chats)]
     assert [answer["provider"] for answer in answers] == ["mock"] * chats
-    scripts = [
-        command["command"].split()[1]
-        for command in seen
-        if command["db"] == database and command["command"].startswith("EVALSHA ")
-    ]
-    assert scripts.count(alone) == chats
-    assert scripts.count(together) == 0
+    scripts = chat.scripts(seen)
+    assert scripts.count(ADMISSION_ALONE) == chats
+    assert scripts.count(ADMISSION_WITH_PROBE) == 0

@@ -454,13 +454,20 @@ def probe_asking(redis_client: redis.Redis, ahead: AdmissionAhead, key: str = "e
     return cache.probe(key, "task-1", 60.0, admitting=ahead).hit is not None
 
 
+def loaded_guard_ahead(redis_client: redis.Redis) -> tuple[ProviderGuard, AdmissionAhead]:
+    """A guard that has called ``p`` once (its admission script loaded, a breaker built), and the admission of
+    its next call at 100 requests a minute."""
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(rpm=100), 0, Calls())
+    ahead = guard.ahead("p", Limits(rpm=100), 0)
+    assert ahead is not None
+    return guard, ahead
+
+
 def test_an_admission_asked_with_the_probe_is_not_asked_again(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
-    guard.call("p", Limits(rpm=100), 0, Calls())  # loads the admission script and builds a breaker
-    ahead = guard.ahead("p", Limits(rpm=100), 0)
-    assert ahead is not None
+    guard, ahead = loaded_guard_ahead(redis_client)
     sent = count_commands(redis_client, monkeypatch)
     assert not probe_asking(redis_client, ahead)
     sent.clear()
@@ -549,10 +556,7 @@ def test_memory_guards_ask_nothing_ahead() -> None:
 def test_an_admission_asked_now_is_read_by_its_call_and_not_asked_again(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
-    guard.call("p", Limits(rpm=100), 0, Calls())  # loads the admission script and builds a breaker
-    ahead = guard.ahead("p", Limits(rpm=100), 0)
-    assert ahead is not None
+    guard, ahead = loaded_guard_ahead(redis_client)
     sent = count_commands(redis_client, monkeypatch)
     ahead.ask_now()
     assert sent == ["EVALSHA"]

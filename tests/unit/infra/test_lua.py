@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from shutil import which
 
@@ -87,17 +88,23 @@ def test_a_call_that_timed_out_leaves_no_late_answer_for_the_next(redis_server: 
     assert LuaScript(client, ECHO)(keys=["k"], args=["on time"]) == [b"k", b"on time"]
 
 
-def test_a_restarted_redis_is_used_again_through_the_stale_connection(tmp_path: Path) -> None:
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may crash and restart."""
     server = RedisServer(which("redis-server") or "redis-server", tmp_path)
     server.start()
     try:
-        client = redis.Redis(port=server.port, retry=riding_out(0.0))
-        echo = LuaScript(client, ECHO)
-        assert echo(keys=["k"], args=["before"]) == [b"k", b"before"]
-        server.crash_and_restart()  # the kept connection is now dead, and Redis has no scripts
-        assert echo(keys=["k"], args=["after"]) == [b"k", b"after"]
+        yield server
     finally:
         server.stop()
+
+
+def test_a_restarted_redis_is_used_again_through_the_stale_connection(own_server: RedisServer) -> None:
+    client = redis.Redis(port=own_server.port, retry=riding_out(0.0))
+    echo = LuaScript(client, ECHO)
+    assert echo(keys=["k"], args=["before"]) == [b"k", b"before"]
+    own_server.crash_and_restart()  # the kept connection is now dead, and Redis has no scripts
+    assert echo(keys=["k"], args=["after"]) == [b"k", b"after"]
 
 
 def test_a_forked_child_makes_its_own_connection_and_leaves_its_parents_alone(redis_server: RedisServer) -> None:
@@ -164,17 +171,12 @@ def test_an_error_of_a_script_sent_ahead_is_raised_when_its_reply_is_read(redis_
     assert LuaScript(redis_client, ECHO)(keys=["k"], args=["after"]) == [b"k", b"after"]
 
 
-def test_a_call_whose_connection_died_before_its_reply_is_made_again(tmp_path: Path) -> None:
-    server = RedisServer(which("redis-server") or "redis-server", tmp_path)
-    server.start()
-    try:
-        client = redis.Redis(port=server.port, retry=riding_out(0.0))
-        count = LuaScript(client, "return redis.call('INCR', KEYS[1])")
-        assert count(keys=["n"]) == 1
-        server.crash_and_restart()  # the kept connection is dead: the send fails, or the reply never comes
-        assert count.send(keys=["n"]).get() == 1  # made on a new connection, once (Redis kept nothing)
-        sent = count.send(keys=["n"])
-        server.crash_and_restart()  # the reply due is lost with its connection
-        assert sent.get() in (1, 2)  # made again: once more at most, as a command's retry would
-    finally:
-        server.stop()
+def test_a_call_whose_connection_died_before_its_reply_is_made_again(own_server: RedisServer) -> None:
+    client = redis.Redis(port=own_server.port, retry=riding_out(0.0))
+    count = LuaScript(client, "return redis.call('INCR', KEYS[1])")
+    assert count(keys=["n"]) == 1
+    own_server.crash_and_restart()  # the kept connection is dead: the send fails, or the reply never comes
+    assert count.send(keys=["n"]).get() == 1  # made on a new connection, once (Redis kept nothing)
+    sent = count.send(keys=["n"])
+    own_server.crash_and_restart()  # the reply due is lost with its connection
+    assert sent.get() in (1, 2)  # made again: once more at most, as a command's retry would
