@@ -97,12 +97,10 @@ class LuaScript:
         try:
             self._send(connection, keys, args)
         except (RedisConnectionError, RedisTimeoutError):
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            _give_back(pool, connection)
+            _drop(pool, connection)
             return PendingReply(self, keys, args)  # made when it is read, with the client's retry
         except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            _give_back(pool, connection)
+            _drop(pool, connection)
             raise
         return PendingReply(self, keys, args, pool=pool, connection=connection)
 
@@ -166,13 +164,11 @@ class PendingReply:
             _give_back(pool, connection)
             raise
         except (RedisConnectionError, RedisTimeoutError):
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            _give_back(pool, connection)
+            _drop(pool, connection)
             self._answer = self._script(self._keys, self._args)
             return self._answer
         except BaseException:  # an answer may still be due on it (an interruption)
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            _give_back(pool, connection)
+            _drop(pool, connection)
             raise
         _give_back(pool, connection)
         return self._answer
@@ -195,6 +191,12 @@ def _take(pool: ConnectionPool) -> AbstractConnection:
             connection = pool.make_connection()  # type: ignore[assignment]  # a Connection, typed as its interface
         pool._in_use_connections.add(connection)
     return connection
+
+
+def _drop(pool: ConnectionPool, connection: AbstractConnection) -> None:
+    """``connection`` closed (an answer may still be due on it), then back in ``pool``, which connects it anew."""
+    connection.disconnect()  # type: ignore[no-untyped-call]
+    _give_back(pool, connection)
 
 
 def _give_back(pool: ConnectionPool, connection: AbstractConnection) -> None:
