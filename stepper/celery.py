@@ -40,7 +40,9 @@ _NOT_KEPT = frozenset({"countdown", "eta", "producer", "connection", "publisher"
 
 
 def _bounded_repr() -> reprlib.Repr:
-    """The repr of a message's arguments (StepperCelery._shown), as deep as Celery's ``task_repr_maxlevels``."""
+    """The repr of a message's arguments (StepperCelery._publish): the standard library's bounded repr, as deep
+    as Celery's ``task_repr_maxlevels``, strings cut at 200 characters and containers after a few items. Celery's
+    own ``saferepr`` streams every token through generators: 41 against 12 µs for a small chat request."""
     bounded = reprlib.Repr()
     bounded.maxlevel, bounded.maxdict, bounded.maxlist, bounded.maxtuple = 3, 16, 8, 8
     bounded.maxstring, bounded.maxother = 200, 60
@@ -155,25 +157,19 @@ class StepperCelery(Celery):  # type: ignore[misc]
 
     def _publish(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         """Celery's send_task, with the level turned into the broker's own priority number last (what was kept,
-        delayed or journaled, holds the level), and the arguments' display (:meth:`_shown`) worked out here."""
+        delayed or journaled, holds the level), and the arguments' display (``argsrepr`` and ``kwargsrepr``: in
+        events, Flower and ``celery inspect``) worked out by :data:`_SHOWN`, cut to Celery's own maximum sizes."""
         return super().send_task(
             name,
             args,
             kwargs,
             **{
-                "argsrepr": self._shown(args or ()),
-                "kwargsrepr": self._shown(kwargs or {}),
+                "argsrepr": _SHOWN.repr(args or ())[: self.amqp.argsrepr_maxsize],
+                "kwargsrepr": _SHOWN.repr(kwargs or {})[: self.amqp.kwargsrepr_maxsize],
                 **options,
                 "priority": broker_priority(options["priority"], self.broker_kind),
             },
         )
-
-    def _shown(self, value: Any) -> str:
-        """How a message shows its arguments (Celery's ``argsrepr`` and ``kwargsrepr``: in events, Flower and
-        ``celery inspect``): the standard library's bounded repr, strings cut at ``_SHOWN.maxstring`` characters
-        and containers after a few items, to Celery's ``kwargsrepr_maxsize`` (1,024 characters) at most. Celery's
-        own ``saferepr`` streams every token through generators: 41 against 12 µs for a small chat request."""
-        return _SHOWN.repr(value)[: self.amqp.kwargsrepr_maxsize]
 
     def state_client(self) -> Redis:
         """The Redis holding this app's fleet state (see :attr:`state_url`)."""
