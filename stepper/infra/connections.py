@@ -13,11 +13,13 @@ import os
 from functools import cache
 from typing import Any
 
+import redis
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from stepper import __version__ as STEPPER_VERSION
 from stepper.brokers import parse_sentinel_url, scheme_of
 from stepper.config import current_config, current_settings, resolve_state_url
 
@@ -44,6 +46,28 @@ def riding_out(wait_s: float) -> Retry:
 
 
 @cache
+def driver_params(*upstream: tuple[str, str]) -> dict[str, Any]:
+    """How a connection names itself to Redis (``CLIENT SETINFO``, shown by ``CLIENT LIST``): redis-py's
+    ``DriverInfo`` naming stepper, then each ``(name, version)`` of ``upstream`` in front of it, as in
+    ``redis-py(kombu_v5.7.0;stepper_v0.1.0)``. Pass the result to a client or a pool as keyword arguments.
+
+    Made once per process and shared by every connection: without one, a redis-py that has ``DriverInfo``
+    builds one for each new connection, reading redis-py's own version from the package metadata (0.3 ms of
+    CPU in a warm loop here, more in a cold process), which a worker paid for every connection its pools
+    opened as its first tasks ran. An older redis-py (no ``DriverInfo``) gets the same name as ``lib_name``
+    and ``lib_version``, as Celery's Redis backend does (``RedisBackend._add_driver_info``)."""
+    try:
+        from redis import DriverInfo  # redis-py from the end of 2025 on
+    except ImportError:
+        names = ";".join(f"{name}_v{version}" for name, version in (*upstream, ("stepper", STEPPER_VERSION)))
+        return {"lib_name": f"redis-py({names})", "lib_version": redis.__version__}
+    info = DriverInfo(lib_version=redis.__version__).add_upstream_driver("stepper", STEPPER_VERSION)
+    for name, version in reversed(upstream):  # the last added comes first
+        info.add_upstream_driver(name, version)
+    return {"driver_info": info}
+
+
+@cache
 def _client(url: str, pid: int, wait_s: float, max_connections: int) -> Redis:
     del pid  # part of the cache key: a forked child makes its own client
     options: dict[str, Any] = {
@@ -53,6 +77,7 @@ def _client(url: str, pid: int, wait_s: float, max_connections: int) -> Redis:
         "socket_timeout": SOCKET_TIMEOUT_S,
         "health_check_interval": 30,
         "retry": riding_out(wait_s),
+        **driver_params(),
     }
     if scheme_of(url) != "sentinel":
         return Redis.from_url(url, **options)

@@ -1,5 +1,6 @@
 """kombu's Redis transport, with one redis-py client per connection pool instead of one per operation, each
-delivery recorded in one command, and the in-flight journal written with the messages it publishes.
+delivery recorded in one command, and the in-flight journal written with the messages it publishes. Its
+connections name themselves to Redis as ``redis-py(kombu_v...;stepper_v...)`` (``CLIENT LIST``).
 
 kombu's Redis channel builds a new ``redis.Redis`` for every publish, ack and unacked-index update
 (``Channel.conn_or_acquire`` → ``Channel._create_client``), and redis-py copies its whole table of response
@@ -37,6 +38,7 @@ import time
 from functools import cached_property
 from typing import Any
 
+import kombu
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -47,6 +49,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stepper.infra import inflight, lua, result_riders
+from stepper.infra.connections import driver_params
 from stepper.infra.result_riders import Delivery
 
 #: A record's KEYS and ARGV for ``lua/unacked_add.lua``.
@@ -211,6 +214,12 @@ class _StepperChannel:
             qos: QoS | None = getattr(self, "_qos", None)
             if qos is not None:
                 qos.confirm()
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu's connection parameters, and the name the connections give Redis made once per process
+        (:func:`~stepper.infra.connections.driver_params`), not once per connection."""
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        return {**params, **driver_params(("kombu", kombu.__version__))}
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:  # kombu pins a connection on the client it keeps for BRPOP: never share that one
