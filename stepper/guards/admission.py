@@ -140,11 +140,24 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
     pybreaker on its own reads the state before and resets the failure counter after every call: two more
     round trips on the happy path. ``prime`` hands it the values admission just read; writes still go to
     Redis, and the failure counter comes back from INCR instead of a second GET.
+
+    Made without a round trip: pybreaker's storage writes its three keys (``SETNX`` of the state and both
+    counters) as it is made, and admission.lua reads a missing state as closed and a missing counter as 0, so
+    the keys are first written when the breaker's state changes. A worker makes one storage per call it runs
+    at once to a provider: three round trips each, in its first tasks, before the call.
     """
 
     def __init__(self, client: Redis, namespace: str) -> None:
-        super().__init__(pybreaker.STATE_CLOSED, client, namespace=namespace)
         self._primed: dict[str, str | int] = {}
+        self._made = False
+        super().__init__(pybreaker.STATE_CLOSED, client, namespace=namespace)
+        self._made = True
+
+    def _initialize_redis_state(self, state: str) -> None:
+        """pybreaker's ``SETNX`` of the three keys: not as the storage is made (see the class), still when its
+        ``state`` finds the key missing."""
+        if self._made:
+            super()._initialize_redis_state(state)
 
     def prime(self, admission: Admission) -> None:
         self._primed = {"state": admission.state, "counter": admission.fail_counter}

@@ -4,8 +4,9 @@ pybreaker holds its lock for the whole call, so one shared breaker object would 
 call at a time. Each call therefore takes a ``CircuitBreaker`` of its own over the same shared storage from the
 provider's idle ones, and puts it back: the state that matters lives in the backend (Redis for a fleet), and a
 process builds as many breakers per provider as it ever makes calls to it at once. Not one per thread: under
-gevent every task is a greenlet of its own, and pybreaker's Redis storage writes its three keys (``SETNX``)
-whenever one is built, so a breaker per thread cost three round trips on every call.
+gevent every task is a greenlet of its own, and a breaker per greenlet would be built for every call. A new
+breaker costs no round trip: its storage is primed with the admission before pybreaker reads its state, and
+writes nothing as it is made (stepper.guards.admission.PrimedRedisStorage).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class ProviderGuard:
         admission = self._admit(provider, limits, tokens, None if ahead is None else ahead.take(provider))
         if admission is None:
             return fn()
-        breaker = self._take_breaker(provider)
+        breaker = self._take_breaker(provider, admission)
         storage = cast(PrimedStorage, breaker._state_storage)
         storage.prime(admission)
         try:
@@ -277,18 +278,21 @@ class ProviderGuard:
         except RedisError as exc:
             log.warning("could not record %s's cooldown of %.1fs (%s)", provider, seconds, exc)
 
-    def _take_breaker(self, provider: str) -> pybreaker.CircuitBreaker:
-        """One of ``provider``'s idle breakers, or a new one when every one is in a call (see the module)."""
+    def _take_breaker(self, provider: str, admission: Admission) -> pybreaker.CircuitBreaker:
+        """One of ``provider``'s idle breakers, or a new one when every one is in a call (see the module), its
+        storage primed with ``admission`` before pybreaker reads the state from it."""
         with self._idle_lock:
             idle = self._idle.setdefault(provider, [])
             if idle:
                 return idle.pop()
+        storage = self._backend.breaker_storage(provider)
+        cast(PrimedStorage, storage).prime(admission)
         return pybreaker.CircuitBreaker(
             fail_max=self._settings.fail_max,
             reset_timeout=self._settings.reset_timeout_s,
             exclude=[is_not_provider_failure],
             listeners=list(self._listeners),
-            state_storage=self._backend.breaker_storage(provider),
+            state_storage=storage,
             name=provider,
             throw_new_error_on_trip=False,
         )

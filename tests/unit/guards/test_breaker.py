@@ -402,6 +402,20 @@ def test_a_call_from_a_new_thread_is_still_one_redis_command(
     assert sent == ["EVALSHA"] * 3
 
 
+def test_a_new_breaker_costs_no_round_trip(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's first calls each build a breaker (one per call at once): pybreaker's storage would write its
+    three keys (SETNX) and the breaker read the state (GET) before the call."""
+    guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
+    guard.call("p", Limits(), 0, Calls())  # loads the script
+    sent = count_commands(redis_client, monkeypatch)
+    sent.clear()
+    assert guard.call("q", Limits(), 0, Calls()) is OK  # a provider never called: its breaker is new
+    assert sent == ["EVALSHA"]
+    assert redis_client.exists(breaker_key("q", "state"), breaker_key("q", "fail_counter")) == 0
+    open_circuit(guard, "q")  # the keys are written once the state changes
+    assert redis_client.get(breaker_key("q", "state")) == b"open"
+
+
 def test_breakers_are_built_for_calls_at_once_not_for_each_call(harness: Harness) -> None:
     used: set[pybreaker.CircuitBreaker] = set()
 
