@@ -79,6 +79,9 @@ class RedisGuardBackend:
         self.client = client
         self._admit = lua.script(client, "admission", "admit")
         self._cool_down = lua.script(client, "cool_down")
+        #: The providers whose breaker keys this process has written (see PrimedRedisStorage).
+        self._keys_written: set[str] = set()
+        self._lock = threading.Lock()
 
     def admit(
         self, provider: str, limits: Limits, tokens: int, reset_timeout_s: float, *, overspent: int = 0, unused: int = 0
@@ -131,7 +134,10 @@ class RedisGuardBackend:
             ) from None
 
     def breaker_storage(self, provider: str) -> pybreaker.CircuitBreakerStorage:
-        return PrimedRedisStorage(self.client, keys.breaker(provider))
+        with self._lock:
+            first = provider not in self._keys_written
+            self._keys_written.add(provider)
+        return PrimedRedisStorage(self.client, keys.breaker(provider), write_keys=first)
 
 
 class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
@@ -141,22 +147,23 @@ class PrimedRedisStorage(pybreaker.CircuitRedisStorage):
     round trips on the happy path. ``prime`` hands it the values admission just read; writes still go to
     Redis, and the failure counter comes back from INCR instead of a second GET.
 
-    Made without a round trip: pybreaker's storage writes its three keys (``SETNX`` of the state and both
-    counters) as it is made, and admission.lua reads a missing state as closed and a missing counter as 0, so
-    the keys are first written when the breaker's state changes. A worker makes one storage per call it runs
-    at once to a provider: three round trips each, in its first tasks, before the call.
+    pybreaker's storage writes its three keys (``SETNX`` of the state and both counters) as it is made, three
+    round trips, and a worker makes one storage per call it runs at once to a provider: 32 or 1,000 of them in
+    its first tasks, before their calls. ``write_keys=False`` makes one without writing them, for a process
+    that wrote them already (admission.lua reads a missing state as closed and a missing counter as 0 anyway;
+    the keys are written so that ``stepper status`` lists every provider called, closed or not).
     """
 
-    def __init__(self, client: Redis, namespace: str) -> None:
+    def __init__(self, client: Redis, namespace: str, *, write_keys: bool = True) -> None:
         self._primed: dict[str, str | int] = {}
-        self._made = False
+        self._write_keys = write_keys
         super().__init__(pybreaker.STATE_CLOSED, client, namespace=namespace)
-        self._made = True
+        self._write_keys = True
 
     def _initialize_redis_state(self, state: str) -> None:
-        """pybreaker's ``SETNX`` of the three keys: not as the storage is made (see the class), still when its
-        ``state`` finds the key missing."""
-        if self._made:
+        """pybreaker's ``SETNX`` of the three keys, unless the storage is being made with ``write_keys=False``
+        (pybreaker also calls it when its ``state`` finds the key missing)."""
+        if self._write_keys:
             super()._initialize_redis_state(state)
 
     def prime(self, admission: Admission) -> None:

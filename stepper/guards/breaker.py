@@ -5,8 +5,9 @@ call at a time. Each call therefore takes a ``CircuitBreaker`` of its own over t
 provider's idle ones, and puts it back: the state that matters lives in the backend (Redis for a fleet), and a
 process builds as many breakers per provider as it ever makes calls to it at once. Not one per thread: under
 gevent every task is a greenlet of its own, and a breaker per greenlet would be built for every call. A new
-breaker costs no round trip: its storage is primed with the admission before pybreaker reads its state, and
-writes nothing as it is made (stepper.guards.admission.PrimedRedisStorage).
+breaker's storage is primed with the admission before pybreaker reads its state, and only a process's first
+breaker of a provider writes pybreaker's keys (stepper.guards.admission.PrimedRedisStorage): the others cost
+no round trip.
 """
 
 from __future__ import annotations

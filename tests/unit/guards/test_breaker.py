@@ -402,17 +402,34 @@ def test_a_call_from_a_new_thread_is_still_one_redis_command(
     assert sent == ["EVALSHA"] * 3
 
 
-def test_a_new_breaker_costs_no_round_trip(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_a_processs_first_breaker_of_a_provider_writes_its_keys(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker's first calls each build a breaker (one per call at once): pybreaker's storage would write its
-    three keys (SETNX) and the breaker read the state (GET) before the call."""
+    three keys (SETNX) and the breaker read the state (GET) before each of those calls."""
     guard = ProviderGuard(RedisGuardBackend(redis_client), BREAKER, max_wait_s=0)
     guard.call("p", Limits(), 0, Calls())  # loads the script
     sent = count_commands(redis_client, monkeypatch)
     sent.clear()
-    assert guard.call("q", Limits(), 0, Calls()) is OK  # a provider never called: its breaker is new
-    assert sent == ["EVALSHA"]
-    assert redis_client.exists(breaker_key("q", "state"), breaker_key("q", "fail_counter")) == 0
-    open_circuit(guard, "q")  # the keys are written once the state changes
+    assert guard.call("q", Limits(), 0, Calls()) is OK  # a provider never called: the process's first breaker
+    assert sent == ["EVALSHA", "SETNX", "SETNX", "SETNX"]
+    assert redis_client.get(breaker_key("q", "state")) == b"closed"  # `stepper status` lists it
+    sent.clear()
+    release, entered = threading.Event(), threading.Event()
+
+    def held() -> Reply[ChatOutput]:
+        entered.set()
+        release.wait(timeout=10)
+        return OK
+
+    with ThreadPoolExecutor(1) as pool:
+        holding = pool.submit(guard.call, "q", Limits(), 0, held)  # holds the idle breaker
+        assert entered.wait(timeout=10)
+        assert guard.call("q", Limits(), 0, Calls()) is OK  # so this call builds a second one
+        release.set()
+        assert holding.result() is OK
+    assert sent == ["EVALSHA", "EVALSHA"]
+    open_circuit(guard, "q")
     assert redis_client.get(breaker_key("q", "state")) == b"open"
 
 
