@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -40,7 +42,8 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     (:mod:`stepper.workers.pools`); one result-backend client for all the tasks of the process
     (:func:`stepper.infra.result_backend.share_clients`); and tesseract single-threaded, because the pool already
     keeps every core busy and OpenMP threads in each process would only fight it (an operator's own
-    OMP_THREAD_LIMIT wins). Then what the first tasks of the kinds it consumes would make (:func:`_warm_up`)."""
+    OMP_THREAD_LIMIT wins). Then, unless the pool forks, what the first tasks of the kinds it consumes would
+    make (:func:`_warm_up`)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
@@ -50,9 +53,14 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     pools.refill_promptly_when_full()
     result_backend.share_clients()
     _check_guards()
+    tracing.setup()
     if sender is not None:
         _consumed[:] = consumed_kinds(sender.app)
-    _warm_up()
+        # A prefork parent runs no task, and forks its children again whenever one is replaced: it must not load
+        # the engines (numpy and OpenCV start threads of their own as they load). Each child warms up as it
+        # starts (worker_process_init).
+        if not issubclass(get_implementation(sender.pool_cls), PreforkPool):
+            _warm_up()
     if port := os.environ.get("STEPPER_METRICS_PORT"):
         metrics.serve(int(port), metrics.process_registry())
 
@@ -80,7 +88,8 @@ def _warm_up(**_: Any) -> None:
     pool runs as many first tasks together as it has threads or greenlets): this process's executor (registry,
     guard, Redis clients), the provider classes the chains of the kinds it consumes name (imported on first
     use), each of those families' output version (a digest of its output schema, in every cache key), and the
-    tracer. At worker start-up for every pool, and again in each prefork child, which makes its own executor.
+    tracer. At start-up in a threads, gevent or solo worker (Celery's ``worker_process_init``, which this
+    handles, fires only in prefork children), and in each prefork child as it starts.
 
     Measured on the first 96 chats of a threads x32 worker (a 0.1 s vendor): 3.2 to 3.3 ms of worker CPU
     each, against 3.4 to 3.7 without it; the chats after them take 2.6 to 3.0."""
