@@ -30,6 +30,7 @@ from stepper.reuse.cache import output_version
 from stepper.schemas import KINDS, Kind
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
+from stepper.workers.profiles import consumed_queues
 
 #: The task kinds this worker consumes, found as it starts (a prefork child inherits them).
 _consumed: list[Kind] = []
@@ -67,8 +68,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
 
 def consumed_kinds(app: Any) -> list[Kind]:
     """The task kinds whose queues ``app``'s worker consumes (``--queues``; every queue without it)."""
-    queues = app.amqp.queues
-    names = set(queues.consume_from or queues)
+    names = set(consumed_queues(app))
     return [kind for kind in KINDS if kind in names]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from stepper.errors import ConfigError
 
@@ -50,6 +51,12 @@ PROFILES: dict[str, Profile] = {
         Profile("ops", ("callbacks", "workflows"), "threads", 8),
     )
 }
+
+
+def consumed_queues(app: Any) -> list[str]:
+    """The names of the queues ``app``'s worker consumes (``--queues``; every queue without it), sorted."""
+    queues = app.amqp.queues
+    return sorted(queues.consume_from or queues)
 
 
 def profile_named(name: str) -> Profile:

@@ -25,6 +25,7 @@ from typing import Any
 from celery.signals import task_received
 
 from stepper.ops.fleet import ping_broker, queue_depths
+from stepper.workers.profiles import consumed_queues
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Watchdog:
         self.stall_s = stall_s
         self.interval_s = max(1.0, stall_s / 4)
         # The queues the worker was started for: a consumer that lost one has stalled on it.
-        self.queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        self.queues = consumed_queues(worker.app)
         self.liveness_file = os.environ.get(LIVENESS_FILE_ENV)
         self._not_running_since: float | None = None
         #: How many messages waited at the last check that found some while this worker was idle, with a free slot.
