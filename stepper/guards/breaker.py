@@ -155,7 +155,6 @@ class ProviderGuard:
             return fn()
         breaker = self._take_breaker(provider, admission)
         storage = cast(PrimedStorage, breaker._state_storage)
-        storage.prime(admission)
         try:
             reply = breaker.call(fn)
         except pybreaker.CircuitBreakerError:
@@ -281,11 +280,13 @@ class ProviderGuard:
 
     def _take_breaker(self, provider: str, admission: Admission) -> pybreaker.CircuitBreaker:
         """One of ``provider``'s idle breakers, or a new one when every one is in a call (see the module), its
-        storage primed with ``admission`` before pybreaker reads the state from it."""
+        storage primed with ``admission`` (a new one's before pybreaker reads the state from it)."""
         with self._idle_lock:
             idle = self._idle.setdefault(provider, [])
-            if idle:
-                return idle.pop()
+            breaker = idle.pop() if idle else None
+        if breaker is not None:
+            cast(PrimedStorage, breaker._state_storage).prime(admission)
+            return breaker
         storage = self._backend.breaker_storage(provider)
         cast(PrimedStorage, storage).prime(admission)
         return pybreaker.CircuitBreaker(
