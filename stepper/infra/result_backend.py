@@ -19,9 +19,6 @@ so a gevent worker built one for every task: about 0.4 ms of CPU, most of it red
 from the installed package's metadata, then a client, a connection pool and a new connection to Redis for its one
 store. These backends read that version once per process, and in a worker (:func:`share_clients`) every backend
 of an app shares one client and its pool, which the worker sizes for its concurrency (stepper.workers.pools).
-
-A producer subscribes to a task's result channel when it first waits for the result, not as it sends the task
-(:mod:`stepper.infra.result_subscriptions`).
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from redis import Redis
 
 from stepper.infra import lua, result_riders
 from stepper.infra.result_riders import Delivery, Rider
-from stepper.infra.result_subscriptions import SubscribeOnWait
 
 #: The connection parameters Celery's ``_add_driver_info`` sets (redis-py's ``DriverInfo``, or its fallback).
 _DRIVER_PARAMS = ("driver_info", "lib_name", "lib_version")
@@ -130,9 +126,9 @@ class _OneRoundTripStore:
         lua.script(self.client, "result_store")(keys=[key, *keys], args=[value, expires_s, *args])
 
 
-class RedisBackend(SubscribeOnWait, _OneRoundTripStore, celery_redis.RedisBackend):  # type: ignore[misc]  # untyped
+class RedisBackend(_OneRoundTripStore, celery_redis.RedisBackend):  # type: ignore[misc]  # Celery is untyped
     pass
 
 
-class SentinelBackend(SubscribeOnWait, _OneRoundTripStore, celery_redis.SentinelBackend):  # type: ignore[misc]
+class SentinelBackend(_OneRoundTripStore, celery_redis.SentinelBackend):  # type: ignore[misc]
     pass
