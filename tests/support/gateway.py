@@ -49,7 +49,7 @@ def running_gateway(
         process = subprocess.Popen(command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
     gateway = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_live(gateway)
+        wait_live(gateway)
         yield gateway
     finally:
         process.terminate()
@@ -60,7 +60,8 @@ def running_gateway(
             process.wait()
 
 
-def _wait_live(gateway: RunningGateway, timeout_s: float = 60) -> None:
+def wait_live(gateway: RunningGateway, timeout_s: float = 60) -> None:
+    """Return once `gateway` answers `/health/live`; raise `RuntimeError` with its log if it exits or stays silent."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
