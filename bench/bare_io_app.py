@@ -36,12 +36,22 @@ def _session() -> requests.Session:
     return session
 
 
+def pool_size(concurrency: int) -> int | None:
+    """Connections each Redis pool of a bare worker holds at ``concurrency`` (None: the library's default)."""
+    return concurrency + 16 if concurrency else None
+
+
+def size_pools(bare: Celery, concurrency: int) -> None:
+    """Size ``bare``'s broker and result-backend pools for ``concurrency``, as a careful team would."""
+    if size := pool_size(concurrency):
+        bare.conf.broker_transport_options = {"max_connections": size}
+        bare.conf.redis_max_connections = size
+
+
 def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 0) -> Celery:
     bare = Celery("bare_io", broker=broker_url, backend=broker_url)
     bare.conf.update(RELIABILITY)
-    if concurrency:
-        bare.conf.broker_transport_options = {"max_connections": concurrency + 16}
-        bare.conf.redis_max_connections = concurrency + 16
+    size_pools(bare, concurrency)
     endpoint = f"{fake_url.rstrip('/')}/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"}
 

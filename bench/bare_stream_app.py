@@ -13,7 +13,8 @@ difference from it is what stepper adds on top.
     uvicorn bench.bare_stream_app:gateway --http httptools --loop uvloop   # the gateway
 
 Both read the broker (and Redis) URL from ``BENCH_BROKER_URL``, and the worker the vendor's ``/v1`` from
-``BENCH_FAKE_URL`` and its key from ``BENCH_FAKE_KEY``. The gateway serves uvicorn with httptools and uvloop,
+``BENCH_FAKE_URL`` and its key from ``BENCH_FAKE_KEY``; ``BENCH_BARE_CONCURRENCY`` sizes the Redis pools of both
+for that many tasks or streams at once. The gateway serves uvicorn with httptools and uvloop,
 as stepper's does. It publishes on the event loop, the shortest way and the one a first version takes: while
 Redis answers the publish no other request moves, and a Redis that stops answering freezes them all (stepper's
 gateway publishes in a thread for that reason, a hop that costs about 0.3 to 0.5 ms on a 2-core machine).
@@ -38,7 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bench.bare_app import BROKER_ENV, RELIABILITY
-from bench.bare_io_app import FAKE_URL_ENV, KEY_ENV, MODEL
+from bench.bare_io_app import CONCURRENCY_ENV, FAKE_URL_ENV, KEY_ENV, MODEL, pool_size, size_pools
 
 TASK = "bare.stream_chat"
 #: How long a relayed stream is kept in Redis after its last delta, seconds.
@@ -56,12 +57,13 @@ def _session() -> requests.Session:
     return session
 
 
-def create_app(broker_url: str, fake_url: str, api_key: str) -> Celery:
+def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 0) -> Celery:
     bare = Celery("bare_stream", broker=broker_url)
     bare.conf.update(RELIABILITY)
+    size_pools(bare, concurrency)
     endpoint = f"{fake_url.rstrip('/')}/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"}
-    store = redis.Redis.from_url(broker_url)
+    store = redis.Redis.from_url(broker_url, max_connections=pool_size(concurrency))
 
     @bare.task(name=TASK, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]  # Celery is untyped
     def stream_chat(stream: str, **request: Any) -> None:
@@ -84,8 +86,15 @@ def create_app(broker_url: str, fake_url: str, api_key: str) -> Celery:
 
 
 BROKER_URL = os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0")
-app = create_app(BROKER_URL, os.environ.get(FAKE_URL_ENV, "http://127.0.0.1:8080/v1"), os.environ.get(KEY_ENV, ""))
-_streams = redis.asyncio.Redis.from_url(BROKER_URL)
+#: The worker's concurrency, or the streams the gateway relays at once: each blocked read holds a connection.
+CONCURRENCY = int(os.environ.get(CONCURRENCY_ENV, "0"))
+app = create_app(
+    BROKER_URL, os.environ.get(FAKE_URL_ENV, "http://127.0.0.1:8080/v1"), os.environ.get(KEY_ENV, ""), CONCURRENCY
+)
+#: redis-py 8 gives up on a reply after 5 s by default, a blocked read's included: wait past the block.
+_streams = redis.asyncio.Redis.from_url(
+    BROKER_URL, max_connections=pool_size(CONCURRENCY), socket_timeout=READ_BLOCK_MS / 1000 + 5
+)
 
 
 async def _completions(request: Request) -> Response:

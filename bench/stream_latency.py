@@ -74,12 +74,20 @@ def first_token_s(url: str, headers: dict[str, str], index: int) -> float:
 
 
 @contextmanager
-def bare_relay(url: str, vendor_base_url: str, directory: Path) -> Iterator[str]:
-    """A ``bench.bare_stream_app`` worker and gateway with their messages and streams at ``url``; yields the
-    gateway's chat completions URL."""
-    env = {bare_app.BROKER_ENV: url, bare_io_app.FAKE_URL_ENV: vendor_base_url, bare_io_app.KEY_ENV: API_KEY}
+def bare_relay(
+    url: str, vendor_base_url: str, directory: Path, concurrency: int = CONCURRENCY
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """A ``bench.bare_stream_app`` worker (threads x ``concurrency``) and gateway, their pools sized for it, with
+    their messages and streams at ``url``; yields the gateway's chat completions URL and the two processes' pids
+    (``worker``, ``gateway``)."""
+    env = {
+        bare_app.BROKER_ENV: url,
+        bare_io_app.FAKE_URL_ENV: vendor_base_url,
+        bare_io_app.KEY_ENV: API_KEY,
+        bare_io_app.CONCURRENCY_ENV: str(concurrency),
+    }
     worker = start_celery_worker(
-        "bench.bare_stream_app", directory, env, name="bench-bare-stream", pool=POOL, concurrency=CONCURRENCY
+        "bench.bare_stream_app", directory, env, name="bench-bare-stream", pool=POOL, concurrency=concurrency
     )
     port = free_port()
     log_path = directory / f"bare-gateway-{port}.log"
@@ -95,7 +103,7 @@ def bare_relay(url: str, vendor_base_url: str, directory: Path) -> Iterator[str]
     gateway = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
     try:
         wait_live(gateway)
-        yield f"{gateway.url}/v1/chat/completions"
+        yield f"{gateway.url}/v1/chat/completions", {"worker": worker.process.pid, "gateway": process.pid}
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -124,7 +132,7 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
         ),  # fmt: skip
         tempfile.TemporaryDirectory() as directory,
         running_gateway(redis_url(redis, 10), Path(directory), config, env=KEY_ENVIRONMENT) as gateway,
-        bare_relay(redis_url(redis, 11), vendor.base_url, Path(directory) / "bare") as bare_url,
+        bare_relay(redis_url(redis, 11), vendor.base_url, Path(directory) / "bare") as (bare_url, _),
     ):
         sides = {
             "direct": (f"{vendor.base_url}/chat/completions", {}),

@@ -4,12 +4,15 @@ The vendor is bench/fake_openai.py in a process of its own: each streamed answer
 ``FIRST_TOKEN_S``, then ``CHUNKS`` deltas ``CHUNK_INTERVAL_S`` apart, as OpenAI streams them. The baseline opens
 ``STREAMS`` streams to it at once, as clients of the vendor would; the candidate opens as many to stepper's
 gateway (``POST /v1/chat/completions``, ``stream: true``), which submits each to one worker (threads pool,
-concurrency ``STREAMS``) and relays the task streams. Both clients are ``httpx`` in this process, one asyncio
-loop, reading every event.
+concurrency ``STREAMS``) and relays the task streams. A third wave goes through the cheapest relay through
+Celery (bench/bare_stream_app.py: a bare task writing each delta to a Redis stream, a bare gateway relaying it,
+its worker on the same pool and concurrency): what the architecture itself costs at that size. The clients are
+``httpx`` in this process, one asyncio loop, reading every event.
 
-Reported: time to the first content chunk (p50 and p95) on both sides and what stepper adds, the streams that
-failed or lost text (target: none), and the Redis stream writes per vendor delta (the worker batches deltas: well
-under one write per token), with the worker's and the gateway's peak RSS. ``BENCH_STREAMS`` sets the count.
+Reported: time to the first content chunk (p50 and p95) on every side and what stepper and the bare relay add,
+the streams that failed or lost text (target: none through stepper), CPU per stream of each side's processes,
+and the Redis stream writes per vendor delta (stepper's worker batches deltas: well under one write per token),
+with stepper's worker's and gateway's peak RSS. ``BENCH_STREAMS`` sets the count.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from bench.fake_openai import API_KEY
 from bench.harness import Figure, compare, cpu_seconds, fleet, percentile, progress, redis_url
 from bench.io_fleet import fake_provider
 from bench.memory import memory_mb
-from bench.stream_latency import KEY, KEY_ENVIRONMENT, settings
+from bench.stream_latency import KEY, KEY_ENVIRONMENT, bare_relay, settings
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RedisServer
 
@@ -41,6 +44,7 @@ CHUNK_INTERVAL_S = 0.01
 #: Every content delta the fake sends, joined: what each stream must deliver whole.
 ANSWER = "".join(f"token{index} " for index in range(CHUNKS))
 DATABASE = 11
+BARE_DATABASE = 12
 
 
 @dataclass(frozen=True)
@@ -126,29 +130,57 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
             cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / STREAMS for name, pid in processes.items()}
             worker_mb = memory_mb(worker.process.pid, "VmHWM")
             gateway_mb = memory_mb(gateway.process.pid, "VmHWM")
+        progress(f"stream_scale: now {STREAMS} via a bare Celery relay")
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            bare_relay(redis_url(redis, BARE_DATABASE), base_url, Path(directory), STREAMS) as (bare_url, bare_pids),
+        ):
+            if redis.process is not None:
+                bare_pids["redis"] = redis.process.pid
+            bare_before = {name: cpu_seconds(pid) for name, pid in bare_pids.items()}
+            started = time.monotonic()
+            bare = asyncio.run(wave(bare_url, {}))
+            bare_elapsed_s = time.monotonic() - started
+            bare_cpu_ms = {
+                name: (cpu_seconds(pid) - bare_before[name]) * 1000 / STREAMS for name, pid in bare_pids.items()
+            }
     failed = [streamed for streamed in relayed if streamed.error is not None or streamed.text != ANSWER]
     failed_direct = [streamed for streamed in direct if streamed.error is not None or streamed.text != ANSWER]
+    failed_bare = [streamed for streamed in bare if streamed.error is not None or streamed.text != ANSWER]
     via_ms = _first_tokens_ms(relayed)
     direct_ms = _first_tokens_ms(direct)
+    bare_ms = _first_tokens_ms(bare)
     added_ms = percentile(via_ms, 0.5) - percentile(direct_ms, 0.5)
+    bare_added_ms = percentile(bare_ms, 0.5) - percentile(direct_ms, 0.5)
     writes_per_delta = writes / (STREAMS * CHUNKS)
     errors = sorted({streamed.error or "text lost" for streamed in failed})[:3]
     return {
         "stream_scale.first_token": compare(
             Figure(f"first token, {STREAMS} streams at once via the gateway (p50)", percentile(via_ms, 0.5), "ms"),
             Figure(f"first token, {STREAMS} streams at once direct (p50)", percentile(direct_ms, 0.5), "ms"),
-            f"every stream whole: {len(failed)} of {STREAMS} failed or lost text ({len(failed_direct)} direct); "
-            f"stepper adds {added_ms:.0f} ms at p50",
+            f"every stream whole: {len(failed)} of {STREAMS} failed or lost text ({len(failed_direct)} direct, "
+            f"{len(failed_bare)} through a bare Celery relay); stepper adds {added_ms:.0f} ms at p50, the bare "
+            f"relay {bare_added_ms:.0f} ms",
             not failed,
             added_ms=round(added_ms, 1),
-            opened_p50_ms=round(
-                percentile([s.opened_s * 1000 for s in relayed if s.opened_s is not None] or [0.0], 0.5), 1
-            ),
-            p95_ms={"gateway": round(percentile(via_ms, 0.95), 1), "direct": round(percentile(direct_ms, 0.95), 1)},
+            opened_p50_ms=round(percentile(_opened_ms(relayed), 0.5), 1),
+            p95_ms={
+                "gateway": round(percentile(via_ms, 0.95), 1),
+                "direct": round(percentile(direct_ms, 0.95), 1),
+                "bare": round(percentile(bare_ms, 0.95), 1),
+            },
             failed=len(failed),
             errors=errors,
             streams_per_s=round(STREAMS / elapsed_s, 1),
             cpu_ms_per_stream={name: round(value, 2) for name, value in cpu_ms.items()},
+            bare={
+                "first_token_p50_ms": round(percentile(bare_ms, 0.5), 1),
+                "added_ms": round(bare_added_ms, 1),
+                "failed": len(failed_bare),
+                "errors": sorted({streamed.error or "text lost" for streamed in failed_bare})[:3],
+                "streams_per_s": round(STREAMS / bare_elapsed_s, 1),
+                "cpu_ms_per_stream": {name: round(value, 2) for name, value in bare_cpu_ms.items()},
+            },
             peak_rss_mb={"worker": round(worker_mb, 1), "gateway": round(gateway_mb, 1)},
         ),
         "stream_scale.writes": compare(
