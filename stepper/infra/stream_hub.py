@@ -32,8 +32,6 @@ from stepper.infra.connections import as_text
 from stepper.infra.streams import FINAL_EVENTS, EventType, StreamEvent
 
 log = logging.getLogger(__name__)
-#: An ``XREAD``'s streams: key -> the last entry id read.
-_Streams = dict[bytes | str | memoryview, int | bytes | str | memoryview]
 
 #: Entries read per stream per read, and how long one read blocks when nothing comes (milliseconds).
 COUNT = 100
@@ -176,9 +174,11 @@ class StreamHub:
                     if connection is None:
                         connection = self._client.client()  # type: ignore[no-untyped-call]
                     started_cpu_s = time.thread_time()
-                    answer: Any = connection.xread(streams, count=COUNT, block=self._block_ms)
+                    # The command itself, not redis-py's ``xread``, which took 1.3 to 1.5 ms of CPU against 0.95 ms
+                    # for one read of a thousand streams (its checks and copies of the keys, and its telemetry).
+                    answer: Any = connection.execute_command("XREAD", "COUNT", COUNT, "BLOCK", self._block_ms, *streams)
                 except RedisError as exc:
-                    self._failed(len(streams) - 1, exc)
+                    self._failed(exc)
                     continue
                 self._dispatch(answer or [])
                 # A read's cost grows with the streams followed: spacing reads by what the last one cost keeps the
@@ -188,21 +188,25 @@ class StreamHub:
             if connection is not None:
                 connection.close()
 
-    def _next_read(self) -> _Streams | None:
-        """What to read next (the wake stream and every stream followed, from where each got to); None once
-        closed. Waits while no stream is followed."""
+    def _next_read(self) -> list[bytes | str] | None:
+        """The ``STREAMS`` part of the next ``XREAD``: the wake stream's key and every followed stream's, then the
+        entry id each got to; None once closed. Waits while no stream is followed."""
         with self._lock:
             while not self._readers and not self._closed:
                 self._followed.wait()
             if self._closed:
                 return None
-            streams: _Streams = {self._wake_key: self._wake_seen}
-            streams.update({key: reader.last_id for key, reader in self._readers.items()})
-            return streams
+            return [
+                "STREAMS",
+                self._wake_key,
+                *self._readers,
+                self._wake_seen,
+                *[reader.last_id for reader in self._readers.values()],
+            ]
 
-    def _failed(self, followed: int, exc: RedisError) -> None:
-        log.warning("reading %d stream(s) failed (%s); trying again", followed, exc)
+    def _failed(self, exc: RedisError) -> None:
         with self._lock:
+            log.warning("reading %d stream(s) failed (%s); trying again", len(self._readers), exc)
             for reader in self._readers.values():
                 reader.deliver(exc)
         time.sleep(ERROR_PAUSE_S)
