@@ -19,7 +19,7 @@ from stepper.families import FAMILIES
 from stepper.infra import tracing
 from stepper.infra.connections import state_redis, state_url
 from stepper.infra.logs import CORRELATION_HEADER
-from stepper.infra.streams import RedisStreamSink, StreamEvent, answer_events, read_stream
+from stepper.infra.streams import RedisStreamSink, StreamEvent, answer_events, done_event, read_stream
 from stepper.outcomes.webhooks import check_callback_url
 from stepper.priorities import PriorityName
 from stepper.reuse.submitting import cached_result, claim_idempotency_key
@@ -118,7 +118,7 @@ def _send(
     if (cached := cached_result(family, parsed, app)) is not None:
         eager = EagerResult(str(uuid.uuid4()), cached, "SUCCESS")
         if isinstance(parsed, ChatRequest) and parsed.stream:  # a streaming reader gets the answer at once
-            RedisStreamSink(state_redis(), eager.id).done(cached["output"]["message"])
+            RedisStreamSink(state_redis(), eager.id).done(cached)
         return eager
     return app.send_task(name, kwargs=request, priority=priority, **options)
 
@@ -126,7 +126,8 @@ def _send(
 def stream(task_id: str, timeout_s: float = 300.0) -> Iterator[StreamEvent]:
     """Yield the events of a chat task submitted with ``stream=True``: ``delta`` (text to append), ``tool_call``
     (a fragment of a tool call, JSON ``{"index", "id", "name", "arguments"}``), ``reset``
-    (discard the text so far: the answer restarts on another provider), then ``done``, ``error`` or
+    (discard the text so far: the answer restarts on another provider), then ``done`` (its text: JSON
+    ``{"finish_reason", "logprobs", "usage"}``, see ``stepper.infra.streams.answer_ending``), ``error`` or
     ``cancelled``. A task that ended without writing its stream (revoked before it ran, say) ends it too.
     Raises ``TimeoutError`` when nothing ends the stream within ``timeout_s``."""
     from stepper.celery import app
@@ -140,8 +141,9 @@ def outcome_events(result: AsyncResult) -> list[StreamEvent]:
     state = result.state
     if state == "SUCCESS":
         value = result.result
-        answer = answer_events(value["output"]["message"]) if isinstance(value, dict) else []
-        return [*(answer or [StreamEvent("delta", "")]), StreamEvent("done", "")]
+        if not isinstance(value, dict):
+            return [StreamEvent("delta", ""), StreamEvent("done", "")]
+        return [*(answer_events(value["output"]["message"]) or [StreamEvent("delta", "")]), done_event(value)]
     if state == "REVOKED":
         return [StreamEvent("cancelled", str(result.result or "revoked"))]
     if state == "FAILURE":

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import nullcontext
 from functools import partial
 from typing import Annotated, Any, Literal, cast
 
@@ -47,7 +48,8 @@ from stepper.gateway.cancellation import (
 )
 from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admitting, caller, gateway, limited, submitted_by
-from stepper.infra.streams import StreamEvent, answer_events
+from stepper.infra.result_backend import unsubscribed
+from stepper.infra.streams import StreamEvent, answer_ending, answer_events
 from stepper.producer import outcome_events, submit
 from stepper.schemas import ChatRequest
 
@@ -221,7 +223,7 @@ async def chat_completions(
                 "logprobs": value["output"].get("logprobs"),
             }
         ],
-        "usage": _usage(value),
+        "usage": _usage(value.get("usage")),
     }
 
 
@@ -229,8 +231,9 @@ def _admit_and_submit(
     state: Gateway, who: Caller, tokens: int, arguments: dict[str, Any], parsed: ChatRequest
 ) -> AsyncResult | EagerResult:
     """Admit the caller and submit its chat (validated already) in one thread hop, the rate-limit charge riding
-    with the publish: a streamed chat's first token waits on both."""
-    with admitting(state, who, tokens):
+    with the publish: a streamed chat's first token waits on both. A streamed chat's result is not subscribed to:
+    its stream's ``done`` event brings what ends the answer."""
+    with admitting(state, who, tokens), unsubscribed() if parsed.stream else nullcontext():
         return submit("chat", arguments, priority="interactive", parsed=parsed, headers=submitted_by(who))
 
 
@@ -303,10 +306,10 @@ def _outcome(state: Gateway, task_id: str) -> list[StreamEvent]:
     return events
 
 
-def _usage(value: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` is the part of the prompt the vendor
-    served from its prompt cache (0 when it did not say)."""
-    usage = value.get("usage") or {}
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's usage object from a result's ``usage``; ``prompt_tokens_details.cached_tokens`` is the part of the
+    prompt the vendor served from its prompt cache (0 when it did not say)."""
+    usage = usage or {}
     prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     return {
         "prompt_tokens": prompt,
@@ -359,6 +362,7 @@ async def _stream(
         return await run_in_threadpool(_outcome, state, result.id)
 
     yield chunk({"role": "assistant", "content": ""})
+    end: dict[str, Any] | None = None  # finish reason, logprobs and usage (answer_ending)
     if not isinstance(result, EagerResult):  # a cached answer has no stream: it is sent whole below
         sent_text = False
         try:
@@ -371,28 +375,35 @@ async def _stream(
                     return
                 elif event.type == "done":
                     relay.over = True  # its result is being stored: nothing left to cancel
+                    end = json.loads(event.text) if event.text else None
                     break
         except ClientGone:
             return
         except TimeoutError:
             yield error("no answer within the gateway's chat timeout", "timeout")
             return
-    try:
-        value = await run_in_threadpool(_wait, state, result)
-    except ApiError as exc:
-        yield error(str(exc.detail), exc.code)
-        return
-    except InvalidRequest as exc:
-        yield error(str(exc), "invalid_request")
-        return
-    relay.over = True
-    if isinstance(result, EagerResult):
-        for event in answer_events(value["output"]["message"]):
-            yield chunk(_delta(event) or {})
-    yield chunk({}, finish_reason=value["output"]["finish_reason"], logprobs=value["output"].get("logprobs"))
+    if end is None:  # a cached answer, or the done event of a worker from before it carried the ending
+        try:
+            value = await run_in_threadpool(_wait, state, result)
+        except (ApiError, InvalidRequest) as exc:
+            yield error(*_failure(exc))
+            return
+        relay.over = True
+        if isinstance(result, EagerResult):
+            for event in answer_events(value["output"]["message"]):
+                yield chunk(_delta(event) or {})
+        end = answer_ending(value)
+    yield chunk({}, finish_reason=end["finish_reason"], logprobs=end["logprobs"])
     if include_usage:
-        yield chunk({}, usage=_usage(value))
+        yield chunk({}, usage=_usage(end["usage"]))
     yield "data: [DONE]\n\n"
+
+
+def _failure(exc: ApiError | InvalidRequest) -> tuple[str, str]:
+    """The message and code of a stream's error event for a task that failed."""
+    if isinstance(exc, ApiError):
+        return str(exc.detail), exc.code
+    return str(exc), "invalid_request"
 
 
 def _delta(event: StreamEvent) -> dict[str, Any] | None:

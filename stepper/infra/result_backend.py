@@ -19,12 +19,22 @@ so a gevent worker built one for every task: about 0.4 ms of CPU, most of it red
 from the installed package's metadata, then a client, a connection pool and a new connection to Redis for its one
 store. These backends read that version once per process, and in a worker (:func:`share_clients`) every backend
 of an app shares one client and its pool, which the worker sizes for its concurrency (stepper.workers.pools).
+
+Celery's Redis backend subscribes to a task's result channel as the task is sent (``on_task_call``), so that a
+``get()`` later hears the result, and unsubscribes once it came: a ``SUBSCRIBE`` on the way to the broker, then
+the result's ``PUBLISH`` handled and an ``UNSUBSCRIBE``. A sender that learns the outcome elsewhere (the gateway
+relaying a chat's stream, whose ``done`` event carries what ends the answer) sends in :func:`unsubscribed`
+instead. A ``get()`` of such a task still works: it subscribes then, and reads the stored result too (Celery's
+``ResultConsumer.on_wait_for_pending``), so a result stored before it is found.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -41,6 +51,19 @@ from stepper.infra.result_riders import Delivery, Rider
 _DRIVER_PARAMS = ("driver_info", "lib_name", "lib_version")
 #: Per app, the client its backends share in each process (keyed by pid), once :func:`share_clients` was called.
 _shared: weakref.WeakKeyDictionary[Any, dict[tuple[int, type], Redis]] | None = None
+#: True in a block of :func:`unsubscribed`.
+_unsubscribed: ContextVar[bool] = ContextVar("stepper_results_unsubscribed", default=False)
+
+
+@contextmanager
+def unsubscribed() -> Iterator[None]:
+    """Tasks sent in this block (this thread or task's context) are not subscribed to as they are sent: for a
+    sender that will not wait on their results, or learns them another way (see the module)."""
+    token = _unsubscribed.set(True)
+    try:
+        yield
+    finally:
+        _unsubscribed.reset(token)
 
 
 def share_clients() -> None:
@@ -58,6 +81,11 @@ class _OneRoundTripStore:
 
     #: What Celery's ``_add_driver_info`` adds to the connection parameters, worked out by the first backend.
     _driver_params: ClassVar[dict[str, Any] | None] = None
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Celery's subscription to the result of a task being sent, unless sent in :func:`unsubscribed`."""
+        if not _unsubscribed.get():
+            super().on_task_call(producer, task_id)  # type: ignore[misc]  # the Celery backend mixed in
 
     def _add_driver_info(self) -> None:
         """Celery's, once per process: redis-py's ``DriverInfo`` reads redis's version with importlib.metadata

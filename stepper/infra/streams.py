@@ -7,8 +7,10 @@ text of all its fragments, in order, makes the call's arguments; ``extra_content
 back with the call, when it says). A provider that fails after its first token
 makes the stream emit ``reset`` (discard what you have), and the answer restarts from the next provider. Every
 stream ends with ``done``, ``error`` or ``cancelled``; the task's own result stays the complete answer or the
-error. A reader never waits on a stream nobody writes: while the stream is silent it asks ``ended`` whether
-the task already finished without writing (revoked before it ran, expired, lost) and ends the stream with it.
+error, and ``done``'s text is the rest of what ends the answer (:func:`answer_ending`: finish reason, logprobs,
+usage), so that a relay can end it without reading the result. A reader never waits on a stream nobody writes:
+while the stream is silent it asks ``ended`` whether the task already finished without writing (revoked before
+it ran, expired, lost) and ends the stream with it.
 
 An answer's fragments (deltas and tool-call fragments) are written in batches: a vendor streaming a token every
 few milliseconds would otherwise cost a Redis round trip per token, for every stream in flight. The first
@@ -95,6 +97,20 @@ def answer_events(message: Mapping[str, Any]) -> list[StreamEvent]:
     return events
 
 
+def answer_ending(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What ends a chat task's answer besides its text, from its ``result``: ``{"finish_reason", "logprobs",
+    "usage"}`` (the output's finish reason and logprobs, None when not asked for; the result's ``usage``,
+    ``input_tokens``, ``output_tokens`` and ``cached_input_tokens`` counted in tokens, None when the provider
+    said nothing). The text of the ``done`` event, as JSON."""
+    output = result["output"]
+    return {"finish_reason": output["finish_reason"], "logprobs": output.get("logprobs"), "usage": result.get("usage")}
+
+
+def done_event(result: Mapping[str, Any]) -> StreamEvent:
+    """The ``done`` event that ends the stream of a chat task that answered ``result``."""
+    return StreamEvent("done", json.dumps(answer_ending(result)))
+
+
 class RedisStreamSink:
     """A task's stream, written as described in the module: the answer's fragments batched, every other event at
     once (after the held fragments). Thread-safe: the process's :class:`Flusher` writes held fragments from its
@@ -133,13 +149,14 @@ class RedisStreamSink:
         self._pending_text = False
         self._answer_started = False
 
-    def done(self, message: Mapping[str, Any]) -> None:
-        """End the stream with the answer ``message`` (a chat output's); an answer that was not streamed (a
+    def done(self, result: Mapping[str, Any]) -> None:
+        """End the stream with a chat task's ``result`` (:func:`done_event`); an answer that was not streamed (a
         mock's, a cached one) is sent whole first, as by :func:`answer_events`."""
         if not self._pending_text:
-            for event in answer_events(message) or [StreamEvent("delta", "")]:
+            for event in answer_events(result["output"]["message"]) or [StreamEvent("delta", "")]:
                 self._add(event.type, event.text)
-        self._add("done", "")
+        ending = done_event(result)
+        self._add(ending.type, ending.text)
 
     def error(self, message: str) -> None:
         self._add("error", message)

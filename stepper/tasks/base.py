@@ -101,7 +101,7 @@ def _run_family(
         ):
             result = _answer(task, family, request, scope, redelivery=redelivery, ahead=ahead)
             if sink is not None:  # computed, cached, waited for or stored: the stream ends with the answer
-                sink.done(result["output"]["message"])
+                sink.done(result)
     except Retry:
         # The retry is a message of its own, journaled under the same task id when it was published: the entry
         # stays, now describing it.

@@ -10,6 +10,7 @@ from openai import OpenAI
 
 from tests.integration.conftest import GATEWAY_KEY, Fleet
 from tests.support.gateway import RunningGateway
+from tests.support.monitor import monitored
 
 
 @pytest.fixture
@@ -59,6 +60,38 @@ def test_a_streamed_completion_matches_the_workers_answer(client: OpenAI, gatewa
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "streamed question"}]
     expected = worker_answer(gateway_fleet, messages=messages, model="gpt-4o-mini")
     assert text == expected and "streamed question" in text
+
+
+def test_a_streamed_completion_ends_from_its_stream_alone(client: OpenAI, gateway_fleet: Fleet) -> None:
+    """The stream's ``done`` event brings the finish reason and the usage: the gateway neither subscribes to the
+    task's result channel nor reads its result."""
+    with monitored(gateway_fleet.redis) as seen:
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "ended by its stream"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    task_id = chunks[0].id.removeprefix("chatcmpl-")
+    stored = gateway_fleet.app.AsyncResult(task_id).get(timeout=30)
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        stored["usage"]["input_tokens"],
+        stored["usage"]["output_tokens"],
+    )
+    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
+    assert finishes == [stored["output"]["finish_reason"]]
+    listened_or_read = [
+        command["command"]
+        for command in seen
+        if f"celery-task-meta-{task_id}" in command["command"]
+        and command["client_type"] != "lua"  # the worker's store is a script that reads what is stored first
+        and command["command"].split()[0].upper() in {"SUBSCRIBE", "UNSUBSCRIBE", "GET", "MGET"}
+    ]
+    assert listened_or_read == []
 
 
 def test_errors_reach_the_sdk_as_its_own_exceptions(gateway: RunningGateway) -> None:

@@ -39,3 +39,10 @@ def streamed(provider: LlmProvider, request: ChatRequest, sink: Sink, model: str
         return provider.complete(request, model).output.message.content or ""
     finally:
         current_sink.reset(token)
+
+
+def chat_result(content: str, finish_reason: str = "stop") -> dict[str, Any]:
+    """A chat task's result answering ``content``, as a stream's ``done`` is written from (its usage made up)."""
+    message = {"role": "assistant", "content": content}
+    usage = {"input_tokens": 7, "output_tokens": len(content.split())}
+    return {"output": {"message": message, "finish_reason": finish_reason}, "usage": usage}

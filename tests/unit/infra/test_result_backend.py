@@ -109,3 +109,25 @@ def test_in_a_worker_the_backends_of_an_app_share_one_client(
     assert clients[2] is not clients[0]  # another app: its own settings, its own client
     app.backend.store_result("shared", {"answer": 42}, states.SUCCESS)
     assert app.AsyncResult("shared").get(timeout=5) == {"answer": 42}
+
+
+def _subscribers(client: redis.Redis, task_id: str) -> int:
+    channel = f"celery-task-meta-{task_id}"
+    return int(dict(client.pubsub_numsub(channel))[channel.encode()])
+
+
+def test_a_task_sent_unsubscribed_is_not_listened_for_and_its_result_still_read(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Celery subscribes to a task's result channel as it sends it; not in ``unsubscribed()``, and a ``get()``
+    later still finds a result stored before it (the gateway's streamed chats are sent so)."""
+    app = app_on(redis_server)
+    watched = app.send_task("stepper.chat", kwargs={}, queue="nobody-consumes")
+    assert _subscribers(redis_client, watched.id) == 1
+    with result_backend.unsubscribed():
+        unwatched = app.send_task("stepper.chat", kwargs={}, queue="nobody-consumes")
+    assert _subscribers(redis_client, unwatched.id) == 0
+    app.backend.store_result(unwatched.id, {"answer": 7}, states.SUCCESS)
+    assert app.AsyncResult(unwatched.id).get(timeout=5) == {"answer": 7}
+    later = app.send_task("stepper.chat", kwargs={}, queue="nobody-consumes")
+    assert _subscribers(redis_client, later.id) == 1  # the block's end restores Celery's way

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepper.infra import keys
-from stepper.infra.streams import BATCH_MAX_CHARS, RedisStreamSink, StreamEvent, read_stream
+from stepper.infra.streams import BATCH_MAX_CHARS, RedisStreamSink, StreamEvent, done_event, read_stream
+from tests.support.streaming import chat_result
 
 #: Longer than any pause between two calls of a test, so that what is held stays held until the test says.
 HOLD_S = 60.0
@@ -31,13 +33,29 @@ def test_the_first_delta_is_written_at_once_and_the_next_ones_together(redis_cli
     for piece in ("lo", ", ", "world"):
         sink.delta(piece)
     assert written(redis_client, "t-batch") == 1  # held
-    sink.done({"role": "assistant", "content": "Hello, world"})
+    sink.done(chat_result("Hello, world"))
     assert events(redis_client, "t-batch") == [
         StreamEvent("delta", "Hel"),
         StreamEvent("delta", "lo, world"),
-        StreamEvent("done", ""),
+        done_event(chat_result("Hello, world")),
     ]
     assert 0 < redis_client.ttl(keys.stream("t-batch")) <= 3600
+
+
+def test_done_carries_what_ends_the_answer(redis_client: redis.Redis) -> None:
+    """A relay ends the answer from the ``done`` event alone: finish reason, logprobs and usage."""
+    result = chat_result("Hi there")
+    result["output"]["logprobs"] = {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]}
+    sink = RedisStreamSink(redis_client, "t-done", batch_window_s=HOLD_S)
+    sink.delta("Hi there")
+    sink.done(result)
+    last = events(redis_client, "t-done")[-1]
+    assert last.type == "done"
+    assert json.loads(last.text) == {
+        "finish_reason": "stop",
+        "logprobs": {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]},
+        "usage": {"input_tokens": 7, "output_tokens": 2},
+    }
 
 
 def test_a_reset_or_an_error_comes_after_the_deltas_held_before_it(redis_client: redis.Redis) -> None:
@@ -90,9 +108,9 @@ def test_whatever_the_pieces_a_reader_joins_the_same_text(redis_client: redis.Re
     sink = RedisStreamSink(redis_client, "t-prop", batch_window_s=0.001)
     for piece in pieces:
         sink.delta(piece)
-    sink.done({"role": "assistant", "content": "".join(pieces)})
+    sink.done(chat_result("".join(pieces)))
     read = events(redis_client, "t-prop")
-    assert read[-1] == StreamEvent("done", "")
+    assert read[-1] == done_event(chat_result("".join(pieces)))
     assert "".join(event.text for event in read[:-1]) == "".join(pieces)
     assert {event.type for event in read[:-1]} == {"delta"}
 
@@ -104,13 +122,13 @@ def test_tool_call_fragments_are_held_with_the_deltas_and_keep_their_order(redis
     sink.tool_call(0, None, None, '"weather"}')
     sink.delta("Done")
     assert written(redis_client, "t-tools") == 1  # the answer's first fragment only
-    sink.done({"role": "assistant", "content": "Let me look. Done"})
+    sink.done(chat_result("Let me look. Done", "tool_calls"))
     assert events(redis_client, "t-tools") == [
         StreamEvent("delta", "Let me look. "),
         StreamEvent.tool_call(0, "call_1", "lookup", '{"q": '),
         StreamEvent.tool_call(0, None, None, '"weather"}'),
         StreamEvent("delta", "Done"),
-        StreamEvent("done", ""),
+        done_event(chat_result("Let me look. Done", "tool_calls")),
     ]
 
 

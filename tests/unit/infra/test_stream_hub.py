@@ -11,9 +11,11 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stepper.infra.stream_hub import StreamHub
-from stepper.infra.streams import RedisStreamSink, StreamEvent
+from stepper.infra.streams import RedisStreamSink, StreamEvent, done_event
+from tests.support.streaming import chat_result
 
-ANSWER = {"role": "assistant", "content": "Hello, world"}
+ANSWER = chat_result("Hello, world")
+DONE = done_event(ANSWER)
 #: Longer than any test waits: a read that blocked this long would show as a test timing out.
 LONG_BLOCK_MS = 120_000
 
@@ -50,10 +52,7 @@ def test_each_reader_gets_its_own_events_in_order(hub: StreamHub, redis_client: 
         return await asyncio.wait_for(asyncio.gather(*readers), 30)
 
     got = asyncio.run(scenario())
-    assert got == [
-        [StreamEvent("delta", f"{index}a"), StreamEvent("delta", f"{index}b"), StreamEvent("done", "")]
-        for index in range(3)
-    ]
+    assert got == [[StreamEvent("delta", f"{index}a"), StreamEvent("delta", f"{index}b"), DONE] for index in range(3)]
 
 
 def test_a_new_reader_does_not_wait_for_the_read_under_way(hub: StreamHub, redis_client: redis.Redis) -> None:
@@ -68,7 +67,7 @@ def test_a_new_reader_does_not_wait_for_the_read_under_way(hub: StreamHub, redis
         finally:
             silent.cancel()
 
-    assert asyncio.run(scenario()) == [StreamEvent("delta", "all"), StreamEvent("done", "")]
+    assert asyncio.run(scenario()) == [StreamEvent("delta", "all"), DONE]
 
 
 def test_a_task_that_ended_without_writing_ends_its_stream(redis_client: redis.Redis) -> None:
@@ -106,7 +105,7 @@ def test_hundreds_of_readers_share_one_blocking_read(hub: StreamHub, redis_clien
         return await asyncio.wait_for(asyncio.gather(*followed), 60), blocked
 
     got, blocked = asyncio.run(scenario())
-    assert got == [[StreamEvent("delta", str(index)), StreamEvent("done", "")] for index in range(readers)]
+    assert got == [[StreamEvent("delta", str(index)), DONE] for index in range(readers)]
     assert blocked - others == 1
 
 
@@ -130,7 +129,7 @@ def test_text_written_while_ended_is_asked_comes_once(redis_client: redis.Redis,
         await asyncio.to_thread(sink.delta, "world")
         await asyncio.to_thread(sink.done, ANSWER)
         await asyncio.sleep(0.01 * attempt)  # let the hub's read deliver them, or not
-        return [StreamEvent("delta", "Hello, world"), StreamEvent("done", "")]
+        return [StreamEvent("delta", "Hello, world"), DONE]
 
     async def scenario() -> list[StreamEvent]:
         return [event async for event in hub.events(task_id, 30, ended)]
@@ -139,4 +138,4 @@ def test_text_written_while_ended_is_asked_comes_once(redis_client: redis.Redis,
         got = asyncio.run(scenario())
     finally:
         hub.close()
-    assert got == [StreamEvent("delta", "Hello, "), StreamEvent("delta", "world"), StreamEvent("done", "")]
+    assert got == [StreamEvent("delta", "Hello, "), StreamEvent("delta", "world"), DONE]
