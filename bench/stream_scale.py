@@ -6,8 +6,9 @@ The vendor is bench/fake_openai.py in a process of its own: each streamed answer
 gateway (``POST /v1/chat/completions``, ``stream: true``), which submits each to one worker (threads pool,
 concurrency ``STREAMS``) and relays the task streams. A third wave goes through the cheapest relay through
 Celery (bench/bare_stream_app.py: a bare task writing each delta to a Redis stream, a bare gateway relaying it,
-its worker on the same pool and concurrency): what the architecture itself costs at that size. The clients are
-``httpx`` in this process, one asyncio loop, reading every event.
+its worker on the same pool and concurrency): what the architecture itself costs at that size. The clients run
+in this process, one asyncio loop reading every event with bench/sse_client.py (with ``httpx`` the client was
+the bottleneck, and read streams seconds after they were sent).
 
 Reported: time to the first content chunk (p50 and p95) on every side and what stepper and the bare relay add,
 the streams that failed or lost text (target: none through stepper), CPU per stream of each side's processes,
@@ -26,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import bare_io_app
 from bench.fake_openai import API_KEY
 from bench.harness import Figure, compare, cpu_seconds, fleet, percentile, progress, redis_url
 from bench.io_fleet import fake_provider
 from bench.memory import memory_mb
+from bench.sse_client import HttpStatusError, post_lines
 from bench.stream_latency import KEY, KEY_ENVIRONMENT, bare_relay, settings
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RedisServer
@@ -41,6 +41,8 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 FIRST_TOKEN_S = 1.0
 CHUNKS = 20
 CHUNK_INTERVAL_S = 0.01
+#: The longest one stream may take, start to end.
+STREAM_TIMEOUT_S = 300.0
 #: Every content delta the fake sends, joined: what each stream must deliver whole.
 ANSWER = "".join(f"token{index} " for index in range(CHUNKS))
 DATABASE = 11
@@ -58,18 +60,16 @@ class Streamed:
     opened_s: float | None = None
 
 
-async def stream_one(client: httpx.AsyncClient, url: str, headers: dict[str, str], index: int) -> Streamed:
+async def stream_one(url: str, headers: dict[str, str], index: int) -> Streamed:
     body = {"model": bare_io_app.MODEL, "stream": True, "messages": [{"role": "user", "content": f"scale #{index}"}]}
     started = time.perf_counter()
     first: float | None = None
     opened: float | None = None
     pieces: list[str] = []
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as response:
-            if response.status_code != 200:
-                return Streamed(None, "", f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
-            async for line in response.aiter_lines():
-                if not line.startswith("data: {"):
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            async for line in post_lines(url, body, headers):
+                if not line.startswith(b"data: {"):
                     continue
                 opened = opened if opened is not None else time.perf_counter() - started
                 event = json.loads(line[6:])
@@ -79,16 +79,14 @@ async def stream_one(client: httpx.AsyncClient, url: str, headers: dict[str, str
                 if content:
                     first = first if first is not None else time.perf_counter() - started
                     pieces.append(content)
-    except httpx.HTTPError as exc:
+    except (HttpStatusError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
         return Streamed(first, "".join(pieces), f"{type(exc).__name__}: {exc}")
     return Streamed(first, "".join(pieces), opened_s=opened)
 
 
 async def wave(url: str, headers: dict[str, str]) -> list[Streamed]:
     """``STREAMS`` streamed chats opened at once."""
-    limits = httpx.Limits(max_connections=STREAMS + 16, max_keepalive_connections=STREAMS + 16)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as client:
-        return list(await asyncio.gather(*(stream_one(client, url, headers, index) for index in range(STREAMS))))
+    return list(await asyncio.gather(*(stream_one(url, headers, index) for index in range(STREAMS))))
 
 
 def stream_writes(redis: RedisServer) -> int:
