@@ -29,7 +29,8 @@ MODEL = "bench-model"
 _local = threading.local()
 
 
-def _session() -> requests.Session:
+def thread_session() -> requests.Session:
+    """This pool thread's own ``requests.Session`` (no thread waits for another's connection)."""
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
         session = _local.session = requests.Session()
@@ -57,7 +58,7 @@ def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 
 
     @bare.task(name="bare.chat", shared=False)  # type: ignore[untyped-decorator]  # Celery is untyped
     def chat(**request: Any) -> dict[str, Any]:
-        response = _session().post(endpoint, json={"model": MODEL, **request}, headers=headers, timeout=(5, 30))
+        response = thread_session().post(endpoint, json={"model": MODEL, **request}, headers=headers, timeout=(5, 30))
         response.raise_for_status()
         body = response.json()
         return {"text": body["choices"][0]["message"]["content"], "usage": body.get("usage")}

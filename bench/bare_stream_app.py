@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,22 +38,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bench.bare_app import BROKER_ENV, RELIABILITY
-from bench.bare_io_app import CONCURRENCY_ENV, FAKE_URL_ENV, KEY_ENV, MODEL, pool_size, size_pools
+from bench.bare_io_app import CONCURRENCY_ENV, FAKE_URL_ENV, KEY_ENV, MODEL, pool_size, size_pools, thread_session
 
 TASK = "bare.stream_chat"
 #: How long a relayed stream is kept in Redis after its last delta, seconds.
 STREAM_TTL_S = 300
 #: How long the gateway waits for the next delta before it gives up on a stream, milliseconds.
 READ_BLOCK_MS = 30_000
-
-_local = threading.local()
-
-
-def _session() -> requests.Session:
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-    return session
 
 
 def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 0) -> Celery:
@@ -69,7 +59,7 @@ def create_app(broker_url: str, fake_url: str, api_key: str, concurrency: int = 
     def stream_chat(stream: str, **request: Any) -> None:
         body = {"model": MODEL, "stream": True, **request}
         try:
-            with _session().post(endpoint, json=body, headers=headers, stream=True, timeout=(5, 30)) as response:
+            with thread_session().post(endpoint, json=body, headers=headers, stream=True, timeout=(5, 30)) as response:
                 response.raise_for_status()
                 for line in response.iter_lines():
                     if line.startswith(b"data: {"):
