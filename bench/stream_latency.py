@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from bench.harness import Figure, compare, fleet, progress, redis_url
 from bench.io_fleet import KEY_ENV, stepper_settings
 from stepper.gateway.auth import key_digest
 from tests.support.fake_http import serving
-from tests.support.gateway import RunningGateway, running_gateway, wait_live
+from tests.support.gateway import running_gateway, serving_http
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.vendors.openai_compatible import FakeOpenAICompatible
 from tests.support.workers import REPO_ROOT, start_celery_worker
@@ -90,23 +89,15 @@ def bare_relay(
         "bench.bare_stream_app", directory, env, name="bench-bare-stream", pool=POOL, concurrency=concurrency
     )
     port = free_port()
-    log_path = directory / f"bare-gateway-{port}.log"
     command = [
         sys.executable, "-m", "uvicorn", "bench.bare_stream_app:gateway", "--host", "127.0.0.1", "--port", str(port),
         "--http", "httptools", "--loop", "uvloop", "--no-access-log",
     ]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603  (this interpreter, a bench module, no shell)
-            command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}, stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    gateway = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
+    process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
     try:
-        wait_live(gateway)
-        yield f"{gateway.url}/v1/chat/completions", {"worker": worker.process.pid, "gateway": process.pid}
+        with serving_http(command, port, REPO_ROOT, process_env, directory / f"bare-gateway-{port}.log") as gateway:
+            yield f"{gateway.url}/v1/chat/completions", {"worker": worker.process.pid, "gateway": gateway.process.pid}
     finally:
-        process.terminate()
-        process.wait(timeout=20)
         worker.stop()
 
 

@@ -45,12 +45,23 @@ def running_gateway(
         **(env or {}),
     }
     command = [sys.executable, "-m", "stepper", "gateway", "--host", "127.0.0.1", "--port", str(port), *args]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=directory, env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
-    gateway = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        wait_live(gateway)
+    with serving_http(command, port, directory, process_env, log_path) as gateway:
         yield gateway
+
+
+@contextmanager
+def serving_http(
+    command: list[str], port: int, cwd: Path, env: dict[str, str], log_path: Path
+) -> Iterator[RunningGateway]:
+    """Run ``command``, an HTTP server on 127.0.0.1:``port`` that answers ``/health/live``, with its output in
+    ``log_path``; yield it once it answers (``RuntimeError`` with its log if it exits or stays silent first), and
+    stop it afterwards (terminated, killed if it still runs 20 s later)."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    server = RunningGateway(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_live(server)
+        yield server
     finally:
         process.terminate()
         try:
@@ -60,8 +71,7 @@ def running_gateway(
             process.wait()
 
 
-def wait_live(gateway: RunningGateway, timeout_s: float = 60) -> None:
-    """Return once `gateway` answers `/health/live`; raise `RuntimeError` with its log if it exits or stays silent."""
+def _wait_live(gateway: RunningGateway, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
