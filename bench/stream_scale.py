@@ -89,6 +89,20 @@ async def wave(url: str, headers: dict[str, str]) -> list[Streamed]:
     return list(await asyncio.gather(*(stream_one(url, headers, index) for index in range(STREAMS))))
 
 
+def timed_wave(
+    url: str, headers: dict[str, str], pids: dict[str, int], redis: RedisServer
+) -> tuple[list[Streamed], float, dict[str, float]]:
+    """A :func:`wave` at ``url``, the seconds it took, and the CPU milliseconds per stream that each process of
+    ``pids`` (by name) and Redis spent meanwhile."""
+    processes = dict(pids) if redis.process is None else {**pids, "redis": redis.process.pid}
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    started = time.monotonic()
+    streams = asyncio.run(wave(url, headers))
+    elapsed_s = time.monotonic() - started
+    cpu_ms = {name: (cpu_seconds(pid) - before[name]) * 1000 / STREAMS for name, pid in processes.items()}
+    return streams, elapsed_s, cpu_ms
+
+
 def stream_writes(redis: RedisServer) -> int:
     """XADD calls the server has run so far (every stepper stream write is one)."""
     stats = redis.client().info("commandstats").get("cmdstat_xadd", {})
@@ -117,15 +131,13 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
             direct = asyncio.run(wave(f"{base_url}/chat/completions", {"Authorization": f"Bearer {API_KEY}"}))
             progress(f"stream_scale: direct done; now {STREAMS} via the gateway")
             writes_before = stream_writes(redis)
-            processes = {"worker": worker.process.pid, "gateway": gateway.process.pid}
-            if redis.process is not None:
-                processes["redis"] = redis.process.pid
-            cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-            started = time.monotonic()
-            relayed = asyncio.run(wave(f"{gateway.url}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"}))
-            elapsed_s = time.monotonic() - started
+            relayed, elapsed_s, cpu_ms = timed_wave(
+                f"{gateway.url}/v1/chat/completions",
+                {"Authorization": f"Bearer {KEY}"},
+                {"worker": worker.process.pid, "gateway": gateway.process.pid},
+                redis,
+            )
             writes = stream_writes(redis) - writes_before
-            cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / STREAMS for name, pid in processes.items()}
             worker_mb = memory_mb(worker.process.pid, "VmHWM")
             gateway_mb = memory_mb(gateway.process.pid, "VmHWM")
         progress(f"stream_scale: now {STREAMS} via a bare Celery relay")
@@ -133,25 +145,14 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
             tempfile.TemporaryDirectory() as directory,
             bare_relay(redis_url(redis, BARE_DATABASE), base_url, Path(directory), STREAMS) as (bare_url, bare_pids),
         ):
-            if redis.process is not None:
-                bare_pids["redis"] = redis.process.pid
-            bare_before = {name: cpu_seconds(pid) for name, pid in bare_pids.items()}
-            started = time.monotonic()
-            bare = asyncio.run(wave(bare_url, {}))
-            bare_elapsed_s = time.monotonic() - started
-            bare_cpu_ms = {
-                name: (cpu_seconds(pid) - bare_before[name]) * 1000 / STREAMS for name, pid in bare_pids.items()
-            }
-    failed = [streamed for streamed in relayed if streamed.error is not None or streamed.text != ANSWER]
-    failed_direct = [streamed for streamed in direct if streamed.error is not None or streamed.text != ANSWER]
-    failed_bare = [streamed for streamed in bare if streamed.error is not None or streamed.text != ANSWER]
+            bare, bare_elapsed_s, bare_cpu_ms = timed_wave(bare_url, {}, bare_pids, redis)
+    failed, failed_direct, failed_bare = (_broken(streams) for streams in (relayed, direct, bare))
     via_ms = _first_tokens_ms(relayed)
     direct_ms = _first_tokens_ms(direct)
     bare_ms = _first_tokens_ms(bare)
     added_ms = percentile(via_ms, 0.5) - percentile(direct_ms, 0.5)
     bare_added_ms = percentile(bare_ms, 0.5) - percentile(direct_ms, 0.5)
     writes_per_delta = writes / (STREAMS * CHUNKS)
-    errors = sorted({streamed.error or "text lost" for streamed in failed})[:3]
     return {
         "stream_scale.first_token": compare(
             Figure(f"first token, {STREAMS} streams at once via the gateway (p50)", percentile(via_ms, 0.5), "ms"),
@@ -168,14 +169,14 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
                 "bare": round(percentile(bare_ms, 0.95), 1),
             },
             failed=len(failed),
-            errors=errors,
+            errors=_errors(failed),
             streams_per_s=round(STREAMS / elapsed_s, 1),
             cpu_ms_per_stream={name: round(value, 2) for name, value in cpu_ms.items()},
             bare={
                 "first_token_p50_ms": round(percentile(bare_ms, 0.5), 1),
                 "added_ms": round(bare_added_ms, 1),
                 "failed": len(failed_bare),
-                "errors": sorted({streamed.error or "text lost" for streamed in failed_bare})[:3],
+                "errors": _errors(failed_bare),
                 "streams_per_s": round(STREAMS / bare_elapsed_s, 1),
                 "cpu_ms_per_stream": {name: round(value, 2) for name, value in bare_cpu_ms.items()},
             },
@@ -196,3 +197,13 @@ def _first_tokens_ms(streams: list[Streamed]) -> list[float]:
 
 def _opened_ms(streams: list[Streamed]) -> list[float]:
     return [streamed.opened_s * 1000 for streamed in streams if streamed.opened_s is not None] or [0.0]
+
+
+def _broken(streams: list[Streamed]) -> list[Streamed]:
+    """The streams that failed or did not deliver the whole answer."""
+    return [streamed for streamed in streams if streamed.error is not None or streamed.text != ANSWER]
+
+
+def _errors(failed: list[Streamed]) -> list[str]:
+    """Up to three distinct reasons among ``failed`` streams."""
+    return sorted({streamed.error or "text lost" for streamed in failed})[:3]
