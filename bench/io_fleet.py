@@ -38,7 +38,7 @@ from tests.support.workers import REPO_ROOT, Worker, start_celery_worker
 LATENCY_S = 0.1
 TASKS = 1500
 WARM_UP = 64
-ROUNDS = 3
+ROUNDS = 5
 TARGET = 1.0
 KEY_ENV = "BENCH_FAKE_OPENAI_KEY"
 PROFILE = PROFILES["llm"]

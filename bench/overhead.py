@@ -30,7 +30,7 @@ from tests.support.redis_server import RedisServer
 TASKS = 1500
 SEQUENTIAL = 200
 WARM_UP = 50
-ROUNDS = 3
+ROUNDS = 5
 CONCURRENCY = 4
 THROUGHPUT_TARGET = 0.9
 EXTRA_P50_TARGET_MS = 1.0
