@@ -3,9 +3,11 @@
 A reader that blocks on ``XREAD`` for its own stream holds a thread and a Redis connection for as long as the
 answer takes, so a gateway relaying a thousand streamed chats would need a thousand of each (and Starlette's
 thread pool has forty). :class:`StreamHub` instead runs one thread that reads every stream its readers follow
-with one blocking ``XREAD`` over all their keys, and hands each entry to its reader's asyncio queue. A new reader
-wakes the blocked read by appending to the hub's own wake stream, which that read always includes, so its first
-event is not held back by a read that started before it came. A reader's events are those of
+with one blocking ``XREAD`` over all their keys, and hands each entry to its reader's asyncio queue. A read under
+way does not include the readers that came after it began: the first of them wakes it by appending to the hub's
+own wake stream, which every read includes, so that their first events are not held back; the others count on
+that wake, and the next read includes them all. A reader that comes while no read is under way (none followed,
+or between two reads) wakes nothing: the next read includes it. A reader's events are those of
 :func:`stepper.infra.streams.read_stream`, and end the same ways.
 
 Redis: ``XREAD BLOCK`` takes any number of keys (https://redis.io/docs/latest/commands/xread/); each call
@@ -76,6 +78,9 @@ class StreamHub:
         self._readers: dict[bytes, _Reader] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: Whether a read is under way (its keys fixed), and whether a wake was sent since it began.
+        self._reading = False
+        self._woken = False
 
     async def events(
         self, task_id: str, timeout_s: float, ended: Callable[[], Awaitable[list[StreamEvent]]]
@@ -90,9 +95,9 @@ class StreamHub:
         """
         key = keys.stream(task_id).encode()
         reader = _Reader(asyncio.get_running_loop())
-        self._follow(key, reader)
         try:
-            await asyncio.to_thread(self._wake)
+            if self._follow(key, reader):
+                await asyncio.to_thread(self._wake)
             deadline = time.monotonic() + timeout_s
             silence_s = self._block_ms / 1000
             while time.monotonic() < deadline:
@@ -144,11 +149,18 @@ class StreamHub:
                 self._wake()
             thread.join(timeout=self._block_ms / 1000 + 1)
 
-    def _follow(self, key: bytes, reader: _Reader) -> None:
+    def _follow(self, key: bytes, reader: _Reader) -> bool:
+        """Follow ``key`` for ``reader``; True when the caller must wake the read under way (it is the first to
+        come since that read began). A wake sent then makes the read return, and the next read includes every
+        reader followed before it: ``XREAD`` returns the wake entry, newer than the id the read gave for the wake
+        stream, even when the entry was written before the read reached Redis."""
         with self._lock:
             self._readers[key] = reader
             self._thread = threads.running(self._thread, self._run, "stepper-stream-hub")
             self._followed.notify()
+            wake = self._reading and not self._woken
+            self._woken = self._woken or wake
+            return wake
 
     def _unfollow(self, key: bytes) -> None:
         with self._lock:
@@ -196,6 +208,7 @@ class StreamHub:
                 self._followed.wait()
             if self._closed:
                 return None
+            self._reading, self._woken = True, False
             return [
                 "STREAMS",
                 self._wake_key,
@@ -206,6 +219,7 @@ class StreamHub:
 
     def _failed(self, exc: RedisError) -> None:
         with self._lock:
+            self._reading = False
             log.warning("reading %d stream(s) failed (%s); trying again", len(self._readers), exc)
             for reader in self._readers.values():
                 reader.deliver(exc)
@@ -213,6 +227,7 @@ class StreamHub:
 
     def _dispatch(self, answer: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]) -> None:
         with self._lock:
+            self._reading = False
             for key, entries in answer:
                 if not entries:
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stepper.infra.stream_hub import StreamHub
 from stepper.infra.streams import RedisStreamSink, StreamEvent, done_event
+from tests.support.monitor import monitored
 from tests.support.streaming import chat_result
 
 ANSWER = chat_result("Hello, world")
@@ -68,6 +70,42 @@ def test_a_new_reader_does_not_wait_for_the_read_under_way(hub: StreamHub, redis
             silent.cancel()
 
     assert asyncio.run(scenario()) == [StreamEvent("delta", "all"), DONE]
+
+
+def wakes(seen: list[dict[str, Any]]) -> int:
+    """The hub's wakes among the commands ``MONITOR`` saw: appends to its wake stream."""
+    return sum(entry["command"].startswith("XADD") and ":stream-hub:" in entry["command"] for entry in seen)
+
+
+def test_readers_that_come_during_one_read_wake_it_once(hub: StreamHub, redis_client: redis.Redis) -> None:
+    """Fifty readers come while the hub is blocked on a silent stream: the first wakes the read, the others count
+    on that wake, and the next read brings every one its events (on a busy machine a new read may begin before
+    the last of them come: they wake that one)."""
+    readers = 50
+    for index in range(readers):
+        answer(redis_client, f"come-{index}", [str(index)])
+
+    async def scenario() -> list[list[StreamEvent]]:
+        silent = asyncio.create_task(follow(hub, "silent"))
+        await asyncio.sleep(0.1)  # the hub is blocked reading the silent stream
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(follow(hub, f"come-{i}") for i in range(readers))), 30)
+        finally:
+            silent.cancel()
+
+    with monitored(redis_client) as seen:
+        got = asyncio.run(scenario())
+    assert got == [[StreamEvent("delta", str(index)), DONE] for index in range(readers)]
+    assert 1 <= wakes(seen) <= 2
+
+
+def test_a_reader_of_an_idle_hub_wakes_nothing(hub: StreamHub, redis_client: redis.Redis) -> None:
+    """No read is under way while nobody is followed: the first reader's stream is in the hub's next read."""
+    answer(redis_client, "first", ["only"])
+    with monitored(redis_client) as seen:
+        got = asyncio.run(follow(hub, "first"))
+    assert got == [StreamEvent("delta", "only"), DONE]
+    assert wakes(seen) == 0
 
 
 def test_a_task_that_ended_without_writing_ends_its_stream(redis_client: redis.Redis) -> None:
