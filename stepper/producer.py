@@ -26,6 +26,9 @@ from stepper.reuse.submitting import cached_result, claim_idempotency_key
 from stepper.schemas import KINDS, ChatRequest, Kind
 from stepper.schemas.common import TaskRequest
 
+#: The Celery states a task's stream ends in without the task writing its end (:func:`ending_events`).
+ENDED_STATES = frozenset({"SUCCESS", "REVOKED", "FAILURE"})
+
 
 def submit(
     kind: Kind,
@@ -137,17 +140,23 @@ def stream(task_id: str, timeout_s: float = 300.0) -> Iterator[StreamEvent]:
 
 def outcome_events(result: AsyncResult) -> list[StreamEvent]:
     """The events that end the stream of a task that has finished (``[]`` while it has not): its answer and
-    ``done``, ``error``, or ``cancelled`` for a revoked task. One read of the result backend."""
+    ``done``, ``error``, or ``cancelled`` for a revoked task. One read of the result backend (a finished task's
+    result is kept with its state)."""
     state = result.state
+    return ending_events(state, result.result if state in ENDED_STATES else None)
+
+
+def ending_events(state: str, value: Any) -> list[StreamEvent]:
+    """:func:`outcome_events` of a task in Celery ``state`` whose stored result is ``value`` (an exception for a
+    failure, as the result backend decodes it)."""
     if state == "SUCCESS":
-        value = result.result
         if not isinstance(value, dict):
             return [StreamEvent("delta", ""), StreamEvent("done", "")]
         return [*(answer_events(value["output"]["message"]) or [StreamEvent("delta", "")]), done_event(value)]
     if state == "REVOKED":
-        return [StreamEvent("cancelled", str(result.result or "revoked"))]
+        return [StreamEvent("cancelled", str(value or "revoked"))]
     if state == "FAILURE":
-        return [StreamEvent("error", f"{type(result.result).__name__}: {result.result}")]
+        return [StreamEvent("error", f"{type(value).__name__}: {value}")]
     return []
 
 

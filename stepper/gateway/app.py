@@ -13,6 +13,7 @@ from stepper.config import current_settings
 from stepper.errors import ConfigError
 from stepper.gateway import health, jobs, openai_compat, workflows
 from stepper.gateway.auth import KeyLimiter
+from stepper.gateway.endings import EndingChecks
 from stepper.gateway.errors import install_error_handlers
 from stepper.gateway.limits import BodySizeLimit
 from stepper.gateway.metrics import GatewayMetrics, RequestMetrics
@@ -59,6 +60,7 @@ def create_app(
         metrics=metrics,
         budgets=Budgets(RedisSpendLedger(redis), settings),
         streams=StreamHub(redis),
+        endings=EndingChecks(celery),
     )
     install_error_handlers(app)
     app.include_router(health.probes)

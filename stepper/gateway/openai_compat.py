@@ -50,7 +50,7 @@ from stepper.gateway.errors import ApiError
 from stepper.gateway.state import Gateway, admitting, caller, gateway, limited, submitted_by
 from stepper.infra.result_backend import unsubscribed
 from stepper.infra.streams import StreamEvent, answer_ending, answer_events
-from stepper.producer import outcome_events, submit
+from stepper.producer import submit
 from stepper.schemas import ChatRequest
 
 router = APIRouter(tags=["openai"])
@@ -296,16 +296,6 @@ def _cancelled(message: str) -> ApiError:
     return ApiError(CANCELLED_STATUS, message, "cancelled")
 
 
-def _outcome(state: Gateway, task_id: str) -> list[StreamEvent]:
-    """The events ending the stream of a task that finished without writing it (``[]`` while it runs): its
-    outcome from the result backend, or ``cancelled`` for a revoked task no worker has ended (one queued behind
-    busy workers, or on a queue no worker consumes, would otherwise keep its client until the chat timeout)."""
-    events = outcome_events(AsyncResult(task_id, app=state.celery))
-    if not events and revoked(state, task_id):
-        return [StreamEvent("cancelled", "revoked")]
-    return events
-
-
 def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """OpenAI's usage object from a result's ``usage``; ``prompt_tokens_details.cached_tokens`` is the part of the
     prompt the vendor served from its prompt cache (0 when it did not say)."""
@@ -358,8 +348,10 @@ async def _stream(
         return f"data: {json.dumps(body)}\n\n"
 
     async def ended() -> list[StreamEvent]:
+        # A task revoked while queued behind busy workers, or on a queue no worker consumes, ends here: its client
+        # would otherwise wait for the chat timeout.
         relay.check_client()
-        return await run_in_threadpool(_outcome, state, result.id)
+        return await state.endings.ended(result.id)
 
     yield chunk({"role": "assistant", "content": ""})
     end: dict[str, Any] | None = None  # finish reason, logprobs and usage (answer_ending)

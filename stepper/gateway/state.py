@@ -19,6 +19,7 @@ from redis import Redis
 from starlette.concurrency import run_in_threadpool
 
 from stepper.gateway.auth import ANONYMOUS, Caller, KeyLimiter, RateLimitExceeded, match_key
+from stepper.gateway.endings import EndingChecks
 from stepper.gateway.errors import ApiError
 from stepper.gateway.metrics import GatewayMetrics
 from stepper.guards.spend import GATEWAY_KEY_HEADER, Budgets, lines_of
@@ -42,6 +43,8 @@ class Gateway:
     budgets: Budgets
     #: Follows the task streams this gateway relays, for all of them over one Redis connection.
     streams: StreamHub
+    #: Asks whether the tasks of silent streams ended without writing them, many at once.
+    endings: EndingChecks
 
 
 # The dependencies that never block are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool, a
