@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from celery import states
 from celery.result import AsyncResult, EagerResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -25,9 +26,6 @@ from stepper.priorities import PriorityName
 from stepper.reuse.submitting import cached_result, claim_idempotency_key
 from stepper.schemas import KINDS, ChatRequest, Kind
 from stepper.schemas.common import TaskRequest
-
-#: The Celery states a task's stream ends in without the task writing its end (:func:`ending_events`).
-ENDED_STATES = frozenset({"SUCCESS", "REVOKED", "FAILURE"})
 
 
 def submit(
@@ -143,7 +141,7 @@ def outcome_events(result: AsyncResult) -> list[StreamEvent]:
     ``done``, ``error``, or ``cancelled`` for a revoked task. One read of the result backend (a finished task's
     result is kept with its state)."""
     state = result.state
-    return ending_events(state, result.result if state in ENDED_STATES else None)
+    return ending_events(state, result.result if state in states.READY_STATES else None)
 
 
 def ending_events(state: str, value: Any) -> list[StreamEvent]:
