@@ -482,7 +482,9 @@ class RecoverySettings(_Settings):
     """Riding out a Redis restart and a dead worker; see stepper.workers.recovery."""
 
     #: A stepper message held by no live worker for this long goes back on its queue (kombu alone waits for
-    #: the visibility timeout). Workers renew their lease four times per period.
+    #: the visibility timeout). Workers renew their lease four times per period. Also the lease of a claim on a
+    #: computation in flight (single flight, an idempotency key), renewed as often while it runs
+    #: (stepper.reuse.leases): a dead worker's claim runs out this long after its last renewal.
     lease_s: float = Field(default=20.0, gt=0)
     #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
     #: task is put back on its queue instead of failing.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
@@ -114,8 +114,9 @@ class ResultStore(Protocol):
         window: CacheWindow | None = None,
         admitting: Admitting | None = None,
     ) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner); with the
-        claim, ``admitting`` answered where the store can ask it in the same round trip."""
+        """The stored result, or the claim of its computation for the run ``owner`` (:func:`stepper.reuse.leases.
+        run_owner`) for ``lease_s``; with the claim, ``admitting`` answered where the store can ask it in the same
+        round trip. A claim held by another run is never taken, whichever task that run belongs to."""
         ...
 
     def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
@@ -136,11 +137,17 @@ class ResultStore(Protocol):
         ...
 
     def claim_flight(self, key: str, owner: str, lease_s: float) -> bool:
-        """Become the one computing ``key`` for ``lease_s`` (or still be, after a redelivery of the same owner)."""
+        """Become the one computing ``key`` for ``lease_s``, unless another run holds its claim."""
         ...
 
-    def land(self, key: str) -> None:
-        """Release the computation's claim without a result (it failed): waiters compute it themselves."""
+    def renew(self, claims: Sequence[tuple[str, str]], lease_s: float) -> list[bool]:
+        """Renew each ``(key, owner)`` claim for ``lease_s`` from now while ``owner`` holds it; whether each was
+        (:mod:`stepper.reuse.leases` renews the claims of computations still running)."""
+        ...
+
+    def land(self, key: str, owner: str) -> None:
+        """Release ``owner``'s claim without a result (it failed): waiters compute it themselves. A claim another
+        run took meanwhile (``owner``'s ran out) stays."""
         ...
 
     def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
@@ -157,6 +164,8 @@ class ResultCache:
         self.clock = clock
         self._probe = lua.script(client, "cache_claim", "cache_probe")
         self._probe_admit = lua.script(client, "cache_claim", "admission", "cache_probe_admit")
+        self._land = lua.script(client, "flight_land")
+        self._renew = client.register_script(lua.source("flight_renew"))  # redis-py's: it runs in a pipeline
         self._database = result_riders.database(client)
 
     def probe(
@@ -167,7 +176,7 @@ class ResultCache:
         window: CacheWindow | None = None,
         admitting: Admitting | None = None,
     ) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner). With the
+        """The stored result, or the claim of its computation for the run ``owner`` for ``lease_s``. With the
         claim, ``admitting`` is asked in the same script (``lua/cache_probe_admit.lua``) when its keys live in this
         cache's Redis database: one round trip before the provider call instead of two."""
         probe_keys = [key, keys.flight(key)]
@@ -201,14 +210,18 @@ class ResultCache:
         self.client.delete(keys.refreshing(key))
 
     def claim_flight(self, key: str, owner: str, lease_s: float) -> bool:
-        """Become the one computing ``key`` (or still be, after a redelivery of the same task)."""
-        flight = keys.flight(key)
-        if self.client.set(flight, owner.encode(), nx=True, px=ttl_ms(lease_s)):
-            return True
-        return self.client.get(flight) == owner.encode()
+        """Become the one computing ``key`` for ``lease_s``, unless another run holds its claim (``SET NX PX``)."""
+        return bool(self.client.set(keys.flight(key), owner.encode(), nx=True, px=ttl_ms(lease_s)))
 
-    def land(self, key: str) -> None:
-        self.client.delete(keys.flight(key))
+    def renew(self, claims: Sequence[tuple[str, str]], lease_s: float) -> list[bool]:
+        """Renew each claim its owner still holds (``lua/flight_renew.lua``), all in one round trip."""
+        pipeline = self.client.pipeline(transaction=False)
+        for key, owner in claims:
+            self._renew(keys=[keys.flight(key)], args=[owner, ttl_ms(lease_s)], client=pipeline)
+        return [bool(renewed) for renewed in pipeline.execute()]
+
+    def land(self, key: str, owner: str) -> None:
+        self._land(keys=[keys.flight(key)], args=[owner])
 
     def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait for the computation in flight to store its result; None if it gave up (or its worker died)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,14 +41,14 @@ class MemoryResultCache:
         window: CacheWindow | None = None,
         admitting: Admitting | None = None,
     ) -> Probe:
-        """The stored result, or the claim of its computation for ``owner`` (kept by a redelivered owner).
+        """The stored result, or the claim of its computation for the run ``owner`` for ``lease_s``.
         ``admitting`` is never asked here: memory costs no round trip, and the call asks its admission itself."""
         del admitting
         with self._lock:
             raw = self._read(key)
             if raw is not None:
                 return Probe(stored_hit(raw, window, self.clock()), claimed=False)
-            return Probe(None, self._claim(keys.flight(key), owner, lease_s))
+            return Probe(None, self._set_nx(keys.flight(key), owner, lease_s))
 
     def finish(self, key: str, rides_with: str | None, result: dict[str, Any], ttl_s: float) -> None:
         """Store the result for ``ttl_s`` and release the computation's claim, at once."""
@@ -72,13 +72,20 @@ class MemoryResultCache:
             self._held.pop(keys.refreshing(key), None)
 
     def claim_flight(self, key: str, owner: str, lease_s: float) -> bool:
-        """Become the one computing ``key`` (or still be, after a redelivery of the same task)."""
+        """Become the one computing ``key`` for ``lease_s``, unless another run holds its claim."""
         with self._lock:
-            return self._claim(keys.flight(key), owner, lease_s)
+            return self._set_nx(keys.flight(key), owner, lease_s)
 
-    def land(self, key: str) -> None:
+    def renew(self, claims: Sequence[tuple[str, str]], lease_s: float) -> list[bool]:
+        """Renew each claim its owner still holds, for ``lease_s`` from now."""
         with self._lock:
-            self._held.pop(keys.flight(key), None)
+            return [self._renew(keys.flight(key), owner, lease_s) for key, owner in claims]
+
+    def land(self, key: str, owner: str) -> None:
+        """Release ``owner``'s claim, unless another run holds it by now."""
+        with self._lock:
+            if self._read(keys.flight(key)) == owner:
+                del self._held[keys.flight(key)]
 
     def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait for the computation in flight to store its result; None if it gave up (or its lease ran out)."""
@@ -108,6 +115,9 @@ class MemoryResultCache:
         self._write(name, value, ttl_s)
         return True
 
-    def _claim(self, flight: str, owner: str, lease_s: float) -> bool:
-        """``cache_probe.lua``'s claim: take the flight when free, or keep it when ``owner`` already holds it."""
-        return self._set_nx(flight, owner, lease_s) or self._read(flight) == owner
+    def _renew(self, flight: str, owner: str, lease_s: float) -> bool:
+        """``flight_renew.lua``: a new lease for the claim ``owner`` still holds."""
+        if self._read(flight) != owner:
+            return False
+        self._write(flight, owner, lease_s)
+        return True

@@ -7,12 +7,15 @@ then the cache (fresh, or stale with one refresh enqueued), then single-flight a
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from stepper.config import current_config, current_settings
 from stepper.families import Family
 from stepper.infra import metrics
 from stepper.reuse.cache import Admitting, ResultStore, cache_key, cacheable, idempotency_key, result_cache
+from stepper.reuse.leases import LEASES, run_owner
 from stepper.reuse.submitting import as_cached, enqueue_refresh
 from stepper.schemas.common import TaskRequest
 
@@ -36,16 +39,16 @@ def serve(
     settings = current_settings()
     if results is None:
         results = result_cache(settings.recovery.redis_wait_s)
-    lease_s = float(current_config().get("task_time_limit") or 300)
+    flight = Flight(results, run_owner(task_id), settings.recovery.lease_s, compute)
     if request.idempotency_key is not None:
         key = idempotency_key(family.kind, request.idempotency_key)
-        probe = results.probe(key, task_id, lease_s, admitting=admitting)
+        probe = results.probe(key, flight.owner, flight.lease_s, admitting=admitting)
         if probe.hit is not None:
             return as_cached(probe.hit.result)
         ttl_s = settings.cache.idempotency_window_s
         # Written the moment the answer exists, not with the stored result: a worker that dies in between must
         # leave as short a window as possible in which a redelivery would do the work (a charge, a send) again.
-        return _single_flight(results, key, None, probe.claimed, ttl_s=ttl_s, compute=compute)
+        return flight.run(key, None, probe.claimed, ttl_s=ttl_s)
     if not cacheable(family.kind, request, settings.cache):
         return compute()
     window = settings.cache.windows[family.kind]
@@ -53,18 +56,19 @@ def serve(
     key = cache_key(family.kind, request, settings, family.output_model)
     if request.cache == "refresh":
         try:
-            claimed = results.claim_flight(key, task_id, lease_s)
-            return _single_flight(results, key, task_id, claimed, ttl_s=ttl_s, compute=compute)
+            claimed = results.claim_flight(key, flight.owner, flight.lease_s)
+            return flight.run(key, task_id, claimed, ttl_s=ttl_s)
         finally:
             results.refreshed(key)
-    probe = results.probe(key, task_id, lease_s, window, admitting)
+    probe = results.probe(key, flight.owner, flight.lease_s, window, admitting)
     hit = probe.hit
     metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
     if hit is not None:
-        if not hit.fresh and results.claim_refresh(key, lease_s):
+        # One refresh per stale period: the claim lasts until the refresh task ran, at most its time limit.
+        if not hit.fresh and results.claim_refresh(key, float(current_config().get("task_time_limit") or 300)):
             enqueue_refresh(family, request)
         return as_cached(hit.result)
-    return _single_flight(results, key, task_id, probe.claimed, ttl_s=ttl_s, compute=compute)
+    return flight.run(key, task_id, probe.claimed, ttl_s=ttl_s)
 
 
 def probes_first(family: Family, request: TaskRequest) -> bool:
@@ -75,20 +79,32 @@ def probes_first(family: Family, request: TaskRequest) -> bool:
     return request.cache != "refresh" and cacheable(family.kind, request, current_settings().cache)
 
 
-def _single_flight(
-    results: ResultStore, key: str, rides_with: str | None, claimed: bool, *, ttl_s: float, compute: Compute
-) -> dict[str, Any]:
-    """Compute when this caller claimed the computation; otherwise wait for the one who did. The entry rides with
-    the stored result of task ``rides_with`` (None: written at once)."""
-    if not claimed:
-        waited = results.wait_for(key, current_settings().cache.single_flight_wait_s)
-        if waited is not None:
-            return as_cached(waited)
-        # The computation we waited for was abandoned (its worker died, or it failed): do it ourselves.
-    try:
-        result = compute()
-    except BaseException:
-        results.land(key)
-        raise
-    results.finish(key, rides_with, result, ttl_s)
-    return result
+@dataclass(frozen=True)
+class Flight:
+    """One run's single flight: ``owner`` (:func:`~stepper.reuse.leases.run_owner`) claims a computation for
+    ``lease_s`` at a time, and ``compute`` runs it."""
+
+    results: ResultStore
+    owner: str
+    lease_s: float
+    compute: Compute
+
+    def run(self, key: str, rides_with: str | None, claimed: bool, *, ttl_s: float) -> dict[str, Any]:
+        """Compute when this run claimed the computation, holding the claim while it computes; otherwise wait for
+        the run that did. The entry rides with the stored result of task ``rides_with`` (None: written at once)."""
+        if not claimed:
+            waited = self.results.wait_for(key, current_settings().cache.single_flight_wait_s)
+            if waited is not None:
+                return as_cached(waited)
+            # The computation we waited for was abandoned (it failed, or its worker died and its claim ran out):
+            # do it ourselves, holding the claim unless another waiter took it first.
+            claimed = self.results.claim_flight(key, self.owner, self.lease_s)
+        try:
+            with LEASES.holding(self.results, key, self.owner, self.lease_s) if claimed else nullcontext():
+                result = self.compute()
+        except BaseException:
+            if claimed:
+                self.results.land(key, self.owner)
+            raise
+        self.results.finish(key, rides_with, result, ttl_s)
+        return result

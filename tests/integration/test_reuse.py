@@ -86,6 +86,8 @@ def test_idempotency_survives_a_killed_worker(start_fleet: Callable[..., Fleet])
         {
             "stepper_chains": {"chat": ["slow:slow-model"]},
             "stepper_providers": {"slow": {**SLOW, "options": {"delay_s": 1.5}}},
+            # The killed run's claim is renewed no more: the redelivered copy computes once it runs out.
+            "stepper_recovery": {"lease_s": 2.0},
         },
         name="idempotent",
         pool="prefork",

@@ -156,21 +156,37 @@ def test_an_entry_is_fresh_for_its_window_then_stale(cache: Harness) -> None:
     assert cache.store.get("other", WINDOW) is None
 
 
-def test_probe_hands_out_one_claim_per_key_and_keeps_it_for_its_owner(cache: Harness) -> None:
-    assert cache.store.probe("k", "task-1", lease_s=60) == Probe(None, claimed=True)
-    assert cache.store.probe("k", "task-2", lease_s=60) == Probe(None, claimed=False)
-    assert cache.store.probe("k", "task-1", lease_s=60) == Probe(None, claimed=True)  # redelivered
-    assert not cache.store.claim_flight("k", "task-2", lease_s=60)
+def test_probe_hands_out_one_claim_per_key_to_one_run(cache: Harness) -> None:
+    assert cache.store.probe("k", "task-1 run-1", lease_s=60) == Probe(None, claimed=True)
+    assert cache.store.probe("k", "task-2 run-2", lease_s=60) == Probe(None, claimed=False)
+    # A second run of the same task (its message put back while the first still runs) does not take it over.
+    assert cache.store.probe("k", "task-1 run-3", lease_s=60) == Probe(None, claimed=False)
+    assert not cache.store.claim_flight("k", "task-2 run-4", lease_s=60)
     cache.store.finish("k", "task-1", {"n": 1}, ttl_s=60)  # stores and releases the claim
-    assert cache.store.probe("k", "task-2", lease_s=60, window=WINDOW) == Probe(Hit({"n": 1}, True), claimed=False)
-    assert cache.store.claim_flight("k", "task-2", lease_s=60)
+    assert cache.store.probe("k", "task-2 run-2", lease_s=60, window=WINDOW) == Probe(Hit({"n": 1}, True), False)
+    assert cache.store.claim_flight("k", "task-2 run-4", lease_s=60)
 
 
 def test_a_landed_flight_frees_the_claim_and_its_waiters(cache: Harness) -> None:
-    assert cache.store.claim_flight("k", "task-1", lease_s=60)
-    cache.store.land("k")
+    assert cache.store.claim_flight("k", "run-1", lease_s=60)
+    cache.store.land("k", "run-2")  # not its claim: it stays
+    assert not cache.store.claim_flight("k", "run-3", lease_s=60)
+    cache.store.land("k", "run-1")
     assert cache.store.wait_for("k", timeout_s=30) is None  # nothing in flight: no wait
-    assert cache.store.claim_flight("k", "task-2", lease_s=60)
+    assert cache.store.claim_flight("k", "run-3", lease_s=60)
+
+
+def test_a_claim_is_renewed_only_while_its_run_holds_it(cache: Harness) -> None:
+    assert cache.store.claim_flight("k", "run-1", lease_s=0.3)
+    assert cache.store.claim_flight("other", "run-2", lease_s=60)
+    assert cache.store.renew([("k", "run-1"), ("other", "run-9"), ("absent", "run-1")], lease_s=60) == [
+        True,
+        False,
+        False,
+    ]
+    time.sleep(0.5)  # past the first lease: renewed, the claim is still held
+    assert not cache.store.claim_flight("k", "run-3", lease_s=60)
+    assert cache.store.claim_flight("absent", "run-5", lease_s=60)  # a renewal creates no claim
 
 
 def test_one_refresh_is_claimed_until_it_is_done(cache: Harness) -> None:
@@ -280,12 +296,15 @@ def test_single_flight_computes_once_for_concurrent_identical_requests(cache: Ha
     assert sum(not result["cached"] for result in results) == 1
 
 
-def test_an_abandoned_flight_is_taken_over(cache: Harness) -> None:
+@pytest.mark.parametrize("request_", [chat(), chat(temperature=0.9, idempotency_key="order-6")], ids=["cached", "key"])
+def test_an_abandoned_flight_is_taken_over_and_its_result_kept(cache: Harness, request_: ChatRequest) -> None:
     # A worker claimed the computation and died: its lease runs out, no result lands.
-    assert cache.store.claim_flight(chat_key(chat()), "a-worker-that-died", lease_s=0.2)
+    key = chat_key(request_) if request_.idempotency_key is None else idempotency_key("chat", "order-6")
+    assert cache.store.claim_flight(key, "a-worker-that-died", lease_s=0.2)
     compute = Compute()
-    assert cache.serve(chat(), "task-2", compute)["output"] == {"call": 1}
-    assert compute.calls == 1
+    assert cache.serve(request_, "task-2", compute)["output"] == {"call": 1}
+    again = cache.serve(request_, "task-3", compute)
+    assert compute.calls == 1 and again["cached"] and again["output"] == {"call": 1}
 
 
 def test_a_failed_computation_lets_the_next_request_compute(cache: Harness) -> None:
@@ -329,11 +348,53 @@ def test_in_a_worker_a_cache_entry_waits_for_the_stored_result_and_an_idempotenc
     assert cache.store.get(chat_key(chat())) is not None
 
 
-def test_a_redelivered_owner_resumes_its_own_flight(cache: Harness) -> None:
-    # task-1 died mid-way; its message comes back
-    assert cache.store.claim_flight(idempotency_key("chat", "order-7"), "task-1", lease_s=60)
-    compute = Compute()
-    assert cache.serve(chat(idempotency_key="order-7"), "task-1", compute)["output"] == {"call": 1}
+@pytest.mark.parametrize("request_", [chat(), chat(temperature=0.9, idempotency_key="order-7")], ids=["cached", "key"])
+def test_a_copy_of_a_task_still_running_waits_for_its_result(
+    cache: Harness, request_: ChatRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RabbitMQ puts a running task's message back the moment its worker's connection drops (kombu's Redis
+    transport when its connection is reset): the copy has the same task id, and must not call the provider again."""
+    computing, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    first_compute, copy_compute = Compute(), Compute()
+
+    def first_call() -> dict[str, Any]:
+        computing.set()
+        assert release.wait(10)
+        return first_compute()
+
+    wait_for = cache.store.wait_for
+
+    def waits(key: str, timeout_s: float) -> dict[str, Any] | None:
+        waiting.set()
+        return wait_for(key, timeout_s)
+
+    monkeypatch.setattr(cache.store, "wait_for", waits)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cache.serve, request_, "task-1", first_call)
+        assert computing.wait(10)
+        copy = pool.submit(cache.serve, request_, "task-1", copy_compute)
+        waiting.wait(5)  # the copy found the claim held (on the code before, it took it over and computed)
+        release.set()
+        assert first.result(10)["output"] == copy.result(10)["output"] == {"call": 1}
+    assert (first_compute.calls, copy_compute.calls) == (1, 0)
+    assert copy.result()["cached"]
+
+
+@pytest.mark.parametrize("request_", [chat(), chat(temperature=0.9, idempotency_key="order-8")], ids=["cached", "key"])
+def test_a_claim_is_kept_while_its_computation_outlasts_its_lease(
+    cache: Harness, request_: ChatRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = current_settings()
+    short = settings.model_copy(update={"recovery": settings.recovery.model_copy(update={"lease_s": 0.2})})
+    monkeypatch.setattr("stepper.reuse.serving.current_settings", lambda: short)
+    compute = Compute(delay_s=1.0)  # five leases
+    first = threading.Thread(target=cache.serve, args=(request_, "task-1", compute))
+    first.start()
+    try:
+        time.sleep(0.6)  # three leases in: renewed, the claim is still held
+        assert cache.serve(request_, "task-2", compute)["output"] == {"call": 1}
+    finally:
+        first.join()
     assert compute.calls == 1
 
 
@@ -384,9 +445,10 @@ def test_redis_abandoned_flight_at_its_raw_key_is_taken_over(redis_client: redis
     assert compute.calls == 1
 
 
-def test_redis_redelivered_owner_resumes_its_flight_at_its_raw_key(redis_client: redis.Redis) -> None:
+def test_redis_a_dead_runs_claim_runs_out_and_the_copy_of_its_task_computes(redis_client: redis.Redis) -> None:
     key = idempotency_key("chat", "order-7")
-    redis_client.set(f"{key}:flight", b"task-1", px=60_000)  # task-1 died mid-way; its message comes back
+    # task-1's worker died mid-way, its claim is renewed no more; its message comes back
+    redis_client.set(f"{key}:flight", b"task-1 a-run-that-died", px=300)
     compute = Compute()
     assert serve(CHAT, chat(idempotency_key="order-7"), "task-1", compute)["output"] == {"call": 1}
     assert compute.calls == 1
