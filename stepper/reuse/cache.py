@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from stepper.config import current_settings
 from stepper.infra import keys, lua, result_riders
@@ -214,10 +215,16 @@ class ResultCache:
         return bool(self.client.set(keys.flight(key), owner.encode(), nx=True, px=ttl_ms(lease_s)))
 
     def renew(self, claims: Sequence[tuple[str, str]], lease_s: float) -> list[bool]:
-        """Renew each claim its owner still holds (``lua/flight_renew.lua``), all in one round trip."""
+        """Renew each claim its owner still holds (``lua/flight_renew.lua``), all in one round trip; on a Redis
+        Cluster, whose pipelines refuse scripts, one call per claim."""
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([keys.flight(key)], [owner, ttl_ms(lease_s)]) for key, owner in claims
+        ]
+        if isinstance(self.client, RedisCluster):
+            return [bool(self._renew(keys=flight, args=args)) for flight, args in calls]
         pipeline = self.client.pipeline(transaction=False)
-        for key, owner in claims:
-            self._renew(keys=[keys.flight(key)], args=[owner, ttl_ms(lease_s)], client=pipeline)
+        for flight, args in calls:
+            self._renew(keys=flight, args=args, client=pipeline)
         return [bool(renewed) for renewed in pipeline.execute()]
 
     def land(self, key: str, owner: str) -> None:

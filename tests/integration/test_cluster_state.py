@@ -84,6 +84,22 @@ def test_a_cache_entry_and_its_claim_share_a_slot(cluster: RedisCluster) -> None
     assert key_slot(key.encode()) == key_slot(keys.flight(key).encode()) == key_slot(keys.refreshing(key).encode())
     assert cache.probe(key, "worker-a", lease_s=5).claimed
     assert not cache.probe(key, "worker-b", lease_s=5).claimed  # single flight, on the cluster
+    # Renewed together though their claims live on different nodes; released only by the run holding it.
+    elsewhere = next(n for n in range(256) if _node(cluster, n) != _node(cluster, 0x9F))
+    other = keys.cache_entry("chat", f"{elsewhere:02x}" * 32)
+    assert cache.probe(other, "worker-a", lease_s=5).claimed
+    assert cache.renew([(key, "worker-a"), (other, "worker-a"), (key, "worker-b")], lease_s=60) == [True, True, False]
+    assert cluster.pttl(keys.flight(other)) > 5_000
+    cache.land(key, "worker-b")
+    assert not cache.probe(key, "worker-c", lease_s=5).claimed
+    cache.land(key, "worker-a")
+    assert cache.probe(key, "worker-c", lease_s=5).claimed
+
+
+def _node(cluster: RedisCluster, byte: int) -> str:
+    """The node holding the claim of the cache entry whose digest repeats ``byte``."""
+    flight = keys.flight(keys.cache_entry("chat", f"{byte:02x}" * 32))
+    return str(cluster.get_node_from_key(flight).name)  # type: ignore[no-untyped-call]
 
 
 def test_the_dead_letter_store_is_not_cluster_safe(cluster: RedisCluster) -> None:
