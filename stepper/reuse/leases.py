@@ -9,7 +9,7 @@ request does. A claim whose holder died (its worker SIGKILLed, its machine gone)
 out within one lease; a waiter then computes.
 
 :class:`LeaseKeeper` holds the claims; :func:`run_owner` names the run that holds one. The stores renew in one
-round trip per store and tick (:meth:`stepper.reuse.cache.ResultStore.renew`).
+round trip per store and tick, one per claim on a Redis Cluster (:meth:`stepper.reuse.cache.ResultStore.renew`).
 """
 
 from __future__ import annotations
