@@ -478,13 +478,18 @@ class AlertSettings(_Settings):
     exhausted_per_minute_threshold: int = Field(default=5, ge=0)
 
 
+#: Renewals per ``stepper_recovery["lease_s"]`` of every lease stepper keeps (a worker's on the messages it holds,
+#: a run's on the computation it claimed): a live holder misses three in a row before its lease runs out.
+RENEWALS_PER_LEASE = 4
+
+
 class RecoverySettings(_Settings):
     """Riding out a Redis restart and a dead worker; see stepper.workers.recovery."""
 
     #: A stepper message held by no live worker for this long goes back on its queue (kombu alone waits for
-    #: the visibility timeout). Workers renew their lease four times per period. Also the lease of a claim on a
-    #: computation in flight (single flight, an idempotency key), renewed as often while it runs
-    #: (stepper.reuse.leases): a dead worker's claim runs out this long after its last renewal.
+    #: the visibility timeout). Workers renew their lease four times per period (RENEWALS_PER_LEASE). Also the
+    #: lease of a claim on a computation in flight (single flight, an idempotency key), renewed as often while
+    #: it runs (stepper.reuse.leases): a dead worker's claim runs out this long after its last renewal.
     lease_s: float = Field(default=20.0, gt=0)
     #: How long a task's own Redis bookkeeping (cache, idempotency) waits for Redis to come back before the
     #: task is put back on its queue instead of failing.

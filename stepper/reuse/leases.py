@@ -28,10 +28,10 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from stepper.settings import RENEWALS_PER_LEASE
+
 logger = logging.getLogger(__name__)
 
-#: Renewals per lease: a holder misses three in a row before its claim runs out.
-RENEWALS_PER_LEASE = 4
 #: How often an idle keeper looks again, in seconds; holding claims, it looks every quarter of the shortest lease.
 IDLE_TICK_S = 1.0
 

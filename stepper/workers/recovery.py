@@ -26,12 +26,10 @@ from typing import Any
 
 from stepper.infra import keys
 from stepper.infra.connections import as_text, redis_now_ms
+from stepper.settings import RENEWALS_PER_LEASE
 from stepper.workers.broker_connection import HeldConnection
 
 logger = logging.getLogger(__name__)
-
-#: Lease renewals per lease period: a live worker misses three in a row before another may take its messages.
-RENEWALS_PER_LEASE = 4
 
 
 def held_delivery_tags() -> set[str]:
