@@ -37,6 +37,8 @@ def serve(
     ``admitting``: the admission of the chain's first call, asked with a probe that claims the computation.
     """
     settings = current_settings()
+    if request.idempotency_key is None and not cacheable(family.kind, request, settings.cache):
+        return compute()  # nothing to reuse, and no claim to hold
     if results is None:
         results = result_cache(settings.recovery.redis_wait_s)
     flight = Flight(results, run_owner(task_id), settings.recovery.lease_s, compute)
@@ -49,8 +51,6 @@ def serve(
         # Written the moment the answer exists, not with the stored result: a worker that dies in between must
         # leave as short a window as possible in which a redelivery would do the work (a charge, a send) again.
         return flight.run(key, None, probe.claimed, ttl_s=ttl_s)
-    if not cacheable(family.kind, request, settings.cache):
-        return compute()
     window = settings.cache.windows[family.kind]
     ttl_s = window.fresh_s + window.stale_s
     key = cache_key(family.kind, request, settings, family.output_model)
