@@ -31,6 +31,7 @@ from stepper.schemas import KINDS, Kind
 from stepper.tasks.wiring import current_executor
 from stepper.workers import pools
 from stepper.workers.profiles import consumed_queues
+from stepper.workers.result_repr import defer_result_repr
 
 #: The task kinds this worker consumes, found as it starts (a prefork child inherits them).
 _consumed: list[Kind] = []
@@ -41,10 +42,11 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     """Before the pool starts: one HTTP and one broker connection per concurrent task, so a threads or gevent
     pool never waits for a pooled one nor fails to acknowledge, and a gevent consumer refills its pool promptly
     (:mod:`stepper.workers.pools`); one result-backend client for all the tasks of the process
-    (:func:`stepper.infra.result_backend.share_clients`); and tesseract single-threaded, because the pool already
-    keeps every core busy and OpenMP threads in each process would only fight it (an operator's own
-    OMP_THREAD_LIMIT wins). Then, unless the pool forks, what the first tasks of the kinds it consumes would
-    make (:func:`_warm_up`)."""
+    (:func:`stepper.infra.result_backend.share_clients`); the text of each result for its task-succeeded event
+    made only when the event is sent (:mod:`stepper.workers.result_repr`); and tesseract single-threaded,
+    because the pool already keeps every core busy and OpenMP threads in each process would only fight it (an
+    operator's own OMP_THREAD_LIMIT wins). Then, unless the pool forks, what the first tasks of the kinds it
+    consumes would make (:func:`_warm_up`)."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     # "auto" is resolved after this signal, and only ever sizes a prefork pool to the cores: no pool to widen.
     concurrency = getattr(sender, "concurrency", None)
@@ -56,6 +58,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     _check_guards()
     tracing.setup()
     if sender is not None:
+        defer_result_repr(sender.app.conf)
         _consumed[:] = consumed_kinds(sender.app)
         # A prefork parent runs no task, and forks its children again whenever one is replaced: it must not load
         # the engines (numpy and OpenCV start threads of their own as they load). Each child warms up as it

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from celery.utils.saferepr import saferepr
 
 from tests.integration.conftest import COUNTING_CHAINS, Fleet
 from tests.support.redis_server import free_port
@@ -58,11 +59,11 @@ def test_flower_lists_workers_and_a_finished_task(watched_fleet: Fleet, flower: 
     assert "chat" in {queue["name"] for queue in workers[watched_fleet.worker.name]["active_queues"]}
     assert requests.get(f"{flower}/api/workers", timeout=5).status_code == 401  # no credentials, no data
 
-    task_id = ""
+    task_id, answer = "", None
     deadline = time.monotonic() + 45
     while True:  # Flower switches task events on in the workers shortly after it starts
         result = watched_fleet.app.send_task("stepper.chat", kwargs={"messages": [{"role": "user", "content": "x"}]})
-        result.get(timeout=30)
+        answer = result.get(timeout=30)
         tasks = requests.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json()
         if result.id in tasks:
             task_id = result.id
@@ -72,6 +73,8 @@ def test_flower_lists_workers_and_a_finished_task(watched_fleet: Fleet, flower: 
     # Its events arrive one by one: wait for the last.
     finished = poll(f"{flower}/api/tasks", lambda body: body.get(task_id, {}).get("state") == "SUCCESS")
     assert finished[task_id]["name"] == "stepper.chat"
+    # The start of the result, as Celery words it (stepper.workers.result_repr makes it only for the event).
+    assert finished[task_id]["result"] == saferepr(answer, 160)
 
 
 def test_flower_refuses_to_start_unauthenticated() -> None:

@@ -1,0 +1,58 @@
+"""The text of each task's result in its task-succeeded event, made only when something reads it.
+
+Celery's tracer formats a prefix of every result (``Task.resultrepr_maxsize`` characters) with its own
+``celery.utils.saferepr`` as soon as the task returns (``celery.app.trace``), for two readers that are off most
+of the time: the task-succeeded event, sent only while the worker's events are on (``worker_send_task_events``,
+``celery control enable_events``, Flower), and the "succeeded in" INFO line, which stepper turns off above DEBUG
+(:func:`stepper.infra.logs.one_line_per_task`). saferepr streams every token through generators: 33 µs for a
+chat result in a quiet loop, and about 90 of the 1,530 µs of CPU a busy threads worker spends per mock chat
+(the overhead benchmark's worker with the call replaced, alternated against this code).
+
+:func:`defer_result_repr` makes the tracer hold a :class:`DeferredRepr` instead. It calls the same saferepr,
+with the same arguments, the first time it is read: as text (the log line), as JSON (kombu's encoder calls
+``__json__``: the event) or pickled (a prefork child hands it to its parent as the text). Every reader sees the
+text it saw before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.app import trace
+from celery.utils.saferepr import saferepr
+
+
+class DeferredRepr:
+    """``saferepr(value, maxlen, maxlevels)``, made on first read and kept: ``str()``, ``__json__()`` (kombu's
+    ``JSONEncoder``) and pickling give the text; ``repr()`` gives the text's repr, as for the string."""
+
+    __slots__ = ("_maxlen", "_maxlevels", "_text", "_value")
+
+    def __init__(self, value: Any, maxlen: int | None = None, maxlevels: int = 3) -> None:
+        self._value = value
+        self._maxlen = maxlen
+        self._maxlevels = maxlevels
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = saferepr(self._value, self._maxlen, self._maxlevels)
+            self._value = None
+        return self._text
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __json__(self) -> str:
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return str, (str(self),)
+
+
+def defer_result_repr(conf: Any) -> None:
+    """Make this process's Celery tracer defer the text of each result (``celery.app.trace.saferepr``), when
+    ``conf`` (the worker's ``app.conf``) sends events as JSON: kombu's encoder is the reader that asks a value for
+    its text (``__json__``). Under another ``event_serializer`` the tracer keeps Celery's own."""
+    if conf.event_serializer == "json":
+        trace.saferepr = DeferredRepr
