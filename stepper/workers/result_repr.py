@@ -24,21 +24,22 @@ from celery.utils.saferepr import saferepr
 
 class DeferredRepr:
     """``saferepr(value, maxlen, maxlevels)``, made on first read and kept: ``str()``, ``__json__()`` (kombu's
-    ``JSONEncoder``) and pickling give the text; ``repr()`` gives the text's repr, as for the string."""
+    ``JSONEncoder``) and pickling give the text; ``repr()`` gives the text's repr, as for the string. Once made,
+    the text replaces the value, so an event held back (Celery's event dispatcher keeps them while the broker is
+    away) keeps only the text, as before; the one attribute swapped at once lets two threads read it safely."""
 
-    __slots__ = ("_maxlen", "_maxlevels", "_text", "_value")
+    __slots__ = ("_state",)
 
     def __init__(self, value: Any, maxlen: int | None = None, maxlevels: int = 3) -> None:
-        self._value = value
-        self._maxlen = maxlen
-        self._maxlevels = maxlevels
-        self._text: str | None = None
+        self._state: tuple[Any, int | None, int] | str = (value, maxlen, maxlevels)
 
     def __str__(self) -> str:
-        if self._text is None:
-            self._text = saferepr(self._value, self._maxlen, self._maxlevels)
-            self._value = None
-        return self._text
+        state = self._state
+        if isinstance(state, str):
+            return state
+        text: str = saferepr(*state)
+        self._state = text
+        return text
 
     def __repr__(self) -> str:
         return repr(str(self))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import uuid
+import weakref
 from typing import Any
 
 import pytest
@@ -46,10 +47,15 @@ def test_every_reader_gets_celerys_text(maxlen: int | None) -> None:
 
 def test_the_text_is_made_once_and_only_when_read() -> None:
     CountedRepr.made = 0
-    deferred = DeferredRepr([CountedRepr()], 160)
+    value = CountedRepr()
+    deferred = DeferredRepr([value], 160)
     assert CountedRepr.made == 0
     assert str(deferred) == "[<counted>]" == str(deferred)
     assert CountedRepr.made == 1
+    # Once made, the text is all it holds: an event kept back holds no result.
+    gone = weakref.ref(value)
+    del value
+    assert gone() is None
 
 
 def test_celerys_tracer_holds_the_deferred_text(monkeypatch: pytest.MonkeyPatch) -> None:
