@@ -13,7 +13,7 @@ from celery.app import trace
 from celery.utils.saferepr import saferepr
 from kombu.utils.json import dumps
 
-from stepper.workers.result_repr import DeferredRepr, defer_result_repr
+from stepper.workers.result_repr import DeferredRepr, defer_result_repr, deferred_saferepr
 
 RESULT = {
     "kind": "chat", "provider": "mock", "model": "mock-chat-1", "cached": False,
@@ -80,4 +80,9 @@ def test_only_a_json_event_defers(monkeypatch: pytest.MonkeyPatch, serializer: s
     monkeypatch.setattr(trace, "saferepr", trace.saferepr)
     conf: Any = Celery("result-repr", set_as_current=False, config_source={"event_serializer": serializer}).conf
     defer_result_repr(conf)
-    assert (trace.saferepr is DeferredRepr) is deferred
+    assert (trace.saferepr is deferred_saferepr) is deferred
+
+
+def test_a_caller_passing_seen_gets_the_text_at_once() -> None:
+    seen = {id(RESULT)}
+    assert deferred_saferepr(RESULT, 160, 3, seen) == saferepr(RESULT, 160, 3, {id(RESULT)})
