@@ -4,6 +4,7 @@ too, marked ``lua``)."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,16 +15,17 @@ import redis
 @contextmanager
 def monitored(server: redis.Redis) -> Iterator[list[dict[str, Any]]]:
     """The commands ``server`` runs during the block, each as redis-py's ``Monitor.listen`` gives it: ``db``,
-    ``client_type`` (``lua`` for a script's), ``command`` (the whole line). The list fills until the block ends."""
+    ``client_type`` (``lua`` for a script's), ``command`` (the whole line). When the block ends the list holds every
+    command Redis ran until then."""
     seen: list[dict[str, Any]] = []
     listening = threading.Event()
-    stop = threading.Event()
+    end = f"monitored-block-ends-{uuid.uuid4().hex}"
 
     def listen() -> None:
         with server.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py leaves monitor() untyped
             listening.set()
             for command in monitor.listen():
-                if stop.is_set():
+                if end in command["command"]:
                     return
                 seen.append(command)
 
@@ -33,6 +35,7 @@ def monitored(server: redis.Redis) -> Iterator[list[dict[str, Any]]]:
     try:
         yield seen
     finally:
-        stop.set()
-        server.ping()  # wakes the listener up
+        # MONITOR reports commands in the order Redis ran them, and the listener may still be reading those of the
+        # block: it stops at this marker, not when the block ends, so none of them is dropped.
+        server.echo(end)
         thread.join(timeout=10)
