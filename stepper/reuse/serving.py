@@ -11,12 +11,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from stepper.config import current_config, current_settings
+from stepper.config import current_settings
 from stepper.families import Family
 from stepper.infra import metrics
 from stepper.reuse.cache import Admitting, ResultStore, cache_key, cacheable, idempotency_key, result_cache
 from stepper.reuse.leases import LEASES, run_owner
-from stepper.reuse.submitting import as_cached, enqueue_refresh
+from stepper.reuse.submitting import as_cached, refresh_once
 from stepper.schemas.common import TaskRequest
 
 Compute = Callable[[], dict[str, Any]]
@@ -64,9 +64,8 @@ def serve(
     hit = probe.hit
     metrics.CACHE.labels(family.kind, "miss" if hit is None else "hit" if hit.fresh else "stale").inc()
     if hit is not None:
-        # One refresh per stale period: the claim lasts until the refresh task ran, at most its time limit.
-        if not hit.fresh and results.claim_refresh(key, float(current_config().get("task_time_limit") or 300)):
-            enqueue_refresh(family, request)
+        if not hit.fresh:
+            refresh_once(results, key, family, request)
         return as_cached(hit.result)
     return flight.run(key, task_id, probe.claimed, ttl_s=ttl_s)
 

@@ -40,13 +40,22 @@ def cached_result(
     hit = results.get(key, settings.cache.windows[family.kind])
     if hit is None:
         return None
-    if not hit.fresh and results.claim_refresh(key, float(app.conf.task_time_limit or 300)):
-        enqueue_refresh(family, request, app)
+    if not hit.fresh:
+        refresh_once(results, key, family, request, app)
     return as_cached(hit.result)
 
 
 def as_cached(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "cached": True}
+
+
+def refresh_once(results: ResultStore, key: str, family: Family, request: TaskRequest, app: Any = None) -> None:
+    """Enqueue the refresh of the stale entry ``key`` unless another caller, fleet-wide, already did: one refresh
+    per stale period. The claim lasts until the refresh task ran, at most its time limit (``task_time_limit``)."""
+    if app is None:
+        from stepper.celery import app
+    if results.claim_refresh(key, float(app.conf.task_time_limit or 300)):
+        enqueue_refresh(family, request, app)
 
 
 def enqueue_refresh(family: Family, request: TaskRequest, app: Any = None) -> None:

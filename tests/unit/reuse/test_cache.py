@@ -129,14 +129,14 @@ class Refreshes:
 
     sent: list[tuple[Family, TaskRequest]] = field(default_factory=list)
 
-    def __call__(self, family: Family, request: TaskRequest) -> None:
+    def __call__(self, family: Family, request: TaskRequest, app: Any = None) -> None:
         self.sent.append((family, request))
 
 
 @pytest.fixture
 def refreshes(monkeypatch: pytest.MonkeyPatch) -> Refreshes:
     recorded = Refreshes()
-    monkeypatch.setattr("stepper.reuse.serving.enqueue_refresh", recorded)
+    monkeypatch.setattr("stepper.reuse.submitting.enqueue_refresh", recorded)
     return recorded
 
 
