@@ -83,9 +83,10 @@ class MemoryResultCache:
 
     def land(self, key: str, owner: str) -> None:
         """Release ``owner``'s claim, unless another run holds it by now."""
+        flight = keys.flight(key)
         with self._lock:
-            if self._read(keys.flight(key)) == owner:
-                del self._held[keys.flight(key)]
+            if self._read(flight) == owner:
+                del self._held[flight]
 
     def wait_for(self, key: str, timeout_s: float) -> dict[str, Any] | None:
         """Wait for the computation in flight to store its result; None if it gave up (or its lease ran out)."""
