@@ -25,7 +25,8 @@ class HttpStatusError(Exception):
 async def post_lines(url: str, body: dict[str, Any], headers: dict[str, str]) -> AsyncIterator[bytes]:
     """POST ``body`` as JSON to ``url`` (``http://host:port/path``) and yield the response body's lines (without
     their line ends) as they arrive. Raises :class:`HttpStatusError` for a status other than 200, ``OSError`` for
-    a connection that fails, ``asyncio.IncompleteReadError`` for one closed mid-body."""
+    a connection that fails, ``asyncio.IncompleteReadError`` for one closed before the response ends (in its
+    head or its body)."""
     where = urlsplit(url)
     reader, writer = await asyncio.open_connection(where.hostname, where.port)
     try:
@@ -39,9 +40,9 @@ async def post_lines(url: str, body: dict[str, Any], headers: dict[str, str]) ->
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-        status = int((await reader.readline()).split()[1])
+        status = int((await _line(reader)).split()[1])
         fields: dict[str, str] = {}
-        while (line := await reader.readline()) not in (b"\r\n", b""):
+        while (line := await _line(reader)) != b"\r\n":
             name, _, value = line.decode("latin-1").partition(":")
             fields[name.strip().lower()] = value.strip()
         chunked = fields.get("transfer-encoding", "").lower() == "chunked"
@@ -62,8 +63,16 @@ async def post_lines(url: str, body: dict[str, Any], headers: dict[str, str]) ->
         writer.close()
 
 
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    """The next line with its line end; ``asyncio.IncompleteReadError`` if the connection closes first."""
+    line = await reader.readline()
+    if not line.endswith(b"\n"):
+        raise asyncio.IncompleteReadError(line, None)
+    return line
+
+
 async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
+    while (size := int((await _line(reader)).split(b";")[0], 16)) > 0:
         yield (await reader.readexactly(size + 2))[:-2]
 
 
