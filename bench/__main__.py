@@ -1,7 +1,12 @@
-"""Run every benchmark, print ratios with absolute figures for context, write bench-results.json."""
+"""Run every benchmark, print ratios with absolute figures for context, write bench-results.json.
+
+``python -m bench io_fleet concurrency`` runs only the benchmarks named (their modules' names), in the usual order,
+and prints them without writing the file, which keeps the last full run's figures (``make bench``).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -42,15 +47,26 @@ BENCHMARKS = (
 )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    names = [module.__name__.removeprefix("bench.") for module in BENCHMARKS]
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("only", nargs="*", metavar="BENCHMARK", help=f"one of {', '.join(names)} (default: all)")
+    only = parser.parse_args(argv).only
+    if unknown := sorted(set(only) - set(names)):
+        parser.error(f"no benchmark {', '.join(unknown)}: choose among {', '.join(names)}")
     print(f"stepper benchmarks on {platform.machine()}, {os.cpu_count()} cores (timings are noisy; ratios hold)")
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     with private_redis() as redis:
-        for module in BENCHMARKS:
-            for name, figures in module.run(redis).items():
-                results[name] = figures
-                print(line(name, figures), flush=True)
+        for name, module in zip(names, BENCHMARKS, strict=True):
+            if only and name not in only:
+                continue
+            for result, figures in module.run(redis).items():
+                results[result] = figures
+                print(line(result, figures), flush=True)
+    if only:
+        print(f"done after {time.monotonic() - started:.0f}s; only a full run writes {RESULTS}")
+        return 0
     RESULTS.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}, indent=2))
     print(f"written to {RESULTS} after {time.monotonic() - started:.0f}s")
     return 0

@@ -8,13 +8,12 @@ with quorum queues (Raft, one node here: a real cluster adds a network round tri
 Results and the fleet's state stay on Redis (Sentinel's master for the Sentinel run). Sides alternate over
 ``ROUNDS`` rounds; each figure is a median and each ratio the median of per-round ratios against Redis.
 
-``python -m bench.brokers`` runs this alone (about a minute and a half); ``make bench`` runs it with the others.
+``python -m bench brokers`` runs this alone (about a minute and a half); ``make bench`` runs it with the others.
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 
 from celery import Celery
 
-from bench.harness import Figure, compare, fleet_at, private_redis, progress, redis_url
+from bench.harness import Figure, compare, fleet_at, progress, redis_url
 from bench.overhead import CONCURRENCY, STEPPER_SETTINGS, Send, chat_request, throughput
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.redis_server import RedisServer
@@ -93,16 +92,3 @@ def run(redis: RedisServer) -> dict[str, dict[str, Any]]:
             rounds={side: [round(value, 1) for value in per_second[side]] for side in ("redis", name)},
         )
     return results
-
-
-def main() -> int:
-    from bench.__main__ import line
-
-    with private_redis() as redis:
-        for name, figures in run(redis).items():
-            print(line(name, figures), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
