@@ -182,14 +182,23 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
     def ack(self, delivery_tag: str) -> None:
         if result_riders.acknowledged(delivery_tag):  # removed with its task's SUCCESS: only the bookkeeping is left
             virtual.QoS.ack(self, delivery_tag)
-            return
-        self.confirm()
-        super().ack(delivery_tag)
+        else:
+            self.confirm()
+            super().ack(delivery_tag)
+        self._slot_freed()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         result_riders.acknowledged(delivery_tag)
         self.confirm()
         super().reject(delivery_tag, requeue=requeue)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        """Wake the consumer if it waits with every slot taken: a gevent worker's poller holds a waker for that
+        (stepper.workers.pools.FullPoolWaker); elsewhere the poller has none and kombu's own loop asks again."""
+        waker = getattr(getattr(self.channel.connection, "cycle", None), "full_pool_waker", None)
+        if waker is not None:
+            waker.wake()
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
         """kombu's restore of one message from its entry, once the entry is written. kombu's restores of a closing

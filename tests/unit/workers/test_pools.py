@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from kombu.transport import redis as kombu_redis
 from stepper.infra import connections
 from stepper.providers import transport
 from stepper.workers import pools
+from tests.support.redis_server import RESERVED_DATABASES
 
 
 @pytest.fixture
@@ -95,20 +96,106 @@ def test_gevent_workers_poll_sockets_above_fd_1023(mode: str, expected: str) -> 
     assert done.stdout.startswith(expected), done.stdout
 
 
-def test_a_full_gevent_pool_waits_briefly_for_its_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """kombu waits as long as the consumer loop allows (2 s) while the pool is full, a finished task's slot empty
-    meanwhile; a gevent worker's waits at most ``FULL_POOL_WAIT_S`` then, and as long as asked otherwise."""
-    asked: list[float | None] = []
-    monkeypatch.setattr(
-        kombu_redis.MultiChannelPoller, "get", lambda _poller, _callback, timeout=None: asked.append(timeout)
+# A gevent process consuming with a prefetch of one (a full pool after the first message), as a gevent worker's
+# consumer loop does: the first message's acknowledgement is sent from another greenlet while the consumer waits.
+# It prints how many messages it received, or "timed out" with that count.
+FULL_POOL_REFILL = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+    import socket, sys
+    import gevent
+    from kombu import Connection, Exchange, Queue
+    from stepper.workers import pools
+    url, mode, timeout_s, transport = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    if mode == "patched":
+        pools.poll_without_fd_limit()
+        pools.refill_promptly_when_full()
+    queue = Queue("refill", Exchange("refill"), "refill")
+    received = []
+    with Connection(url, transport=transport) as connection:
+        with connection.Producer() as producer:
+            for number in range(2):
+                producer.publish({"n": number}, exchange=queue.exchange, routing_key="refill", declare=[queue])
+        with connection.Consumer(queue, callbacks=[lambda body, message: received.append(message)], prefetch_count=1):
+            connection.drain_events(timeout=60)
+            cycle = connection.transport.cycle
+            (channel,) = cycle._channels
+            kombu_poll, waits_full = cycle.poller.poll, []
+
+            def poll(timeout):
+                waits_full.append(not channel.qos.can_consume())
+                return kombu_poll(timeout)
+
+            cycle.poller.poll = poll
+
+            def finish():  # a task's greenlet: it runs a while, the consumer waiting, then acknowledges
+                gevent.sleep(0.3)
+                received[0].ack()
+
+            gevent.spawn(finish)
+            try:
+                connection.drain_events(timeout=timeout_s)
+            except socket.timeout:
+                print("timed out", len(received), "waits while full:", sum(waits_full))
+            else:
+                print(len(received), "waits while full:", sum(waits_full))
+            for message in received[1:]:
+                message.ack()
+    """
+)
+
+
+STEPPERS = "stepper.infra.redis_transport:Transport"
+
+
+@pytest.mark.parametrize(
+    ("mode", "timeout_s", "expected"),
+    [("unpatched", "1", "timed out 1 waits while full: 1"), ("patched", "60", "2 waits while full: 1")],
+)
+def test_a_full_gevent_pool_is_refilled_when_a_slot_frees(
+    redis_server: Any, mode: str, timeout_s: str, expected: str
+) -> None:
+    """Unpatched, kombu waits out its whole timeout with the slot free (the fault: 2 s in a worker's loop);
+    patched, it waits once, until the acknowledgement wakes it, and then reads the next message."""
+    assert refill(redis_server, mode, timeout_s, STEPPERS) == expected
+
+
+def test_under_kombus_own_transport_a_full_pool_waits_briefly_and_is_refilled(redis_server: Any) -> None:
+    """kombu's own Redis transport (a deployment's ``broker_transport``) does not wake the waiting consumer: it
+    asks again every ``FULL_POOL_WAIT_S`` while the pool is full, and so reads the next message too."""
+    received, _, _, _, waits = refill(redis_server, "patched", "60", "redis").split()
+    assert received == "2"
+    assert int(waits) > 1
+
+
+def refill(redis_server: Any, mode: str, timeout_s: str, transport: str) -> str:
+    """What ``FULL_POOL_REFILL`` printed."""
+    url = f"redis://127.0.0.1:{redis_server.port}/{RESERVED_DATABASES['fleet']}"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_POOL_REFILL, url, mode, timeout_s, transport],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    monkeypatch.setattr(pools, "detect_environment", lambda: "gevent")
-    pools.refill_promptly_when_full()
-    full = SimpleNamespace(active_queues=["chat"], qos=SimpleNamespace(can_consume=lambda: False))
-    room = SimpleNamespace(active_queues=["chat"], qos=SimpleNamespace(can_consume=lambda: True))
-    kombu_redis.MultiChannelPoller.get(SimpleNamespace(_channels=[full]), None, 2.0)
-    kombu_redis.MultiChannelPoller.get(SimpleNamespace(_channels=[room]), None, 2.0)
-    assert asked == [pools.FULL_POOL_WAIT_S, 2.0]
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_waker_is_written_once_per_wait_and_only_while_waiting() -> None:
+    waker = pools.FullPoolWaker()
+    waker.wake()  # the consumer is not waiting: nothing to tell
+    assert not select.select([waker], [], [], 0)[0]
+    waker.waiting = True
+    waker.wake()
+    waker.wake()
+    assert select.select([waker], [], [], 0)[0]
+    assert waker._reader.recv(16) == b"\0"
+    waker.waiting = True
+    waker.wake()
+    waker.drain()
+    assert not select.select([waker], [], [], 0)[0]
 
 
 def test_other_pools_keep_kombus_wait(monkeypatch: pytest.MonkeyPatch) -> None:
